@@ -1,0 +1,1 @@
+"""ROS-free, torch-free core: plain numpy data, time alignment, geometry, metrics."""

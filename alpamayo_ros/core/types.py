@@ -1,0 +1,111 @@
+"""Plain data types shared by the model runtime, the planner core, replay and nodes.
+
+Everything here is numpy and dataclasses only, so every layer can use it without torch
+or rclpy. Conventions: the t0 frame is the rear-axle base frame at t0 (REP-103: x
+forward, y left, z up, metres); times are float seconds; arrays are float64 unless said.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+import numpy as np
+
+NUM_CAMERAS = 4
+FRAMES_PER_CAMERA = 4
+NUM_FRAMES = NUM_CAMERAS * FRAMES_PER_CAMERA
+NUM_HISTORY = 16
+HISTORY_DT = 0.1
+NUM_WAYPOINTS = 64
+WAYPOINT_DT = 0.1
+# Frame target offsets relative to t0 [s], oldest first.
+FRAME_OFFSETS = (-0.3, -0.2, -0.1, 0.0)
+# History sample offsets relative to t0 [s]: -1.5 .. 0.0.
+HISTORY_OFFSETS = tuple(round(-1.5 + 0.1 * k, 10) for k in range(NUM_HISTORY))
+# Waypoint offsets relative to t0 [s]: 0.1 .. 6.4 (waypoint i at 0.1 * (i + 1)).
+WAYPOINT_OFFSETS = tuple(round(0.1 * (i + 1), 10) for i in range(NUM_WAYPOINTS))
+DEFAULT_CAMERA_INDICES = (0, 1, 2, 6)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """Options of one model call (defaults: one sample, as in the official example)."""
+
+    num_samples: int = 1
+    max_coc_tokens: int = 256
+    diffusion_steps: int = 10
+    # True: nucleus sampling (top_p 0.98, temperature 0.6) as the official code;
+    # False: greedy decoding of the reasoning.
+    sample_coc: bool = True
+    top_p: float = 0.98
+    temperature: float = 0.6
+    # Seed of the torch generator used for CoC sampling and the diffusion noise.
+    seed: Optional[int] = 0
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What the model sees.
+
+    frames: (16, H, W, 3) uint8 RGB, camera-major (cam0 f0..f3, cam1 f0..f3, ...),
+        oldest first within each camera. (4, 4, H, W, 3) is accepted and flattened.
+    history_xyz: (16, 3) positions in the t0 frame at t0-1.5 .. t0; the last is 0.
+    history_rot: (16, 3, 3) rotations in the t0 frame; the last is the identity.
+    """
+
+    frames: np.ndarray
+    history_xyz: np.ndarray
+    history_rot: np.ndarray
+
+
+@dataclass
+class StageTimings:
+    """Wall-clock seconds per stage of one model call."""
+
+    preprocess: float = 0.0
+    vision_prefill: float = 0.0
+    coc_decode: float = 0.0
+    diffusion: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return (self.preprocess + self.vision_prefill + self.coc_decode
+                + self.diffusion + self.postprocess)
+
+
+@dataclass
+class TrajectorySample:
+    """One predicted trajectory in the t0 frame (64 waypoints at t0+0.1 .. t0+6.4 s)."""
+
+    xyz: np.ndarray            # (64, 3)
+    rot: np.ndarray            # (64, 3, 3)
+    yaw: np.ndarray            # (64,)
+    speed: np.ndarray          # (64,)
+    acceleration: np.ndarray   # (64,)
+    curvature: np.ndarray      # (64,)
+    coc: str = ""
+    coc_token_count: int = 0
+    # True when generation stopped (token limit) before <|traj_future_start|>.
+    coc_truncated: bool = False
+
+
+@dataclass
+class ModelOutput:
+    samples: list[TrajectorySample]
+    v0: float
+    timings: StageTimings
+    model_id: str = ""
+    # Offsets of the waypoints relative to t0 [s]: 0.1 .. 6.4.
+    waypoint_offsets: np.ndarray = field(
+        default_factory=lambda: np.asarray(WAYPOINT_OFFSETS, dtype=np.float64))
+
+
+class PlannerModel(Protocol):
+    """The single inference API used by the node, the replay tool and the benchmarks."""
+
+    model_id: str
+
+    def predict(self, model_input: ModelInput, options: InferenceOptions = InferenceOptions(),
+                initial_noise: Optional[np.ndarray] = None) -> ModelOutput:
+        ...
