@@ -1,0 +1,199 @@
+"""The 16 history poses (t0-1.5 .. t0 s) interpolated from odometry, in the t0 frame.
+
+Odometry poses (odometry child frame in the odom frame) first get the fixed base offset
+(child -> rear-axle base), then are interpolated at the exact history times: translation
+with scipy's CubicSpline (or linear), rotation with scipy's Slerp, as the official loader
+does. A little extrapolation (max_extrapolation) is allowed at the ends at constant
+velocity; more is refused, as are gaps between samples longer than max_odometry_gap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.interpolate import CubicSpline
+from scipy.spatial.transform import Rotation, Slerp
+
+from alpamayo_ros.core.errors import InputNotReady
+from alpamayo_ros.core.geometry import Pose, apply_base_offset, to_local_frame
+from alpamayo_ros.core.types import HISTORY_OFFSETS, NUM_HISTORY
+
+NS_PER_S = 1_000_000_000
+HISTORY_OFFSETS_NS = np.asarray([int(round(o * NS_PER_S)) for o in HISTORY_OFFSETS],
+                                dtype=np.int64)
+HISTORY_SPAN_NS = int(-HISTORY_OFFSETS_NS[0])
+
+
+@dataclass(frozen=True)
+class OdometryTrack:
+    """Odometry samples, ascending stamps: poses of the odometry child frame in the odom frame.
+
+    stamps_ns (N,) int64; xyz (N, 3) [m]; quat_xyzw (N, 4) scipy order.
+    """
+
+    stamps_ns: np.ndarray
+    xyz: np.ndarray
+    quat_xyzw: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.stamps_ns.shape[0])
+
+    @staticmethod
+    def empty() -> "OdometryTrack":
+        return OdometryTrack(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 4)))
+
+
+@dataclass(frozen=True)
+class HistoryResult:
+    """History of one tick.
+
+    xyz (16, 3) [m] and rot (16, 3, 3): base poses in the t0 frame at stamps_ns (16,) int64
+        = t0-1.5 .. t0 s; xyz[-1] = 0 and rot[-1] = identity.
+    t0_pose_odom: the base pose at t0 in the odom frame (interpolated, not the latest pose).
+    odometry_samples: odometry samples with stamps inside [t0-1.5 s, t0].
+    odometry_newest_ns: newest odometry stamp available at this tick.
+    extrapolated: largest distance in time of a history point outside the samples [s].
+    max_gap: largest time between consecutive samples around the window [s].
+    """
+
+    xyz: np.ndarray
+    rot: np.ndarray
+    stamps_ns: np.ndarray
+    t0_pose_odom: Pose
+    odometry_samples: int
+    odometry_newest_ns: int
+    extrapolated: float
+    max_gap: float
+
+    @property
+    def span(self) -> float:
+        """Time from the first to the last history pose [s] (1.5 by construction)."""
+        return float(self.stamps_ns[-1] - self.stamps_ns[0]) / NS_PER_S
+
+
+class PoseInterpolator:
+    """Base poses at arbitrary times from odometry samples (base offset already applied).
+
+    Times are int ns; inside the samples: CubicSpline/linear translation and Slerp rotation;
+    outside: constant linear and angular velocity of the end segment, which scipy's Slerp
+    does not offer (it refuses out-of-range times), hence the hand-written extrapolation.
+    """
+
+    def __init__(self, stamps_ns: np.ndarray, xyz: np.ndarray, rot,
+                 method: str = "spline") -> None:
+        """rot: (N, 3, 3) matrices or a scipy Rotation of N rotations."""
+        if len(stamps_ns) < 2:
+            raise ValueError(f"need >= 2 odometry samples, have {len(stamps_ns)}")
+        self._ref_ns = int(stamps_ns[-1])
+        # Float seconds relative to the newest sample and positions relative to it keep the
+        # spline well conditioned even with large stamps and map coordinates.
+        self._t = (np.asarray(stamps_ns, dtype=np.int64) - self._ref_ns) / NS_PER_S
+        self._xyz_ref = xyz[-1].copy()
+        self._xyz = xyz - self._xyz_ref
+        self._rot = rot if isinstance(rot, Rotation) else Rotation.from_matrix(rot)
+        self._method = method
+        self._spline = CubicSpline(self._t, self._xyz, axis=0) if method == "spline" else None
+        self._slerp = Slerp(self._t, self._rot)
+
+    @property
+    def first_ns(self) -> int:
+        return self._ref_ns + int(round(self._t[0] * NS_PER_S))
+
+    @property
+    def last_ns(self) -> int:
+        return self._ref_ns
+
+    def _positions_inside(self, t: np.ndarray) -> np.ndarray:
+        if self._spline is not None:
+            return self._spline(t)
+        return np.stack([np.interp(t, self._t, self._xyz[:, a]) for a in range(3)], axis=1)
+
+    def __call__(self, query_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (M, 3) [m] and rotations (M, 3, 3) of the base in the odom frame."""
+        t = (np.asarray(query_ns, dtype=np.int64) - self._ref_ns) / NS_PER_S
+        inside = np.clip(t, self._t[0], self._t[-1])
+        xyz = self._positions_inside(inside)
+        rot = self._slerp(inside).as_matrix()
+        for mask, i0, i1, edge in ((t < self._t[0], 0, 1, 0), (t > self._t[-1], -2, -1, -1)):
+            if not mask.any():
+                continue
+            dt = self._t[i1] - self._t[i0]
+            velocity = (self._xyz[i1] - self._xyz[i0]) / dt
+            omega = (self._rot[i0].inv() * self._rot[i1]).as_rotvec() / dt  # body frame
+            elapsed = t[mask] - self._t[edge]
+            xyz[mask] = self._xyz[edge] + np.outer(elapsed, velocity)
+            rot[mask] = (self._rot[edge] * Rotation.from_rotvec(np.outer(elapsed, omega))
+                         ).as_matrix()
+        return xyz + self._xyz_ref, rot
+
+
+def base_poses(track: OdometryTrack, base_offset: Pose) -> tuple[np.ndarray, np.ndarray]:
+    """Base poses (N, 3), (N, 3, 3) in the odom frame from the track's child-frame poses."""
+    rot = Rotation.from_quat(track.quat_xyzw).as_matrix()
+    return apply_base_offset(track.xyz, rot, base_offset)
+
+
+def base_poses_rotation(track: OdometryTrack, base_offset: Pose) -> tuple[np.ndarray, Rotation]:
+    """As base_poses, rotations kept as a scipy Rotation (saves matrix round trips)."""
+    child_rot = Rotation.from_quat(track.quat_xyzw)
+    base_xyz = track.xyz + child_rot.apply(base_offset.position)
+    return base_xyz, child_rot * Rotation.from_matrix(base_offset.rotation)
+
+
+def build_history(track: OdometryTrack, t0_ns: int, base_offset: Pose, *,
+                  method: str = "spline", max_extrapolation: float = 0.0,
+                  max_odometry_gap: float = 0.2) -> HistoryResult:
+    """16 base poses at t0-1.5 .. t0 in the t0 frame, plus the t0 pose in the odom frame.
+
+    Raises InputNotReady (with have/need numbers) when the odometry does not cover the
+    window within max_extrapolation [s] or has a gap longer than max_odometry_gap [s].
+    """
+    n = len(track)
+    if n < 2:
+        raise InputNotReady(f"odometry: need >= 2 samples for the history, have {n}")
+    stamps = track.stamps_ns
+    start_ns, end_ns = t0_ns - HISTORY_SPAN_NS, t0_ns
+    extrap_ns = int(round(max_extrapolation * NS_PER_S))
+    if stamps[0] - start_ns > extrap_ns:
+        raise InputNotReady(
+            f"odometry: history needs poses from t0-1.5 s, oldest sample is only "
+            f"{(t0_ns - stamps[0]) / NS_PER_S:.3f} s before t0 (would extrapolate "
+            f"{(stamps[0] - start_ns) / NS_PER_S:.3f} s, max_extrapolation "
+            f"{max_extrapolation:g} s)")
+    if end_ns - stamps[-1] > extrap_ns:
+        raise InputNotReady(
+            f"odometry: newest sample is {(end_ns - stamps[-1]) / NS_PER_S:.3f} s before t0 "
+            f"(max_extrapolation {max_extrapolation:g} s)")
+    # Samples inside the window plus one on each side (they shape the spline at the ends).
+    lo = max(int(np.searchsorted(stamps, start_ns, side="left")) - 1, 0)
+    hi = min(int(np.searchsorted(stamps, end_ns, side="right")) + 1, n)
+    used = slice(lo, hi)
+    if hi - lo < 2:
+        raise InputNotReady(f"odometry: need >= 2 samples around the history window, "
+                            f"have {hi - lo}")
+    gaps = np.diff(stamps[used])
+    max_gap_ns = int(gaps.max()) if gaps.size else 0
+    gap_limit_ns = int(round(max_odometry_gap * NS_PER_S))
+    if max_gap_ns > gap_limit_ns:
+        at = int(np.argmax(gaps))
+        gap_start = (int(stamps[used][at]) - t0_ns) / NS_PER_S
+        raise InputNotReady(
+            f"odometry: gap of {max_gap_ns / NS_PER_S:.3f} s after t0{gap_start:+.3f} s "
+            f"(max_odometry_gap {max_odometry_gap:g} s)")
+    sub = OdometryTrack(stamps[used], track.xyz[used], track.quat_xyzw[used])
+    xyz_odom, rot_odom = base_poses_rotation(sub, base_offset)
+    interpolator = PoseInterpolator(sub.stamps_ns, xyz_odom, rot_odom, method)
+    query = t0_ns + HISTORY_OFFSETS_NS
+    xyz_q, rot_q = interpolator(query)
+    t0_pose = Pose(xyz_q[-1].copy(), rot_q[-1].copy())
+    xyz_local, rot_local = to_local_frame(xyz_q, rot_q, t0_pose)
+    # Exact origin/identity at t0 (rounding would leave ~1e-16 residue).
+    xyz_local[-1] = 0.0
+    rot_local[-1] = np.eye(3)
+    inside = int(np.count_nonzero((stamps >= start_ns) & (stamps <= end_ns)))
+    extrapolated = max(int(sub.stamps_ns[0]) - start_ns, end_ns - int(sub.stamps_ns[-1]), 0)
+    assert xyz_local.shape == (NUM_HISTORY, 3)
+    return HistoryResult(
+        xyz=xyz_local, rot=rot_local, stamps_ns=query, t0_pose_odom=t0_pose,
+        odometry_samples=inside, odometry_newest_ns=int(stamps[-1]),
+        extrapolated=extrapolated / NS_PER_S, max_gap=max_gap_ns / NS_PER_S)

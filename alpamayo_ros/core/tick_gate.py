@@ -1,0 +1,44 @@
+"""TickGate: lets one inference run at a time; ticks arriving meanwhile are dropped and counted.
+
+Ticks are never queued: a queued tick would plan on inputs that are old by the time it runs.
+Usage (node timer callback, worker thread):
+
+    if gate.try_enter():
+        executor.submit(work)      # work() calls gate.leave() in a finally block
+    # else: the tick was dropped; gate.dropped counts it
+"""
+from __future__ import annotations
+
+import threading
+
+
+class TickGate:
+    """Thread-safe busy flag with accepted/dropped counters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._busy = False
+        self.accepted = 0
+        self.dropped = 0
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._busy
+
+    def try_enter(self) -> bool:
+        """Claim the gate: True (counted as accepted) if free, else False (counted as dropped)."""
+        with self._lock:
+            if self._busy:
+                self.dropped += 1
+                return False
+            self._busy = True
+            self.accepted += 1
+            return True
+
+    def leave(self) -> None:
+        """Release the gate after the inference (call exactly once per successful try_enter)."""
+        with self._lock:
+            if not self._busy:
+                raise RuntimeError("TickGate.leave() called while not busy")
+            self._busy = False

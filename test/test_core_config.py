@@ -1,0 +1,55 @@
+"""PlannerConfig validation and from_dict."""
+import pytest
+
+from alpamayo_ros.core.config import PlannerConfig
+from alpamayo_ros.core.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip():
+    config = PlannerConfig()
+    assert config.camera_indices == (0, 1, 2, 6)
+    assert config.slot_names[3] == "front_tele_30fov"
+    assert PlannerConfig.from_dict(config.to_dict()) == config
+
+
+def test_from_dict_accepts_lists_and_zero_size():
+    config = PlannerConfig.from_dict({"camera_indices": [0, 1, 2, 6],
+                                      "base_offset_xyz": [-1.4, 0, -0.5],
+                                      "output_image_size": [0, 0],
+                                      "decode_cache_size": 64.0})
+    assert config.base_offset_xyz == (-1.4, 0, -0.5)
+    assert config.output_image_size is None
+    assert config.decode_cache_size == 64
+    resized = PlannerConfig.from_dict({"output_image_size": [640, 360]})
+    assert resized.output_image_size == (640, 360)
+
+
+def test_unknown_keys_rejected_unless_allowed():
+    with pytest.raises(ConfigError, match=r"unknown planner parameters \['camera_topics'\]"):
+        PlannerConfig.from_dict({"camera_topics": ["/a"]})
+    config = PlannerConfig.from_dict({"camera_topics": ["/a"], "frame_tolerance": 0.05},
+                                     allow_unknown=True)
+    assert config.frame_tolerance == 0.05
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"camera_indices": (0, 2, 1, 6)}, "ascending and unique"),
+    ({"camera_indices": (0, 1, 2)}, "must be 4 ints"),
+    ({"camera_names": ("a", "b")}, "needs 4 names or none, have 2"),
+    ({"frame_tolerance": 0.0}, "frame_tolerance must be a finite number > 0"),
+    ({"max_extrapolation": -0.1}, "max_extrapolation must be a finite number >= 0"),
+    ({"buffer_duration": 0.3}, r"have 0.3 s, need >= 0.400 s"),
+    ({"odometry_buffer_duration": 1.0}, r"have 1.0 s, need >= 1.700 s"),
+    ({"interpolation": "cubic"}, "interpolation must be one of"),
+    ({"decode_cache_size": 8}, "decode_cache_size must be an int >= 16, have 8"),
+    ({"base_offset_rpy": (0.0, float("nan"), 0.0)}, "base_offset_rpy must be 3 finite numbers"),
+    ({"output_image_size": (10, 10)}, "output_image_size must be"),
+])
+def test_invalid_values_raise_config_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        PlannerConfig(**kwargs)
+
+
+def test_config_error_is_a_value_error():
+    with pytest.raises(ValueError):
+        PlannerConfig(time_jump_tolerance=-1.0)

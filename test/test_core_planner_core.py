@@ -1,0 +1,309 @@
+"""PlannerCore end to end with the ConstantVelocityModel and scripted fake models."""
+import numpy as np
+import pytest
+
+from alpamayo_ros.core.config import PlannerConfig
+from alpamayo_ros.core.errors import InputNotReady
+from alpamayo_ros.core.geometry import Pose
+from alpamayo_ros.core.image_decode import EncodedImage
+from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
+from alpamayo_ros.core.planner_core import InsertStatus, PlannerCore, PlanStatus
+from alpamayo_ros.core.types import (InferenceOptions, ModelOutput, StageTimings,
+                                     TrajectorySample)
+from test_core_support import EPOCH_NS, Scenario, now_ns, rgb_image
+
+
+def make_core(model=None, **config):
+    return PlannerCore(PlannerConfig(**config), model or ConstantVelocityModel())
+
+
+def test_tick_ok_outputs_t0_stamps_history_and_odom_path():
+    scenario = Scenario()
+    core = make_core()
+    scenario.advance(core, 3.0)
+    result = core.tick(now_ns(3.02))
+    assert result.status == PlanStatus.OK, result.reason
+    # t0 = min of the cameras' newest stamps: phases 0, 0.01, 0.02, 0.03 at 10 Hz give
+    # newest 3.00, 2.91, 2.92, 2.93 -> 2.91 (slot 1's frame).
+    assert result.t0_ns == now_ns(2.91)
+    assert result.frame_stamps_ns.shape == (16,) and result.frame_skews.shape == (16,)
+    assert result.camera_skew == pytest.approx(0.09)
+    np.testing.assert_array_equal(
+        result.waypoint_stamps_ns, result.t0_ns + np.arange(1, 65) * 100_000_000)
+    assert result.history_span == pytest.approx(1.5)
+    assert result.odometry_samples == 75
+    assert result.v0 == pytest.approx(8.0, rel=1e-3)
+    assert result.selected_index == 0 and result.selected.valid
+    assert result.model_id == "constant_velocity"
+    t0_s = 2.91
+    t0_pose = scenario.motion.base_pose(t0_s)
+    assert np.linalg.norm(result.t0_pose_odom.position - t0_pose.position) < 0.01
+    # The odom path is the base path mapped by the pose AT t0, not the latest pose.
+    cand = result.selected
+    expected = cand.xyz @ result.t0_pose_odom.rotation.T + result.t0_pose_odom.position
+    np.testing.assert_allclose(cand.xyz_odom, expected, atol=1e-9)
+    np.testing.assert_allclose(cand.rot_odom, result.t0_pose_odom.rotation @ cand.rot,
+                               atol=1e-12)
+    latest = core.odometry_track().xyz[-1]
+    assert np.linalg.norm(latest - t0_pose.position) > 0.3  # odometry runs 0.04 s ahead
+    # On a circle the constant-velocity continuation matches the true future.
+    truth = np.array([scenario.motion.base_pose(t0_s + 0.1 * (i + 1)).position
+                      for i in range(64)])
+    assert np.max(np.linalg.norm(cand.xyz_odom - truth, axis=1)) < 0.05
+    assert result.timings.input_preparation > 0 and result.timings.model.total > 0
+
+
+def test_base_offset_config_reaches_the_history():
+    offset = Pose.from_xyz_rpy((-1.4, 0.0, -0.5), (0.0, 0.0, 0.0))
+    scenario = Scenario(base_in_child=offset)
+    core = make_core(base_offset_xyz=(-1.4, 0.0, -0.5))
+    scenario.advance(core, 3.0)
+    result = core.tick(now_ns(3.0))
+    assert result.status == PlanStatus.OK, result.reason
+    assert np.linalg.norm(result.t0_pose_odom.position
+                          - scenario.motion.base_pose(2.91).position) < 0.01
+
+
+@pytest.mark.parametrize("camera_rate", [10.0, 30.0])
+def test_each_frame_decoded_once_across_ticks(camera_rate):
+    scenario = Scenario(camera_rates=(camera_rate,) * 4)
+    core = make_core()
+    decodes = []
+    for k in range(20):
+        t = 2.0 + 0.1 * k
+        scenario.advance(core, t)
+        result = core.tick(now_ns(t + 0.005))
+        assert result.status == PlanStatus.OK, result.reason
+        decodes.append(result.decodes)
+    assert decodes[0] == 16
+    assert all(d == 4 for d in decodes[1:]), decodes
+    counters = core.counters()
+    assert counters.decodes == 16 + 4 * 19
+    assert counters.decode_cache_hits == 12 * 19
+
+
+def test_time_jump_clears_everything_and_is_reported():
+    jumps = []
+    scenario = Scenario()
+    core = PlannerCore(PlannerConfig(), ConstantVelocityModel(), on_time_jump=jumps.append)
+    scenario.advance(core, 3.0)
+    assert core.tick(now_ns(3.0)).ok
+    # Bag loop: a frame from the start of the bag arrives.
+    outcome = core.add_image(1, now_ns(0.5), rgb_image())
+    assert outcome.time_jump is not None
+    assert outcome.time_jump.backwards == pytest.approx(2.41)
+    assert jumps == [outcome.time_jump]
+    assert core.buffered_counts() == ((0, 1, 0, 0), 0)
+    assert core.counters().time_jumps == 1
+    skipped = core.tick(now_ns(0.5))
+    assert skipped.status == PlanStatus.SKIPPED
+    # Small reordering inside the tolerance is not a jump.
+    replay = Scenario(start_s=0.0, end_s=3.0)
+    core2 = make_core()
+    replay.advance(core2, 3.0)
+    assert core2.add_image(0, now_ns(2.5) + 1, rgb_image()).time_jump is None
+    # After a jump the core recovers with fresh data.
+    fresh = Scenario(start_s=10.0, end_s=14.0)
+    fresh.advance(core, 13.0)
+    assert core.tick(now_ns(13.0)).ok
+
+
+def test_stale_inputs_are_skipped_with_reason():
+    scenario = Scenario()
+    core = make_core(max_input_age=0.3, max_odometry_age=0.2)
+    scenario.advance(core, 3.0)
+    result = core.tick(now_ns(3.4))
+    assert result.status == PlanStatus.SKIPPED
+    assert "inputs stale: t0 is 0.490 s old at the tick (max_input_age 0.3 s)" in result.reason
+    # Odometry stops at 2.5 s while cameras go on.
+    scenario = Scenario()
+    core = make_core(max_odometry_age=0.2)
+    scenario.events = [e for e in scenario.events if e[1] == 0 or e[0] <= now_ns(2.5)]
+    scenario.advance(core, 3.0)
+    result = core.tick(now_ns(3.0))
+    assert result.status == PlanStatus.SKIPPED
+    assert "odometry stale: newest sample is 0.500 s old" in result.reason
+
+
+class FlakyModel:
+    """Raises on the first call (like a CUDA OOM), then delegates."""
+
+    model_id = "flaky"
+
+    def __init__(self):
+        self.calls = 0
+        self.inner = ConstantVelocityModel()
+
+    def predict(self, model_input, options=InferenceOptions(), initial_noise=None):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner.predict(model_input, options)
+
+
+def test_model_exception_gives_model_error_and_core_stays_usable():
+    scenario = Scenario()
+    core = make_core(model=FlakyModel())
+    scenario.advance(core, 3.0)
+    first = core.tick(now_ns(3.0))
+    assert first.status == PlanStatus.MODEL_ERROR
+    assert first.reason == "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert first.t0_ns == now_ns(2.91) and first.candidates == []
+    scenario.advance(core, 3.1)
+    second = core.tick(now_ns(3.1))
+    assert second.status == PlanStatus.OK
+    counters = core.counters()
+    assert counters.model_errors == 1 and counters.ok == 1
+
+
+def sample(xyz, speed=8.0):
+    n = len(xyz)
+    return TrajectorySample(xyz=np.asarray(xyz, float), rot=np.tile(np.eye(3), (n, 1, 1)),
+                            yaw=np.zeros(n), speed=np.full(n, speed), acceleration=np.zeros(n),
+                            curvature=np.zeros(n))
+
+
+def straight(v=8.0):
+    t = 0.1 * np.arange(1, 65)
+    return np.stack([v * t, np.zeros(64), np.zeros(64)], axis=1)
+
+
+class ScriptedModel:
+    model_id = "scripted"
+
+    def __init__(self, samples, v0=8.0):
+        self.samples, self.v0 = samples, v0
+
+    def predict(self, model_input, options=InferenceOptions(), initial_noise=None):
+        return ModelOutput(samples=self.samples, v0=self.v0, timings=StageTimings())
+
+
+def test_output_checks_mark_candidates_and_select_first_valid():
+    nan = straight()
+    nan[10, 1] = np.nan
+    backwards = straight()
+    backwards[20:, 0] = backwards[20, 0] - 0.1 * np.arange(44)  # reverses 4.3 m
+    scenario = Scenario()
+    core = make_core(model=ScriptedModel([sample(nan), sample(backwards), sample(straight())]))
+    scenario.advance(core, 3.0)
+    result = core.tick(now_ns(3.0))
+    assert result.status == PlanStatus.OK
+    assert [c.valid for c in result.candidates] == [False, False, True]
+    assert result.selected_index == 2
+    assert result.candidates[0].invalid_reason == "xyz has 1 non-finite values"
+    assert "backwards" in result.candidates[1].invalid_reason
+
+
+def test_all_samples_invalid_gives_invalid_output():
+    jump = straight()
+    jump[:, 0] += 5.0  # first waypoint 5.8 m away at v0 = 8 m/s (expected 0.8 m)
+    scenario = Scenario()
+    core = make_core(model=ScriptedModel([sample(jump)]))
+    scenario.advance(core, 3.0)
+    result = core.tick(now_ns(3.0))
+    assert result.status == PlanStatus.INVALID_OUTPUT
+    assert result.selected_index == 0
+    assert "first waypoint is 5.800 m from the origin, expected 0.800 m" in result.reason
+    empty = make_core(model=ScriptedModel([]))
+    Scenario().advance(empty, 3.0)
+    assert empty.tick(now_ns(3.0)).reason == "model returned no samples"
+
+
+def test_mixed_frame_sizes_skip_or_resize():
+    scenario = Scenario(camera_phases=(0.0,) * 4)
+    core = make_core()
+    scenario.advance(core, 2.9)
+    # Camera slot 2 changes resolution for its newest frame (t0 = 2.9 s).
+    assert core.add_image(2, now_ns(2.9), rgb_image(10, 16)).status == InsertStatus.REPLACED
+    result = core.tick(now_ns(2.95))
+    assert result.status == PlanStatus.SKIPPED
+    assert "frame sizes differ" in result.reason and "slot 2: 8x12/8x12/8x12/10x16" in result.reason
+    resizing = make_core(output_image_size=(64, 48))
+    Scenario(camera_phases=(0.0,) * 4).advance(resizing, 2.9)
+    resizing.add_image(2, now_ns(2.9), rgb_image(10, 16))
+    prepared = resizing.prepare(now_ns(2.95))
+    assert prepared.model_input.frames.shape == (16, 48, 64, 3)
+    assert resizing.run(prepared).status == PlanStatus.OK
+
+
+def test_prepare_run_split_and_prepare_raises_not_ready():
+    core = make_core()
+    with pytest.raises(InputNotReady, match="no frame received yet"):
+        core.prepare(now_ns(0.0))
+    scenario = Scenario()
+    scenario.advance(core, 3.0)
+    prepared = core.prepare(now_ns(3.0))
+    assert prepared.t0_ns == now_ns(2.91)
+    frames = prepared.model_input.frames
+    assert frames.shape == (16, 8, 12, 3) and frames.dtype == np.uint8
+    # Camera-major, oldest first: frame 5 is slot 1's t0-0.2 frame, whose first byte
+    # encodes its stamp in ms + 17 * slot.
+    stamp_ms = (prepared.selection.frame_stamps_ns[5] // 1_000_000)
+    assert frames[5, 0, 0, 0] == (stamp_ms + 17) % 256
+    # New data after prepare does not change the prepared inputs.
+    scenario.advance(core, 3.5)
+    result = core.run(prepared)
+    assert result.status == PlanStatus.OK and result.t0_ns == now_ns(2.91)
+    np.testing.assert_array_equal(result.history_xyz, prepared.history.xyz)
+
+
+def test_insertion_rejections_and_duplicates():
+    core = make_core()
+    bad = core.add_odometry(EPOCH_NS, (0.0, np.nan, 0.0), (0, 0, 0, 1))
+    assert bad.status == InsertStatus.REJECTED and "non-finite" in bad.reason
+    assert core.add_odometry(EPOCH_NS, (0, 0, 0), (0, 0, 0, 0)).status == InsertStatus.REJECTED
+    assert core.add_image(4, EPOCH_NS, rgb_image()).status == InsertStatus.REJECTED
+    unsupported = core.add_image(0, EPOCH_NS, EncodedImage("16UC1", 2, 2, 4, b"\0" * 8))
+    assert unsupported.status == InsertStatus.REJECTED and "16UC1" in unsupported.reason
+    assert core.add_image(0, EPOCH_NS, rgb_image(value=1)).status == InsertStatus.ADDED
+    assert core.add_image(0, EPOCH_NS, rgb_image(value=2)).status == InsertStatus.REPLACED
+    assert core.add_odometry(EPOCH_NS, (0, 0, 0), (0, 0, 0, 2)).status == InsertStatus.ADDED
+    assert core.add_odometry(EPOCH_NS, (1, 0, 0), (0, 0, 0, 1)).status == InsertStatus.REPLACED
+    track = core.odometry_track()
+    assert len(track) == 1 and track.xyz[0, 0] == 1.0
+    counters = core.counters()
+    assert counters.odometry_rejected == 2 and counters.frames_rejected == 2
+    assert counters.frames_replaced == 1 and counters.odometry_replaced == 1
+
+
+def test_corrupt_frame_skips_tick_with_reason():
+    scenario = Scenario(camera_phases=(0.0,) * 4)
+    core = make_core()
+    scenario.advance(core, 2.9)
+    core.add_image(3, now_ns(2.9), EncodedImage("jpeg", 8, 12, 0, b"garbage"))
+    result = core.tick(now_ns(2.95))
+    assert result.status == PlanStatus.SKIPPED
+    assert "camera slot 3 (index 6, front_tele_30fov): frame at" in result.reason
+    assert "cannot be decoded: corrupt jpeg image" in result.reason
+
+
+def test_concurrent_callbacks_while_ticking():
+    import threading
+    scenario = Scenario(end_s=6.0)
+    core = make_core()
+    scenario.advance(core, 2.0)
+    stop = threading.Event()
+    errors = []
+
+    def feed():
+        try:
+            t = 2.0
+            while t < 6.0 and not stop.is_set():
+                t += 0.01
+                scenario.advance(core, t)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    statuses = []
+    try:
+        for _ in range(30):
+            newest = core.odometry_track().stamps_ns[-1]
+            statuses.append(core.tick(int(newest)).status)
+    finally:
+        stop.set()
+        feeder.join()
+    assert not errors
+    assert set(statuses) <= {PlanStatus.OK, PlanStatus.SKIPPED}
+    assert statuses.count(PlanStatus.OK) >= 1
