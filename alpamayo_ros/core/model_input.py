@@ -1,0 +1,113 @@
+"""Checks and normalises a ModelInput before it reaches the network (numpy only).
+
+Rules (each violation raises ModelInputError with have/need numbers):
+
+* frames: uint8 RGB, channels last, either (16, H, W, 3) camera-major (cam0 f0..f3, cam1
+  f0..f3, ...) or (4, 4, H, W, 3) [camera, frame] which is flattened to that order. A list of
+  16 (or 4 x 4) HxWx3 arrays is stacked. All 16 frames must share one (H, W): the model
+  input is one array, and a rig with mixed resolutions has to resize before (the image
+  processor would otherwise give each camera another token grid). H and W must be at least
+  32 px (one merged vision patch). Channels-first (CHW) input is refused, not guessed.
+  The order inside the array cannot be checked from pixels; the planner core builds it.
+* history_xyz (16, 3) and history_rot (16, 3, 3): finite; every rotation orthonormal with
+  det +1 (tolerance 1e-3); the last pose (t0) at the origin (|xyz| <= 1e-3 m) with the
+  identity rotation (max |R - I| <= 1e-3), since the history is given in the t0 frame.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from alpamayo_ros.core.errors import ModelInputError
+from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NUM_CAMERAS, NUM_FRAMES, NUM_HISTORY,
+                                     ModelInput)
+
+MIN_FRAME_SIDE = 32
+T0_POSITION_TOLERANCE = 1e-3  # m
+ROTATION_TOLERANCE = 1e-3
+
+
+def normalize_frames(frames) -> np.ndarray:
+    """Frames as a C-contiguous (16, H, W, 3) uint8 array (see the module rules)."""
+    if isinstance(frames, (list, tuple)):
+        flat = [f for group in frames for f in (group if isinstance(group, (list, tuple))
+                                                 else [group])]
+        shapes = sorted({tuple(np.shape(f)) for f in flat})
+        if len(shapes) > 1:
+            raise ModelInputError(
+                f"all frames must share one shape, have {len(shapes)} shapes {shapes[:4]}; "
+                "resize the cameras to one resolution first")
+        frames = np.stack([np.asarray(f) for f in flat]) if flat else np.zeros((0,))
+    if not isinstance(frames, np.ndarray):
+        raise ModelInputError(f"frames must be a numpy array, have {type(frames).__name__}")
+    if frames.dtype != np.uint8:
+        raise ModelInputError(f"frames must be uint8 RGB, have dtype {frames.dtype}")
+    if frames.ndim == 5:
+        if frames.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA):
+            raise ModelInputError(
+                f"5-D frames must be ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3) "
+                f"[camera, frame], have shape {frames.shape}")
+        frames = frames.reshape((NUM_FRAMES,) + frames.shape[2:])
+    if frames.ndim != 4:
+        raise ModelInputError(f"frames must be ({NUM_FRAMES}, H, W, 3) or "
+                              f"({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3), have shape "
+                              f"{frames.shape}")
+    if frames.shape[0] != NUM_FRAMES:
+        raise ModelInputError(f"need {NUM_FRAMES} frames ({NUM_CAMERAS} cameras x "
+                              f"{FRAMES_PER_CAMERA}), have {frames.shape[0]}")
+    if frames.shape[-1] != 3:
+        hint = " (channels-first? pass H, W, 3)" if frames.shape[1] == 3 else ""
+        raise ModelInputError(f"frames must have 3 RGB channels last, have shape "
+                              f"{frames.shape}{hint}")
+    height, width = frames.shape[1:3]
+    if min(height, width) < MIN_FRAME_SIDE:
+        raise ModelInputError(f"frames must be at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} px, "
+                              f"have {height}x{width}")
+    return np.ascontiguousarray(frames)
+
+
+def _finite(name: str, array: np.ndarray) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = np.argwhere(bad)[0]
+        raise ModelInputError(f"{name} has {int(bad.sum())} non-finite values "
+                              f"(first at index {tuple(int(i) for i in index)})")
+
+
+def normalize_history(history_xyz, history_rot) -> tuple[np.ndarray, np.ndarray]:
+    """History as float64 (16, 3) positions and (16, 3, 3) rotations in the t0 frame."""
+    xyz = np.asarray(history_xyz, dtype=np.float64)
+    rot = np.asarray(history_rot, dtype=np.float64)
+    if xyz.shape != (NUM_HISTORY, 3):
+        raise ModelInputError(f"history_xyz must be ({NUM_HISTORY}, 3), have {xyz.shape}")
+    if rot.shape != (NUM_HISTORY, 3, 3):
+        raise ModelInputError(f"history_rot must be ({NUM_HISTORY}, 3, 3), have {rot.shape}")
+    _finite("history_xyz", xyz)
+    _finite("history_rot", rot)
+    orth_err = np.abs(rot @ np.swapaxes(rot, 1, 2) - np.eye(3)).max(axis=(1, 2))
+    det = np.linalg.det(rot)
+    bad = np.flatnonzero((orth_err > ROTATION_TOLERANCE) | (np.abs(det - 1.0) > ROTATION_TOLERANCE))
+    if bad.size:
+        k = int(bad[0])
+        raise ModelInputError(
+            f"history_rot[{k}] is not a rotation: |R R^T - I| = {orth_err[k]:.3g}, det = "
+            f"{det[k]:.4f} (need <= {ROTATION_TOLERANCE} and 1)")
+    t0_offset = float(np.linalg.norm(xyz[-1]))
+    if t0_offset > T0_POSITION_TOLERANCE:
+        raise ModelInputError(
+            f"history_xyz[-1] (t0) must be the origin of the t0 frame, have {xyz[-1].tolist()} "
+            f"({t0_offset:.4g} m from it, need <= {T0_POSITION_TOLERANCE} m)")
+    t0_rot_err = float(np.abs(rot[-1] - np.eye(3)).max())
+    if t0_rot_err > ROTATION_TOLERANCE:
+        raise ModelInputError(
+            f"history_rot[-1] (t0) must be the identity, have max |R - I| = {t0_rot_err:.4g} "
+            f"(need <= {ROTATION_TOLERANCE})")
+    return xyz, rot
+
+
+def validate_model_input(model_input: ModelInput) -> ModelInput:
+    """Check a ModelInput and return a normalised copy (16-frame array, float64 history)."""
+    if not isinstance(model_input, ModelInput):
+        raise ModelInputError(f"need a ModelInput, have {type(model_input).__name__}")
+    frames = normalize_frames(model_input.frames)
+    xyz, rot = normalize_history(model_input.history_xyz, model_input.history_rot)
+    return ModelInput(frames=frames, history_xyz=xyz, history_rot=rot)

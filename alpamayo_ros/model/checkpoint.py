@@ -1,0 +1,204 @@
+"""Reads an Alpamayo-R1 checkpoint directory in the official on-disk format.
+
+The official release (``nvidia/Alpamayo-R1-10B``) is a ``config.json`` with
+``model_type: alpamayo_r1`` plus safetensors weights, either one ``model.safetensors`` or a
+``model.safetensors.index.json`` naming the shards. This module only finds, checks and reads
+those files (no torch modules are built here; see ``modeling.py``). Nothing is fetched from
+the hub: every path must exist locally, and pickle formats (.bin/.pt) are refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from alpamayo_ros.core.errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+SINGLE_WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+MODEL_TYPE = "alpamayo_r1"
+# Files a processor / base-VLM directory must hold for our loader (the tokenizer, the
+# chat template, the image-processor constants and the base Qwen3-VL geometry).
+REQUIRED_PROCESSOR_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json",
+                            "preprocessor_config.json")
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The located files of one checkpoint.
+
+    checkpoint_dir: directory holding config.json and the weights.
+    config: the parsed config.json (official field names).
+    weight_files: safetensors files to read, in index order (one or more shards).
+    index_path: model.safetensors.index.json when the weights are sharded, else None.
+    weight_map: tensor name -> shard file name (from the index; None for a single file).
+    """
+
+    checkpoint_dir: Path
+    config: dict
+    weight_files: tuple[Path, ...]
+    index_path: Optional[Path]
+    weight_map: Optional[dict]
+
+
+def read_checkpoint_config(checkpoint_dir: Path | str) -> dict:
+    """Parse ``<checkpoint_dir>/config.json`` and check that it is an Alpamayo-R1 config."""
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} does not exist")
+    config_path = checkpoint_dir / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} has no {CONFIG_NAME}")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON: {exc}") from exc
+    model_type = config.get("model_type")
+    if model_type != MODEL_TYPE:
+        raise CheckpointError(
+            f"{config_path}: model_type is {model_type!r}, need {MODEL_TYPE!r}")
+    for key in ("vocab_size", "traj_vocab_size", "traj_token_start_idx", "expert_cfg",
+                "action_in_proj_cfg", "action_space_cfg", "vlm_name_or_path"):
+        if key not in config:
+            raise CheckpointError(f"{config_path} lacks the field {key!r}")
+    return config
+
+
+def find_weight_files(checkpoint_dir: Path | str) -> tuple[tuple[Path, ...], Optional[Path],
+                                                          Optional[dict]]:
+    """Locate the safetensors weights: (files, index path or None, weight map or None).
+
+    A sharded checkpoint needs its index and every shard the index names; a single-file one
+    needs model.safetensors. Pickle weights (.bin/.pt) are refused because loading them can
+    run arbitrary code.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    index_path = checkpoint_dir / WEIGHTS_INDEX_NAME
+    if index_path.is_file():
+        try:
+            index = json.loads(index_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{index_path} is not valid JSON: {exc}") from exc
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index_path} has no 'weight_map'")
+        shard_names = sorted(set(weight_map.values()))
+        missing = [name for name in shard_names if not (checkpoint_dir / name).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{checkpoint_dir}: {len(missing)} of {len(shard_names)} shards named in "
+                f"{WEIGHTS_INDEX_NAME} are missing: {missing[:5]}")
+        bad = [name for name in shard_names if not name.endswith(".safetensors")]
+        if bad:
+            raise CheckpointError(f"{index_path} names non-safetensors shards {bad[:5]}; "
+                                  "only safetensors are loaded")
+        return tuple(checkpoint_dir / name for name in shard_names), index_path, weight_map
+    single = checkpoint_dir / SINGLE_WEIGHTS_NAME
+    if single.is_file():
+        return (single,), None, None
+    pickles = sorted(p.name for p in checkpoint_dir.iterdir()
+                     if p.suffix in _PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(
+            f"{checkpoint_dir} holds only pickle weights {pickles[:5]}; convert them to "
+            f"safetensors ({SINGLE_WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} + shards)")
+    raise CheckpointError(
+        f"{checkpoint_dir} has neither {SINGLE_WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME}")
+
+
+def locate_checkpoint(checkpoint_dir: Path | str) -> CheckpointFiles:
+    """Check a checkpoint directory and return its config and weight files."""
+    checkpoint_dir = Path(checkpoint_dir).expanduser().resolve()
+    config = read_checkpoint_config(checkpoint_dir)
+    files, index_path, weight_map = find_weight_files(checkpoint_dir)
+    return CheckpointFiles(checkpoint_dir, config, files, index_path, weight_map)
+
+
+def resolve_processor_dir(checkpoint_dir: Path | str, config: dict,
+                          processor_dir: Path | str | None = None) -> Path:
+    """Find the local directory with the base Qwen3-VL config, tokenizer and processor.
+
+    Order: the explicit ``processor_dir``; else ``config["vlm_name_or_path"]`` when it is an
+    existing directory (absolute, or relative to the checkpoint directory's parent, then to
+    the checkpoint directory itself). The released config names a hub id
+    (``Qwen/Qwen3-VL-8B-Instruct``), which is never downloaded: pass ``processor_dir``.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    if processor_dir is not None:
+        candidate = Path(processor_dir).expanduser()
+        if not candidate.is_dir():
+            raise CheckpointError(f"processor_dir {str(candidate)!r} does not exist")
+    else:
+        name = str(config.get("vlm_name_or_path", ""))
+        raw = Path(name).expanduser()
+        options = [raw] if raw.is_absolute() else [checkpoint_dir.parent / raw,
+                                                   checkpoint_dir / raw]
+        found = [p for p in options if name and p.is_dir()]
+        if not found:
+            raise CheckpointError(
+                f"vlm_name_or_path {name!r} in {checkpoint_dir / CONFIG_NAME} is not a local "
+                f"directory (looked at {[str(p) for p in options]}); pass processor_dir= "
+                "pointing at a local copy of the base Qwen3-VL directory (config.json, "
+                "tokenizer files, preprocessor_config.json); see docs/model.md")
+        candidate = found[0]
+    candidate = candidate.resolve()
+    missing = [f for f in REQUIRED_PROCESSOR_FILES if not (candidate / f).is_file()]
+    if missing:
+        raise CheckpointError(f"processor directory {candidate} lacks {missing}")
+    return candidate
+
+
+def read_processor_config(processor_dir: Path | str) -> dict:
+    """The base VLM's Qwen3-VL config.json (text_config, vision_config, token ids)."""
+    path = Path(processor_dir) / "config.json"
+    config = json.loads(path.read_text())
+    if "text_config" not in config or "vision_config" not in config:
+        raise CheckpointError(f"{path} is not a Qwen3-VL config (needs text_config and "
+                              f"vision_config, has {sorted(config)[:8]})")
+    return config
+
+
+def compute_model_id(files: CheckpointFiles, length: int = 12) -> str:
+    """Short content hash of config.json plus the weight index (names, shapes, offsets).
+
+    For a single-file checkpoint the safetensors JSON header stands in for the index. Only a
+    few kilobytes are read, never the weights.
+    """
+    digest = hashlib.sha256()
+    digest.update((files.checkpoint_dir / CONFIG_NAME).read_bytes())
+    if files.index_path is not None:
+        digest.update(files.index_path.read_bytes())
+    else:
+        digest.update(_read_safetensors_header(files.weight_files[0]))
+    return digest.hexdigest()[:length]
+
+
+def _read_safetensors_header(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        if size <= 0 or size > 100_000_000:
+            raise CheckpointError(f"{path} is not a safetensors file (header size {size})")
+        return handle.read(size)
+
+
+def load_state_dict(files: CheckpointFiles, device: Any = "cpu", dtype: Any = None) -> dict:
+    """Read every tensor of the checkpoint (official names) with safetensors.
+
+    dtype: cast floating tensors to it (None keeps the stored dtype); ints are kept.
+    """
+    from safetensors.torch import load_file
+
+    state: dict = {}
+    for path in files.weight_files:
+        part = load_file(str(path), device=str(device))
+        if dtype is not None:
+            part = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in part.items()}
+        overlap = state.keys() & part.keys()
+        if overlap:
+            raise CheckpointError(f"tensor names repeated across shards: {sorted(overlap)[:5]}")
+        state.update(part)
+    return state

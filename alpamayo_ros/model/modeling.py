@@ -1,0 +1,305 @@
+"""The Alpamayo-R1 network: Qwen3-VL VLM + action expert + action projections.
+
+Module names follow the official tensor names so the released safetensors load unchanged:
+
+* ``vlm.*``            transformers' ``Qwen3VLForConditionalGeneration`` (``vlm.model.visual``,
+                       ``vlm.model.language_model``, ``vlm.lm_head``), base-VLM geometry with
+                       the checkpoint's extended vocabulary.
+* ``expert.*``         transformers' ``Qwen3VLTextModel`` built from a copy of the VLM text
+                       config with ``expert_cfg`` overrides, without ``embed_tokens``.
+* ``action_in_proj.*`` Fourier features of (accel, curvature, t) -> MLP -> LayerNorm.
+* ``action_out_proj.*`` Linear(expert hidden, 2): the flow-matching velocity.
+* ``action_space.*``   four float buffers (normalisation constants); the maths lives in
+                       ``action_space.py``.
+
+The transformer itself is never re-implemented here; only the small projections are.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from alpamayo_ros.core.errors import CheckpointError
+from alpamayo_ros.model.checkpoint import CheckpointFiles, load_state_dict, read_processor_config
+
+# Keys of expert_cfg that are not Qwen3-VL text-config fields.
+_EXPERT_CFG_NON_ARCH_KEYS = ("dtype", "torch_dtype", "_target_")
+
+
+def build_vlm_config(processor_config: dict, vocab_size: int, attn_implementation: str):
+    """Qwen3VLConfig of the base VLM with the checkpoint's extended vocabulary size."""
+    from transformers import Qwen3VLConfig
+
+    cfg = copy.deepcopy(processor_config)
+    cfg.setdefault("text_config", {})["vocab_size"] = int(vocab_size)
+    config = Qwen3VLConfig(**{k: v for k, v in cfg.items()
+                              if k not in ("architectures", "transformers_version")})
+    _set_attn_implementation(config, attn_implementation)
+    return config
+
+
+def build_expert_config(text_config, expert_cfg: dict, attn_implementation: str = "sdpa"):
+    """Copy of the VLM text config with ``expert_cfg`` overrides (hidden, heads, ...).
+
+    The expert inherits the layer count and KV-head layout so that its layer l can attend to
+    the VLM's cached keys/values of layer l.
+    """
+    config = copy.deepcopy(text_config)
+    for key, value in expert_cfg.items():
+        if key in _EXPERT_CFG_NON_ARCH_KEYS:
+            continue
+        setattr(config, key, value)
+    if config.head_dim != text_config.head_dim or (
+            config.num_key_value_heads != text_config.num_key_value_heads):
+        raise CheckpointError(
+            "expert_cfg changes the KV layout (head_dim "
+            f"{config.head_dim} vs VLM {text_config.head_dim}, kv heads "
+            f"{config.num_key_value_heads} vs {text_config.num_key_value_heads}); the expert "
+            "must share the VLM's KV cache layout")
+    _set_attn_implementation(config, attn_implementation)
+    return config
+
+
+def _set_attn_implementation(config, attn_implementation: str) -> None:
+    subs = (config, getattr(config, "text_config", None), getattr(config, "vision_config", None))
+    for sub in subs:
+        if sub is not None:
+            sub._attn_implementation = attn_implementation
+
+
+class FourierFeatures(nn.Module):
+    """sqrt(2) * [sin(2 pi f x), cos(2 pi f x)] for a stored row of frequencies f.
+
+    Input (..., 1) -> output (..., 2 * num_freqs) float32. ``freqs`` is a (1, num_freqs)
+    buffer that the checkpoint carries (log-spaced 1 .. max_freq in the release). The angles
+    are always computed in float32: at f = 100 a bf16 angle would be off by whole radians.
+    """
+
+    def __init__(self, num_features: int, max_freq: float) -> None:
+        super().__init__()
+        half = num_features // 2
+        self.register_buffer("freqs", torch.logspace(0.0, math.log10(max_freq), half)[None, :])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        angles = 2.0 * math.pi * x.float() * self.freqs.float()
+        return math.sqrt(2.0) * torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class ActionInProjection(nn.Module):
+    """Embeds noisy normalised actions (B, 64, 2) and the flow time t (B,) into expert tokens.
+
+    Features: Fourier(accel) ++ Fourier(curvature) ++ Fourier(t) per waypoint (float32),
+    then ``encoder.trunk`` = Linear, num_enc_layers x [SiLU, RMSNorm, Linear], then
+    LayerNorm, in the weights' dtype. Output (B, 64, expert hidden).
+    """
+
+    def __init__(self, out_features: int, hidden_size: int = 512, num_enc_layers: int = 2,
+                 num_fourier_feats: int = 20, max_freq: float = 100.0,
+                 action_dims: int = 2) -> None:
+        super().__init__()
+        self.sinus = nn.ModuleList(FourierFeatures(num_fourier_feats, max_freq)
+                                   for _ in range(action_dims))
+        self.timestep_fourier_encoder = FourierFeatures(num_fourier_feats, max_freq)
+        in_features = num_fourier_feats * (action_dims + 1)
+        layers: list[nn.Module] = [nn.Linear(in_features, hidden_size)]
+        for index in range(num_enc_layers):
+            last = index == num_enc_layers - 1
+            layers += [nn.SiLU(), nn.RMSNorm(hidden_size, eps=1e-5),
+                       nn.Linear(hidden_size, out_features if last else hidden_size)]
+        self.encoder = nn.Module()
+        self.encoder.trunk = nn.Sequential(*layers)
+        self.norm = nn.LayerNorm(out_features)
+
+    def forward(self, action: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        batch, num_waypoints, _ = action.shape
+        feats = [enc(action[..., i:i + 1]) for i, enc in enumerate(self.sinus)]
+        t_feats = self.timestep_fourier_encoder(t.reshape(batch, 1, 1))
+        feats.append(t_feats.expand(batch, num_waypoints, t_feats.shape[-1]))
+        features = torch.cat(feats, dim=-1).to(self.norm.weight.dtype)
+        return self.norm(self.encoder.trunk(features))
+
+
+class ActionSpaceBuffers(nn.Module):
+    """The four normalisation scalars the official action space stores as buffers."""
+
+    def __init__(self, accel_mean: float = 0.0, accel_std: float = 1.0,
+                 curvature_mean: float = 0.0, curvature_std: float = 1.0) -> None:
+        super().__init__()
+        for name, value in (("accel_mean", accel_mean), ("accel_std", accel_std),
+                            ("curvature_mean", curvature_mean), ("curvature_std", curvature_std)):
+            self.register_buffer(name, torch.tensor(float(value), dtype=torch.float32))
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What the network needs from config.json (official field names)."""
+
+    vocab_size: int
+    expert_cfg: dict
+    action_in_proj_cfg: dict
+    action_space_cfg: dict
+    expert_non_causal_attention: bool
+
+    @classmethod
+    def from_checkpoint_config(cls, config: dict) -> "NetworkSpec":
+        return cls(vocab_size=int(config["vocab_size"]),
+                   expert_cfg=dict(config["expert_cfg"]),
+                   action_in_proj_cfg=dict(config["action_in_proj_cfg"]),
+                   action_space_cfg=dict(config["action_space_cfg"]),
+                   expert_non_causal_attention=bool(config.get("expert_non_causal_attention",
+                                                               True)))
+
+
+class AlpamayoR1Network(nn.Module):
+    """The whole network; tensor names equal the official checkpoint's."""
+
+    def __init__(self, vlm_config, spec: NetworkSpec, expert_attn_implementation: str = "sdpa"):
+        super().__init__()
+        from transformers import Qwen3VLForConditionalGeneration, Qwen3VLTextModel
+
+        self.spec = spec
+        self.vlm = Qwen3VLForConditionalGeneration(vlm_config)
+        self.expert_config = build_expert_config(vlm_config.text_config, spec.expert_cfg,
+                                                 expert_attn_implementation)
+        self.expert = Qwen3VLTextModel(self.expert_config)
+        # The expert reads action embeddings, never token ids.
+        self.expert.embed_tokens = None
+        proj = spec.action_in_proj_cfg
+        self.action_in_proj = ActionInProjection(
+            out_features=self.expert_config.hidden_size,
+            hidden_size=int(proj.get("hidden_size", 512)),
+            num_enc_layers=int(proj.get("num_enc_layers", 2)),
+            num_fourier_feats=int(proj.get("num_fourier_feats", 20)),
+            max_freq=float(proj.get("max_freq", 100.0)))
+        self.action_out_proj = nn.Linear(self.expert_config.hidden_size, 2)
+        space = spec.action_space_cfg
+        self.action_space = ActionSpaceBuffers(
+            space.get("accel_mean", 0.0), space.get("accel_std", 1.0),
+            space.get("curvature_mean", 0.0), space.get("curvature_std", 1.0))
+
+    @property
+    def num_layers(self) -> int:
+        return self.vlm.config.text_config.num_hidden_layers
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _rebuild_non_persistent_buffers(network: AlpamayoR1Network, device) -> None:
+    """Recompute rotary inverse frequencies after a meta-device build.
+
+    These buffers are not in the checkpoint (non-persistent), so a model built on the meta
+    device (to avoid allocating and initialising 10B parameters twice) still holds meta
+    tensors there; the transformers rotary classes recompute them from the config.
+    """
+    from transformers.models.qwen3_vl.modeling_qwen3_vl import (
+        Qwen3VLTextRotaryEmbedding, Qwen3VLVisionRotaryEmbedding)
+
+    network.vlm.model.language_model.rotary_emb = Qwen3VLTextRotaryEmbedding(
+        network.vlm.config.text_config, device=device)
+    network.expert.rotary_emb = Qwen3VLTextRotaryEmbedding(network.expert_config, device=device)
+    visual = network.vlm.model.visual
+    dim = 2 * visual.rotary_pos_emb.inv_freq.shape[0]
+    with torch.device(device):
+        visual.rotary_pos_emb = Qwen3VLVisionRotaryEmbedding(dim)
+    for name, buf in network.named_buffers():
+        if buf.is_meta:
+            raise CheckpointError(f"buffer {name} was not restored after loading")
+
+
+def load_network(files: CheckpointFiles, processor_dir, *, device="cpu",
+                 dtype: torch.dtype = torch.float32, vlm_attn_implementation: str = "sdpa",
+                 expert_attn_implementation: str = "sdpa") -> AlpamayoR1Network:
+    """Build the network from a checkpoint and its base-VLM directory and load the weights.
+
+    Missing or unexpected tensor names raise CheckpointError (a few of each are listed).
+    The action-space buffers must agree with the config's action_space_cfg constants.
+    """
+    spec = NetworkSpec.from_checkpoint_config(files.config)
+    vlm_config = build_vlm_config(read_processor_config(processor_dir), spec.vocab_size,
+                                  vlm_attn_implementation)
+    previous_dtype = torch.get_default_dtype()
+    try:
+        # Parameters are created on the meta device in the target dtype: no memory and no
+        # random initialisation for weights that the checkpoint overwrites anyway.
+        torch.set_default_dtype(dtype)
+        with torch.device("meta"):
+            network = AlpamayoR1Network(vlm_config, spec, expert_attn_implementation)
+    finally:
+        torch.set_default_dtype(previous_dtype)
+    state = load_state_dict(files, device=device, dtype=None)
+    _check_state_names(network, state)
+    # The action-space buffers and Fourier frequencies keep their stored dtype: they feed
+    # float32 maths (trajectory integration, Fourier angles).
+    for key, tensor in state.items():
+        if (tensor.is_floating_point() and not key.startswith("action_space.")
+                and not key.endswith(".freqs")):
+            state[key] = tensor.to(dtype)
+    network.load_state_dict(state, strict=True, assign=True)
+    _rebuild_non_persistent_buffers(network, device)
+    _check_action_space_buffers(network, spec.action_space_cfg)
+    network.eval()
+    network.requires_grad_(False)
+    return network
+
+
+def _check_state_names(network: nn.Module, state: dict) -> None:
+    expected = set(network.state_dict().keys())
+    have = set(state.keys())
+    missing = sorted(expected - have)
+    unexpected = sorted(have - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint tensor names do not match the network: {len(missing)} missing "
+            f"(e.g. {missing[:4]}), {len(unexpected)} unexpected (e.g. {unexpected[:4]})")
+    shapes = network.state_dict()
+    wrong = [f"{k}: have {tuple(state[k].shape)}, need {tuple(shapes[k].shape)}"
+             for k in sorted(expected) if tuple(state[k].shape) != tuple(shapes[k].shape)]
+    if wrong:
+        raise CheckpointError(f"{len(wrong)} tensors have the wrong shape: {wrong[:4]}")
+
+
+def _check_action_space_buffers(network: AlpamayoR1Network, action_space_cfg: dict) -> None:
+    for name in ("accel_mean", "accel_std", "curvature_mean", "curvature_std"):
+        if name not in action_space_cfg:
+            continue
+        have = float(getattr(network.action_space, name))
+        need = float(action_space_cfg[name])
+        if not math.isclose(have, need, rel_tol=1e-5, abs_tol=1e-7):
+            raise CheckpointError(
+                f"action_space.{name} buffer is {have}, config.json says {need}")
+
+
+def expert_velocity(network: AlpamayoR1Network, x: torch.Tensor, t: torch.Tensor, cache,
+                    position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    prefix_len: int, return_hidden: bool = False):
+    """One flow-matching velocity evaluation v(x, t) (B, 64, 2).
+
+    x: (B, 64, 2) normalised noisy actions; t: (B,) flow time in [0, 1);
+    cache: the VLM KV cache (prefix_len tokens, B rows), restored to prefix_len on return;
+    position_ids: (3, B, 64) M-RoPE ids; attention_mask: (B, 1, 64, prefix_len + 64) additive.
+    """
+    embeds = network.action_in_proj(x, t)
+    try:
+        out = network.expert(inputs_embeds=embeds, position_ids=position_ids,
+                             attention_mask=attention_mask, past_key_values=cache,
+                             use_cache=True)
+    finally:
+        cache.crop(prefix_len)
+    hidden = out.last_hidden_state
+    velocity = network.action_out_proj(hidden)
+    if return_hidden:
+        return velocity, embeds, hidden
+    return velocity
+
+
+def default_device_dtype(device: str | torch.device, dtype: Optional[torch.dtype]) -> torch.dtype:
+    """bf16 on CUDA, float32 elsewhere, unless the caller names a dtype."""
+    if dtype is not None:
+        return dtype
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32

@@ -1,0 +1,332 @@
+"""AlpamayoRuntime: the single inference API (PlannerModel) of the node, replay and benches.
+
+One ``predict`` call: validate the input, preprocess the 16 frames and build the prompt,
+prefill the VLM once (batch 1), decode the reasoning for N sample rows with a shared KV
+cache, integrate the flow-matching expert, and turn the actions into t0-frame waypoints at
+t0 + 0.1 .. 6.4 s. Everything loads from local directories (see docs/model.md).
+"""
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from alpamayo_ros.core.errors import (AlpamayoError, ConfigError, ModelInputError,
+                                      ModelRuntimeError)
+from alpamayo_ros.core.model_input import validate_model_input
+from alpamayo_ros.core.types import (NUM_WAYPOINTS, InferenceOptions, ModelInput, ModelOutput,
+                                     StageTimings, TrajectorySample)
+from alpamayo_ros.model import generation
+from alpamayo_ros.model.checkpoint import (compute_model_id, locate_checkpoint,
+                                           resolve_processor_dir)
+from alpamayo_ros.model.modeling import AlpamayoR1Network, default_device_dtype, load_network
+
+_ATTN_CHOICES = ("sdpa", "eager", "flash_attention_2")
+
+
+@dataclass
+class PreparedInputs:
+    """Model-ready tensors of one ModelInput (all on the runtime device).
+
+    pixel_values: (16 * patches, 1536) float32; image_grid_thw: (16, 3) int64;
+    input_ids: (1, L) int64 prompt with fused history tokens;
+    history_xyz / history_rot: float32 (16, 3) / (16, 3, 3) in the t0 frame.
+    """
+
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+    input_ids: torch.Tensor
+    history_xyz: torch.Tensor
+    history_rot: torch.Tensor
+
+
+@dataclass
+class RawPrediction:
+    """Tensors of one model call before conversion to ModelOutput.
+
+    actions: (N, 64, 2) normalised actions; tokens: (N, T) generated ids; found: (N,) bool;
+    offsets: (N,) expert offsets; rope_deltas: int; cache_len: int.
+    """
+
+    actions: torch.Tensor
+    tokens: torch.Tensor
+    found: torch.Tensor
+    offsets: torch.Tensor
+    rope_deltas: int
+    cache_len: int
+
+
+def choose_vlm_attention(device: torch.device, dtype: torch.dtype,
+                         requested: Optional[str]) -> str:
+    """FlashAttention 2 for the VLM on CUDA with fp16/bf16 when flash-attn is installed,
+    else SDPA; an explicit request is checked and kept."""
+    if requested is not None:
+        if requested not in _ATTN_CHOICES:
+            raise ConfigError(f"attn_implementation must be one of {_ATTN_CHOICES}, have "
+                              f"{requested!r}")
+        if requested == "flash_attention_2" and (
+                device.type != "cuda" or importlib.util.find_spec("flash_attn") is None):
+            raise ConfigError("flash_attention_2 needs a CUDA device and the flash-attn "
+                              f"package (device {device}, flash_attn installed: "
+                              f"{importlib.util.find_spec('flash_attn') is not None})")
+        return requested
+    if (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+            and importlib.util.find_spec("flash_attn") is not None):
+        return "flash_attention_2"
+    return "sdpa"
+
+
+class AlpamayoRuntime:
+    """Alpamayo-R1 inference on one device; implements core.types.PlannerModel."""
+
+    def __init__(self, network: AlpamayoR1Network, tokenizer, token_ids, image_config,
+                 action_space, *, checkpoint_dir: Path, processor_dir: Path, device: torch.device,
+                 dtype: torch.dtype, vlm_attn_implementation: str,
+                 expert_attn_implementation: str, model_id: str) -> None:
+        self.network = network
+        self.tokenizer = tokenizer
+        self.token_ids = token_ids
+        self.image_config = image_config
+        self.action_space = action_space
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.processor_dir = Path(processor_dir)
+        self.device = device
+        self.dtype = dtype
+        self.vlm_attn_implementation = vlm_attn_implementation
+        self.expert_attn_implementation = expert_attn_implementation
+        self.model_id = model_id
+
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir, processor_dir=None, device="cpu",
+                        dtype: Optional[torch.dtype] = None,
+                        attn_implementation: Optional[str] = None) -> "AlpamayoRuntime":
+        """Load a checkpoint in the official format from local directories.
+
+        checkpoint_dir: config.json + model.safetensors (or index + shards).
+        processor_dir: base Qwen3-VL directory (config.json, tokenizer, chat template,
+            preprocessor_config.json); default: config "vlm_name_or_path" if it is a local
+            directory. dtype: default bfloat16 on CUDA, float32 otherwise.
+        attn_implementation: VLM attention ("sdpa", "eager", "flash_attention_2"); default
+            FlashAttention 2 when usable, else SDPA. The expert always uses SDPA (or eager
+            when eager is asked for) because it needs an additive float mask.
+        """
+        from alpamayo_ros.model.action_space import ActionSpaceConfig, UnicycleActionSpace
+        from alpamayo_ros.model.image_processor import ImageProcessorConfig
+        from alpamayo_ros.model.prompt import (load_extended_tokenizer,
+                                               tokenizer_expectations_from_config)
+
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {device} requested but CUDA is not available")
+        dtype = default_device_dtype(device, dtype)
+        files = locate_checkpoint(checkpoint_dir)
+        proc_dir = resolve_processor_dir(files.checkpoint_dir, files.config, processor_dir)
+        # The tokenizer check comes first: a mismatch refuses before any weight is read.
+        tokenizer, token_ids = load_extended_tokenizer(
+            proc_dir, **tokenizer_expectations_from_config(files.config))
+        image_config = ImageProcessorConfig.from_dir(
+            proc_dir, min_pixels=files.config.get("min_pixels"),
+            max_pixels=files.config.get("max_pixels"))
+        vlm_attn = choose_vlm_attention(device, dtype, attn_implementation)
+        expert_attn = "eager" if vlm_attn == "eager" else "sdpa"
+        network = load_network(files, proc_dir, device=device, dtype=dtype,
+                               vlm_attn_implementation=vlm_attn,
+                               expert_attn_implementation=expert_attn)
+        action_space = UnicycleActionSpace(
+            ActionSpaceConfig.from_checkpoint_config(files.config["action_space_cfg"]))
+        return cls(network, tokenizer, token_ids, image_config, action_space,
+                   checkpoint_dir=files.checkpoint_dir, processor_dir=proc_dir, device=device,
+                   dtype=dtype, vlm_attn_implementation=vlm_attn,
+                   expert_attn_implementation=expert_attn, model_id=compute_model_id(files))
+
+    def describe(self) -> dict:
+        """Identity and settings of the loaded model."""
+        return dict(checkpoint=str(self.checkpoint_dir), processor_dir=str(self.processor_dir),
+                    model_id=self.model_id, device=str(self.device),
+                    dtype=str(self.dtype).replace("torch.", ""),
+                    attn_implementation=self.vlm_attn_implementation,
+                    expert_attn_implementation=self.expert_attn_implementation,
+                    param_count=self.network.parameter_count())
+
+    # ------------------------------------------------------------------ stages
+    def prepare_inputs(self, model_input: ModelInput) -> PreparedInputs:
+        """Validated ModelInput -> pixel values, prompt ids and history tensors."""
+        from alpamayo_ros.model.image_processor import preprocess_frames
+        from alpamayo_ros.model.prompt import build_input_ids
+
+        pixel_values, grid = preprocess_frames(model_input.frames, self.image_config,
+                                               layout="hwc", device=self.device)
+        input_ids = build_input_ids(self.tokenizer, self.token_ids, grid.cpu(),
+                                    model_input.history_xyz,
+                                    merge_size=self.image_config.merge_size).to(self.device)
+        return PreparedInputs(
+            pixel_values=pixel_values, image_grid_thw=grid, input_ids=input_ids,
+            history_xyz=torch.as_tensor(model_input.history_xyz, dtype=torch.float32),
+            history_rot=torch.as_tensor(model_input.history_rot, dtype=torch.float32))
+
+    def run_prepared(self, prepared: PreparedInputs, options: InferenceOptions,
+                     initial_noise: Optional[np.ndarray] = None,
+                     generator: Optional[torch.Generator] = None,
+                     forced_tokens: Optional[torch.Tensor] = None,
+                     timings: Optional[StageTimings] = None) -> RawPrediction:
+        """Prefill, CoC decode and flow matching on prepared inputs.
+
+        forced_tokens: (T,) ids fed instead of sampled ones (teacher forcing, for checks).
+        timings: filled with vision_prefill / coc_decode / diffusion seconds when given.
+        """
+        net, ids, rows = self.network, self.token_ids, int(options.num_samples)
+        noise = self._initial_noise(initial_noise, rows)
+        prompt_len = int(prepared.input_ids.shape[1])
+        capacity = prompt_len + int(options.max_coc_tokens) + NUM_WAYPOINTS
+        cache = generation.PreallocatedKVCache(net.num_layers, capacity, rows)
+        clock = _StageClock(self.device, timings)
+        prefilled = generation.prefill(net, prepared.input_ids,
+                                       prepared.pixel_values.to(self.dtype),
+                                       prepared.image_grid_thw, cache)
+        clock.lap("vision_prefill")
+        settings = generation.DecodeSettings(
+            traj_future_start=ids.traj_future_start, banned_start=ids.traj_token_start,
+            banned_stop=ids.traj_token_end, max_new_tokens=int(options.max_coc_tokens),
+            sample=bool(options.sample_coc), temperature=float(options.temperature),
+            top_p=float(options.top_p))
+        decoded = generation.decode_coc(net, cache, prefilled, settings, rows, generator,
+                                        forced_tokens)
+        clock.lap("coc_decode")
+        if noise is None:
+            noise = torch.randn((rows, NUM_WAYPOINTS, 2), generator=generator,
+                                device=self.device, dtype=torch.float32)
+        actions = generation.sample_actions(net, cache, decoded.cache_len, decoded.offsets,
+                                            prefilled.rope_deltas, noise,
+                                            int(options.diffusion_steps))
+        clock.lap("diffusion")
+        return RawPrediction(actions, decoded.tokens, decoded.found, decoded.offsets,
+                             prefilled.rope_deltas, decoded.cache_len)
+
+    def _initial_noise(self, initial_noise, rows: int) -> Optional[torch.Tensor]:
+        if initial_noise is None:
+            return None
+        noise = np.asarray(initial_noise, dtype=np.float32)
+        if noise.shape != (rows, NUM_WAYPOINTS, 2):
+            raise ModelInputError(f"initial_noise must be ({rows}, {NUM_WAYPOINTS}, 2) for "
+                                  f"{rows} samples, have {noise.shape}")
+        if not np.isfinite(noise).all():
+            raise ModelInputError("initial_noise has non-finite values")
+        return torch.from_numpy(noise).to(self.device)
+
+    def make_generator(self, seed: Optional[int]) -> Optional[torch.Generator]:
+        """Torch generator on the runtime device seeded with ``seed`` (None: global RNG)."""
+        if seed is None:
+            return None
+        return torch.Generator(device=self.device).manual_seed(int(seed))
+
+    # ------------------------------------------------------------------ API
+    def predict(self, model_input: ModelInput, options: InferenceOptions = InferenceOptions(),
+                initial_noise: Optional[np.ndarray] = None) -> ModelOutput:
+        """Plan from 16 frames and 16 history poses (see core.types.ModelInput).
+
+        initial_noise: optional (num_samples, 64, 2) flow-matching start x (t = 0); by
+        default it is drawn from the seeded generator after the CoC decode.
+        """
+        _check_options(options)
+        timings = StageTimings()
+        clock = _StageClock(self.device, timings)
+        try:
+            with torch.inference_mode():
+                checked = validate_model_input(model_input)
+                prepared = self.prepare_inputs(checked)
+                v0 = float(self.action_space.estimate_v0(prepared.history_xyz,
+                                                         prepared.history_rot))
+                clock.lap("preprocess")
+                raw = self.run_prepared(prepared, options, initial_noise,
+                                        self.make_generator(options.seed), timings=timings)
+                clock.restart()
+                samples = self.to_samples(raw, prepared, v0)
+                clock.lap("postprocess")
+        except AlpamayoError:
+            raise
+        except RuntimeError as exc:  # torch failures, CUDA out of memory, ...
+            raise ModelRuntimeError(f"model failed during predict "
+                                    f"({type(exc).__name__}): {exc}") from exc
+        return ModelOutput(samples=samples, v0=v0, timings=timings, model_id=self.model_id)
+
+    def to_samples(self, raw: RawPrediction, prepared: PreparedInputs,
+                   v0: Optional[float] = None) -> list[TrajectorySample]:
+        """Actions -> t0-frame trajectories (float64) plus each row's CoC text and counts.
+
+        coc_token_count counts the generated tokens up to and including
+        <|traj_future_start|> (all generated tokens when the row was cut off).
+        """
+        from alpamayo_ros.model.prompt import extract_coc
+
+        actions = raw.actions.float().cpu()
+        rows = actions.shape[0]
+        traj = self.action_space.action_to_traj(
+            actions, prepared.history_xyz.expand(rows, -1, -1),
+            prepared.history_rot.expand(rows, -1, -1, -1), v0=v0)
+        arrays = {k: np.asarray(_to_numpy(v), dtype=np.float64) for k, v in traj.items()}
+        tokens = raw.tokens.cpu()
+        found = raw.found.cpu().tolist()
+        samples = []
+        for row in range(tokens.shape[0]):
+            row_tokens = tokens[row].tolist()
+            if found[row]:
+                count = row_tokens.index(self.token_ids.traj_future_start) + 1
+            else:
+                count = len(row_tokens)
+            samples.append(TrajectorySample(
+                xyz=arrays["xyz"][row], rot=arrays["rot"][row], yaw=arrays["yaw"][row],
+                speed=arrays["speed"][row], acceleration=arrays["acceleration"][row],
+                curvature=arrays["curvature"][row],
+                coc=extract_coc(self.tokenizer, self.token_ids, row_tokens[:count]),
+                coc_token_count=count, coc_truncated=not found[row]))
+        return samples
+
+
+def _check_options(options: InferenceOptions) -> None:
+    problems = []
+    if int(options.num_samples) < 1:
+        problems.append(f"num_samples must be >= 1, have {options.num_samples}")
+    if int(options.max_coc_tokens) < 1:
+        problems.append(f"max_coc_tokens must be >= 1, have {options.max_coc_tokens}")
+    if int(options.diffusion_steps) < 1:
+        problems.append(f"diffusion_steps must be >= 1, have {options.diffusion_steps}")
+    if options.sample_coc and not (0.0 < float(options.top_p) <= 1.0):
+        problems.append(f"top_p must be in (0, 1], have {options.top_p}")
+    if options.sample_coc and not float(options.temperature) > 0.0:
+        problems.append(f"temperature must be > 0, have {options.temperature}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _to_numpy(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class _StageClock:
+    """Wall-clock laps into StageTimings fields; synchronises CUDA so GPU work is counted."""
+
+    def __init__(self, device: torch.device, timings: Optional[StageTimings]) -> None:
+        self.device = device
+        self.timings = timings
+        self.start = self._now()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def restart(self) -> None:
+        self.start = self._now()
+
+    def lap(self, field: str) -> None:
+        now = self._now()
+        if self.timings is not None:
+            setattr(self.timings, field, getattr(self.timings, field) + now - self.start)
+        self.start = now

@@ -1,0 +1,204 @@
+"""Checkpoint directory checks: files, shards, processor directory, names, tokenizer ids."""
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from alpamayo_ros.core.errors import CheckpointError, ConfigError
+from alpamayo_ros.model.checkpoint import (compute_model_id, locate_checkpoint,
+                                           resolve_processor_dir)
+from alpamayo_ros.model.runtime import AlpamayoRuntime, choose_vlm_attention
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny_src")
+    write_tiny_checkpoint(root, seed=0)
+    return root
+
+
+@pytest.fixture
+def root(tiny_root, tmp_path):
+    """A private copy of the tiny checkpoint set that a test may damage."""
+    copy = tmp_path / "set"
+    shutil.copytree(tiny_root, copy)
+    return copy
+
+
+def _edit_config(checkpoint_dir, **changes):
+    path = checkpoint_dir / "config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+
+
+def _shard(checkpoint_dir, parts=2):
+    """Rewrite model.safetensors as an index + shards, like the released checkpoint."""
+    state = load_file(str(checkpoint_dir / "model.safetensors"))
+    names = sorted(state)
+    weight_map = {}
+    for index in range(parts):
+        shard = f"model-{index + 1:05d}-of-{parts:05d}.safetensors"
+        chunk = {k: state[k] for k in names[index::parts]}
+        save_file(chunk, str(checkpoint_dir / shard), metadata={"format": "pt"})
+        weight_map.update({k: shard for k in chunk})
+    (checkpoint_dir / "model.safetensors").unlink()
+    (checkpoint_dir / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return state
+
+
+def test_single_file_checkpoint_is_located(root):
+    files = locate_checkpoint(root / "checkpoint")
+    assert [p.name for p in files.weight_files] == ["model.safetensors"]
+    assert files.index_path is None and files.config["model_type"] == "alpamayo_r1"
+
+
+def test_sharded_checkpoint_loads_the_same_weights(root):
+    state = _shard(root / "checkpoint")
+    files = locate_checkpoint(root / "checkpoint")
+    assert len(files.weight_files) == 2 and files.index_path is not None
+    runtime = AlpamayoRuntime.from_pretrained(root / "checkpoint")
+    loaded = runtime.network.state_dict()
+    for name in ("vlm.lm_head.weight", "expert.norm.weight", "action_out_proj.bias"):
+        assert torch.equal(loaded[name], state[name])
+
+
+def test_missing_shard_is_named(root):
+    _shard(root / "checkpoint")
+    (root / "checkpoint" / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"1 of 2 shards .* missing: \['model-00002-of-00002"):
+        locate_checkpoint(root / "checkpoint")
+
+
+def test_pickle_weights_are_refused(root):
+    (root / "checkpoint" / "model.safetensors").unlink()
+    (root / "checkpoint" / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match=r"only pickle weights \['pytorch_model.bin'\]"):
+        locate_checkpoint(root / "checkpoint")
+
+
+def test_missing_weights_and_config(root):
+    (root / "checkpoint" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="neither model.safetensors nor"):
+        locate_checkpoint(root / "checkpoint")
+    (root / "checkpoint" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        locate_checkpoint(root / "checkpoint")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        locate_checkpoint(root / "nowhere")
+
+
+def test_wrong_model_type(root):
+    _edit_config(root / "checkpoint", model_type="qwen3_vl")
+    with pytest.raises(CheckpointError, match="model_type is 'qwen3_vl', need 'alpamayo_r1'"):
+        locate_checkpoint(root / "checkpoint")
+
+
+def test_processor_dir_resolution(root, tmp_path):
+    ckpt = root / "checkpoint"
+    config = json.loads((ckpt / "config.json").read_text())
+    # relative to the checkpoint's parent (the layout of the fixture and the tiny set)
+    assert resolve_processor_dir(ckpt, config) == (root / "base_vlm").resolve()
+    # relative to the checkpoint directory itself
+    shutil.move(str(root / "base_vlm"), str(ckpt / "base_vlm"))
+    assert resolve_processor_dir(ckpt, config) == (ckpt / "base_vlm").resolve()
+    # an explicit directory wins
+    other = tmp_path / "processor"
+    shutil.copytree(ckpt / "base_vlm", other)
+    assert resolve_processor_dir(ckpt, config, other) == other.resolve()
+    # a hub id is never downloaded: the error tells the user what to pass
+    config["vlm_name_or_path"] = "Qwen/Qwen3-VL-8B-Instruct"
+    with pytest.raises(CheckpointError, match="pass processor_dir="):
+        resolve_processor_dir(ckpt, config)
+    (other / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match=r"lacks \['tokenizer.json'\]"):
+        resolve_processor_dir(ckpt, config, other)
+
+
+def test_hub_name_with_explicit_processor_dir_loads(root):
+    _edit_config(root / "checkpoint", vlm_name_or_path="Qwen/Qwen3-VL-8B-Instruct")
+    with pytest.raises(CheckpointError, match="pass processor_dir="):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint")
+    runtime = AlpamayoRuntime.from_pretrained(root / "checkpoint", processor_dir=root / "base_vlm")
+    assert runtime.processor_dir == (root / "base_vlm").resolve()
+
+
+def test_tokenizer_mismatch_is_refused(root):
+    config = json.loads((root / "checkpoint" / "config.json").read_text())
+    _edit_config(root / "checkpoint", vocab_size=config["vocab_size"] + 1)
+    with pytest.raises(CheckpointError, match="vocab_size: have"):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint")
+    _edit_config(root / "checkpoint", vocab_size=config["vocab_size"],
+                 traj_token_start_idx=config["traj_token_start_idx"] + 7)
+    with pytest.raises(CheckpointError, match="traj_token_start_idx"):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint")
+
+
+def test_missing_and_unexpected_tensor_names_are_listed(root):
+    path = root / "checkpoint" / "model.safetensors"
+    state = load_file(str(path))
+    state.pop("expert.norm.weight")
+    state["expert.extra.weight"] = torch.zeros(2)
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError) as info:
+        AlpamayoRuntime.from_pretrained(root / "checkpoint")
+    message = str(info.value)
+    assert "1 missing" in message and "expert.norm.weight" in message
+    assert "1 unexpected" in message and "expert.extra.weight" in message
+
+
+def test_wrong_tensor_shape_is_reported(root):
+    path = root / "checkpoint" / "model.safetensors"
+    state = load_file(str(path))
+    state["action_out_proj.bias"] = torch.zeros(3)
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"action_out_proj.bias: have \(3,\), need \(2,\)"):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint")
+
+
+def test_action_space_buffers_must_match_the_config(root):
+    path = root / "checkpoint" / "model.safetensors"
+    state = load_file(str(path))
+    state["action_space.accel_std"] = torch.tensor(2.0)
+    save_file(state, str(path), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="action_space.accel_std buffer is 2.0"):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint")
+
+
+def test_model_id_follows_config_and_weight_index(root):
+    ckpt = root / "checkpoint"
+    first = compute_model_id(locate_checkpoint(ckpt))
+    assert first == compute_model_id(locate_checkpoint(ckpt)) and len(first) == 12
+    _edit_config(ckpt, min_pixels=163840 + 1024)
+    second = compute_model_id(locate_checkpoint(ckpt))
+    assert second != first
+    _shard(ckpt)
+    assert compute_model_id(locate_checkpoint(ckpt)) not in (first, second)
+
+
+def test_attention_choice():
+    cpu = torch.device("cpu")
+    assert choose_vlm_attention(cpu, torch.float32, None) == "sdpa"
+    assert choose_vlm_attention(cpu, torch.float32, "eager") == "eager"
+    with pytest.raises(ConfigError, match="flash_attention_2 needs a CUDA device"):
+        choose_vlm_attention(cpu, torch.bfloat16, "flash_attention_2")
+    with pytest.raises(ConfigError, match="must be one of"):
+        choose_vlm_attention(cpu, torch.float32, "flex")
+
+
+def test_loading_makes_no_network_calls(root, monkeypatch):
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    runtime = AlpamayoRuntime.from_pretrained(root / "checkpoint")
+    assert runtime.describe()["param_count"] > 0

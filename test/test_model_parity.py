@@ -1,0 +1,251 @@
+"""Parity of our network, decode loop and flow matching with the official model (set A).
+
+Every expectation and dimension comes from the fixture files (see their README): the
+checkpoint is loaded through AlpamayoRuntime.from_pretrained, the loader users use for the
+released weights. Tolerances are the README's suggestions for a float32 re-implementation.
+"""
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from fixture_set import (load_expected, load_expected_tensors, load_inputs, pixel_values,
+                         require_fixture_dir, requires_fixtures)
+
+from alpamayo_ros.core.types import InferenceOptions, ModelInput
+from alpamayo_ros.model import generation
+from alpamayo_ros.model.modeling import expert_velocity
+
+pytestmark = [requires_fixtures, pytest.mark.fixtures]
+
+VELOCITY_TOL = 1e-4    # per-step velocity given the recorded x
+XYZ_TOL = 1e-3         # m
+ROT_TOL = 1e-5
+DEBUG_TOL = 1e-4       # debug activations (float32 rounding only)
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+
+    torch.set_num_threads(1)
+    return AlpamayoRuntime.from_pretrained(require_fixture_dir() / "checkpoint")
+
+
+def _model_input():
+    inputs = load_inputs()
+    frames = inputs["image_frames"].permute(0, 1, 3, 4, 2).numpy()  # (4,4,3,H,W) -> HWC
+    return ModelInput(frames=frames,
+                      history_xyz=inputs["ego_history_xyz"][0, 0].double().numpy(),
+                      history_rot=inputs["ego_history_rot"][0, 0].double().numpy())
+
+
+@pytest.fixture(scope="module")
+def teacher_forced(runtime):
+    """Prefill over tf_full_sequence_ids[:, :-1] (everything up to <|traj_future_start|>)."""
+    expected = load_expected_tensors()
+    ids = expected["tf_full_sequence_ids"][:, :-1]
+    cache = generation.PreallocatedKVCache(runtime.network.num_layers,
+                                           ids.shape[1] + expected["tf_step_x"].shape[2], 1)
+    with torch.inference_mode():
+        result = generation.prefill(runtime.network, ids, torch.from_numpy(pixel_values()),
+                                    expected["image_grid_thw"], cache)
+    return result, cache
+
+
+def _first_future_start_offset(sequence, token):
+    return int((sequence == token).nonzero()[0, -1]) + 1
+
+
+def test_loader_builds_the_official_parameter_count(runtime):
+    assert runtime.describe()["param_count"] == load_expected()["param_count"]
+    assert runtime.describe()["dtype"] == "float32"
+    assert runtime.token_ids.vocab_size == load_expected()["ids"]["vocab_size"]
+
+
+def test_prepared_inputs_match_the_official_prompt(runtime):
+    expected = load_expected_tensors()
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(_model_input())
+    assert torch.equal(prepared.input_ids, expected["input_ids"])
+    assert torch.equal(prepared.image_grid_thw, expected["image_grid_thw"])
+
+
+def test_image0_embeddings_and_deepstack(runtime):
+    expected = load_expected_tensors()
+    grid = expected["image_grid_thw"][:1]
+    patches = int(grid.prod())
+    with torch.inference_mode():
+        embeds, deepstack = runtime.network.vlm.model.get_image_features(
+            torch.from_numpy(pixel_values()[:patches]), grid)
+    torch.testing.assert_close(embeds[0], expected["image0_embeds"], atol=DEBUG_TOL, rtol=0)
+    torch.testing.assert_close(torch.stack(deepstack), expected["image0_deepstack_embeds"],
+                               atol=DEBUG_TOL, rtol=0)
+
+
+def test_rope_deltas_and_prefill_length(teacher_forced):
+    result, cache = teacher_forced
+    expected, facts = load_expected_tensors(), load_expected()
+    assert result.rope_deltas == int(expected["tf_rope_deltas"].item())
+    assert cache.get_seq_length() == facts["tf_prefill_seq_len"]
+    assert cache.get_seq_length() == facts["tf_cache_len_before_expert"]
+
+
+def test_prefill_logits_and_cache(teacher_forced):
+    result, cache = teacher_forced
+    expected = load_expected_tensors()
+    torch.testing.assert_close(result.last_logits, expected["tf_prefill_logits_last"],
+                               atol=DEBUG_TOL, rtol=0)
+    last = expected["tf_prefill_cache_keys_last16"].shape[3]
+    keys = torch.stack([layer.cached()[0][:, :, -last:] for layer in cache.layers])
+    values = torch.stack([layer.cached()[1][:, :, -last:] for layer in cache.layers])
+    torch.testing.assert_close(keys, expected["tf_prefill_cache_keys_last16"],
+                               atol=DEBUG_TOL, rtol=0)
+    torch.testing.assert_close(values, expected["tf_prefill_cache_values_last16"],
+                               atol=DEBUG_TOL, rtol=0)
+
+
+def _expert_setup(runtime, teacher_forced):
+    result, cache = teacher_forced
+    expected, facts = load_expected_tensors(), load_expected()
+    sequence = expected["tf_full_sequence_ids"][0]
+    offset = _first_future_start_offset(sequence[:-1], runtime.token_ids.traj_future_start)
+    assert offset == facts["tf_offset"]
+    offsets = torch.tensor([offset])
+    cache_len = cache.get_seq_length()
+    num_actions = expected["tf_step_x"].shape[2]
+    mask = generation.expert_attention_mask(offsets, cache_len, num_actions, torch.float32,
+                                            runtime.network.spec.expert_non_causal_attention)
+    position_ids = generation.expert_position_ids(offsets, result.rope_deltas, num_actions)
+    return cache, cache_len, offsets, mask, position_ids
+
+
+def test_expert_position_ids_and_mask_facts(runtime, teacher_forced):
+    _, cache_len, _, mask, position_ids = _expert_setup(runtime, teacher_forced)
+    facts = load_expected()
+    assert torch.equal(position_ids, load_expected_tensors()["tf_expert_position_ids"])
+    assert list(mask.shape) == facts["tf_expert_attention_mask_shape"]
+    masked_cols = (mask[0, 0, 0] < 0).nonzero().flatten().tolist()
+    assert masked_cols == facts["tf_expert_attention_mask_masked_cols"]
+    assert runtime.network.spec.expert_non_causal_attention is (not facts["tf_expert_is_causal"])
+    # non-causal: the last action query row sees exactly what the first one sees
+    assert torch.equal(mask[0, 0, 0], mask[0, 0, -1])
+
+
+def test_step_velocities_given_recorded_x(runtime, teacher_forced):
+    cache, cache_len, _, mask, position_ids = _expert_setup(runtime, teacher_forced)
+    expected = load_expected_tensors()
+    steps = expected["tf_step_x"].shape[0]
+    with torch.inference_mode():
+        for k in range(steps):
+            v, embeds, hidden = expert_velocity(
+                runtime.network, expected["tf_step_x"][k], expected["tf_step_t"][k], cache,
+                position_ids, mask, cache_len, return_hidden=True)
+            assert cache.get_seq_length() == cache_len
+            if k == 0:
+                torch.testing.assert_close(embeds, expected["tf_expert_inputs_embeds_step0"],
+                                           atol=DEBUG_TOL, rtol=0)
+                torch.testing.assert_close(hidden, expected["tf_expert_last_hidden_step0"],
+                                           atol=DEBUG_TOL, rtol=0)
+            torch.testing.assert_close(v, expected["tf_step_velocity"][k], atol=VELOCITY_TOL,
+                                       rtol=0, msg=lambda m: f"Euler step {k}: {m}")
+
+
+def test_teacher_forced_trajectory(runtime, teacher_forced):
+    cache, cache_len, offsets, _, _ = _expert_setup(runtime, teacher_forced)
+    expected, inputs, facts = load_expected_tensors(), load_inputs(), load_expected()
+    result, _ = teacher_forced
+    calls = []
+    with torch.inference_mode():
+        actions = generation.sample_actions(
+            runtime.network, cache, cache_len, offsets, result.rope_deltas,
+            inputs["diffusion_init_noise"], steps=expected["tf_step_x"].shape[0],
+            record=lambda k, x, t, v: calls.append((x.clone(), t.clone())))
+    assert len(calls) == facts["tf_num_expert_calls"]
+    torch.testing.assert_close(torch.stack([c[1] for c in calls]), expected["tf_step_t"])
+    traj = runtime.action_space.action_to_traj(actions, inputs["ego_history_xyz"][:, 0],
+                                               inputs["ego_history_rot"][:, 0])
+    torch.testing.assert_close(traj["xyz"], expected["tf_pred_xyz"][:, 0, 0], atol=XYZ_TOL, rtol=0)
+    torch.testing.assert_close(traj["rot"], expected["tf_pred_rot"][:, 0, 0], atol=ROT_TOL, rtol=0)
+
+
+def test_forced_real_decoding_cross_check(runtime):
+    """Our decode loop (prefill of the prompt + token-by-token) forced to the continuation."""
+    expected, inputs, facts = load_expected_tensors(), load_inputs(), load_expected()
+    continuation = expected["tf_continuation_ids"][0]
+    options = InferenceOptions(num_samples=1, max_coc_tokens=256)
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(_model_input())
+        raw = runtime.run_prepared(prepared, options, inputs["diffusion_init_noise"].numpy(),
+                                   forced_tokens=continuation)
+        samples = runtime.to_samples(raw, prepared)
+    # Decoding stops one step after <|traj_future_start|>: the extra token is never needed.
+    stop = int((continuation == runtime.token_ids.traj_future_start).nonzero()[0, 0]) + 1
+    assert torch.equal(raw.tokens[0], continuation[:stop])
+    assert raw.rope_deltas == int(expected["tf_rope_deltas"].item())
+    assert raw.cache_len == facts["tf_prefill_seq_len"]
+    assert raw.offsets.tolist() == [facts["tf_offset"]]
+    np.testing.assert_allclose(samples[0].xyz,
+                               expected["forced_generate_pred_xyz"][0, 0, 0].numpy(),
+                               atol=XYZ_TOL, rtol=0)
+    np.testing.assert_allclose(samples[0].rot,
+                               expected["forced_generate_pred_rot"][0, 0, 0].numpy(),
+                               atol=ROT_TOL, rtol=0)
+    assert samples[0].coc == facts["forced_generate_extra_cot"][0][0][0]
+    assert samples[0].coc_truncated is False
+    assert samples[0].coc_token_count == stop
+
+
+def test_stochastic_rollout_facts(runtime):
+    """No <|traj_future_start|> within the budget: offset = seq_len, CoC "", truncated."""
+    facts = load_expected()["stochastic_rollout"]
+    num_samples = int(re.search(r"num_traj_samples=(\d+)", facts["call"]).group(1))
+    budget = int(re.search(r"max_generation_length=(\d+)", facts["call"]).group(1))
+    seed = int(re.search(r"manual_seed\((\d+)\)", facts["call"]).group(1))
+    options = InferenceOptions(num_samples=num_samples, max_coc_tokens=budget, seed=seed)
+    model_input = _model_input()
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(model_input)
+        raw = runtime.run_prepared(prepared, options, generator=runtime.make_generator(seed))
+    prompt_len = prepared.input_ids.shape[1]
+    assert raw.tokens.shape == (num_samples, budget)
+    assert not bool(raw.found.any())
+    assert raw.cache_len == prompt_len + budget - 1
+    assert raw.offsets.tolist() == [prompt_len + budget] * num_samples  # = seq_len
+
+    output = runtime.predict(model_input, options)
+    assert len(output.samples) == facts["pred_xyz_shape"][2]
+    expected_cot = facts["extra_cot"][0][0]
+    for sample, cot in zip(output.samples, expected_cot):
+        assert sample.xyz.shape == tuple(facts["pred_xyz_shape"][3:])
+        assert sample.rot.shape == tuple(facts["pred_rot_shape"][3:])
+        assert sample.coc == cot and sample.coc_truncated and sample.coc_token_count == budget
+        np.testing.assert_allclose(sample.rot @ np.swapaxes(sample.rot, 1, 2),
+                                   np.broadcast_to(np.eye(3), sample.rot.shape), atol=1e-5)
+        assert facts["pred_xyz_z_equals_history_z_t0"]
+        np.testing.assert_allclose(sample.xyz[:, 2], model_input.history_xyz[-1, 2], atol=1e-6)
+    assert output.v0 == pytest.approx(float(load_expected_tensors()["v0"][0]), rel=1e-5)
+
+
+def test_bfloat16_weights_keep_float32_fourier_and_stay_close():
+    """bf16 (the CUDA default) on the same path: Fourier angles and the action-space
+    buffers stay float32, and the trajectory stays near the float32 official one (bf16 has
+    an 8-bit mantissa, so only a loose bound: 0.25 m over 6.4 s)."""
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+
+    expected, inputs = load_expected_tensors(), load_inputs()
+    runtime = AlpamayoRuntime.from_pretrained(require_fixture_dir() / "checkpoint",
+                                              dtype=torch.bfloat16)
+    net = runtime.network
+    assert net.vlm.lm_head.weight.dtype == torch.bfloat16
+    assert net.action_in_proj.timestep_fourier_encoder.freqs.dtype == torch.float32
+    assert net.action_space.accel_std.dtype == torch.float32
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(_model_input())
+        raw = runtime.run_prepared(prepared, InferenceOptions(),
+                                   inputs["diffusion_init_noise"].numpy(),
+                                   forced_tokens=expected["tf_continuation_ids"][0])
+        sample = runtime.to_samples(raw, prepared)[0]
+    assert raw.actions.dtype == torch.float32
+    np.testing.assert_allclose(sample.xyz, expected["tf_pred_xyz"][0, 0, 0].numpy(), atol=0.25)

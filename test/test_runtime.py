@@ -1,0 +1,247 @@
+"""AlpamayoRuntime on the tiny checkpoint: output contract, determinism, decode/stop rules,
+expert mask and cache handling."""
+import numpy as np
+import pytest
+import torch
+
+from alpamayo_ros.core.errors import ConfigError, ModelInputError
+from alpamayo_ros.core.types import (NUM_WAYPOINTS, WAYPOINT_OFFSETS, InferenceOptions,
+                                     ModelInput)
+from alpamayo_ros.model import generation
+from alpamayo_ros.model.runtime import AlpamayoRuntime
+
+
+@pytest.fixture(scope="module")
+def runtime(tmp_path_factory):
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    torch.set_num_threads(1)
+    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
+    return AlpamayoRuntime.from_pretrained(checkpoint)
+
+
+def _model_input(height=64, width=96, speed=6.0):
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = np.stack([np.stack([(xx * (k + 1)) % 256, (yy * 3) % 256, (xx + yy + 9 * k) % 256],
+                                axis=-1) for k in range(16)]).astype(np.uint8)
+    t = np.linspace(-1.5, 0.0, 16)
+    xyz = np.stack([speed * t, np.zeros(16), np.zeros(16)], axis=1)
+    rot = np.tile(np.eye(3), (16, 1, 1))
+    return ModelInput(frames=frames, history_xyz=xyz, history_rot=rot)
+
+
+SHORT = dict(max_coc_tokens=12, diffusion_steps=4)
+
+
+def test_output_contract(runtime):
+    options = InferenceOptions(num_samples=2, seed=3, **SHORT)
+    out = runtime.predict(_model_input(), options)
+    assert len(out.samples) == 2
+    np.testing.assert_allclose(out.waypoint_offsets, WAYPOINT_OFFSETS)
+    assert out.waypoint_offsets[0] == pytest.approx(0.1)
+    assert out.waypoint_offsets[-1] == pytest.approx(6.4)
+    assert out.v0 == pytest.approx(6.0, rel=1e-3)
+    assert out.model_id == runtime.model_id and len(out.model_id) == 12
+    for sample in out.samples:
+        assert sample.xyz.shape == (NUM_WAYPOINTS, 3) and sample.rot.shape == (NUM_WAYPOINTS, 3, 3)
+        for name in ("yaw", "speed", "acceleration", "curvature"):
+            assert getattr(sample, name).shape == (NUM_WAYPOINTS,)
+        assert np.isfinite(sample.xyz).all()
+        np.testing.assert_allclose(sample.rot @ np.swapaxes(sample.rot, 1, 2),
+                                   np.broadcast_to(np.eye(3), sample.rot.shape), atol=1e-5)
+        # first waypoint: one 0.1 s unicycle step from v0
+        assert sample.speed[0] == pytest.approx(out.v0 + 0.1 * sample.acceleration[0], abs=1e-4)
+        assert 1 <= sample.coc_token_count <= options.max_coc_tokens
+    timings = out.timings
+    for name in ("preprocess", "vision_prefill", "coc_decode", "diffusion", "postprocess"):
+        assert getattr(timings, name) > 0.0
+    assert timings.total == pytest.approx(sum(getattr(timings, n) for n in (
+        "preprocess", "vision_prefill", "coc_decode", "diffusion", "postprocess")))
+
+
+def test_same_seed_same_output_and_other_seed_differs(runtime):
+    model_input = _model_input()
+    first = runtime.predict(model_input, InferenceOptions(num_samples=3, seed=11, **SHORT))
+    second = runtime.predict(model_input, InferenceOptions(num_samples=3, seed=11, **SHORT))
+    other = runtime.predict(model_input, InferenceOptions(num_samples=3, seed=12, **SHORT))
+    for a, b in zip(first.samples, second.samples):
+        np.testing.assert_array_equal(a.xyz, b.xyz)
+        assert a.coc == b.coc and a.coc_token_count == b.coc_token_count
+        assert a.coc_truncated == b.coc_truncated
+    assert not np.array_equal(first.samples[0].xyz, other.samples[0].xyz)
+
+
+def test_initial_noise_fixes_the_trajectory_under_greedy_decoding(runtime):
+    noise = np.random.default_rng(5).standard_normal((2, NUM_WAYPOINTS, 2)).astype(np.float32)
+    model_input = _model_input()
+    a = runtime.predict(model_input, InferenceOptions(num_samples=2, seed=1, sample_coc=False,
+                                                      **SHORT), initial_noise=noise)
+    b = runtime.predict(model_input, InferenceOptions(num_samples=2, seed=99, sample_coc=False,
+                                                      **SHORT), initial_noise=noise)
+    for x, y in zip(a.samples, b.samples):
+        np.testing.assert_array_equal(x.xyz, y.xyz)
+    # greedy rows share the prompt, so different noise is the only difference between rows
+    assert not np.array_equal(a.samples[0].xyz, a.samples[1].xyz)
+    need = r"initial_noise must be \(2, 64, 2\) for 2 samples, have \(1, 64, 2\)"
+    with pytest.raises(ModelInputError, match=need):
+        runtime.predict(model_input, InferenceOptions(num_samples=2, **SHORT),
+                        initial_noise=noise[:1])
+
+
+def test_greedy_truncation_reports_cut_off_reasoning(runtime):
+    # The tiny model's greedy reasoning never reaches <|traj_future_start|> (see tiny_checkpoint).
+    out = runtime.predict(_model_input(), InferenceOptions(num_samples=1, sample_coc=False,
+                                                           max_coc_tokens=5, diffusion_steps=2))
+    sample = out.samples[0]
+    assert sample.coc_truncated and sample.coc_token_count == 5 and sample.coc == ""
+
+
+def test_invalid_inputs_and_options_are_refused(runtime):
+    bad = _model_input()
+    with pytest.raises(ModelInputError, match="need 16 frames"):
+        runtime.predict(ModelInput(bad.frames[:12], bad.history_xyz, bad.history_rot),
+                        InferenceOptions(**SHORT))
+    with pytest.raises(ConfigError, match="num_samples must be >= 1, have 0"):
+        runtime.predict(bad, InferenceOptions(num_samples=0))
+    with pytest.raises(ConfigError, match="diffusion_steps must be >= 1, have 0"):
+        runtime.predict(bad, InferenceOptions(diffusion_steps=0))
+
+
+def test_describe(runtime):
+    info = runtime.describe()
+    assert info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["attn_implementation"] == "sdpa" and info["expert_attn_implementation"] == "sdpa"
+    assert info["param_count"] == sum(p.numel() for p in runtime.network.parameters())
+    assert info["model_id"] == runtime.model_id
+
+
+def _prefilled(runtime, rows, capacity_extra=80):
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(_model_input())
+        cache = generation.PreallocatedKVCache(runtime.network.num_layers,
+                                               prepared.input_ids.shape[1] + capacity_extra, rows)
+        result = generation.prefill(runtime.network, prepared.input_ids, prepared.pixel_values,
+                                    prepared.image_grid_thw, cache)
+    return prepared, cache, result
+
+
+def _settings(runtime, max_new, sample=False):
+    ids = runtime.token_ids
+    return generation.DecodeSettings(traj_future_start=ids.traj_future_start,
+                                     banned_start=ids.traj_token_start,
+                                     banned_stop=ids.traj_token_end, max_new_tokens=max_new,
+                                     sample=sample)
+
+
+def test_stop_one_step_after_traj_future_start(runtime):
+    prepared, cache, result = _prefilled(runtime, rows=2)
+    ids = runtime.token_ids
+    word = 300
+    forced = torch.tensor([word, word, ids.cot_end, ids.traj_future_start, word, word])
+    with torch.inference_mode():
+        decoded = generation.decode_coc(runtime.network, cache, result, _settings(runtime, 10),
+                                        2, forced_tokens=forced)
+    prompt_len = prepared.input_ids.shape[1]
+    assert decoded.tokens.shape == (2, 4)  # stopped at <|traj_future_start|>
+    assert decoded.cache_len == prompt_len + 4  # ... and its KV was fed
+    assert decoded.offsets.tolist() == [prompt_len + 4] * 2
+    assert decoded.found.tolist() == [True, True]
+
+
+def test_budget_exhausted_uses_seq_len_offset(runtime):
+    prepared, cache, result = _prefilled(runtime, rows=1)
+    with torch.inference_mode():
+        decoded = generation.decode_coc(runtime.network, cache, result, _settings(runtime, 7), 1)
+    prompt_len = prepared.input_ids.shape[1]
+    assert decoded.tokens.shape == (1, 7) and not bool(decoded.found.any())
+    assert decoded.cache_len == prompt_len + 6  # the last token is never fed
+    assert decoded.offsets.tolist() == [decoded.seq_len] == [prompt_len + 7]
+
+
+def test_sampling_never_emits_trajectory_tokens():
+    settings = generation.DecodeSettings(traj_future_start=9, banned_start=4, banned_stop=8,
+                                         max_new_tokens=1, sample=True)
+    logits = torch.zeros(64, 10)
+    logits[:, 4:8] = 50.0  # the banned <iN> ids would win every draw
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    warpers = [TemperatureLogitsWarper(0.6), TopPLogitsWarper(0.98)]
+    tokens = generation._choose_tokens(logits, settings, warpers, torch.Generator().manual_seed(0))
+    assert not bool(((tokens >= 4) & (tokens < 8)).any())
+    greedy = generation._choose_tokens(logits, generation.DecodeSettings(9, 4, 8, 1, sample=False),
+                                       [], None)
+    assert not bool(((greedy >= 4) & (greedy < 8)).any())
+
+
+def test_cached_decoding_matches_a_full_forward(runtime):
+    """Logits after incremental decoding == logits of one forward over prompt + tokens."""
+    prepared, cache, result = _prefilled(runtime, rows=1)
+    forced = torch.tensor([300, 301, 302])
+    with torch.inference_mode():
+        generation.decode_coc(runtime.network, cache, result, _settings(runtime, 3), 1,
+                              forced_tokens=forced)
+        # decode fed 300 and 301; compare the next-token logits with a fresh full prefill
+        step_logits = generation._language_model_step(runtime.network, torch.tensor([302]),
+                                                      cache, result.rope_deltas, True)
+        full_ids = torch.cat([prepared.input_ids, forced[None]], dim=1)
+        fresh = generation.PreallocatedKVCache(runtime.network.num_layers, full_ids.shape[1], 1)
+        full = generation.prefill(runtime.network, full_ids, prepared.pixel_values,
+                                  prepared.image_grid_thw, fresh)
+    torch.testing.assert_close(step_logits, full.last_logits, atol=1e-4, rtol=0)
+
+
+def test_expert_mask_hides_tokens_after_each_rows_offset():
+    offsets = torch.tensor([5, 8])
+    mask = generation.expert_attention_mask(offsets, cache_len=8, num_actions=3,
+                                            dtype=torch.float32)
+    assert mask.shape == (2, 1, 3, 11)
+    hidden = mask < 0
+    assert hidden[0, 0, 0].nonzero().flatten().tolist() == [5, 6, 7]
+    assert not bool(hidden[1].any())
+    causal = generation.expert_attention_mask(offsets, 8, 3, torch.float32, non_causal=False)
+    # query 0 must not see actions 1, 2 (columns 9, 10); query 2 sees all actions
+    assert (causal[1, 0, 0] < 0).nonzero().flatten().tolist() == [9, 10]
+    assert not bool((causal[1, 0, 2] < 0).any())
+
+
+def test_expert_position_ids_per_row():
+    ids = generation.expert_position_ids(torch.tensor([10, 20]), rope_deltas=-4, num_actions=3)
+    assert ids.shape == (3, 2, 3)
+    assert ids[0].tolist() == [[6, 7, 8], [16, 17, 18]]
+    assert torch.equal(ids[0], ids[2])
+
+
+def test_flow_matching_leaves_the_prefix_cache_unchanged(runtime):
+    prepared, cache, result = _prefilled(runtime, rows=2)
+    length = cache.get_seq_length()
+    before = cache.layers[0].cached()[0].clone()
+    offsets = torch.full((2,), length, dtype=torch.long)
+    noise = torch.randn(2, NUM_WAYPOINTS, 2, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        a = generation.sample_actions(runtime.network, cache, length, offsets, result.rope_deltas,
+                                      noise, steps=3)
+        b = generation.sample_actions(runtime.network, cache, length, offsets, result.rope_deltas,
+                                      noise, steps=3)
+    assert cache.get_seq_length() == length
+    torch.testing.assert_close(cache.layers[0].cached()[0], before, atol=0, rtol=0)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def test_cache_overflow_is_reported():
+    layer = generation.PreallocatedKVLayer(capacity=4, rows=1)
+    layer.update(torch.zeros(1, 2, 3, 8), torch.zeros(1, 2, 3, 8))
+    from alpamayo_ros.core.errors import ModelRuntimeError
+
+    with pytest.raises(ModelRuntimeError, match="room for 4 tokens, need 5"):
+        layer.update(torch.zeros(1, 2, 2, 8), torch.zeros(1, 2, 2, 8))
+
+
+def test_torch_failures_become_model_runtime_errors(runtime, monkeypatch):
+    from alpamayo_ros.core.errors import ModelRuntimeError
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(generation, "prefill", broken)
+    with pytest.raises(ModelRuntimeError, match="RuntimeError.*illegal memory access"):
+        runtime.predict(_model_input(), InferenceOptions(**SHORT))

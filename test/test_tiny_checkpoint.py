@@ -1,0 +1,101 @@
+"""The tiny checkpoint writer: official format, determinism, CLI, and that it runs."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from fixture_set import fixture_dir
+
+from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.types import InferenceOptions, ModelInput
+from alpamayo_ros.model.tiny_checkpoint import main, write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return root, write_tiny_checkpoint(root, seed=0)
+
+
+def test_layout_and_official_config_fields(tiny):
+    root, ckpt = tiny
+    assert ckpt == root / "checkpoint"
+    config = json.loads((ckpt / "config.json").read_text())
+    assert config["model_type"] == "alpamayo_r1" and config["vlm_name_or_path"] == "base_vlm"
+    assert config["action_in_proj_cfg"]["_target_"].endswith("PerWaypointActionInProjV2")
+    assert config["diffusion_cfg"]["_target_"].endswith("FlowMatching")
+    assert config["traj_vocab_size"] == 4000
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json",
+                 "preprocessor_config.json"):
+        assert (root / "base_vlm" / name).is_file()
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as handle:
+        assert handle.metadata() == {"format": "pt"}
+
+
+def test_same_fields_and_tensor_names_as_the_official_fixture(tiny):
+    fixture = fixture_dir()
+    if fixture is None:
+        pytest.skip("golden fixture set absent: cannot compare with the official format")
+    _, ckpt = tiny
+    ours = json.loads((ckpt / "config.json").read_text())
+    official = json.loads((fixture / "checkpoint" / "config.json").read_text())
+    assert sorted(ours) == sorted(official)
+    for key in ("action_space_cfg", "action_in_proj_cfg", "expert_cfg", "traj_tokenizer_cfg",
+                "diffusion_cfg", "hist_traj_tokenizer_cfg"):
+        assert ours[key] == official[key], key
+    with safe_open(str(ckpt / "model.safetensors"), "pt") as a, \
+            safe_open(str(fixture / "checkpoint" / "model.safetensors"), "pt") as b:
+        assert sorted(a.keys()) == sorted(b.keys())
+
+
+def test_deterministic_for_a_seed(tiny, tmp_path):
+    _, ckpt = tiny
+    again = write_tiny_checkpoint(tmp_path / "again", seed=0)
+    other = write_tiny_checkpoint(tmp_path / "other", seed=1)
+    a, b, c = (load_file(str(p / "model.safetensors")) for p in (ckpt, again, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["vlm.lm_head.weight"], c["vlm.lm_head.weight"])
+    assert (ckpt / "config.json").read_text() == (again / "config.json").read_text()
+
+
+def test_weights_are_well_conditioned(tiny):
+    _, ckpt = tiny
+    state = load_file(str(ckpt / "model.safetensors"))
+    q = state["vlm.model.language_model.layers.0.self_attn.q_proj.weight"]
+    assert q.std().item() == pytest.approx(q.shape[1] ** -0.5, rel=0.1)
+    norm = state["expert.norm.weight"]
+    assert abs(norm.mean().item() - 1.0) < 0.1
+    freqs = state["action_in_proj.timestep_fourier_encoder.freqs"].flatten()
+    assert freqs[0].item() == pytest.approx(1.0) and freqs[-1].item() == pytest.approx(100.0)
+    assert state["action_space.accel_std"].item() == pytest.approx(0.6810426736454882)
+
+
+def test_refuses_to_overwrite_unless_asked(tiny, tmp_path):
+    write_tiny_checkpoint(tmp_path, seed=0)
+    with pytest.raises(ConfigError, match="exists; pass overwrite=True"):
+        write_tiny_checkpoint(tmp_path, seed=0)
+    assert write_tiny_checkpoint(tmp_path, seed=2, overwrite=True).is_dir()
+
+
+def test_cli(tmp_path, capsys):
+    assert main([str(tmp_path / "cli"), "--seed", "3"]) == 0
+    assert (tmp_path / "cli" / "checkpoint" / "model.safetensors").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_runs_and_sampled_reasoning_can_end(tiny):
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+
+    torch.set_num_threads(1)
+    runtime = AlpamayoRuntime.from_pretrained(tiny[1])
+    frames = np.random.default_rng(0).integers(0, 256, (16, 64, 96, 3), dtype=np.uint8)
+    t = np.linspace(-1.5, 0.0, 16)
+    xyz = np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1)
+    out = runtime.predict(ModelInput(frames, xyz, np.tile(np.eye(3), (16, 1, 1))),
+                          InferenceOptions(num_samples=8, max_coc_tokens=64, diffusion_steps=2,
+                                           seed=0))
+    assert any(not s.coc_truncated for s in out.samples)
+    assert all(np.isfinite(s.xyz).all() for s in out.samples)
