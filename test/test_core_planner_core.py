@@ -222,7 +222,7 @@ def test_mixed_frame_sizes_skip_or_resize():
     Scenario(camera_phases=(0.0,) * 4).advance(resizing, 2.9)
     resizing.add_image(2, now_ns(2.9), rgb_image(10, 16))
     prepared = resizing.prepare(now_ns(2.95))
-    assert prepared.model_input.frames.shape == (16, 48, 64, 3)
+    assert np.stack(prepared.model_input.frames).shape == (16, 48, 64, 3)
     assert resizing.run(prepared).status == PlanStatus.OK
 
 
@@ -234,7 +234,8 @@ def test_prepare_run_split_and_prepare_raises_not_ready():
     scenario.advance(core, 3.0)
     prepared = core.prepare(now_ns(3.0))
     assert prepared.t0_ns == now_ns(2.91)
-    frames = prepared.model_input.frames
+    assert len(prepared.model_input.frames) == 16  # the cached frames, not a stacked copy
+    frames = np.stack(prepared.model_input.frames)
     assert frames.shape == (16, 8, 12, 3) and frames.dtype == np.uint8
     # Camera-major, oldest first: frame 5 is slot 1's t0-0.2 frame, whose first byte
     # encodes its stamp in ms + 17 * slot.

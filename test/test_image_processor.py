@@ -169,6 +169,29 @@ def test_fixture_pixel_values_are_bit_exact():
 
 
 @fixture_set.requires_fixtures
+def test_fixture_pixel_values_from_a_list_of_read_only_frames():
+    """The planner passes its cached (read-only) frames as a list: same bits, no batch copy."""
+    cfg = fixture_set.checkpoint_config()
+    config = ImageProcessorConfig.from_dir(fixture_set.base_vlm_dir(),
+                                           min_pixels=cfg["min_pixels"],
+                                           max_pixels=cfg["max_pixels"])
+    frames = [np.ascontiguousarray(f.permute(1, 2, 0).numpy())
+              for f in _fixture_frames().flatten(0, 1)]
+    for frame in frames:
+        frame.flags.writeable = False
+    values, grid = preprocess_frames(frames, config, layout="hwc")
+    assert np.array_equal(values.numpy(), fixture_set.pixel_values())
+    assert torch.equal(grid, fixture_set.load_expected_tensors()["image_grid_thw"])
+
+
+def test_list_input_refuses_frames_of_different_sizes():
+    # 480x480 and 1080x1920 resize to different grids (a 720x1280 frame would not)
+    frames = [np.zeros((480, 480, 3), np.uint8), np.zeros((1080, 1920, 3), np.uint8)]
+    with pytest.raises(ModelInputError, match="resize to one size"):
+        preprocess_frames(frames, layout="hwc")
+
+
+@fixture_set.requires_fixtures
 def test_fixture_pixel_values_from_hwc_numpy_and_integer_resize_path():
     frames = _fixture_frames().flatten(0, 1)
     grid_h, grid_w = fixture_set.load_expected_tensors()["image_grid_thw"][0, 1:].tolist()

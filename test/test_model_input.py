@@ -47,9 +47,18 @@ def test_camera_frame_array_is_flattened_camera_major():
     np.testing.assert_array_equal(out.frames[6], frames[1, 2])
 
 
-def test_list_of_frames_is_stacked_and_mixed_shapes_are_refused():
+def test_list_of_frames_is_kept_without_copy_and_mixed_shapes_are_refused():
     frames = list(_frames())
-    assert validate_model_input(_input(frames=frames)).frames.shape == (16, 48, 64, 3)
+    out = validate_model_input(_input(frames=frames)).frames
+    assert isinstance(out, tuple) and len(out) == 16
+    # the very same buffers (no full-resolution copy on the planner's hot path)
+    assert all(a is b for a, b in zip(out, frames))
+    with pytest.raises(ModelInputError, match="need 16 frames .* have 15"):
+        validate_model_input(_input(frames=frames[:15]))
+    with pytest.raises(ModelInputError, match="uint8"):
+        validate_model_input(_input(frames=[f.astype(np.float32) for f in frames]))
+    with pytest.raises(ModelInputError, match="channels-first"):
+        validate_model_input(_input(frames=[np.zeros((3, 48, 64), np.uint8)] * 16))
     frames[3] = np.zeros((40, 64, 3), np.uint8)
     with pytest.raises(ModelInputError, match="share one shape, have 2 shapes"):
         validate_model_input(_input(frames=frames))

@@ -26,17 +26,40 @@ T0_POSITION_TOLERANCE = 1e-3  # m
 ROTATION_TOLERANCE = 1e-3
 
 
-def normalize_frames(frames) -> np.ndarray:
-    """Frames as a C-contiguous (16, H, W, 3) uint8 array (see the module rules)."""
+def _normalize_frame_list(frames) -> tuple:
+    """A list of 16 (or 4 x 4) HxWx3 frames, checked one by one and kept as a tuple.
+
+    The planner hands its cached frames over as a list so that 16 full-resolution frames
+    are not copied into one array only to be resized; the image processor reads each one.
+    """
+    flat = [f for group in frames for f in (group if isinstance(group, (list, tuple))
+                                             else [group])]
+    if len(flat) != NUM_FRAMES:
+        raise ModelInputError(f"need {NUM_FRAMES} frames ({NUM_CAMERAS} cameras x "
+                              f"{FRAMES_PER_CAMERA}), have {len(flat)}")
+    shapes = sorted({tuple(np.shape(f)) for f in flat})
+    if len(shapes) > 1:
+        raise ModelInputError(
+            f"all frames must share one shape, have {len(shapes)} shapes {shapes[:4]}; "
+            "resize the cameras to one resolution first")
+    for index, frame in enumerate(flat):
+        if not isinstance(frame, np.ndarray):
+            raise ModelInputError(f"frame {index} must be a numpy array, have "
+                                  f"{type(frame).__name__}")
+    if any(f.dtype != np.uint8 for f in flat):
+        raise ModelInputError("frames must be uint8 RGB, have "
+                              f"{sorted({str(f.dtype) for f in flat})}")
+    if flat[0].ndim != 3:
+        raise ModelInputError(f"each listed frame must be (H, W, 3), have shape {flat[0].shape}")
+    _check_frame_layout(flat[0][None])
+    return tuple(flat)
+
+
+def normalize_frames(frames):
+    """Frames as a C-contiguous (16, H, W, 3) uint8 array, or, when given as a list, a
+    tuple of 16 (H, W, 3) uint8 arrays (see the module rules)."""
     if isinstance(frames, (list, tuple)):
-        flat = [f for group in frames for f in (group if isinstance(group, (list, tuple))
-                                                 else [group])]
-        shapes = sorted({tuple(np.shape(f)) for f in flat})
-        if len(shapes) > 1:
-            raise ModelInputError(
-                f"all frames must share one shape, have {len(shapes)} shapes {shapes[:4]}; "
-                "resize the cameras to one resolution first")
-        frames = np.stack([np.asarray(f) for f in flat]) if flat else np.zeros((0,))
+        return _normalize_frame_list(frames)
     if not isinstance(frames, np.ndarray):
         raise ModelInputError(f"frames must be a numpy array, have {type(frames).__name__}")
     if frames.dtype != np.uint8:
@@ -54,6 +77,12 @@ def normalize_frames(frames) -> np.ndarray:
     if frames.shape[0] != NUM_FRAMES:
         raise ModelInputError(f"need {NUM_FRAMES} frames ({NUM_CAMERAS} cameras x "
                               f"{FRAMES_PER_CAMERA}), have {frames.shape[0]}")
+    _check_frame_layout(frames)
+    return np.ascontiguousarray(frames)
+
+
+def _check_frame_layout(frames: np.ndarray) -> None:
+    """(N, H, W, 3) channels last and at least MIN_FRAME_SIDE pixels a side."""
     if frames.shape[-1] != 3:
         hint = " (channels-first? pass H, W, 3)" if frames.shape[1] == 3 else ""
         raise ModelInputError(f"frames must have 3 RGB channels last, have shape "
@@ -62,7 +91,6 @@ def normalize_frames(frames) -> np.ndarray:
     if min(height, width) < MIN_FRAME_SIDE:
         raise ModelInputError(f"frames must be at least {MIN_FRAME_SIDE}x{MIN_FRAME_SIDE} px, "
                               f"have {height}x{width}")
-    return np.ascontiguousarray(frames)
 
 
 def _finite(name: str, array: np.ndarray) -> None:

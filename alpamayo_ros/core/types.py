@@ -48,7 +48,9 @@ class ModelInput:
     """What the model sees.
 
     frames: (16, H, W, 3) uint8 RGB, camera-major (cam0 f0..f3, cam1 f0..f3, ...),
-        oldest first within each camera. (4, 4, H, W, 3) is accepted and flattened.
+        oldest first within each camera. (4, 4, H, W, 3) is accepted and flattened, and
+        so is a tuple/list of 16 (H, W, 3) arrays (the planner passes its cached frames
+        that way to avoid copying full-resolution frames).
     history_xyz: (16, 3) positions in the t0 frame at t0-1.5 .. t0; the last is 0.
     history_rot: (16, 3, 3) rotations in the t0 frame; the last is the identity.
     """
