@@ -1,0 +1,404 @@
+"""rosbag2 reading and writing with `rosbags` (no ROS graph), and message <-> core adapters.
+
+rosbags deserialises to its own dataclasses (not rclpy messages), so this module is the
+bag-side twin of the node's alpamayo_ros/ros/convert.py: same field meanings, same
+encodings, different message classes.
+
+Times: every message in a bag has two times.
+* the **log time** (``BagMessage.log_time_ns``): when the recorder received it; it orders
+  the bag and paces the live player (ros/bag_player_node.py);
+* the **header stamp** (``BagMessage.stamp_ns``): when the data was measured; the planner
+  core and the stepped replay work on header stamps only.
+
+Our message types (msg/*.msg) are registered in the Kilted typestore; their RIHS01 hashes
+equal rosidl's, and bags are written with rosbag2 metadata version 8 so that Humble's
+``ros2 bag`` can read them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from alpamayo_ros.core.errors import AlpamayoError
+from alpamayo_ros.core.image_decode import EncodedImage
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+PATH_TYPE = "nav_msgs/msg/Path"
+PLANNER_OUTPUT_TYPE = "alpamayo_ros/msg/PlannerOutput"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
+STORAGE_IDS = ("mcap", "sqlite3")
+# Humble's rosbag2 parses metadata up to version 8 (version 9 fails there).
+BAG_METADATA_VERSION = 8
+
+
+class BagError(AlpamayoError, ValueError):
+    """A bag cannot be read or written (missing, truncated, corrupt, unknown storage)."""
+
+
+# --------------------------------------------------------------------------------------
+# Typestore
+# --------------------------------------------------------------------------------------
+
+
+def _msg_dir_candidates() -> list[Path]:
+    here = Path(__file__).resolve()
+    out = [here.parents[2] / "msg"]  # source tree: <repo>/msg
+    try:  # installed package: <prefix>/share/alpamayo_ros/msg
+        from ament_index_python.packages import get_package_share_directory
+        out.append(Path(get_package_share_directory("alpamayo_ros")) / "msg")
+    except Exception:  # not installed or no ament index: the source tree is enough
+        pass
+    return out
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """The ROS 2 Kilted typestore with alpamayo_ros/msg/* registered from msg/*.msg."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+    store = get_typestore(Stores.ROS2_KILTED)
+    for directory in _msg_dir_candidates():
+        files = sorted(directory.glob("*.msg"))
+        if files:
+            types: dict = {}
+            for path in files:
+                types.update(get_types_from_msg(path.read_text(), f"alpamayo_ros/msg/{path.stem}"))
+            store.register(types)
+            return store
+    raise BagError("alpamayo_ros .msg files not found; looked in "
+                   + ", ".join(str(d) for d in _msg_dir_candidates()))
+
+
+def msg_class(msgtype: str):
+    """rosbags dataclass of a message type name, e.g. 'nav_msgs/msg/Odometry'."""
+    return typestore().types[msgtype]
+
+
+# --------------------------------------------------------------------------------------
+# Time
+# --------------------------------------------------------------------------------------
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time -> int ns."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int):
+    """int ns -> builtin_interfaces/Time (floor division keeps nanosec in [0, 1e9))."""
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    return msg_class("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
+
+
+def seconds_to_duration(seconds: float):
+    """float seconds -> builtin_interfaces/Duration."""
+    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+    return msg_class("builtin_interfaces/msg/Duration")(sec=sec, nanosec=nanosec)
+
+
+def header(stamp_ns: int, frame_id: str):
+    return msg_class("std_msgs/msg/Header")(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One deserialised message. stamp_ns is the header stamp (None if the type has none)."""
+
+    topic: str
+    msgtype: str
+    log_time_ns: int
+    stamp_ns: Optional[int]
+    msg: Any
+
+
+def storage_of(path: Path) -> str:
+    """'mcap' or 'sqlite3' from the bag's files (metadata.yaml says it too)."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    if any(path.glob("*.mcap")):
+        return "mcap"
+    if any(path.glob("*.db3")):
+        return "sqlite3"
+    raise BagError(f"{path}: no .mcap or .db3 file found; need a rosbag2 directory")
+
+
+class BagReader:
+    """Context manager over one rosbag2 directory (mcap or sqlite3).
+
+    Errors in the bag (missing directory, missing/broken metadata, truncated storage file,
+    undecodable message) raise BagError with the path and the cause.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._reader = None
+
+    def __enter__(self) -> "BagReader":
+        from rosbags.rosbag2 import Reader
+        if not self.path.exists():
+            raise BagError(f"{self.path}: bag does not exist")
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+        except Exception as exc:  # rosbags raises ReaderError, OSError, sqlite3/mcap errors
+            raise BagError(f"{self.path}: cannot open bag: {exc}") from exc
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._reader is not None:
+            try:
+                self._reader.close()
+            except Exception:  # a truncated file may fail again on close; nothing to keep
+                pass
+            self._reader = None
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """topic -> message type name."""
+        return {c.topic: c.msgtype for c in self._reader.connections}
+
+    @property
+    def message_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self._reader.connections:
+            out[c.topic] = out.get(c.topic, 0) + c.msgcount
+        return out
+
+    @property
+    def start_time_ns(self) -> int:
+        return int(self._reader.start_time)
+
+    @property
+    def end_time_ns(self) -> int:
+        return int(self._reader.end_time)
+
+    def connections(self, topics: Optional[Iterable[str]] = None) -> list:
+        """rosbags connections of `topics` (all when None)."""
+        wanted = None if topics is None else set(topics)
+        return [c for c in self._reader.connections if wanted is None or c.topic in wanted]
+
+    def raw_messages(self, topics: Optional[Iterable[str]] = None
+                     ) -> Iterator[tuple[Any, int, bytes]]:
+        """(connection, log time ns, CDR bytes) in log-time order, not deserialised."""
+        conns = self.connections(topics)
+        if not conns:
+            return
+        try:
+            yield from self._reader.messages(connections=conns)
+        except Exception as exc:  # truncated/corrupt storage
+            raise BagError(f"{self.path}: bag is truncated or corrupt: {exc}") from exc
+
+    def messages(self, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
+        """Messages of `topics` (all when None) in log-time order, deserialised."""
+        store = typestore()
+        wanted = None if topics is None else set(topics)
+        conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return
+        try:
+            for conn, log_time, raw in self._reader.messages(connections=conns):
+                try:
+                    msg = store.deserialize_cdr(raw, conn.msgtype)
+                except Exception as exc:  # corrupt payload: say which message
+                    raise BagError(f"{self.path}: cannot deserialise {conn.msgtype} on "
+                                   f"{conn.topic} at log time {log_time} ns: {exc}") from exc
+                stamp = getattr(getattr(msg, "header", None), "stamp", None)
+                yield BagMessage(conn.topic, conn.msgtype, int(log_time),
+                                 None if stamp is None else stamp_to_ns(stamp), msg)
+        except BagError:
+            raise
+        except Exception as exc:  # truncated mcap chunk, sqlite "database disk image is malformed"
+            raise BagError(f"{self.path}: bag is truncated or corrupt: {exc}") from exc
+
+
+# --------------------------------------------------------------------------------------
+# Message -> core adapters
+# --------------------------------------------------------------------------------------
+
+
+def compressed_format_to_encoding(fmt: str) -> str:
+    """CompressedImage.format ('jpeg', 'rgb8; jpeg compressed bgr8', 'png', ...) -> encoding.
+
+    Same rule as the node's converter: the compression named in the format string wins.
+    """
+    text = fmt.lower()
+    if "png" in text:
+        return "png"
+    if "jpeg" in text or "jpg" in text:
+        return "jpeg"
+    return text.strip()
+
+
+def image_to_encoded(msg: Any, msgtype: str) -> EncodedImage:
+    """sensor_msgs Image / CompressedImage (rosbags dataclass) -> EncodedImage (no copy)."""
+    if msgtype == IMAGE_TYPE:
+        return EncodedImage(encoding=msg.encoding, height=int(msg.height), width=int(msg.width),
+                            step=int(msg.step), data=msg.data)
+    if msgtype == COMPRESSED_IMAGE_TYPE:
+        return EncodedImage(encoding=compressed_format_to_encoding(msg.format), height=0,
+                            width=0, step=0, data=msg.data)
+    raise BagError(f"not an image message type: have {msgtype}, need one of {IMAGE_TYPES}")
+
+
+@dataclass(frozen=True)
+class OdometryReading:
+    """nav_msgs/Odometry content: pose of child_frame in frame_id, twist in child_frame."""
+
+    stamp_ns: int
+    frame_id: str
+    child_frame_id: str
+    xyz: np.ndarray              # (3,) m
+    quat_xyzw: np.ndarray        # (4,)
+    linear_velocity: np.ndarray  # (3,) m/s
+    angular_velocity: np.ndarray  # (3,) rad/s
+
+
+def odometry_to_reading(msg: Any) -> OdometryReading:
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
+    return OdometryReading(
+        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=msg.header.frame_id,
+        child_frame_id=msg.child_frame_id,
+        xyz=np.array([p.x, p.y, p.z], dtype=np.float64),
+        quat_xyzw=np.array([q.x, q.y, q.z, q.w], dtype=np.float64),
+        linear_velocity=np.array([lin.x, lin.y, lin.z], dtype=np.float64),
+        angular_velocity=np.array([ang.x, ang.y, ang.z], dtype=np.float64))
+
+
+# --------------------------------------------------------------------------------------
+# Core -> message builders
+# --------------------------------------------------------------------------------------
+
+
+def pose_msg(xyz: Sequence[float], quat_xyzw: Sequence[float]):
+    geo = typestore().types
+    return geo["geometry_msgs/msg/Pose"](
+        position=geo["geometry_msgs/msg/Point"](x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])),
+        orientation=geo["geometry_msgs/msg/Quaternion"](
+            x=float(quat_xyzw[0]), y=float(quat_xyzw[1]), z=float(quat_xyzw[2]),
+            w=float(quat_xyzw[3])))
+
+
+def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str,
+                  jpeg_quality: int = 90):
+    """RGB uint8 (H, W, 3) -> (msgtype, message).
+
+    encoding: rgb8 / bgr8 / bgra8 (raw sensor_msgs/Image) or jpeg (CompressedImage).
+    """
+    h, w = rgb.shape[:2]
+    if encoding == "rgb8":
+        data = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1)
+        return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
+            header=header(stamp_ns, frame_id), height=h, width=w, encoding="rgb8",
+            is_bigendian=0, step=w * 3, data=data)
+    if encoding == "bgr8":
+        return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
+            header=header(stamp_ns, frame_id), height=h, width=w, encoding="bgr8",
+            is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb[..., ::-1]).reshape(-1))
+    if encoding == "bgra8":
+        bgra = np.empty((h, w, 4), dtype=np.uint8)
+        bgra[..., :3] = rgb[..., ::-1]
+        bgra[..., 3] = 255
+        return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
+            header=header(stamp_ns, frame_id), height=h, width=w, encoding="bgra8",
+            is_bigendian=0, step=w * 4, data=bgra.reshape(-1))
+    if encoding == "jpeg":
+        import simplejpeg
+        data = simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=jpeg_quality,
+                                      colorspace="RGB")
+        return COMPRESSED_IMAGE_TYPE, msg_class(COMPRESSED_IMAGE_TYPE)(
+            header=header(stamp_ns, frame_id), format="jpeg",
+            data=np.frombuffer(data, dtype=np.uint8))
+    raise BagError(f"cannot write image encoding {encoding!r}; need rgb8, bgr8, bgra8 or jpeg")
+
+
+def odometry_message(stamp_ns: int, frame_id: str, child_frame_id: str, xyz, quat_xyzw,
+                     linear_velocity, angular_velocity):
+    """nav_msgs/Odometry with zero covariances (pose in frame_id, twist in child frame)."""
+    t = typestore().types
+    vec = t["geometry_msgs/msg/Vector3"]
+    return msg_class(ODOMETRY_TYPE)(
+        header=header(stamp_ns, frame_id), child_frame_id=child_frame_id,
+        pose=t["geometry_msgs/msg/PoseWithCovariance"](
+            pose=pose_msg(xyz, quat_xyzw), covariance=np.zeros(36)),
+        twist=t["geometry_msgs/msg/TwistWithCovariance"](
+            twist=t["geometry_msgs/msg/Twist"](
+                linear=vec(x=float(linear_velocity[0]), y=float(linear_velocity[1]),
+                           z=float(linear_velocity[2])),
+                angular=vec(x=float(angular_velocity[0]), y=float(angular_velocity[1]),
+                            z=float(angular_velocity[2]))),
+            covariance=np.zeros(36)))
+
+
+def path_message(stamp_ns: int, frame_id: str, xyz: np.ndarray, quat_xyzw: np.ndarray,
+                 pose_stamps_ns: Optional[Sequence[int]] = None):
+    """nav_msgs/Path; each PoseStamped carries its own time (t0 + waypoint offset) if given."""
+    t = typestore().types
+    poses = []
+    for i in range(len(xyz)):
+        st = stamp_ns if pose_stamps_ns is None else int(pose_stamps_ns[i])
+        poses.append(t["geometry_msgs/msg/PoseStamped"](
+            header=header(st, frame_id), pose=pose_msg(xyz[i], quat_xyzw[i])))
+    return msg_class(PATH_TYPE)(header=header(stamp_ns, frame_id), poses=poses)
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+
+class BagWriter:
+    """Context manager writing a rosbag2 directory (metadata version 8, mcap or sqlite3).
+
+    `write(topic, msgtype, log_time_ns, msg)` adds the connection on first use; the log
+    time is the bag's record time (for generated bags: the header stamp, i.e. an ideal,
+    zero-latency recorder).
+    """
+
+    def __init__(self, path: Path | str, storage: str = "mcap") -> None:
+        if storage not in STORAGE_IDS:
+            raise BagError(f"unknown bag storage {storage!r}; need one of {STORAGE_IDS}")
+        self.path = Path(path)
+        self.storage = storage
+        self._writer = None
+        self._connections: dict[str, Any] = {}
+
+    def __enter__(self) -> "BagWriter":
+        from rosbags.rosbag2 import StoragePlugin, Writer
+        if self.path.exists():
+            raise BagError(f"{self.path}: output bag already exists; remove it or pick "
+                           "another path")
+        plugin = StoragePlugin.MCAP if self.storage == "mcap" else StoragePlugin.SQLITE3
+        self._writer = Writer(self.path, version=BAG_METADATA_VERSION, storage_plugin=plugin)
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def write(self, topic: str, msgtype: str, log_time_ns: int, msg: Any) -> None:
+        """Serialise a rosbags message and write it."""
+        self.write_raw(topic, msgtype, log_time_ns, typestore().serialize_cdr(msg, msgtype))
+
+    def write_raw(self, topic: str, msgtype: str, log_time_ns: int, raw: bytes) -> None:
+        """Write already serialised CDR bytes (e.g. from an rclpy raw subscription)."""
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            self._connections[topic] = conn
+        elif conn.msgtype != msgtype:
+            raise BagError(f"topic {topic}: have type {conn.msgtype}, tried to write {msgtype}")
+        self._writer.write(conn, int(log_time_ns), raw)
