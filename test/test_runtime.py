@@ -245,3 +245,27 @@ def test_torch_failures_become_model_runtime_errors(runtime, monkeypatch):
     monkeypatch.setattr(generation, "prefill", broken)
     with pytest.raises(ModelRuntimeError, match="RuntimeError.*illegal memory access"):
         runtime.predict(_model_input(), InferenceOptions(**SHORT))
+
+
+def test_dtype_may_be_named_by_string(runtime):
+    """ROS parameters carry dtype names; the runtime converts them (and refuses unknowns)."""
+    checkpoint = runtime.describe()["checkpoint"]
+    named = AlpamayoRuntime.from_pretrained(checkpoint, dtype="float32")
+    assert named.dtype == torch.float32
+    assert AlpamayoRuntime.from_pretrained(checkpoint, dtype="auto").dtype == torch.float32
+    with pytest.raises(ConfigError, match="have 'float8', need one of auto, float32"):
+        AlpamayoRuntime.from_pretrained(checkpoint, dtype="float8")
+
+
+def test_shared_backend_loader_builds_the_runtime_and_describes_it(runtime):
+    from alpamayo_ros.model.backends import load_model
+    values = {"model.backend": "alpamayo", "model.checkpoint_dir": runtime.describe()["checkpoint"],
+              "model.processor_dir": "", "model.device": "cpu", "model.dtype": "float32"}
+    model, description = load_model(values, InferenceOptions(num_samples=2))
+    assert isinstance(model, AlpamayoRuntime)
+    assert description.model_id == model.model_id and description.dtype == "float32"
+    assert description.options.num_samples == 2
+    with pytest.raises(ConfigError, match="model.backend: have 'onnx'"):
+        load_model(dict(values, **{"model.backend": "onnx"}), InferenceOptions())
+    with pytest.raises(ConfigError, match="model.checkpoint_dir"):
+        load_model(dict(values, **{"model.checkpoint_dir": "/nonexistent"}), InferenceOptions())

@@ -24,7 +24,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from alpamayo_ros.core.errors import CheckpointError
+from alpamayo_ros.core.errors import CheckpointError, ConfigError
 from alpamayo_ros.model.checkpoint import CheckpointFiles, load_state_dict, read_processor_config
 
 # Keys of expert_cfg that are not Qwen3-VL text-config fields.
@@ -298,8 +298,24 @@ def expert_velocity(network: AlpamayoR1Network, x: torch.Tensor, t: torch.Tensor
     return velocity
 
 
-def default_device_dtype(device: str | torch.device, dtype: Optional[torch.dtype]) -> torch.dtype:
-    """bf16 on CUDA, float32 elsewhere, unless the caller names a dtype."""
+_DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_device_dtype(device: str | torch.device,
+                         dtype: Optional[torch.dtype | str]) -> torch.dtype:
+    """bf16 on CUDA, float32 elsewhere, unless the caller names a dtype.
+
+    dtype may be a torch dtype or a name ("float32", "bfloat16", "float16", or "auto" /
+    None for the default), so callers without torch (ROS parameters) can pass a string.
+    """
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            dtype = None
+        elif dtype in _DTYPE_NAMES:
+            dtype = _DTYPE_NAMES[dtype]
+        else:
+            raise ConfigError(f"dtype: have {dtype!r}, need one of auto, "
+                              f"{', '.join(_DTYPE_NAMES)}")
     if dtype is not None:
         return dtype
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32

@@ -103,14 +103,15 @@ class AlpamayoRuntime:
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir, processor_dir=None, device="cpu",
-                        dtype: Optional[torch.dtype] = None,
+                        dtype: Optional[torch.dtype | str] = None,
                         attn_implementation: Optional[str] = None) -> "AlpamayoRuntime":
         """Load a checkpoint in the official format from local directories.
 
         checkpoint_dir: config.json + model.safetensors (or index + shards).
         processor_dir: base Qwen3-VL directory (config.json, tokenizer, chat template,
             preprocessor_config.json); default: config "vlm_name_or_path" if it is a local
-            directory. dtype: default bfloat16 on CUDA, float32 otherwise.
+            directory. dtype: a torch dtype or its name ("float32", "bfloat16", "float16",
+            "auto"); default bfloat16 on CUDA, float32 otherwise.
         attn_implementation: VLM attention ("sdpa", "eager", "flash_attention_2"); default
             FlashAttention 2 when usable, else SDPA. The expert always uses SDPA (or eager
             when eager is asked for) because it needs an additive float mask.

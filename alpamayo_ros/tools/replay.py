@@ -142,32 +142,13 @@ def model_key(values: Mapping[str, Any]) -> tuple:
 def load_model(values: Mapping[str, Any]) -> PlannerModel:
     """The PlannerModel of `model.*` parameters, cached per process (workers reuse it).
 
-    Same choice as the node's ros/model_loader.py, without its rclpy message imports.
+    The very same choice as the node's (alpamayo_ros.model.backends).
     """
     key = model_key(values)
-    if key in _MODEL_CACHE:
-        return _MODEL_CACHE[key]
-    backend = values["model.backend"]
-    if backend == "constant_velocity":
-        from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
-        model = ConstantVelocityModel()
-    elif backend == "alpamayo":
-        checkpoint = Path(values["model.checkpoint_dir"]).expanduser()
-        if not checkpoint.is_dir():
-            raise ConfigError(f"model.checkpoint_dir: have {str(checkpoint)!r}, need an "
-                              "existing checkpoint directory")
-        import torch  # only this backend needs it
-
-        from alpamayo_ros.model.runtime import AlpamayoRuntime
-        # The parameter is a name ("float32", "bfloat16", ...); the runtime wants a dtype.
-        dtype = None if values["model.dtype"] == "auto" else getattr(torch, values["model.dtype"])
-        model = AlpamayoRuntime.from_pretrained(
-            str(checkpoint), processor_dir=values["model.processor_dir"] or None,
-            device=values["model.device"], dtype=dtype)
-    else:
-        raise ConfigError(f"model.backend: have {backend!r}, need alpamayo or constant_velocity")
-    _MODEL_CACHE[key] = model
-    return model
+    if key not in _MODEL_CACHE:
+        from alpamayo_ros.model.backends import load_model as load_backend
+        _MODEL_CACHE[key] = load_backend(values, inference_options(values))[0]
+    return _MODEL_CACHE[key]
 
 
 def inference_options(values: Mapping[str, Any]) -> InferenceOptions:

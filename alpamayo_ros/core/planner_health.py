@@ -1,0 +1,267 @@
+"""Health bookkeeping of the planner: input rates and ages, camera skew, dropped ticks,
+latency percentiles and model status, reduced to OK/WARN/ERROR/STALE reports.
+
+ROS-free (the node's diagnostics.py only converts `HealthReport`s to DiagnosticArray).
+All times are int nanoseconds on the node clock (sim time when use_sim_time); rates are Hz,
+ages, skews and latencies seconds. Thread-safe: sensor callbacks, the inference worker and
+the diagnostics timer call in from different threads.
+"""
+from __future__ import annotations
+
+import enum
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+_NS = 1_000_000_000
+
+
+class Level(enum.IntEnum):
+    """Severity, with the values of diagnostic_msgs/DiagnosticStatus."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+    STALE = 3
+
+
+@dataclass
+class HealthReport:
+    """One named status: level, one-line message and key/value details (strings)."""
+
+    name: str
+    level: Level
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class InputTracker:
+    """Arrival rate, age of the newest header stamp and rejected-message count of one input.
+
+    rate: messages received in the last `window_s` seconds of node time, divided by the span
+    between the first and the last of them (Hz); 0 with fewer than two.
+    """
+
+    def __init__(self, name: str, window_s: float = 2.0):
+        self.name = name
+        self._window_ns = int(window_s * _NS)
+        self._arrivals: deque[int] = deque()
+        self.newest_stamp_ns: Optional[int] = None
+        self.received = 0
+        self.rejected = 0
+        self.last_reject_reason = ""
+
+    def record(self, receive_ns: int, stamp_ns: int) -> None:
+        self.received += 1
+        self._arrivals.append(receive_ns)
+        self.newest_stamp_ns = stamp_ns
+        self._trim(receive_ns)
+
+    def reject(self, reason: str) -> None:
+        self.rejected += 1
+        self.last_reject_reason = reason
+
+    def _trim(self, now_ns: int) -> None:
+        while self._arrivals and (now_ns - self._arrivals[0] > self._window_ns
+                                  or self._arrivals[0] > now_ns):
+            self._arrivals.popleft()
+
+    def rate_hz(self, now_ns: int) -> float:
+        self._trim(now_ns)
+        if len(self._arrivals) < 2:
+            return 0.0
+        span = self._arrivals[-1] - self._arrivals[0]
+        return (len(self._arrivals) - 1) * _NS / span if span > 0 else 0.0
+
+    def age_s(self, now_ns: int) -> Optional[float]:
+        if self.newest_stamp_ns is None:
+            return None
+        return (now_ns - self.newest_stamp_ns) / _NS
+
+
+class LatencyStats:
+    """The last `capacity` latencies [s]; percentiles over them."""
+
+    def __init__(self, capacity: int = 200):
+        self._values: deque[float] = deque(maxlen=capacity)
+
+    def add(self, seconds: float) -> None:
+        self._values.append(float(seconds))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def percentile(self, q: float) -> Optional[float]:
+        """q in [0, 100]; None before the first sample (numpy's linear interpolation)."""
+        if not self._values:
+            return None
+        return float(np.percentile(np.fromiter(self._values, float), q))
+
+
+class TickOutcome(enum.Enum):
+    PLANNED = "planned"
+    SKIPPED = "skipped"
+    INVALID_OUTPUT = "invalid_output"
+    MODEL_ERROR = "model_error"
+
+
+class PlannerHealth:
+    """All health state of one planner node; `reports(now_ns)` summarises it.
+
+    input_names: the 4 camera names then the odometry name, as shown in diagnostics.
+    max_input_age_s: newest stamp older than this (or nothing yet) -> STALE.
+    max_camera_skew_s: spread of the newest camera stamps above this -> WARN.
+    """
+
+    def __init__(self, camera_names: Sequence[str], odometry_name: str,
+                 max_input_age_s: float, max_camera_skew_s: float, rate_window_s: float = 2.0):
+        self._lock = threading.Lock()
+        self.cameras = [InputTracker(n, rate_window_s) for n in camera_names]
+        self.odometry = InputTracker(odometry_name, rate_window_s)
+        self.max_input_age_s = max_input_age_s
+        self.max_camera_skew_s = max_camera_skew_s
+        self.latency = LatencyStats()
+        self.model_time = LatencyStats()
+        self.counts = {o: 0 for o in TickOutcome}
+        self.ticks = 0
+        self.dropped_ticks = 0
+        self.input_resets = 0
+        self.last_outcome: Optional[TickOutcome] = None
+        self.last_reason = ""
+        self.last_model_error = ""
+        self._dropped_at_last_report = 0
+
+    # ---- recording (called from callbacks / worker)
+    def record_camera(self, index: int, receive_ns: int, stamp_ns: int) -> None:
+        with self._lock:
+            self.cameras[index].record(receive_ns, stamp_ns)
+
+    def reject_camera(self, index: int, reason: str) -> None:
+        with self._lock:
+            self.cameras[index].reject(reason)
+
+    def record_odometry(self, receive_ns: int, stamp_ns: int) -> None:
+        with self._lock:
+            self.odometry.record(receive_ns, stamp_ns)
+
+    def reject_odometry(self, reason: str) -> None:
+        with self._lock:
+            self.odometry.reject(reason)
+
+    def record_tick(self) -> None:
+        with self._lock:
+            self.ticks += 1
+
+    def record_dropped_tick(self) -> None:
+        with self._lock:
+            self.ticks += 1
+            self.dropped_ticks += 1
+
+    def record_reset(self) -> None:
+        with self._lock:
+            self.input_resets += 1
+
+    def record_outcome(self, outcome: TickOutcome, reason: str = "",
+                       latency_s: Optional[float] = None,
+                       model_time_s: Optional[float] = None) -> None:
+        with self._lock:
+            self.counts[outcome] += 1
+            self.last_outcome = outcome
+            self.last_reason = reason
+            if outcome is TickOutcome.MODEL_ERROR:
+                self.last_model_error = reason
+            if latency_s is not None:
+                self.latency.add(latency_s)
+            if model_time_s is not None:
+                self.model_time.add(model_time_s)
+
+    # ---- summary
+    def camera_skew_s(self) -> Optional[float]:
+        stamps = [c.newest_stamp_ns for c in self.cameras]
+        if any(s is None for s in stamps):
+            return None
+        return (max(stamps) - min(stamps)) / _NS
+
+    def _input_report(self, tracker: InputTracker, now_ns: int) -> HealthReport:
+        age = tracker.age_s(now_ns)
+        rate = tracker.rate_hz(now_ns)
+        values = {"rate_hz": f"{rate:.2f}",
+                  "age_s": "none" if age is None else f"{age:.3f}",
+                  "received": str(tracker.received), "rejected": str(tracker.rejected)}
+        if tracker.last_reject_reason:
+            values["last_reject_reason"] = tracker.last_reject_reason
+        if age is None:
+            return HealthReport(tracker.name, Level.STALE, "no message received yet", values)
+        if age > self.max_input_age_s:
+            return HealthReport(tracker.name, Level.STALE,
+                                f"newest stamp {age:.3f} s old (limit "
+                                f"{self.max_input_age_s:.3f} s)", values)
+        if tracker.rejected:
+            return HealthReport(tracker.name, Level.WARN,
+                                f"{tracker.rejected} message(s) rejected: "
+                                f"{tracker.last_reject_reason}", values)
+        return HealthReport(tracker.name, Level.OK, f"{rate:.1f} Hz", values)
+
+    def reports(self, now_ns: int, model_info: Optional[dict[str, str]] = None
+                ) -> list[HealthReport]:
+        """Inputs (one per camera + odometry), camera sync, and the planner itself."""
+        with self._lock:
+            out = [self._input_report(c, now_ns) for c in self.cameras]
+            out.append(self._input_report(self.odometry, now_ns))
+
+            skew = self.camera_skew_s()
+            sync_values = {"camera_skew_s": "none" if skew is None else f"{skew:.3f}",
+                           "limit_s": f"{self.max_camera_skew_s:.3f}"}
+            if skew is None:
+                out.append(HealthReport("camera sync", Level.STALE,
+                                        "not every camera has a frame", sync_values))
+            elif skew > self.max_camera_skew_s:
+                out.append(HealthReport("camera sync", Level.WARN,
+                                        f"camera skew {skew:.3f} s > {self.max_camera_skew_s:.3f} s",
+                                        sync_values))
+            else:
+                out.append(HealthReport("camera sync", Level.OK, f"skew {skew:.3f} s",
+                                        sync_values))
+            out.append(self._planner_report(model_info or {}))
+        return out
+
+    def _planner_report(self, model_info: dict[str, str]) -> HealthReport:
+        p50, p99 = self.latency.percentile(50), self.latency.percentile(99)
+        m50 = self.model_time.percentile(50)
+        new_drops = self.dropped_ticks - self._dropped_at_last_report
+        self._dropped_at_last_report = self.dropped_ticks
+        values = {"ticks": str(self.ticks), "dropped_ticks": str(self.dropped_ticks),
+                  "dropped_since_last_report": str(new_drops),
+                  "planned": str(self.counts[TickOutcome.PLANNED]),
+                  "skipped": str(self.counts[TickOutcome.SKIPPED]),
+                  "invalid_output": str(self.counts[TickOutcome.INVALID_OUTPUT]),
+                  "model_errors": str(self.counts[TickOutcome.MODEL_ERROR]),
+                  "input_resets": str(self.input_resets),
+                  "latency_p50_s": "none" if p50 is None else f"{p50:.3f}",
+                  "latency_p99_s": "none" if p99 is None else f"{p99:.3f}",
+                  "model_time_p50_s": "none" if m50 is None else f"{m50:.3f}",
+                  "last_outcome": self.last_outcome.value if self.last_outcome else "none",
+                  "last_reason": self.last_reason}
+        if self.last_model_error:
+            values["last_model_error"] = self.last_model_error
+        values.update(model_info)
+        last = self.last_outcome
+        if last is None:
+            return HealthReport("planner", Level.STALE, "no tick has completed yet", values)
+        if last is TickOutcome.MODEL_ERROR:
+            return HealthReport("planner", Level.ERROR, f"model error: {self.last_reason}",
+                                values)
+        if last is TickOutcome.INVALID_OUTPUT:
+            return HealthReport("planner", Level.WARN, f"invalid output: {self.last_reason}",
+                                values)
+        if last is TickOutcome.SKIPPED:
+            return HealthReport("planner", Level.WARN, f"tick skipped: {self.last_reason}",
+                                values)
+        if new_drops:
+            return HealthReport("planner", Level.WARN,
+                                f"{new_drops} tick(s) dropped while the model was busy",
+                                values)
+        return HealthReport("planner", Level.OK, "planning", values)

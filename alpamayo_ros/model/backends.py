@@ -1,0 +1,59 @@
+"""Builds the PlannerModel named by the `model.*` parameters.
+
+The planner node and the replay tool both call this, so the two can never choose or
+configure a model differently. torch is imported only when the "alpamayo" backend is
+chosen (inside alpamayo_ros.model.runtime); the dry-run backend is numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.types import InferenceOptions, PlannerModel
+
+BACKENDS = ("alpamayo", "constant_velocity")
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """Identity and settings of the model, as published in PlannerOutput.model."""
+
+    checkpoint: str
+    model_id: str
+    device: str
+    dtype: str
+    options: InferenceOptions
+
+
+def load_model(values: Mapping[str, Any], options: InferenceOptions
+               ) -> tuple[PlannerModel, ModelDescription]:
+    """(model, description) for validated `model.*` parameter values.
+
+    values: flat parameter dict with model.backend, model.checkpoint_dir,
+        model.processor_dir, model.device, model.dtype ("auto" or a dtype name).
+    Raises ConfigError (CheckpointError included) for an unknown backend or a missing or
+    mismatching checkpoint; other runtime errors (e.g. CUDA missing) propagate.
+    """
+    backend = values["model.backend"]
+    if backend == "constant_velocity":
+        from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
+        model = ConstantVelocityModel()
+        return model, ModelDescription(checkpoint="", model_id=model.model_id, device="cpu",
+                                       dtype="float64", options=options)
+    if backend != "alpamayo":
+        raise ConfigError(f"model.backend: have {backend!r}, need one of {', '.join(BACKENDS)}")
+    checkpoint = Path(values["model.checkpoint_dir"]).expanduser()
+    if not checkpoint.is_dir():
+        raise ConfigError(f"model.checkpoint_dir: have {str(checkpoint)!r}, need an existing "
+                          "directory holding config.json and the safetensors weights")
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+    runtime = AlpamayoRuntime.from_pretrained(
+        str(checkpoint), processor_dir=values["model.processor_dir"] or None,
+        device=values["model.device"], dtype=values["model.dtype"])
+    info = runtime.describe()
+    description = ModelDescription(
+        checkpoint=f"{checkpoint.resolve()} ({runtime.model_id})", model_id=runtime.model_id,
+        device=str(info["device"]), dtype=str(info["dtype"]), options=options)
+    return runtime, description

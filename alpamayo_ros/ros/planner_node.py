@@ -1,0 +1,266 @@
+"""The `alpamayo_planner` node: wires ROS topics, a timer and a worker thread to PlannerCore.
+
+Wiring only. Buffers, frame selection, history, the model call and output checks live in
+alpamayo_ros.core.planner_core; message conversion in convert.py / markers.py /
+diagnostics.py; parameters in params.py; the model in model_loader.py.
+
+Threads: a MultiThreadedExecutor runs the sensor callbacks (reentrant group) beside the
+timers (their own group); the planning timer only hands a tick to a one-worker thread pool
+and returns, so frames and odometry keep flowing while the model runs. A tick that arrives
+while the worker is busy is dropped and counted (TickGate), never queued.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Callable, Optional
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry, Path
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from alpamayo_ros.core.config import PlannerConfig
+from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
+from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
+from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
+from alpamayo_ros.core.planner_health import PlannerHealth, TickOutcome
+from alpamayo_ros.core.ring_buffer import InsertStatus
+from alpamayo_ros.core.tick_gate import TickGate
+from alpamayo_ros.msg import PlannerOutput
+from alpamayo_ros.ros import convert, params
+from alpamayo_ros.ros.diagnostics import to_diagnostic_array
+from alpamayo_ros.ros.markers import plan_to_markers
+from alpamayo_ros.ros.model_loader import load_model
+from alpamayo_ros.ros.qos import DIAGNOSTICS_QOS, PLAN_QOS, SENSOR_QOS
+from alpamayo_ros.ros.spin import spin_until_shutdown
+
+NODE_NAME = "alpamayo_planner"
+_OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
+             PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
+             PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
+_LOG_THROTTLE_S = 5.0
+
+
+class PlannerNode(Node):
+    """Alpamayo-R1 planner node (see module docstring).
+
+    model_loader: builds (model, description) from the validated parameters; tests inject
+    failing or slow models through it. Raises ConfigError for invalid parameters.
+    """
+
+    def __init__(self, *, model_loader: Callable = load_model, **node_kwargs) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._values = values = params.declare_and_read(self)
+        config = PlannerConfig.from_dict(params.core_config_values(values))
+        model, self._model_desc = model_loader(values)
+        self._core = PlannerCore(config, model, self._model_desc.options,
+                                 on_time_jump=self._on_time_jump)
+        self._camera_topics = [self.resolve_topic_name(t) for t in values["camera_topics"]]
+        self._base_frame = values["base_frame_id"]
+        self._odom_frame = ""
+        self._gate = TickGate()
+        self._health = PlannerHealth(list(config.slot_names), "odometry",
+                                     max_input_age_s=config.max_input_age,
+                                     max_camera_skew_s=values["diagnostics.max_camera_skew"])
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alpamayo_infer")
+        self._closing = threading.Event()
+
+        self._pub_plan = self.create_publisher(PlannerOutput, "alpamayo/plan", PLAN_QOS)
+        self._pub_path = self.create_publisher(Path, "alpamayo/path", PLAN_QOS)
+        self._pub_path_odom = self.create_publisher(Path, "alpamayo/path_odom", PLAN_QOS)
+        self._pub_coc = self.create_publisher(String, "alpamayo/coc", PLAN_QOS)
+        self._pub_markers = (self.create_publisher(MarkerArray, "alpamayo/markers", PLAN_QOS)
+                             if values["markers.enabled"] else None)
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
+                                               DIAGNOSTICS_QOS)
+
+        sensors = ReentrantCallbackGroup()
+        for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
+                                                      values["camera_transports"])):
+            msg_type, to_encoded = ((Image, convert.image_to_encoded) if transport == "raw"
+                                    else (CompressedImage, convert.compressed_to_encoded))
+            self.create_subscription(msg_type, topic, partial(self._on_image, slot, to_encoded),
+                                     SENSOR_QOS, callback_group=sensors)
+        self.create_subscription(Odometry, values["odometry_topic"], self._on_odometry,
+                                 SENSOR_QOS, callback_group=sensors)
+        timers = MutuallyExclusiveCallbackGroup()
+        self.create_timer(1.0 / values["rate_hz"], self._on_tick, callback_group=timers)
+        self.create_timer(values["diagnostics.period"], self._on_diagnostics,
+                          callback_group=timers)
+        # A backwards jump of the node clock (sim time restarted, bag looped) invalidates
+        # every buffered stamp: clear the buffers instead of planning on mixed data.
+        self._jump_callback = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
+                          on_clock_change=True), post_callback=self._on_clock_jump)
+        self.get_logger().info(
+            f"planning at {values['rate_hz']:g} Hz with {self._model_desc.model_id} "
+            f"({values['model.backend']}, {self._model_desc.device}); cameras "
+            f"{list(zip(config.camera_indices, self._camera_topics))}, odometry "
+            f"{self.resolve_topic_name(values['odometry_topic'])}")
+
+    # ------------------------------------------------------------------ inputs
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_image(self, slot: int, to_encoded: Callable, msg) -> None:
+        stamp_ns = convert.time_to_ns(msg.header.stamp)
+        try:
+            image = to_encoded(msg)
+        except DecodeError as exc:
+            self._reject_camera(slot, str(exc))
+            return
+        result = self._core.add_image(slot, stamp_ns, image)
+        if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
+            self._reject_camera(slot, result.reason)
+        else:
+            self._health.record_camera(slot, self._now_ns(), stamp_ns)
+
+    def _reject_camera(self, slot: int, reason: str) -> None:
+        self._health.reject_camera(slot, reason)
+        self.get_logger().warning(f"{self._camera_topics[slot]}: frame rejected: {reason}",
+                               throttle_duration_sec=_LOG_THROTTLE_S)
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        sample = convert.odometry_to_sample(msg)
+        result = self._core.add_odometry(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
+        if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
+            self._health.reject_odometry(result.reason)
+            self.get_logger().warning(f"odometry rejected: {result.reason}",
+                                   throttle_duration_sec=_LOG_THROTTLE_S)
+            return
+        self._odom_frame = sample.frame_id
+        self._health.record_odometry(self._now_ns(), sample.stamp_ns)
+
+    def _on_time_jump(self, jump: TimeJump) -> None:
+        self._health.record_reset()
+        self.get_logger().warning(str(jump))
+
+    def _on_clock_jump(self, jump) -> None:
+        if jump.delta.nanoseconds < 0 or jump.clock_change:
+            self._core.reset()
+            self._health.record_reset()
+            self.get_logger().warning(
+                f"node clock jumped back {-jump.delta.nanoseconds / 1e9:.3f} s: cleared all "
+                "buffers")
+
+    # ------------------------------------------------------------------ planning
+    def _on_tick(self) -> None:
+        if self._closing.is_set():
+            return
+        now_ns = self._now_ns()
+        if not self._gate.try_enter():
+            self._health.record_dropped_tick()
+            return
+        self._health.record_tick()
+        try:
+            self._worker.submit(self._plan, now_ns)
+        except RuntimeError:  # the pool is shutting down
+            self._gate.leave()
+
+    def _plan(self, now_ns: int) -> None:
+        """Worker thread: prepare + run + publish one tick; never raises."""
+        try:
+            try:
+                prepared = self._core.prepare(now_ns)
+            except InputNotReady as exc:
+                result = self._core.skipped(now_ns, str(exc))
+            else:
+                result = self._core.run(prepared)
+            if not self._closing.is_set():
+                self._publish(result)
+        except Exception as exc:  # a bug here must not kill the worker or the node
+            if not self.context.ok():
+                return  # shutting down: publishers are gone, nothing to report
+            self._health.record_outcome(TickOutcome.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"planning tick failed: {type(exc).__name__}: {exc}")
+        finally:
+            self._gate.leave()
+
+    def _publish(self, result: PlanResult) -> None:
+        stamp_ns = convert.output_stamp_ns(result)
+        latency_s = (self._now_ns() - stamp_ns) / 1e9
+        msg = convert.plan_to_msg(result, base_frame_id=self._base_frame,
+                                  odom_frame_id=self._odom_frame,
+                                  camera_topics=self._camera_topics,
+                                  camera_indices=self._core.config.camera_indices,
+                                  model=self._model_desc, latency_s=latency_s)
+        self._pub_plan.publish(msg)
+        model_time = result.timings.model_call if result.status != PlanStatus.SKIPPED else None
+        self._health.record_outcome(_OUTCOMES[result.status], result.reason,
+                                    latency_s=latency_s if result.ok else None,
+                                    model_time_s=model_time)
+        if result.status == PlanStatus.MODEL_ERROR:
+            self.get_logger().error(f"model error: {result.reason}")
+        elif not result.ok:
+            self.get_logger().warning(f"no plan ({result.status.name}): {result.reason}",
+                                   throttle_duration_sec=_LOG_THROTTLE_S)
+        if not result.ok:  # nothing of a failed tick reaches the path/CoC consumers
+            return
+        path, path_odom = convert.plan_to_paths(result, base_frame_id=self._base_frame,
+                                                odom_frame_id=self._odom_frame)
+        self._pub_path.publish(path)
+        self._pub_path_odom.publish(path_odom)
+        self._pub_coc.publish(convert.plan_to_coc(result))
+        if self._pub_markers is not None:
+            self._pub_markers.publish(plan_to_markers(
+                result, self._base_frame, self._values["markers.coc_text_height"]))
+
+    def _on_diagnostics(self) -> None:
+        now_ns = self._now_ns()
+        info = {"model_id": self._model_desc.model_id, "device": self._model_desc.device,
+                "backend": self._values["model.backend"]}
+        array = to_diagnostic_array(self._health.reports(now_ns, info), now_ns,
+                                    hardware_id=self.get_fully_qualified_name(),
+                                    prefix=self.get_fully_qualified_name())
+        try:
+            self._pub_diag.publish(array)
+        except Exception:
+            if self.context.ok():
+                raise  # a real failure; during shutdown the publisher is simply gone
+
+    def close(self) -> None:
+        """Stop planning and wait for a running inference to finish."""
+        self._closing.set()
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+
+def main(args: Optional[list] = None) -> int:
+    """Entry point of the planner_node executable; returns the process exit status.
+
+    2: invalid parameters or checkpoint (a readable message on stderr, no traceback).
+    """
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rcl rejects malformed --ros-args (remaps, params files)
+        print(f"{NODE_NAME}: invalid ROS arguments: {exc}", file=sys.stderr)
+        return 2
+    try:
+        node = PlannerNode()
+    except ConfigError as exc:
+        print(f"{NODE_NAME}: configuration error: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        spin_until_shutdown(executor)
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Message conversion (alpamayo_ros/ros/convert.py, markers.py) without a ROS graph."""
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+pytest.importorskip("rclpy")
+from nav_msgs.msg import Odometry  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from visualization_msgs.msg import Marker  # noqa: E402
+
+from alpamayo_ros.core.config import PlannerConfig  # noqa: E402
+from alpamayo_ros.core.errors import DecodeError  # noqa: E402
+from alpamayo_ros.core.image_decode import decode_image  # noqa: E402
+from alpamayo_ros.core.kinematic_model import ConstantVelocityModel  # noqa: E402
+from alpamayo_ros.core.plan_result import PlanStatus  # noqa: E402
+from alpamayo_ros.core.planner_core import PlannerCore  # noqa: E402
+from alpamayo_ros.core.types import InferenceOptions  # noqa: E402
+from alpamayo_ros.msg import PlannerOutput  # noqa: E402
+from alpamayo_ros.ros import convert  # noqa: E402
+from alpamayo_ros.ros.markers import plan_to_markers  # noqa: E402
+from alpamayo_ros.ros.scenario_publisher import encode_jpeg, rgb_to_image  # noqa: E402
+from alpamayo_ros.tools import scenario as sc  # noqa: E402
+
+S = 1_000_000_000
+
+
+def _pose_matrix(msg):
+    p, q = msg.position, msg.orientation
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    T[:3, 3] = [p.x, p.y, p.z]
+    return T
+
+
+def test_time_round_trip_is_exact_int_ns():
+    for ns in (0, 1, 999_999_999, 1_700_000_000_123_456_789):
+        assert convert.time_to_ns(convert.ns_to_time(ns)) == ns
+    t = convert.ns_to_time(1_500_000_000)
+    assert (t.sec, t.nanosec) == (1, 500_000_000)
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "bgra8"])
+def test_raw_image_is_a_zero_copy_view_that_decodes_to_rgb(encoding):
+    rgb = np.random.default_rng(0).integers(0, 255, (6, 10, 3), dtype=np.uint8)
+    msg = rgb_to_image(rgb, encoding)
+    encoded = convert.image_to_encoded(msg)
+    assert isinstance(encoded.data, np.ndarray) and not encoded.data.flags.owndata
+    assert np.shares_memory(encoded.data, np.frombuffer(msg.data, np.uint8))
+    np.testing.assert_array_equal(decode_image(encoded), rgb)
+
+
+def test_raw_image_with_row_padding_decodes():
+    rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    padded = np.zeros((4, 16), np.uint8)
+    padded[:, :15] = rgb.reshape(4, 15)
+    msg = Image(height=4, width=5, encoding="rgb8", step=16, data=padded.tobytes())
+    np.testing.assert_array_equal(decode_image(convert.image_to_encoded(msg)), rgb)
+
+
+def test_bad_raw_images_are_rejected_with_numbers():
+    with pytest.raises(DecodeError, match="unsupported image encoding '16UC1'"):
+        convert.image_to_encoded(Image(height=2, width=2, encoding="16UC1", step=4,
+                                       data=bytes(8)))
+    with pytest.raises(DecodeError, match="have 11 data bytes, need 12"):
+        convert.image_to_encoded(Image(height=2, width=2, encoding="rgb8", step=6,
+                                       data=bytes(11)))
+
+
+def test_compressed_images():
+    rgb = np.full((16, 24, 3), 120, np.uint8)
+    jpeg = encode_jpeg(rgb, 95)
+    for fmt in ("jpeg", "rgb8; jpeg compressed bgr8", ""):
+        encoded = convert.compressed_to_encoded(CompressedImage(format=fmt, data=jpeg))
+        assert encoded.encoding == "jpeg"
+        assert decode_image(encoded).shape == (16, 24, 3)
+    with pytest.raises(DecodeError, match="does not start with the png signature"):
+        convert.compressed_to_encoded(CompressedImage(format="png", data=jpeg))
+    with pytest.raises(DecodeError, match="no data"):
+        convert.compressed_to_encoded(CompressedImage(format="jpeg", data=b""))
+    with pytest.raises(DecodeError, match="unsupported CompressedImage format 'h264'"):
+        convert.compressed_to_encoded(CompressedImage(format="h264", data=jpeg))
+    # A truncated JPEG passes the cheap check and fails when decoded.
+    truncated = convert.compressed_to_encoded(CompressedImage(format="jpeg", data=jpeg[:40]))
+    with pytest.raises(DecodeError, match="corrupt jpeg"):
+        decode_image(truncated)
+
+
+def test_odometry_sample():
+    msg = Odometry()
+    msg.header.stamp = convert.ns_to_time(5 * S + 7)
+    msg.header.frame_id = "map"
+    msg.pose.pose.position.x, msg.pose.pose.position.y = 1.5, -2.0
+    msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = np.sin(0.2), np.cos(0.2)
+    sample = convert.odometry_to_sample(msg)
+    assert sample.stamp_ns == 5 * S + 7 and sample.frame_id == "map"
+    np.testing.assert_allclose(sample.xyz, [1.5, -2.0, 0.0])
+    np.testing.assert_allclose(sample.quat_xyzw, [0, 0, np.sin(0.2), np.cos(0.2)])
+
+
+@pytest.fixture(scope="module")
+def plan():
+    """An OK PlanResult of the core on a curved 8 m/s drive (constant-velocity model)."""
+    scen = sc.circle_8mps(duration_s=4.0, cameras=sc.default_cameras(width=32, height=32))
+    core = PlannerCore(PlannerConfig(), ConstantVelocityModel(), InferenceOptions(num_samples=2))
+    for index_slot, spec in enumerate(scen.cameras):
+        for t in scen.camera_stamps(spec.index, 0.0, 3.0):
+            msg = rgb_to_image(np.zeros((32, 32, 3), np.uint8), "rgb8")
+            core.add_image(index_slot, int(scen.stamp_ns(t)), convert.image_to_encoded(msg))
+    odo = scen.odometry_samples(0.0, 3.0)
+    for stamp, xyz, quat in zip(odo.stamp_ns, odo.xyz, odo.quat_xyzw):
+        core.add_odometry(int(stamp), xyz, quat)
+    result = core.tick(int(scen.stamp_ns(3.0)))
+    assert result.status == PlanStatus.OK, result.reason
+    return result
+
+
+def _describe():
+    return convert.ModelDescription(checkpoint="/ckpt (abc)", model_id="abc", device="cpu",
+                                    dtype="float32", options=InferenceOptions(num_samples=2))
+
+
+def test_plan_message_is_complete_and_stamped_with_t0(plan):
+    msg = convert.plan_to_msg(plan, base_frame_id="base_link", odom_frame_id="odom",
+                              camera_topics=["/a", "/b", "/c", "/d"],
+                              camera_indices=(0, 1, 2, 6), model=_describe(), latency_s=0.25)
+    assert isinstance(msg, PlannerOutput)
+    assert convert.time_to_ns(msg.header.stamp) == plan.t0_ns
+    assert msg.header.frame_id == "base_link" and msg.odom_frame_id == "odom"
+    assert msg.status == PlannerOutput.STATUS_OK and len(msg.candidates) == 2
+    cand = msg.candidates[0]
+    assert len(cand.poses) == len(cand.time_from_t0) == len(cand.speed) == 64
+    first, last = cand.time_from_t0[0], cand.time_from_t0[-1]
+    assert (first.sec, first.nanosec) == (0, 100_000_000)
+    assert (last.sec, last.nanosec) == (6, 400_000_000)
+    assert cand.valid and cand.poses[0].position.x == pytest.approx(0.8, abs=1e-3)
+    m = msg.inputs
+    assert list(m.camera_indices) == [0, 1, 2, 6] and list(m.camera_topics)[3] == "/d"
+    assert len(m.frame_stamps) == 16 and len(m.frame_skew) == 16
+    assert convert.time_to_ns(m.frame_stamps[3]) == plan.frame_stamps_ns[3]
+    assert len(m.history_poses) == 16 and m.history_poses[-1].position.x == 0.0
+    assert convert.time_to_ns(m.history_end) == plan.t0_ns
+    assert convert.time_to_ns(m.history_start) == plan.t0_ns - 1_500_000_000
+    assert m.odometry_samples > 50
+    assert msg.timing.latency == pytest.approx(0.25)
+    assert msg.timing.model_total == pytest.approx(plan.timings.model.total, rel=1e-5)
+    assert (msg.model.checkpoint, msg.model.num_samples, msg.model.seed) == ("/ckpt (abc)", 2, 0)
+    assert msg.v0 == pytest.approx(8.0, rel=1e-3)
+
+
+def test_odometry_path_is_the_base_path_moved_by_the_t0_pose(plan):
+    path, path_odom = convert.plan_to_paths(plan, base_frame_id="base_link",
+                                            odom_frame_id="odom")
+    assert path.header.frame_id == "base_link" and path_odom.header.frame_id == "odom"
+    assert convert.time_to_ns(path.header.stamp) == plan.t0_ns
+    assert convert.time_to_ns(path.poses[0].header.stamp) == plan.t0_ns + 100_000_000
+    T0 = np.eye(4)
+    T0[:3, :3], T0[:3, 3] = plan.t0_pose_odom.rotation, plan.t0_pose_odom.position
+    for base, odom in zip(path.poses, path_odom.poses):
+        np.testing.assert_allclose(T0 @ _pose_matrix(base.pose), _pose_matrix(odom.pose),
+                                   atol=1e-9)
+
+
+def test_paths_refuse_a_plan_that_is_not_ok(plan):
+    from dataclasses import replace
+    with pytest.raises(ValueError, match="need an OK plan, have status SKIPPED"):
+        convert.plan_to_paths(replace(plan, status=PlanStatus.SKIPPED),
+                              base_frame_id="b", odom_frame_id="o")
+
+
+def test_markers_are_frame_locked_in_the_t0_frame(plan):
+    array = plan_to_markers(plan, "base_link")
+    assert array.markers[0].action == Marker.DELETEALL
+    lines = [m for m in array.markers if m.type == Marker.LINE_STRIP]
+    assert len(lines) == 2
+    assert all(m.frame_locked and m.header.frame_id == "base_link" for m in array.markers[1:])
+    assert all(convert.time_to_ns(m.header.stamp) == plan.t0_ns for m in array.markers)
+    assert lines[0].scale.x > lines[1].scale.x  # the selected sample stands out
+    assert len(lines[0].points) == 64

@@ -1,0 +1,42 @@
+"""The demo (`python -m alpamayo_ros.tools.demo`): real tiny model, real processes, a PNG."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+import ros_harness
+
+pytestmark = pytest.mark.ros
+
+
+def _run_demo(tmp_path, domain_id, *args, timeout=240):
+    env = ros_harness.ros_environment(domain_id, tmp_path / "ros_log")
+    return subprocess.run([sys.executable, "-m", "alpamayo_ros.tools.demo",
+                           "--output-dir", str(tmp_path / "out"), "--domain-id", str(domain_id),
+                           *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_demo_plans_with_the_tiny_model_and_draws_a_png(tmp_path, ros_domain_id):
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    done = _run_demo(tmp_path, ros_domain_id, "--cache-dir", str(tmp_path / "cache"),
+                     "--seconds", "12")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "cache" / "checkpoint" / "config.json").is_file()
+    plans = re.findall(r"plan +\d+: t0=\d+\.\d+ s  v0= *([\d.]+) m/s  first=.*latency=", done.stdout)
+    assert plans and all(abs(float(v0) - 8.0) < 0.5 for v0 in plans)  # curved_drive starts at 8 m/s
+    summary = re.search(r"summary: (\d+) plans OK", done.stdout)
+    assert summary and int(summary.group(1)) == len(plans)
+    with Image.open(tmp_path / "out" / "demo_topdown.png") as png:
+        assert png.format == "PNG" and png.size[0] >= 400
+
+
+def test_demo_without_plans_fails_clearly(tmp_path, ros_domain_id):
+    done = _run_demo(tmp_path, ros_domain_id, "--backend", "constant_velocity",
+                     "--seconds", "0", "--time-scale", "0.05", timeout=120)
+    assert done.returncode == 1
+    assert "error: no plan arrived" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "demo_topdown.png").exists()

@@ -1,0 +1,139 @@
+"""Planner health (ROS-free) and its conversion to diagnostic_msgs."""
+import pytest
+
+from alpamayo_ros.core.planner_health import (InputTracker, LatencyStats, Level,
+                                              PlannerHealth, TickOutcome)
+
+S = 1_000_000_000
+
+
+def _health(**kwargs):
+    return PlannerHealth(["cam0", "cam1", "cam2", "cam6"], "odometry",
+                         max_input_age_s=kwargs.get("max_age", 0.5),
+                         max_camera_skew_s=kwargs.get("max_skew", 0.1))
+
+
+def _feed(health, now_ns, rates=(10, 15, 20, 30), odom_hz=50, seconds=2.0, skew_ns=0):
+    """Messages on a regular grid ending at now_ns, stamped at their receive time."""
+    for slot, hz in enumerate(rates):
+        n = int(seconds * hz)
+        for k in range(n + 1):
+            t = now_ns - int((n - k) * S / hz)
+            health.record_camera(slot, t, t - (skew_ns if slot == 3 else 0))
+    n = int(seconds * odom_hz)
+    for k in range(n + 1):
+        t = now_ns - int((n - k) * S / odom_hz)
+        health.record_odometry(t, t)
+
+
+def _by_name(reports):
+    return {r.name: r for r in reports}
+
+
+def test_rates_ages_and_ok_levels():
+    health = _health()
+    now = 100 * S
+    _feed(health, now)
+    health.record_outcome(TickOutcome.PLANNED, latency_s=0.3, model_time_s=0.2)
+    reports = _by_name(health.reports(now + S // 10))
+    for name, hz in (("cam0", 10), ("cam1", 15), ("cam2", 20), ("cam6", 30), ("odometry", 50)):
+        assert reports[name].level is Level.OK
+        assert float(reports[name].values["rate_hz"]) == pytest.approx(hz, rel=0.02)
+        assert float(reports[name].values["age_s"]) == pytest.approx(0.1, abs=1e-6)
+    assert reports["camera sync"].level is Level.OK
+    assert reports["planner"].level is Level.OK
+
+
+def test_stale_inputs_and_no_data():
+    health = _health(max_age=0.5)
+    now = 100 * S
+    _feed(health, now)
+    reports = _by_name(health.reports(now + S))  # 1 s later, nothing new
+    assert reports["cam0"].level is Level.STALE
+    assert "1.000 s old" in reports["cam0"].message
+    fresh = _health()
+    reports = _by_name(fresh.reports(now))
+    assert reports["odometry"].level is Level.STALE
+    assert reports["odometry"].message == "no message received yet"
+    assert reports["camera sync"].level is Level.STALE
+    assert reports["planner"].level is Level.STALE
+
+
+def test_camera_skew_warns_above_the_limit():
+    health = _health(max_skew=0.1)
+    now = 100 * S
+    _feed(health, now, skew_ns=150_000_000)
+    report = _by_name(health.reports(now))["camera sync"]
+    assert report.level is Level.WARN
+    assert float(report.values["camera_skew_s"]) == pytest.approx(0.15)
+
+
+def test_rejected_messages_warn_with_the_reason():
+    health = _health()
+    now = 100 * S
+    _feed(health, now)
+    health.reject_camera(2, "corrupt jpeg")
+    report = _by_name(health.reports(now))["cam2"]
+    assert report.level is Level.WARN and "corrupt jpeg" in report.message
+    assert report.values["rejected"] == "1"
+
+
+def test_planner_levels_follow_the_last_outcome_and_drops():
+    health = _health()
+    now = 100 * S
+    health.record_outcome(TickOutcome.MODEL_ERROR, "CUDA out of memory")
+    report = _by_name(health.reports(now))["planner"]
+    assert report.level is Level.ERROR and "CUDA out of memory" in report.message
+    health.record_outcome(TickOutcome.SKIPPED, "stale odometry")
+    assert _by_name(health.reports(now))["planner"].level is Level.WARN
+    health.record_outcome(TickOutcome.PLANNED, latency_s=0.5)
+    health.record_dropped_tick()
+    health.record_dropped_tick()
+    report = _by_name(health.reports(now))["planner"]
+    assert report.level is Level.WARN and "2 tick(s) dropped" in report.message
+    assert report.values["dropped_ticks"] == "2"
+    # Drops are reported once; the total stays in the values.
+    report = _by_name(health.reports(now))["planner"]
+    assert report.level is Level.OK and report.values["dropped_ticks"] == "2"
+    assert report.values["last_model_error"] == "CUDA out of memory"
+
+
+def test_latency_percentiles():
+    stats = LatencyStats(capacity=100)
+    assert stats.percentile(50) is None
+    for k in range(1, 101):
+        stats.add(k / 100.0)
+    assert stats.percentile(50) == pytest.approx(0.505)
+    assert stats.percentile(99) == pytest.approx(0.9901)
+    stats.add(5.0)  # evicts 0.01
+    assert len(stats) == 100 and stats.percentile(100) == 5.0
+
+
+def test_rate_window_forgets_old_arrivals_and_time_going_backwards():
+    tracker = InputTracker("x", window_s=1.0)
+    for k in range(11):
+        tracker.record(k * S // 10, k * S // 10)
+    assert tracker.rate_hz(S) == pytest.approx(10.0)
+    assert tracker.rate_hz(10 * S) == 0.0
+    tracker.record(20 * S, 20 * S)
+    tracker.record(5 * S, 5 * S)  # sim clock jumped back: old arrivals are dropped
+    assert tracker.rate_hz(5 * S) == 0.0
+
+
+def test_diagnostic_array_conversion():
+    pytest.importorskip("diagnostic_msgs")
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from alpamayo_ros.ros.diagnostics import to_diagnostic_array
+
+    health = _health()
+    health.record_outcome(TickOutcome.MODEL_ERROR, "boom")
+    array = to_diagnostic_array(health.reports(7 * S), 7 * S, hardware_id="planner",
+                                prefix="alpamayo_planner")
+    assert array.header.stamp.sec == 7 and array.header.stamp.nanosec == 0
+    by_name = {s.name: s for s in array.status}
+    planner = by_name["alpamayo_planner: planner"]
+    assert planner.level == DiagnosticStatus.ERROR
+    assert planner.hardware_id == "planner"
+    assert {kv.key: kv.value for kv in planner.values}["model_errors"] == "1"
+    assert by_name["alpamayo_planner: odometry"].level == DiagnosticStatus.STALE
