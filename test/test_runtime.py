@@ -269,3 +269,15 @@ def test_shared_backend_loader_builds_the_runtime_and_describes_it(runtime):
         load_model(dict(values, **{"model.backend": "onnx"}), InferenceOptions())
     with pytest.raises(ConfigError, match="model.checkpoint_dir"):
         load_model(dict(values, **{"model.checkpoint_dir": "/nonexistent"}), InferenceOptions())
+
+
+def test_reused_pixel_buffer_never_leaks_between_calls(runtime):
+    """The runtime keeps one pixel_values buffer per frame size: results stay exact when
+    inputs and sizes alternate."""
+    options = InferenceOptions(seed=3, max_coc_tokens=8)
+    first = runtime.predict(_model_input(), options)
+    runtime.predict(_model_input(speed=3.0), options)            # same size, other data
+    runtime.predict(_model_input(height=96, width=64), options)  # other size
+    again = runtime.predict(_model_input(), options)
+    np.testing.assert_array_equal(first.samples[0].xyz, again.samples[0].xyz)
+    assert runtime._pixel_buffer is not None

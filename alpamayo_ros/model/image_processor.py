@@ -281,6 +281,15 @@ def normalize_and_patchify(images: torch.Tensor, config: ImageProcessorConfig,
     return out
 
 
+def pixel_values_shape(num_frames: int, height: int, width: int,
+                       config: ImageProcessorConfig = ImageProcessorConfig()) -> tuple[int, int]:
+    """Shape of the pixel_values that preprocess_frames gives for N frames of HxW."""
+    out_h, out_w = _target_size((height, width), config)
+    p = config.patch_size
+    return (num_frames * (out_h // p) * (out_w // p),
+            3 * config.temporal_patch_size * p * p)
+
+
 def _as_uint8_nchw(frames, layout: str, device) -> torch.Tensor:
     """Validate the frame container and return an (N, 3, H, W) uint8 tensor on ``device``."""
     if isinstance(frames, np.ndarray):
