@@ -60,6 +60,29 @@ class EncodedImage:
         return memoryview(self.data).nbytes
 
 
+def checked_raw_image(encoding: str, height: int, width: int, step: int,
+                      data) -> EncodedImage:
+    """EncodedImage of a raw sensor_msgs/Image payload, checked before it is buffered.
+
+    Shared by the node (rclpy messages) and the replay (rosbags messages), so a frame is
+    accepted or refused the same way live and in replay. data: uint8 numpy array (a view
+    of the message buffer, no copy). Raises DecodeError for an unsupported encoding or a
+    size that does not match height x step.
+    """
+    enc = encoding.strip().lower()
+    if enc not in RAW_ENCODINGS:
+        raise DecodeError(f"unsupported image encoding {encoding!r}; supported: "
+                          f"{', '.join(RAW_ENCODINGS)} (or a CompressedImage topic)")
+    bpp = RAW_ENCODINGS[enc][0]
+    height, width = int(height), int(width)
+    row = int(step) or width * bpp
+    if height == 0 or width == 0 or row < width * bpp or data.size != row * height:
+        raise DecodeError(f"{enc} image {width}x{height} (WxH), step {step}: have "
+                          f"{data.size} data bytes, need {row * height} "
+                          f"(step >= {width * bpp})")
+    return EncodedImage(encoding=enc, height=height, width=width, step=row, data=data)
+
+
 def normalised_encoding(encoding: str) -> str:
     """Lower-case encoding name with "jpg" spelled "jpeg"."""
     enc = encoding.strip().lower()

@@ -21,7 +21,7 @@ from std_msgs.msg import String
 
 from alpamayo_ros.core.errors import DecodeError
 from alpamayo_ros.core.geometry import Pose as CorePose
-from alpamayo_ros.core.image_decode import RAW_ENCODINGS, EncodedImage
+from alpamayo_ros.core.image_decode import EncodedImage, checked_raw_image
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.model.backends import ModelDescription  # noqa: F401 (re-exported)
 from alpamayo_ros.msg import (InputManifest, ModelInfo, PlannerOutput, PlannerTiming,
@@ -58,20 +58,8 @@ def image_to_encoded(msg: Image) -> EncodedImage:
     Raises DecodeError for an unsupported encoding or a data size that does not match
     height x step, so a bad message is rejected when it arrives, not when a tick uses it.
     """
-    encoding = msg.encoding.strip().lower()
-    if encoding not in RAW_ENCODINGS:
-        raise DecodeError(f"unsupported image encoding {msg.encoding!r}; supported: "
-                          f"{', '.join(RAW_ENCODINGS)} (or a CompressedImage topic)")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    bpp = RAW_ENCODINGS[encoding][0]
-    step = msg.step or msg.width * bpp
-    if msg.height == 0 or msg.width == 0 or step < msg.width * bpp \
-            or data.size != step * msg.height:
-        raise DecodeError(f"{encoding} image {msg.width}x{msg.height} (WxH), step {msg.step}: "
-                          f"have {data.size} data bytes, need {step * msg.height} "
-                          f"(step >= {msg.width * bpp})")
-    return EncodedImage(encoding=encoding, height=msg.height, width=msg.width, step=step,
-                        data=data)
+    return checked_raw_image(msg.encoding, msg.height, msg.width, msg.step,
+                             np.frombuffer(msg.data, dtype=np.uint8))
 
 
 def compressed_format(fmt: str, data: np.ndarray) -> str:

@@ -48,7 +48,7 @@ from alpamayo_ros.core.config import PlannerConfig
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError, DecodeError, ModelInputError
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.history import OdometryTrack
-from alpamayo_ros.core.image_decode import RAW_ENCODINGS, EncodedImage
+from alpamayo_ros.core.image_decode import EncodedImage, checked_raw_image
 from alpamayo_ros.core.metrics import DEFAULT_HORIZONS, displacement_errors, future_xyz_t0_frame
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_core import PlannerCore
@@ -263,18 +263,8 @@ def _convert_image(msg: Any, msgtype: str) -> EncodedImage:
     """Bag image -> EncodedImage with the node converter's checks (ros/convert.py)."""
     image = bag_io.image_to_encoded(msg, msgtype)
     if msgtype == bag_io.IMAGE_TYPE:
-        encoding = image.encoding.strip().lower()
-        if encoding not in RAW_ENCODINGS:
-            raise DecodeError(f"unsupported image encoding {image.encoding!r}; supported: "
-                              f"{', '.join(RAW_ENCODINGS)}")
-        bpp = RAW_ENCODINGS[encoding][0]
-        data = np.asarray(image.data)
-        step = image.step or image.width * bpp
-        if image.height == 0 or image.width == 0 or step < image.width * bpp \
-                or data.size != step * image.height:
-            raise DecodeError(f"{encoding} image {image.width}x{image.height} (WxH), step "
-                              f"{image.step}: have {data.size} data bytes, need "
-                              f"{step * image.height}")
+        image = checked_raw_image(image.encoding, image.height, image.width, image.step,
+                                  np.asarray(image.data))
     elif len(np.asarray(image.data)) == 0:
         raise DecodeError("CompressedImage has no data")
     return image
