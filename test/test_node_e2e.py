@@ -33,6 +33,10 @@ TOPICS = P.PARAMETERS_BY_NAME["camera_topics"].default
 RATES = (10.0, 30.0, 10.0, 30.0)
 PHASES = (0.0, 0.004, 0.033, 0.017)
 SIM_SECONDS = 7.0
+# Sim time runs at about wall speed while the CPU model takes 0.4-2 s per plan, so on a slow
+# or loaded machine the drive goes on (up to this long) until enough plans came back.
+MAX_SIM_SECONDS = 40.0
+MIN_OK_PLANS = 4
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +48,14 @@ def tiny_checkpoint(tmp_path_factory):
 def _scenario():
     cams = tuple(sc.CameraSpec(index=i, rate_hz=r, phase_s=p, width=64, height=36)
                  for i, r, p in zip((0, 1, 2, 6), RATES, PHASES))
-    return sc.circle_8mps(duration_s=SIM_SECONDS + 1.0, radius_m=40.0, cameras=cams,
+    return sc.circle_8mps(duration_s=MAX_SIM_SECONDS + 1.0, radius_m=40.0, cameras=cams,
                           start_xyz=(3.0, -2.0, 0.5), start_yaw=0.4)
 
 
 @pytest.fixture(scope="module")
 def recording(ros_domain_id, ros_env, tiny_checkpoint, tmp_path_factory):
-    """Run planner_node (tiny model) for SIM_SECONDS of scenario time; record its outputs."""
+    """Run planner_node (tiny model) for at least SIM_SECONDS of scenario time and until
+    MIN_OK_PLANS plans arrived (at most MAX_SIM_SECONDS); record its outputs."""
     log_dir = tmp_path_factory.mktemp("e2e")
     command = ros_harness.resolve_executable("planner_node") + ros_harness.ros_args(
         params_file=ros_harness.REPO_ROOT / "config" / "planner.yaml",
@@ -71,7 +76,9 @@ def recording(ros_domain_id, ros_env, tiny_checkpoint, tmp_path_factory):
             ("diagnostics", "/diagnostics", DiagnosticArray))}
         for pub in driver.camera_publishers + [driver.odometry_publisher]:
             node.wait_for_publisher_match(pub, timeout=20.0)
-        for t in np.arange(0.0, SIM_SECONDS, 0.01):
+        for t in np.arange(0.0, MAX_SIM_SECONDS, 0.01):
+            if t >= SIM_SECONDS and len(_ok(inboxes["plan"].messages)) >= MIN_OK_PLANS:
+                break
             driver.advance_to(float(t))
             time.sleep(0.01)
         deadline = time.monotonic() + 10.0
@@ -108,7 +115,8 @@ def _analytic(scenario, stamp_ns):
 def test_the_real_tiny_model_plans(recording):
     scenario, got, proc = recording
     ok = _ok(got["plan"])
-    assert len(ok) >= 3, proc.describe()
+    assert len(ok) >= 3, (proc.describe(), [(p.status, p.status_reason[:120])
+                                            for p in got["plan"]])
     for plan in ok:
         assert len(plan.candidates) == 2 and len(plan.candidates[0].poses) == 64
         assert plan.model.model_id and plan.model.checkpoint.endswith(f"({plan.model.model_id})")

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Optional
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -30,7 +29,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.core.config import PlannerConfig
-from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
+from alpamayo_ros.core.errors import DecodeError, InputNotReady
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
 from alpamayo_ros.core.planner_health import PlannerHealth, TickOutcome
@@ -42,7 +41,7 @@ from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import DIAGNOSTICS_QOS, PLAN_QOS, SENSOR_QOS
-from alpamayo_ros.ros.spin import spin_until_shutdown
+from alpamayo_ros.ros.spin import run_node
 
 NODE_NAME = "alpamayo_planner"
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
@@ -239,27 +238,7 @@ def main(args: Optional[list] = None) -> int:
 
     2: invalid parameters or checkpoint (a readable message on stderr, no traceback).
     """
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # rcl rejects malformed --ros-args (remaps, params files)
-        print(f"{NODE_NAME}: invalid ROS arguments: {exc}", file=sys.stderr)
-        return 2
-    try:
-        node = PlannerNode()
-    except ConfigError as exc:
-        print(f"{NODE_NAME}: configuration error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        spin_until_shutdown(executor)
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, PlannerNode, lambda: MultiThreadedExecutor(num_threads=4), args)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 import sys
 from typing import Any, Mapping, Optional
 
-import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -26,7 +25,7 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.types import NUM_CAMERAS
 from alpamayo_ros.ros import params as P
 from alpamayo_ros.ros.scenario_publisher import ENCODINGS, ScenarioPublisher
-from alpamayo_ros.ros.spin import spin_until_shutdown
+from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.tools import scenario as sc
 
 NODE_NAME = "synthetic_sensors"
@@ -140,26 +139,7 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
 
 
 def main(args: Optional[list] = None) -> int:
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # rcl rejects malformed --ros-args (remaps, params files)
-        print(f"{NODE_NAME}: invalid ROS arguments: {exc}", file=sys.stderr)
-        return 2
-    try:
-        node = SyntheticSensorsNode()
-    except ConfigError as exc:
-        print(f"{NODE_NAME}: configuration error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        spin_until_shutdown(executor)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(NODE_NAME, SyntheticSensorsNode, SingleThreadedExecutor, args)
 
 
 if __name__ == "__main__":
