@@ -1,0 +1,6 @@
+"""rclpy adapters: parameters, message conversion, diagnostics and the nodes.
+
+Import-light on purpose: importing this package pulls in neither rclpy nor torch; each
+node module imports what it needs. The ROS layer never imports torch directly; it gets a
+PlannerModel from alpamayo_ros.model.runtime.
+"""
