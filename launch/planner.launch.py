@@ -35,6 +35,8 @@ LAUNCH_ARGUMENTS = {
     "use_sim_time": ("false", "Use /clock (bag replay, simulators)"),
     "checkpoint_dir": ("", "Alpamayo-R1 checkpoint; empty = model.checkpoint_dir of the "
                            "params file"),
+    "processor_dir": ("", "Local Qwen3-VL base-VLM/processor directory; empty = "
+                          "model.processor_dir of the params file"),
     **{f"camera_{k}_topic": (topic, f"Topic of camera slot {k} (remap of {topic})")
        for k, topic in enumerate(CAMERA_TOPICS)},
     "odometry_topic": (ODOMETRY_TOPIC, f"nav_msgs/Odometry topic (remap of {ODOMETRY_TOPIC})"),
@@ -55,8 +57,10 @@ def _planner_node(context):
     params_file = arg("params_file") or str(
         FindPackageShare(PACKAGE).perform(context) + "/config/planner.yaml")
     overrides = {"use_sim_time": arg("use_sim_time").lower() in ("true", "1", "yes")}
-    if arg("checkpoint_dir"):
-        overrides["model.checkpoint_dir"] = arg("checkpoint_dir")
+    for launch_arg, parameter in (("checkpoint_dir", "model.checkpoint_dir"),
+                                  ("processor_dir", "model.processor_dir")):
+        if arg(launch_arg):
+            overrides[parameter] = arg(launch_arg)
     return [Node(
         package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME, namespace=arg("namespace"),
         parameters=[params_file, overrides],

@@ -126,6 +126,20 @@ def test_console_shims_run_the_installed_tools(name, tmp_path):
     assert "usage:" in res.stdout
 
 
+def test_installed_tools_find_the_message_definitions_outside_the_source_tree(tmp_path):
+    """The installed bag tools register our messages from <prefix>/share/alpamayo_ros/msg
+    (no source tree, no PYTHONPATH, no sourced ROS environment)."""
+    shim = PREFIX / "bin" / "alpamayo-make-scenario-bag"
+    res = run([str(shim), str(tmp_path / "bag"), "--duration", "2.5", "--width", "64",
+               "--height", "36", "--write-params", str(tmp_path / "params.yaml")], cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    replay = run([str(PREFIX / "bin" / "alpamayo-replay"), str(tmp_path / "bag"), "--params",
+                  str(tmp_path / "params.yaml"), "-o", str(tmp_path / "out"), "--quiet"],
+                 cwd=tmp_path)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert (tmp_path / "out" / "report.json").is_file()
+
+
 # --------------------------------------------------------------------------- set-up path
 
 

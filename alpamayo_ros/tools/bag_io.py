@@ -49,7 +49,10 @@ class BagError(AlpamayoError, ValueError):
 def _msg_dir_candidates() -> list[Path]:
     here = Path(__file__).resolve()
     out = [here.parents[2] / "msg"]  # source tree: <repo>/msg
-    try:  # installed package: <prefix>/share/alpamayo_ros/msg
+    # Installed (venv or colcon install space, any lib/pythonX.Y/{site,dist}-packages
+    # depth): <prefix>/share/alpamayo_ros/msg above this file.
+    out += [parent / "share" / "alpamayo_ros" / "msg" for parent in here.parents[3:]]
+    try:  # a sourced ROS environment names the prefix in the ament index
         from ament_index_python.packages import get_package_share_directory
         out.append(Path(get_package_share_directory("alpamayo_ros")) / "msg")
     except Exception:  # not installed or no ament index: the source tree is enough
