@@ -125,6 +125,20 @@ def test_stale_inputs_are_skipped_with_reason():
     assert "odometry stale: newest sample is 0.500 s old" in result.reason
 
 
+def test_a_silent_camera_is_named_as_the_stale_input():
+    """Camera slot 3 stops at 2.0 s while the others go on: the reason names slot 3, not
+    the cameras whose frames around its old t0 have left the buffer."""
+    scenario = Scenario()
+    core = make_core(max_input_age=0.5)
+    scenario.events = [e for e in scenario.events
+                       if not (e[1] == 0 and e[2] == 3 and e[0] > now_ns(2.0))]
+    scenario.advance(core, 3.5)
+    result = core.tick(now_ns(3.5))
+    assert result.status == PlanStatus.SKIPPED
+    assert result.reason.startswith("inputs stale: t0 is 1.570 s old")  # frame at 1.93 s
+    assert "newest frame of camera slot 3 (index 6" in result.reason
+
+
 class FlakyModel:
     """Raises on the first call (like a CUDA OOM), then delegates."""
 

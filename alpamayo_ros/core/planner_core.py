@@ -262,6 +262,19 @@ class PlannerCore:
         return snapshot
 
     # ------------------------------------------------------------------ planning
+    def _check_camera_age(self, now_ns: int, stamps_per_slot: list, describe: list) -> None:
+        """InputNotReady naming the camera whose newest frame (t0 = the oldest of the
+        cameras' newest frames) is older than max_input_age at the tick."""
+        newest = [int(stamps[-1]) if len(stamps) else None for stamps in stamps_per_slot]
+        if any(n is None for n in newest):
+            return  # frame selection names the camera that never sent a frame
+        slot = int(np.argmin(newest))
+        age = (now_ns - newest[slot]) / NS_PER_S
+        if age > self.config.max_input_age:
+            raise InputNotReady(f"inputs stale: t0 is {age:.3f} s old at the tick "
+                                f"(max_input_age {self.config.max_input_age:g} s); newest "
+                                f"frame of {describe[slot]} is the oldest")
+
     def prepare(self, now_ns: int) -> PreparedInputs:
         """Select t0 and frames, check staleness, interpolate the history, decode frames.
 
@@ -276,14 +289,13 @@ class PlannerCore:
         with self._lock:  # one consistent snapshot of all buffers
             cameras = [b.snapshot() for b in self._cameras]
             describe = [cfg.describe_slot(s) for s in range(NUM_CAMERAS)]
+            # Staleness first, so a silent camera is named as the cause (frame selection
+            # around its old t0 would otherwise blame the cameras that are fine).
+            self._check_camera_age(now_ns, [c[0] for c in cameras], describe)
             selection = select_frames([c[0] for c in cameras], cfg.frame_tolerance, describe)
             # Only the odometry the history can use (the gap check looks one sample
             # further back than t0-1.5 s).
             track = self.odometry_track(selection.t0_ns - HISTORY_SPAN_NS)
-        age = (now_ns - selection.t0_ns) / NS_PER_S
-        if age > cfg.max_input_age:
-            raise InputNotReady(f"inputs stale: t0 is {age:.3f} s old at the tick "
-                                f"(max_input_age {cfg.max_input_age:g} s)")
         if len(track) == 0:
             raise InputNotReady("odometry: no sample received yet")
         odometry_age = (now_ns - int(track.stamps_ns[-1])) / NS_PER_S
