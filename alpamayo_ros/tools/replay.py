@@ -588,7 +588,9 @@ def run_bag_job(job: BagJob) -> dict:
                 f"cannot write output bag: {exc}"
     if job.plot:
         from alpamayo_ros.tools.replay_outputs import plot_bag
-        plot_bag(job.plot, result, replay.results)
+        plot_bag(job.plot, result, replay.results,
+                 odometry_paths=[np.asarray(e.odo_xyz, dtype=np.float64).reshape(-1, 3)
+                                 for e in replay.epochs])
     return {"result": result, "timings": timings}
 
 

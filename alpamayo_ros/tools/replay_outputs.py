@@ -162,10 +162,18 @@ def _pyplot():
 
 
 def plot_bag(path: Path | str, bag_result: Mapping, results: Sequence[PlanResult],
-             max_paths: int = 12) -> None:
-    """Top-down odometry-frame paths of sampled OK ticks and minADE over time."""
+             max_paths: int = 12, odometry_paths: Sequence[np.ndarray] = ()) -> None:
+    """Top-down odometry-frame paths of sampled OK ticks and minADE over time.
+
+    odometry_paths: the bag's odometry positions (N, 3) per epoch, drawn as the driven
+    path the plans are scored against.
+    """
     plt = _pyplot()
     fig, (ax_map, ax_err) = plt.subplots(1, 2, figsize=(12, 5))
+    for k, xyz in enumerate(odometry_paths):
+        if len(xyz):
+            ax_map.plot(xyz[:, 0], xyz[:, 1], "-", color="0.7", lw=4, zorder=0,
+                        label="driven path (odometry)" if k == 0 else None)
     ok = [r for r in results if r.status == PlanStatus.OK and r.selected is not None]
     hist = [r.t0_pose_odom.position for r in ok if r.t0_pose_odom is not None]
     if hist:
@@ -181,7 +189,7 @@ def plot_bag(path: Path | str, bag_result: Mapping, results: Sequence[PlanResult
     ax_map.set_xlabel("x [m] (odom)")
     ax_map.set_ylabel("y [m] (odom)")
     ax_map.set_title(f"{Path(str(bag_result.get('bag', ''))).name}: plans of sampled ticks")
-    if hist is not None and len(hist):
+    if ax_map.get_legend_handles_labels()[0]:
         ax_map.legend(loc="best", fontsize=8)
     ticks = bag_result.get("ticks", [])
     for key, style in (("1", "g.-"), ("3", "b.-"), ("6.4", "r.-")):
