@@ -69,14 +69,27 @@ def test_what_the_launch_file_starts_plans_under_namespace_and_remaps(ros_proces
     driver = ScenarioPublisher(ros_node.node, scenario, [targets[f"camera_{k}_topic"] for k in range(4)],
                                ["rgb8"] * 4, odometry_topic=targets["odometry_topic"],
                                publish_clock=True)
-    _, plans = ros_node.subscribe("/ego/alpamayo/plan", PlannerOutput, qos=PLAN_QOS)
+    plan_sub, plans = ros_node.subscribe("/ego/alpamayo/plan", PlannerOutput, qos=PLAN_QOS)
+    # Plans published before discovery matched our subscription would be lost.
+    ros_node.wait_for_subscription_match(plan_sub, timeout=20.0)
     for pub in driver.camera_publishers + [driver.odometry_publisher]:
         ros_node.wait_for_publisher_match(pub, timeout=20.0)
-    for t in np.arange(0.0, 4.0, 0.01):
+
+    def ok_plans():
+        return [p for p in list(plans.messages) if p.status == PlannerOutput.STATUS_OK]
+
+    # Drive (sim time) until an OK plan arrived: 1.5 s of history are needed first.
+    for t in np.arange(0.0, 5.5, 0.01):
         driver.advance_to(float(t))
         time.sleep(0.005)
-    got = plans.wait_for(1, timeout=10.0)
-    ok = [p for p in got if p.status == PlannerOutput.STATUS_OK]
-    assert ok, proc.describe()
+        if t > 2.5 and ok_plans():
+            break
+    deadline = time.monotonic() + 10.0
+    while not ok_plans() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ok = ok_plans()
+    assert ok, proc.describe() + "\nplans:\n" + "\n".join(
+        f"{p.header.stamp.sec}.{p.header.stamp.nanosec:09d} status {p.status}: {p.status_reason}"
+        for p in list(plans.messages))
     assert list(ok[-1].inputs.camera_topics) == [targets[f"camera_{k}_topic"] for k in range(4)]
     assert ros_node.node.count_subscribers("/localization/kinematic_state") >= 1

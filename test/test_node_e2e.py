@@ -187,7 +187,9 @@ def test_busy_ticks_are_dropped_and_reported(recording):
     values = {kv.key: kv.value for kv in planner[-1].values}
     # 5 Hz ticks against ~0.5 s of CPU inference: most ticks find the worker busy.
     assert int(values["dropped_ticks"]) > 0
-    assert int(values["planned"]) >= len(_ok(got["plan"])) - 1
+    # The last diagnostics may predate the last plans (sim time stops with the drive), so
+    # the counter is bounded by, not equal to, the OK plans received.
+    assert 0 < int(values["planned"]) <= len(_ok(got["plan"]))
     assert values["latency_p50_s"] != "none"
 
 

@@ -1,7 +1,7 @@
 """The planner node in-process: threading (drop-while-busy), model failures and bad inputs.
 
-The PlannerNode runs in its own rclpy Context and MultiThreadedExecutor; the test drives it
-over DDS from the ros_node fixture with a sim clock and a scripted scenario
+The PlannerNode runs in its own rclpy Context and a SingleThreadedExecutor (as in main);
+the test drives it over DDS from the ros_node fixture with a sim clock and a scripted scenario
 (ScenarioPublisher, explicit header stamps). Models are injected through the node's
 model_loader so failures (exceptions, CUDA OOM) and slow inference can be provoked.
 The constant-velocity model keeps these tests light; the real tiny model runs in
@@ -19,7 +19,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import Path  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel  # noqa: E402
@@ -81,7 +81,7 @@ class Rig:
         self.node = PlannerNode(model_loader=loader, context=self.context,
                                 parameter_overrides=[Parameter(k, value=v)
                                                      for k, v in overrides.items()])
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()

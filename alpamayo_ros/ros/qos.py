@@ -9,6 +9,21 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 
 SENSOR_QOS: QoSProfile = qos_profile_sensor_data
 
+
+def _sensor_subscription(depth: int) -> QoSProfile:
+    """Best effort (matches any sensor driver) with a deeper reader queue."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+# The planner's subscriptions queue more than the 5 samples of SensorDataQoS: a Python
+# executor can stall for 100-200 ms (GIL, garbage collection, a busy core), and keep-last 5
+# then overwrites odometry (seen here as 0.3 s history gaps at 50 Hz). 100 samples are 1-2 s
+# of odometry; 10 frames are 0.17-1 s of a 10-60 Hz camera (frames are kept undecoded).
+ODOMETRY_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(100)
+CAMERA_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(10)
+
 PLAN_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
