@@ -158,32 +158,32 @@ class PlannerCore:
     def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage) -> InsertResult:
         """Buffer a frame (undecoded) of camera slot 0..3 at its header stamp [ns]."""
         if not 0 <= camera_slot < NUM_CAMERAS:
-            return self._count_frame(InsertResult(
+            return self._count("frames", InsertResult(
                 InsertStatus.REJECTED,
                 f"camera slot {camera_slot} out of range 0..{NUM_CAMERAS - 1}"))
         if not is_supported_encoding(image.encoding):
-            return self._count_frame(InsertResult(
+            return self._count("frames", InsertResult(
                 InsertStatus.REJECTED,
                 f"{self.config.describe_slot(camera_slot)}: unsupported encoding "
                 f"{image.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"))
         source = self.config.describe_slot(camera_slot)
-        return self._count_frame(self._insert(self._cameras[camera_slot], source,
-                                              int(stamp_ns), image))
+        inserted = self._insert(self._cameras[camera_slot], source, int(stamp_ns), image)
+        return self._count("frames", inserted)
 
     def add_odometry(self, stamp_ns: int, position_xyz, orientation_xyzw) -> InsertResult:
         """Buffer an odometry pose: odometry child frame in the odom frame [m, quat x y z w]."""
         xyz = np.asarray(position_xyz, dtype=np.float64).reshape(3)
         quat = np.asarray(orientation_xyzw, dtype=np.float64).reshape(4)
         if not (np.all(np.isfinite(xyz)) and np.all(np.isfinite(quat))):
-            return self._count_odometry(InsertResult(
+            return self._count("odometry", InsertResult(
                 InsertStatus.REJECTED, f"odometry at {stamp_ns} ns has non-finite values: "
                 f"position {xyz.tolist()}, orientation {quat.tolist()}"))
         norm = float(np.linalg.norm(quat))
         if norm < 1e-6:
-            return self._count_odometry(InsertResult(
+            return self._count("odometry", InsertResult(
                 InsertStatus.REJECTED, f"odometry at {stamp_ns} ns has a zero quaternion"))
-        return self._count_odometry(self._insert(self._odometry, "odometry", int(stamp_ns),
-                                                 (xyz, quat / norm)))
+        inserted = self._insert(self._odometry, "odometry", int(stamp_ns), (xyz, quat / norm))
+        return self._count("odometry", inserted)
 
     def _insert(self, buffer: StampedBuffer, source: str, stamp_ns: int, item
                 ) -> InsertResult:
@@ -200,30 +200,14 @@ class PlannerCore:
         reason = "older than the buffer window" if status == InsertStatus.TOO_OLD else ""
         return InsertResult(status, reason, jump)
 
-    def _count_frame(self, result: InsertResult) -> InsertResult:
-        with self._lock:
-            c = self._counters
-            if result.status == InsertStatus.ADDED:
-                c.frames_added += 1
-            elif result.status == InsertStatus.REPLACED:
-                c.frames_replaced += 1
-            elif result.status == InsertStatus.REJECTED:
-                c.frames_rejected += 1
-            else:
-                c.frames_too_old += 1
-        return result
+    _COUNTER_SUFFIX = {InsertStatus.ADDED: "added", InsertStatus.REPLACED: "replaced",
+                       InsertStatus.REJECTED: "rejected", InsertStatus.TOO_OLD: "too_old"}
 
-    def _count_odometry(self, result: InsertResult) -> InsertResult:
+    def _count(self, stream: str, result: InsertResult) -> InsertResult:
+        """Count an insert of `stream` ("frames" or "odometry") by its status."""
+        name = f"{stream}_{self._COUNTER_SUFFIX[result.status]}"
         with self._lock:
-            c = self._counters
-            if result.status == InsertStatus.ADDED:
-                c.odometry_added += 1
-            elif result.status == InsertStatus.REPLACED:
-                c.odometry_replaced += 1
-            elif result.status == InsertStatus.REJECTED:
-                c.odometry_rejected += 1
-            else:
-                c.odometry_too_old += 1
+            setattr(self._counters, name, getattr(self._counters, name) + 1)
         return result
 
     def _clear_locked(self) -> None:
