@@ -27,7 +27,7 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # numpy 2.4, scipy 1.17 and matplotlib 3.11 need 3.11
     packages=find_packages(include=["alpamayo_ros", "alpamayo_ros.*"]),
     install_requires=read_requirements("requirements.txt"),
     extras_require={"test": read_requirements("requirements-test.txt")},

@@ -39,25 +39,17 @@ TRAJ_FUTURE_START, FILLER_TOKEN = 155681, 1000
 
 
 def build_network(device, dtype, attn):
-    from transformers import Qwen3VLConfig
+    from alpamayo_ros.model.modeling import (NetworkSpec, _rebuild_non_persistent_buffers,
+                                             build_meta_network, build_vlm_config)
 
-    from alpamayo_ros.model.modeling import (AlpamayoR1Network, NetworkSpec,
-                                             _rebuild_non_persistent_buffers)
-
-    config = Qwen3VLConfig(text_config=TEXT, vision_config=VISION, tie_word_embeddings=False, **IDS)
-    for sub in (config, config.text_config, config.vision_config):
-        sub._attn_implementation = attn
+    config = build_vlm_config(dict(text_config=TEXT, vision_config=VISION,
+                                   tie_word_embeddings=False, **IDS),
+                              TEXT["vocab_size"], attn)
     spec = NetworkSpec(vocab_size=TEXT["vocab_size"], expert_cfg=EXPERT_CFG,
                        action_in_proj_cfg=dict(hidden_size=512, num_enc_layers=2,
                                                num_fourier_feats=20, max_freq=100.0),
                        action_space_cfg={}, expert_non_causal_attention=True)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device("meta"):
-            net = AlpamayoR1Network(config, spec, "sdpa")
-    finally:
-        torch.set_default_dtype(previous)
+    net = build_meta_network(config, spec, dtype, "sdpa")
     net.to_empty(device=device)
     with torch.no_grad():
         for name, p in net.named_parameters():

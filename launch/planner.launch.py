@@ -1,7 +1,7 @@
 """Launch the Alpamayo-R1 planner node.
 
     ros2 launch alpamayo_ros planner.launch.py checkpoint_dir:=/models/Alpamayo-R1-10B \
-        namespace:=ego camera_0_topic:=/sensing/camera/cross_left/image_raw/compressed \
+        namespace:=ego camera_0_topic:=/sensing/camera/cross_left/image_raw \
         odometry_topic:=/localization/kinematic_state use_sim_time:=true
 
 Arguments (defaults in LAUNCH_ARGUMENTS below):
@@ -9,7 +9,9 @@ Arguments (defaults in LAUNCH_ARGUMENTS below):
   namespace        namespace of the node and its relative topics
   use_sim_time     follow /clock
   checkpoint_dir   overrides model.checkpoint_dir of the params file when not empty
-  camera_<k>_topic the topic camera slot k (0..3) is remapped to
+  processor_dir    overrides model.processor_dir of the params file when not empty
+  camera_<k>_topic the topic camera slot k (0..3) is remapped to (its message type
+                   follows camera_transports of the params file)
   odometry_topic   the topic the odometry input is remapped to
 
 launch/launch_ros are imported inside generate_launch_description, so the constants can be

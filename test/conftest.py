@@ -35,15 +35,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_LOG_DIR, ignore_errors=True)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    for line in (
-        "slow: takes more than ~20 s (colcon build, long replays)",
-        "ros: starts ROS 2 processes or rclpy contexts",
-        "fixtures: needs the golden fixtures of the official model (../shared/fixtures)",
-    ):
-        config.addinivalue_line("markers", line)
-
-
 # --------------------------------------------------------------------------- ROS domain
 
 

@@ -99,6 +99,17 @@ def test_wrong_model_type(root):
         locate_checkpoint(root / "checkpoint")
 
 
+def test_malformed_json_files_raise_checkpoint_errors(root):
+    from alpamayo_ros.model.checkpoint import read_processor_config
+
+    (root / "base_vlm" / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"base_vlm/config.json is not valid JSON"):
+        read_processor_config(root / "base_vlm")
+    (root / "checkpoint" / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="must hold a JSON object, have list"):
+        locate_checkpoint(root / "checkpoint")
+
+
 def test_processor_dir_resolution(root, tmp_path):
     ckpt = root / "checkpoint"
     config = json.loads((ckpt / "config.json").read_text())

@@ -1,4 +1,6 @@
 """Message conversion (alpamayo_ros/ros/convert.py, markers.py) without a ROS graph."""
+import io
+
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -83,6 +85,34 @@ def test_compressed_images():
     truncated = convert.compressed_to_encoded(CompressedImage(format="jpeg", data=jpeg[:40]))
     with pytest.raises(DecodeError, match="corrupt jpeg"):
         decode_image(truncated)
+
+
+def test_bag_replay_accepts_and_refuses_compressed_frames_as_the_node_does():
+    from PIL import Image as PILImage
+
+    from alpamayo_ros.tools import bag_io
+
+    rgb = np.full((16, 24, 3), 120, np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format="PNG")
+    jpeg, png = encode_jpeg(rgb, 95), buf.getvalue()
+
+    def bag_msg(fmt, data):
+        return bag_io.msg_class(bag_io.COMPRESSED_IMAGE_TYPE)(
+            header=bag_io.header(0, "cam"), format=fmt, data=np.frombuffer(data, np.uint8))
+
+    for fmt, data, codec in (("", jpeg, "jpeg"), ("", png, "png"), ("png", png, "png"),
+                             ("bgr8; jpeg compressed bgr8", jpeg, "jpeg")):
+        node = convert.compressed_to_encoded(CompressedImage(format=fmt, data=data))
+        bag = bag_io.image_to_encoded(bag_msg(fmt, data), bag_io.COMPRESSED_IMAGE_TYPE)
+        assert node.encoding == bag.encoding == codec, (fmt, codec)
+    for fmt, data, pattern in (("png", jpeg, "does not start with the png signature"),
+                               ("", b"\x00\x01\x02\x03", "unsupported CompressedImage format"),
+                               ("h264", jpeg, "unsupported CompressedImage format 'h264'")):
+        with pytest.raises(DecodeError, match=pattern):
+            convert.compressed_to_encoded(CompressedImage(format=fmt, data=data))
+        with pytest.raises(DecodeError, match=pattern):
+            bag_io.image_to_encoded(bag_msg(fmt, data), bag_io.COMPRESSED_IMAGE_TYPE)
 
 
 def test_odometry_sample():

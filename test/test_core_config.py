@@ -44,6 +44,8 @@ def test_unknown_keys_rejected_unless_allowed():
     ({"decode_cache_size": 8}, "decode_cache_size must be an int >= 16, have 8"),
     ({"base_offset_rpy": (0.0, float("nan"), 0.0)}, "base_offset_rpy must be 3 finite numbers"),
     ({"output_image_size": (10, 10)}, "output_image_size must be"),
+    ({"output_image_size": 640}, r"output_image_size must be .*have 640"),
+    ({"output_image_size": (640.5, 360)}, r"whole pixels .*have \(640.5, 360\)"),
 ])
 def test_invalid_values_raise_config_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):

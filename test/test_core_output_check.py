@@ -53,3 +53,13 @@ def test_non_finite_shape_and_v0():
     assert check_sample(sample, 5.0, LIMITS) == "curvature has 1 non-finite values"
     assert check_sample(make(xyz[:10]), 5.0, LIMITS).startswith("xyz has shape (10, 3)")
     assert check_sample(make(xyz), float("nan"), LIMITS) == "v0 is not finite (nan)"
+
+
+def test_samples_given_as_lists_are_checked_not_crashed_on():
+    sample = make(line(10.0))
+    as_lists = TrajectorySample(xyz=sample.xyz.tolist(), rot=sample.rot.tolist(),
+                                yaw=sample.yaw.tolist(), speed=sample.speed.tolist(),
+                                acceleration=sample.acceleration.tolist(),
+                                curvature=sample.curvature.tolist())
+    assert check_sample(as_lists, 10.0, LIMITS) == ""
+    assert "first waypoint" in check_sample(as_lists, 20.0, LIMITS)

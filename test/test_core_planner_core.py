@@ -281,6 +281,18 @@ def test_insertion_rejections_and_duplicates():
     assert counters.frames_replaced == 1 and counters.odometry_replaced == 1
 
 
+def test_too_old_insert_names_source_and_numbers():
+    # A jump tolerance above the buffer duration leaves a band of stamps that are too old
+    # to keep but no time jump.
+    core = make_core(buffer_duration=1.0, time_jump_tolerance=2.0)
+    assert core.add_image(2, now_ns(1.5), rgb_image()).status == InsertStatus.ADDED
+    old = core.add_image(2, now_ns(0.2), rgb_image())
+    assert old.status == InsertStatus.TOO_OLD and old.time_jump is None
+    assert "camera slot 2 (index 2, cross_right_120fov)" in old.reason
+    assert "1.300 s older than the newest" in old.reason and "keeps 1 s" in old.reason
+    assert core.counters().frames_too_old == 1
+
+
 def test_corrupt_frame_skips_tick_with_reason():
     scenario = Scenario(camera_phases=(0.0,) * 4)
     core = make_core()

@@ -40,3 +40,12 @@ def test_demo_without_plans_fails_clearly(tmp_path, ros_domain_id):
     assert done.returncode == 1
     assert "error: no plan arrived" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "out" / "demo_topdown.png").exists()
+
+
+def test_demo_parameter_arguments_are_yaml_literals():
+    from alpamayo_ros.tools.demo import _param
+
+    assert _param("model.checkpoint_dir", "/data/it's here") == \
+        ["-p", "model.checkpoint_dir:='/data/it''s here'"]
+    assert _param("use_sim_time", True) == ["-p", "use_sim_time:=true"]
+    assert _param("rate_hz", 2.0) == ["-p", "rate_hz:=2.0"]

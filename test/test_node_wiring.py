@@ -342,3 +342,33 @@ def test_stamps_going_backwards_clear_the_buffers(rig_factory):
             assert time_to_ns(plan.inputs.odometry_newest) <= t0 + 1_000_000_000
     rig.run(3.0, 3.6)
     assert int(_values(rig.last_status("planner"))["input_resets"]) >= 1
+
+
+def test_clock_jump_clears_the_buffers_and_names_the_cause(monkeypatch, ros_domain_id):
+    """Both kinds of jump the node's JumpThreshold reports reset the core; the log says
+    which one it was (a time source switch is not a jump back by -delta)."""
+    from types import SimpleNamespace
+
+    from rclpy.clock import ClockChange, TimeJump
+    from rclpy.duration import Duration
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    node = None
+    try:
+        node = PlannerNode(context=context, parameter_overrides=[
+            Parameter("model.backend", value="constant_velocity")])
+        warnings, resets = [], []
+        monkeypatch.setattr(node, "get_logger", lambda: SimpleNamespace(
+            warning=lambda text, **_: warnings.append(text)))
+        monkeypatch.setattr(node._core, "reset", lambda: resets.append(True))
+        node._on_clock_jump(TimeJump(ClockChange.ROS_TIME_NO_CHANGE, Duration(seconds=-2)))
+        node._on_clock_jump(TimeJump(ClockChange.ROS_TIME_ACTIVATED, Duration(seconds=0)))
+        assert len(resets) == 2
+        assert warnings[0] == "node clock jumped back 2.000 s: cleared all buffers"
+        assert "ROS_TIME_ACTIVATED" in warnings[1] and "jumped back" not in warnings[1]
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.shutdown(context=context)

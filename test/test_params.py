@@ -127,3 +127,27 @@ def test_declare_and_read_on_an_rclpy_node():
         bad.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_declare_and_read_with_a_one_sided_bound():
+    """A spec with only a minimum declares (no ROS range) and is still checked."""
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.parameter import Parameter
+
+    specs = (P.ParamSpec("count", P.INT, 1, "A count.", minimum=0),
+             P.ParamSpec("gain", P.FLOAT, 1.0, "A gain.", maximum=5.0))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("params_one_sided", context=context)
+        assert P.declare_and_read(node, specs) == {"count": 1, "gain": 1.0}
+        node.destroy_node()
+        bad = rclpy.create_node("params_one_sided_bad", context=context, parameter_overrides=[
+            Parameter("count", value=-1), Parameter("gain", value=7.0)])
+        with pytest.raises(ConfigError) as info:
+            P.declare_and_read(bad, specs)
+        assert "count: have -1, need >= 0" in str(info.value)
+        assert "gain: have 7.0, need <= 5.0" in str(info.value)
+        bad.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

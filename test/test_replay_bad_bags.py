@@ -151,3 +151,24 @@ def test_undecodable_messages_are_rejected_and_counted(tmp_path):
     assert any(bad_topic in k and "need" in k for k in res["rejections"])
     assert all(t["status"] == "SKIPPED" for t in res["ticks"])
     assert any("front_wide_120fov" in t["reason"] for t in res["ticks"])
+
+
+def test_compressed_images_are_checked_like_the_node_does(tmp_path):
+    """A CompressedImage whose data contradicts its format is refused on arrival (the
+    node's check, core.image_decode.checked_compressed_image), not at decode time."""
+    summary = write_bag(tmp_path / "src", duration_s=4.0, encoding="jpeg")
+    bad_topic = summary.camera_topics[1]
+    with bag_io.BagReader(tmp_path / "src") as reader, \
+            bag_io.BagWriter(tmp_path / "bag", "mcap") as writer:
+        for m in reader.messages():
+            msg = m.msg
+            if m.topic == bad_topic:
+                msg.format = "png"  # the data is JPEG
+            writer.write(m.topic, m.msgtype, m.log_time_ns, msg)
+    res = _run(tmp_path / "bag", parameters(summary))
+    assert res["status"] == "ok"
+    assert res["counts"]["rejected"] == summary.message_counts[bad_topic]
+    assert any(k.startswith(f"{bad_topic}: CompressedImage says png")
+               for k in res["rejections"])
+    assert all(t["status"] == "SKIPPED" for t in res["ticks"])
+    assert any("front_wide_120fov" in t["reason"] for t in res["ticks"])

@@ -281,3 +281,25 @@ def test_reused_pixel_buffer_never_leaks_between_calls(runtime):
     again = runtime.predict(_model_input(), options)
     np.testing.assert_array_equal(first.samples[0].xyz, again.samples[0].xyz)
     assert runtime._pixel_buffer is not None
+
+
+def test_prompt_is_rendered_once_per_image_grid(runtime, monkeypatch):
+    """The chat template and prompt tokenization are cached per image grid; the ids still
+    equal a fresh build_input_ids for every input (history fused anew each call)."""
+    from alpamayo_ros.model import prompt
+
+    real = prompt.build_unfused_input_ids
+    calls = []
+    monkeypatch.setattr(prompt, "build_unfused_input_ids",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    runtime._unfused_prompt = None
+    inputs = (_model_input(), _model_input(speed=3.0), _model_input(height=96, width=64),
+              _model_input(speed=2.0))
+    with torch.inference_mode():
+        for model_input in inputs:
+            prepared = runtime.prepare_inputs(model_input)
+            need = prompt.fuse_history_tokens(
+                real(runtime.tokenizer, runtime.token_ids, prepared.image_grid_thw),
+                runtime.token_ids, model_input.history_xyz)
+            assert torch.equal(prepared.input_ids, need)
+    assert len(calls) == 3  # 64x96, 96x64, then 64x96 again

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -90,6 +91,11 @@ class PlannerConfig:
                 raise ConfigError(f"{name} must be a sequence, have {type(value).__name__}")
         size = self.output_image_size
         if size is not None:
+            if not (isinstance(size, (list, tuple)) and all(
+                    isinstance(v, numbers.Real) and not isinstance(v, bool)
+                    and float(v).is_integer() for v in size)):
+                raise ConfigError("output_image_size must be (width, height) in whole pixels "
+                                  f"or [0, 0] for native size, have {size!r}")
             size = tuple(int(v) for v in size)
             # ROS parameters cannot be None: [0, 0] (or an empty list) means native size.
             object.__setattr__(self, "output_image_size",

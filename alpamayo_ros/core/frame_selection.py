@@ -16,9 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from alpamayo_ros.core.errors import InputNotReady
-from alpamayo_ros.core.types import FRAME_OFFSETS, FRAMES_PER_CAMERA, NUM_CAMERAS
+from alpamayo_ros.core.types import FRAME_OFFSETS, FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS
 
-NS_PER_S = 1_000_000_000
 FRAME_OFFSETS_NS = tuple(int(round(o * NS_PER_S)) for o in FRAME_OFFSETS)
 
 
@@ -41,10 +40,6 @@ class FrameSelection:
     frame_skews: np.ndarray
     camera_skew: float
     newest_stamps_ns: np.ndarray
-
-    @property
-    def max_frame_skew(self) -> float:
-        return float(np.max(np.abs(self.frame_skews)))
 
 
 def select_frames(camera_stamps_ns: Sequence[np.ndarray], frame_tolerance: float,

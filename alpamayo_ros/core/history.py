@@ -15,10 +15,9 @@ from scipy.interpolate import CubicSpline
 from scipy.spatial.transform import Rotation, Slerp
 
 from alpamayo_ros.core.errors import InputNotReady
-from alpamayo_ros.core.geometry import Pose, apply_base_offset, to_local_frame
-from alpamayo_ros.core.types import HISTORY_OFFSETS, NUM_HISTORY
+from alpamayo_ros.core.geometry import Pose, to_local_frame
+from alpamayo_ros.core.types import HISTORY_OFFSETS, NS_PER_S, NUM_HISTORY
 
-NS_PER_S = 1_000_000_000
 HISTORY_OFFSETS_NS = np.asarray([int(round(o * NS_PER_S)) for o in HISTORY_OFFSETS],
                                 dtype=np.int64)
 HISTORY_SPAN_NS = int(-HISTORY_OFFSETS_NS[0])
@@ -41,6 +40,13 @@ class OdometryTrack:
     @staticmethod
     def empty() -> "OdometryTrack":
         return OdometryTrack(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 4)))
+
+    def around(self, start_ns: int, end_ns: int) -> "OdometryTrack":
+        """The samples inside [start_ns, end_ns] plus one on each side (they shape the
+        interpolation at the ends)."""
+        lo = max(int(np.searchsorted(self.stamps_ns, start_ns, side="left")) - 1, 0)
+        hi = min(int(np.searchsorted(self.stamps_ns, end_ns, side="right")) + 1, len(self))
+        return OdometryTrack(self.stamps_ns[lo:hi], self.xyz[lo:hi], self.quat_xyzw[lo:hi])
 
 
 @dataclass(frozen=True)
@@ -95,14 +101,6 @@ class PoseInterpolator:
         self._spline = CubicSpline(self._t, self._xyz, axis=0) if method == "spline" else None
         self._slerp = Slerp(self._t, self._rot)
 
-    @property
-    def first_ns(self) -> int:
-        return self._ref_ns + int(round(self._t[0] * NS_PER_S))
-
-    @property
-    def last_ns(self) -> int:
-        return self._ref_ns
-
     def _positions_inside(self, t: np.ndarray) -> np.ndarray:
         if self._spline is not None:
             return self._spline(t)
@@ -127,14 +125,9 @@ class PoseInterpolator:
         return xyz + self._xyz_ref, rot
 
 
-def base_poses(track: OdometryTrack, base_offset: Pose) -> tuple[np.ndarray, np.ndarray]:
-    """Base poses (N, 3), (N, 3, 3) in the odom frame from the track's child-frame poses."""
-    rot = Rotation.from_quat(track.quat_xyzw).as_matrix()
-    return apply_base_offset(track.xyz, rot, base_offset)
-
-
-def base_poses_rotation(track: OdometryTrack, base_offset: Pose) -> tuple[np.ndarray, Rotation]:
-    """As base_poses, rotations kept as a scipy Rotation (saves matrix round trips)."""
+def base_poses(track: OdometryTrack, base_offset: Pose) -> tuple[np.ndarray, Rotation]:
+    """Base positions (N, 3) and rotations (a scipy Rotation of N, no matrix round trip) in
+    the odom frame from the track's child-frame poses: T_odom_base = T_odom_child * offset."""
     child_rot = Rotation.from_quat(track.quat_xyzw)
     base_xyz = track.xyz + child_rot.apply(base_offset.position)
     return base_xyz, child_rot * Rotation.from_matrix(base_offset.rotation)
@@ -164,24 +157,20 @@ def build_history(track: OdometryTrack, t0_ns: int, base_offset: Pose, *,
         raise InputNotReady(
             f"odometry: newest sample is {(end_ns - stamps[-1]) / NS_PER_S:.3f} s before t0 "
             f"(max_extrapolation {max_extrapolation:g} s)")
-    # Samples inside the window plus one on each side (they shape the spline at the ends).
-    lo = max(int(np.searchsorted(stamps, start_ns, side="left")) - 1, 0)
-    hi = min(int(np.searchsorted(stamps, end_ns, side="right")) + 1, n)
-    used = slice(lo, hi)
-    if hi - lo < 2:
+    sub = track.around(start_ns, end_ns)
+    if len(sub) < 2:
         raise InputNotReady(f"odometry: need >= 2 samples around the history window, "
-                            f"have {hi - lo}")
-    gaps = np.diff(stamps[used])
+                            f"have {len(sub)}")
+    gaps = np.diff(sub.stamps_ns)
     max_gap_ns = int(gaps.max()) if gaps.size else 0
     gap_limit_ns = int(round(max_odometry_gap * NS_PER_S))
     if max_gap_ns > gap_limit_ns:
         at = int(np.argmax(gaps))
-        gap_start = (int(stamps[used][at]) - t0_ns) / NS_PER_S
+        gap_start = (int(sub.stamps_ns[at]) - t0_ns) / NS_PER_S
         raise InputNotReady(
             f"odometry: gap of {max_gap_ns / NS_PER_S:.3f} s after t0{gap_start:+.3f} s "
             f"(max_odometry_gap {max_odometry_gap:g} s)")
-    sub = OdometryTrack(stamps[used], track.xyz[used], track.quat_xyzw[used])
-    xyz_odom, rot_odom = base_poses_rotation(sub, base_offset)
+    xyz_odom, rot_odom = base_poses(sub, base_offset)
     interpolator = PoseInterpolator(sub.stamps_ns, xyz_odom, rot_odom, method)
     query = t0_ns + HISTORY_OFFSETS_NS
     xyz_q, rot_q = interpolator(query)

@@ -83,6 +83,38 @@ def checked_raw_image(encoding: str, height: int, width: int, step: int,
     return EncodedImage(encoding=enc, height=height, width=width, step=row, data=data)
 
 
+_SIGNATURES = {"jpeg": b"\xff\xd8", "png": b"\x89PNG"}
+
+
+def checked_compressed_image(fmt: str, data: np.ndarray) -> EncodedImage:
+    """EncodedImage of a sensor_msgs/CompressedImage payload, checked before it is buffered.
+
+    The compressed twin of `checked_raw_image`, shared by node and replay the same way.
+    The codec is the one the format names (image_transport writes "jpeg", "png" or
+    "bgr8; jpeg compressed bgr8"); an empty format falls back to the signature bytes.
+    data: uint8 numpy array (a view of the message buffer). Raises DecodeError for empty
+    data, an unsupported format, or data whose signature contradicts the format;
+    corruption inside the stream is found when the frame is decoded. Size unknown (0).
+    """
+    if data.size == 0:
+        raise DecodeError("CompressedImage has no data")
+    head = bytes(data[:4])
+    text = fmt.lower()
+    if "jpeg" in text or "jpg" in text:
+        codec = "jpeg"
+    elif "png" in text:
+        codec = "png"
+    else:
+        sniffed = [c for c, sig in _SIGNATURES.items() if head.startswith(sig)]
+        if text or not sniffed:
+            raise DecodeError(f"unsupported CompressedImage format {fmt!r}; need jpeg or png")
+        codec = sniffed[0]
+    if not head.startswith(_SIGNATURES[codec]):
+        raise DecodeError(f"CompressedImage says {codec} ({fmt!r}) but the data does not "
+                          f"start with the {codec} signature (have {head!r})")
+    return EncodedImage(encoding=codec, height=0, width=0, step=0, data=data)
+
+
 def normalised_encoding(encoding: str) -> str:
     """Lower-case encoding name with "jpg" spelled "jpeg"."""
     enc = encoding.strip().lower()

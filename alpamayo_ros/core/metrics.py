@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from alpamayo_ros.core.geometry import Pose, to_local_frame
-from alpamayo_ros.core.history import NS_PER_S, OdometryTrack, PoseInterpolator, base_poses
-from alpamayo_ros.core.types import NUM_WAYPOINTS, WAYPOINT_DT, WAYPOINT_OFFSETS
+from alpamayo_ros.core.history import OdometryTrack, PoseInterpolator, base_poses
+from alpamayo_ros.core.types import NS_PER_S, NUM_WAYPOINTS, WAYPOINT_DT, WAYPOINT_OFFSETS
 
 DEFAULT_HORIZONS = (1.0, 3.0, 6.4)
 
@@ -42,9 +42,7 @@ def future_xyz_t0_frame(track: OdometryTrack, t0_ns: int, base_offset: Pose = Po
         return None
     query = t0_ns + np.round(np.asarray(WAYPOINT_OFFSETS) * NS_PER_S).astype(np.int64)
     # Only samples near [t0, t0+6.4 s] (plus one each side) shape the interpolation.
-    lo = max(int(np.searchsorted(stamps, t0_ns, side="left")) - 1, 0)
-    hi = min(int(np.searchsorted(stamps, query[-1], side="right")) + 1, len(track))
-    sub = OdometryTrack(stamps[lo:hi], track.xyz[lo:hi], track.quat_xyzw[lo:hi])
+    sub = track.around(t0_ns, int(query[-1]))
     xyz, rot = base_poses(sub, base_offset)
     interpolator = PoseInterpolator(sub.stamps_ns, xyz, rot, method)
     all_times = np.concatenate([[t0_ns], query])

@@ -4,10 +4,11 @@ Rules (each violation raises ModelInputError with have/need numbers):
 
 * frames: uint8 RGB, channels last, either (16, H, W, 3) camera-major (cam0 f0..f3, cam1
   f0..f3, ...) or (4, 4, H, W, 3) [camera, frame] which is flattened to that order. A list of
-  16 (or 4 x 4) HxWx3 arrays is stacked. All 16 frames must share one (H, W): the model
-  input is one array, and a rig with mixed resolutions has to resize before (the image
-  processor would otherwise give each camera another token grid). H and W must be at least
-  32 px (one merged vision patch). Channels-first (CHW) input is refused, not guessed.
+  16 (or 4 x 4) HxWx3 arrays is kept as a flat tuple of 16 frames, not stacked. All 16
+  frames must share one (H, W): a rig with mixed resolutions has to resize before (the
+  image processor would otherwise give each camera another token grid). H and W must be
+  at least 32 px (one merged vision patch). Channels-first (CHW) input is refused, not
+  guessed.
   The order inside the array cannot be checked from pixels; the planner core builds it.
 * history_xyz (16, 3) and history_rot (16, 3, 3): finite; every rotation orthonormal with
   det +1 (tolerance 1e-3); the last pose (t0) at the origin (|xyz| <= 1e-3 m) with the
@@ -133,7 +134,8 @@ def normalize_history(history_xyz, history_rot) -> tuple[np.ndarray, np.ndarray]
 
 
 def validate_model_input(model_input: ModelInput) -> ModelInput:
-    """Check a ModelInput and return a normalised copy (16-frame array, float64 history)."""
+    """Check a ModelInput and return a normalised copy (16-frame array, or a tuple of 16
+    frames when they came as a list; float64 history)."""
     if not isinstance(model_input, ModelInput):
         raise ModelInputError(f"need a ModelInput, have {type(model_input).__name__}")
     frames = normalize_frames(model_input.frames)

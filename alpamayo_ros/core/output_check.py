@@ -56,13 +56,14 @@ def check_sample(sample: TrajectorySample, v0: float, limits: OutputCheckLimits)
             return f"{name} has {bad} non-finite values"
     if not np.isfinite(v0):
         return f"v0 is not finite ({v0})"
+    xyz, yaw = np.asarray(sample.xyz), np.asarray(sample.yaw)  # a backend may give lists
     expected = abs(v0) * WAYPOINT_DT
-    first = float(np.hypot(sample.xyz[0, 0], sample.xyz[0, 1]))
+    first = float(np.hypot(xyz[0, 0], xyz[0, 1]))
     allowed = limits.first_waypoint_abs_tolerance + limits.first_waypoint_rel_tolerance * expected
     if abs(first - expected) > allowed:
         return (f"first waypoint is {first:.3f} m from the origin, expected "
                 f"{expected:.3f} m (|v0| {abs(v0):.2f} m/s x {WAYPOINT_DT} s) +- {allowed:.3f} m")
-    backwards = backward_motion(np.asarray(sample.xyz), np.asarray(sample.yaw))
+    backwards = backward_motion(xyz, yaw)
     if backwards > limits.max_backward_motion:
         return (f"moves {backwards:.3f} m backwards (max_backward_motion "
                 f"{limits.max_backward_motion:g} m)")

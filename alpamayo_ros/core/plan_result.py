@@ -54,17 +54,16 @@ class Candidate:
 class TickTimings:
     """Wall-clock seconds of one tick.
 
-    input_preparation: selection + history + decoding (+ resizing) + assembly; decode is the
-    part of it spent decoding frames not in the cache; assembly the copy of the 16 decoded
-    frames into the model's (16, H, W, 3) array; model: the model's own stages;
-    model_call: wall time of predict(); output_building: checks and frame copies after it.
+    input_preparation: staleness gates + selection + history + decoding (+ resizing);
+    selection / history / decode are parts of it (decode: frames not in the cache);
+    model: the model's own stages; model_call: wall time of predict();
+    output_building: output checks and the odom-frame copies of the candidates after it.
     """
 
     input_preparation: float = 0.0
     selection: float = 0.0
     history: float = 0.0
     decode: float = 0.0
-    assembly: float = 0.0
     model: StageTimings = field(default_factory=StageTimings)
     model_call: float = 0.0
     output_building: float = 0.0

@@ -38,14 +38,13 @@ from alpamayo_ros.core.image_decode import (SUPPORTED_ENCODINGS, DecodeCache, En
 from alpamayo_ros.core.output_check import OutputCheckLimits, check_sample
 from alpamayo_ros.core.plan_result import Candidate, PlanResult, PlanStatus, TickTimings
 from alpamayo_ros.core.ring_buffer import InsertStatus, StampedBuffer
-from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NUM_CAMERAS, InferenceOptions,
-                                     ModelInput, ModelOutput, PlannerModel)
+from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS,
+                                     InferenceOptions, ModelInput, ModelOutput, PlannerModel)
 
 __all__ = ["PlannerCore", "PlannerConfig", "PreparedInputs", "PlanResult", "PlanStatus",
            "Candidate", "TickTimings", "InsertResult", "InsertStatus", "TimeJump",
            "CoreCounters", "EncodedImage", "InputNotReady"]
 
-NS_PER_S = 1_000_000_000
 # Longest model error message kept in a PlanResult (tracebacks of CUDA errors are long).
 MAX_REASON_CHARS = 500
 
@@ -152,6 +151,8 @@ class PlannerCore:
                                          config.first_waypoint_rel_tolerance,
                                          config.max_backward_motion)
         self._jump_ns = int(round(config.time_jump_tolerance * NS_PER_S))
+        # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
+        self._slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
         self._counters = CoreCounters()
 
     # ------------------------------------------------------------------ inputs
@@ -161,12 +162,12 @@ class PlannerCore:
             return self._count("frames", InsertResult(
                 InsertStatus.REJECTED,
                 f"camera slot {camera_slot} out of range 0..{NUM_CAMERAS - 1}"))
+        source = self._slot_descriptions[camera_slot]
         if not is_supported_encoding(image.encoding):
             return self._count("frames", InsertResult(
                 InsertStatus.REJECTED,
-                f"{self.config.describe_slot(camera_slot)}: unsupported encoding "
-                f"{image.encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)}"))
-        source = self.config.describe_slot(camera_slot)
+                f"{source}: unsupported encoding {image.encoding!r}; supported: "
+                f"{', '.join(SUPPORTED_ENCODINGS)}"))
         inserted = self._insert(self._cameras[camera_slot], source, int(stamp_ns), image)
         return self._count("frames", inserted)
 
@@ -197,7 +198,11 @@ class PlannerCore:
             status = buffer.add(stamp_ns, item)
         if jump is not None and self.on_time_jump is not None:
             self.on_time_jump(jump)
-        reason = "older than the buffer window" if status == InsertStatus.TOO_OLD else ""
+        reason = ""
+        if status == InsertStatus.TOO_OLD:
+            reason = (f"{source}: stamp {stamp_ns} ns is {(newest - stamp_ns) / NS_PER_S:.3f} s "
+                      f"older than the newest, the buffer keeps "
+                      f"{buffer.duration_ns / NS_PER_S:g} s")
         return InsertResult(status, reason, jump)
 
     _COUNTER_SUFFIX = {InsertStatus.ADDED: "added", InsertStatus.REPLACED: "replaced",
@@ -246,7 +251,7 @@ class PlannerCore:
         return snapshot
 
     # ------------------------------------------------------------------ planning
-    def _check_camera_age(self, now_ns: int, stamps_per_slot: list, describe: list) -> None:
+    def _check_camera_age(self, now_ns: int, stamps_per_slot: list, describe: tuple) -> None:
         """InputNotReady naming the camera whose newest frame (t0 = the oldest of the
         cameras' newest frames) is older than max_input_age at the tick."""
         newest = [int(stamps[-1]) if len(stamps) else None for stamps in stamps_per_slot]
@@ -272,7 +277,7 @@ class PlannerCore:
         start = time.perf_counter()
         with self._lock:  # one consistent snapshot of all buffers
             cameras = [b.snapshot() for b in self._cameras]
-            describe = [cfg.describe_slot(s) for s in range(NUM_CAMERAS)]
+            describe = self._slot_descriptions
             # Staleness first, so a silent camera is named as the cause (frame selection
             # around its old t0 would otherwise blame the cameras that are fine).
             self._check_camera_age(now_ns, [c[0] for c in cameras], describe)
@@ -292,21 +297,19 @@ class PlannerCore:
                                 max_extrapolation=cfg.max_extrapolation,
                                 max_odometry_gap=cfg.max_odometry_gap)
         history_at = time.perf_counter()
-        frames, decodes, decode_seconds, assembly_seconds = self._decode_selected(
-            selection, cameras, describe)
+        frames, decodes, decode_seconds = self._decode_selected(selection, cameras, describe)
         end = time.perf_counter()
         timings = TickTimings(input_preparation=end - start, selection=selected_at - start,
-                              history=history_at - selected_at, decode=decode_seconds,
-                              assembly=assembly_seconds)
+                              history=history_at - selected_at, decode=decode_seconds)
         model_input = ModelInput(frames=frames, history_xyz=history.xyz,
                                  history_rot=history.rot)
         return PreparedInputs(now_ns=int(now_ns), selection=selection, history=history,
                               model_input=model_input, timings=timings, decodes=decodes)
 
-    def _decode_selected(self, selection: FrameSelection, cameras: list, describe: list
-                         ) -> tuple[tuple, int, float, float]:
+    def _decode_selected(self, selection: FrameSelection, cameras: list, describe: tuple
+                         ) -> tuple[tuple, int, float]:
         """The 16 (H, W, 3) uint8 frames of the selection (camera-major, oldest first),
-        decodes done, seconds decoding, seconds assembling the model input."""
+        decodes done, seconds decoding."""
         cache = self._decode_cache
         decodes_before, seconds_before = cache.decodes, cache.decode_seconds
         size = self.config.output_image_size
@@ -330,11 +333,8 @@ class PlannerCore:
                                 "size: set output_image_size to resize all frames")
         # The cached frames go to the model as a tuple (ModelInput accepts one): stacking
         # them would copy 100 MB per tick at 1080x1920 only for the model to resize them.
-        stacking = time.perf_counter()
-        selected = tuple(frames)
-        assembly = time.perf_counter() - stacking
-        return (selected, cache.decodes - decodes_before,
-                cache.decode_seconds - seconds_before, assembly)
+        return (tuple(frames), cache.decodes - decodes_before,
+                cache.decode_seconds - seconds_before)
 
     def run(self, prepared: PreparedInputs) -> PlanResult:
         """Run the model on prepared inputs and build the PlanResult (never raises for

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-_NS = 1_000_000_000
+from alpamayo_ros.core.types import NS_PER_S
 
 
 class Level(enum.IntEnum):
@@ -47,7 +47,7 @@ class InputTracker:
 
     def __init__(self, name: str, window_s: float = 2.0):
         self.name = name
-        self._window_ns = int(window_s * _NS)
+        self._window_ns = int(window_s * NS_PER_S)
         self._arrivals: deque[int] = deque()
         self.newest_stamp_ns: Optional[int] = None
         self.received = 0
@@ -74,12 +74,12 @@ class InputTracker:
         if len(self._arrivals) < 2:
             return 0.0
         span = self._arrivals[-1] - self._arrivals[0]
-        return (len(self._arrivals) - 1) * _NS / span if span > 0 else 0.0
+        return (len(self._arrivals) - 1) * NS_PER_S / span if span > 0 else 0.0
 
     def age_s(self, now_ns: int) -> Optional[float]:
         if self.newest_stamp_ns is None:
             return None
-        return (now_ns - self.newest_stamp_ns) / _NS
+        return (now_ns - self.newest_stamp_ns) / NS_PER_S
 
 
 class LatencyStats:
@@ -183,7 +183,7 @@ class PlannerHealth:
         stamps = [c.newest_stamp_ns for c in self.cameras]
         if any(s is None for s in stamps):
             return None
-        return (max(stamps) - min(stamps)) / _NS
+        return (max(stamps) - min(stamps)) / NS_PER_S
 
     def _input_report(self, tracker: InputTracker, now_ns: int) -> HealthReport:
         age = tracker.age_s(now_ns)

@@ -48,6 +48,11 @@ class StampedBuffer(Generic[T]):
         with self._lock:
             return len(self._stamps)
 
+    @property
+    def duration_ns(self) -> int:
+        """How far back from the newest stamp entries are kept [ns]."""
+        return self._duration_ns
+
     def add(self, stamp_ns: int, item: T) -> InsertStatus:
         """Insert in stamp order (out-of-order arrivals are fine); equal stamp replaces."""
         stamp_ns = int(stamp_ns)
@@ -79,10 +84,6 @@ class StampedBuffer(Generic[T]):
     def newest_stamp(self) -> Optional[int]:
         with self._lock:
             return self._stamps[-1] if self._stamps else None
-
-    def oldest_stamp(self) -> Optional[int]:
-        with self._lock:
-            return self._stamps[0] if self._stamps else None
 
     def stamps(self) -> np.ndarray:
         """All stamps, ascending, as an int64 array (a copy)."""

@@ -11,6 +11,8 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+# Stamps are int nanoseconds; this converts them to float seconds.
+NS_PER_S = 1_000_000_000
 NUM_CAMERAS = 4
 FRAMES_PER_CAMERA = 4
 NUM_FRAMES = NUM_CAMERAS * FRAMES_PER_CAMERA

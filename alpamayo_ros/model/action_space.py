@@ -188,7 +188,8 @@ class UnicycleActionSpace:
 
     def _fit_history_speeds(self, hist_xyz, hist_rot) -> torch.Tensor:
         cfg = self.config
-        xyz, rot = self._float(hist_xyz), self._float(hist_rot).to(self._float(hist_xyz).dtype)
+        xyz = self._float(hist_xyz)
+        rot = self._float(hist_rot).to(xyz.dtype)
         self._check_history(xyz, rot)
         dxy = torch.diff(xyz[..., :2], dim=-2)
         theta = _unwrap(_yaw(rot))

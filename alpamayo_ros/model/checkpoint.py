@@ -45,6 +45,18 @@ class CheckpointFiles:
     weight_map: Optional[dict]
 
 
+def _read_json(path: Path) -> dict:
+    """Parse one JSON object file of a checkpoint or processor directory (CheckpointError
+    if it is not valid JSON or not an object)."""
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, have {type(value).__name__}")
+    return value
+
+
 def read_checkpoint_config(checkpoint_dir: Path | str) -> dict:
     """Parse ``<checkpoint_dir>/config.json`` and check that it is an Alpamayo-R1 config."""
     checkpoint_dir = Path(checkpoint_dir)
@@ -53,10 +65,7 @@ def read_checkpoint_config(checkpoint_dir: Path | str) -> dict:
     config_path = checkpoint_dir / CONFIG_NAME
     if not config_path.is_file():
         raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} has no {CONFIG_NAME}")
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_path} is not valid JSON: {exc}") from exc
+    config = _read_json(config_path)
     model_type = config.get("model_type")
     if model_type != MODEL_TYPE:
         raise CheckpointError(
@@ -79,10 +88,7 @@ def find_weight_files(checkpoint_dir: Path | str) -> tuple[tuple[Path, ...], Opt
     checkpoint_dir = Path(checkpoint_dir)
     index_path = checkpoint_dir / WEIGHTS_INDEX_NAME
     if index_path.is_file():
-        try:
-            index = json.loads(index_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise CheckpointError(f"{index_path} is not valid JSON: {exc}") from exc
+        index = _read_json(index_path)
         weight_map = index.get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CheckpointError(f"{index_path} has no 'weight_map'")
@@ -155,7 +161,7 @@ def resolve_processor_dir(checkpoint_dir: Path | str, config: dict,
 def read_processor_config(processor_dir: Path | str) -> dict:
     """The base VLM's Qwen3-VL config.json (text_config, vision_config, token ids)."""
     path = Path(processor_dir) / "config.json"
-    config = json.loads(path.read_text())
+    config = _read_json(path)
     if "text_config" not in config or "vision_config" not in config:
         raise CheckpointError(f"{path} is not a Qwen3-VL config (needs text_config and "
                               f"vision_config, has {sorted(config)[:8]})")

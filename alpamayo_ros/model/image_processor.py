@@ -13,12 +13,13 @@ Qwen3-VL processor uses, torchvision backend) returns for uint8 input on the CPU
    (grid_t*grid_h*grid_w, C*T*P*P) patches, grouped by 2x2 merge windows.
 
 Why not the transformers processor at run time: the fast one needs torchvision, which does
-not import beside the torch here, and the slow PIL one is about 10x slower (see
-``bench/bench_image_preprocess.py``). Why our own resize kernel on non-CPU devices: torch
-has no native uint8 antialiased bicubic on CUDA, and the float path (what torchvision does
-there) differs from the CPU kernel by up to 5/255 because it neither rounds nor clamps
-between the horizontal and the vertical pass. :func:`resize_bicubic_uint8` reproduces the
-CPU kernel bit for bit with integer tensor ops on any device.
+not import beside the torch here, and the slow PIL one is several times slower
+(``bench/bench_image_preprocess.py`` prints the ratio). Why our own resize kernel on
+non-CPU devices: torch has no native uint8 antialiased bicubic on CUDA, and the float path
+(what torchvision does there) differs from the CPU kernel, by many 1/255 steps at
+high-contrast edges, because it neither rounds nor clamps between the horizontal and the
+vertical pass. :func:`resize_bicubic_uint8` reproduces the CPU kernel bit for bit with
+integer tensor ops on any device.
 """
 from __future__ import annotations
 

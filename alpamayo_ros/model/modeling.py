@@ -212,6 +212,20 @@ def _rebuild_non_persistent_buffers(network: AlpamayoR1Network, device) -> None:
             raise CheckpointError(f"buffer {name} was not restored after loading")
 
 
+def build_meta_network(vlm_config, spec: NetworkSpec, dtype: torch.dtype,
+                       expert_attn_implementation: str = "sdpa") -> AlpamayoR1Network:
+    """The network with every parameter on the meta device in ``dtype``: no memory and no
+    random initialisation for weights that are assigned afterwards. The rotary buffers
+    need _rebuild_non_persistent_buffers once the weights are in place."""
+    previous_dtype = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(dtype)
+        with torch.device("meta"):
+            return AlpamayoR1Network(vlm_config, spec, expert_attn_implementation)
+    finally:
+        torch.set_default_dtype(previous_dtype)
+
+
 def load_network(files: CheckpointFiles, processor_dir, *, device="cpu",
                  dtype: torch.dtype = torch.float32, vlm_attn_implementation: str = "sdpa",
                  expert_attn_implementation: str = "sdpa") -> AlpamayoR1Network:
@@ -223,15 +237,7 @@ def load_network(files: CheckpointFiles, processor_dir, *, device="cpu",
     spec = NetworkSpec.from_checkpoint_config(files.config)
     vlm_config = build_vlm_config(read_processor_config(processor_dir), spec.vocab_size,
                                   vlm_attn_implementation)
-    previous_dtype = torch.get_default_dtype()
-    try:
-        # Parameters are created on the meta device in the target dtype: no memory and no
-        # random initialisation for weights that the checkpoint overwrites anyway.
-        torch.set_default_dtype(dtype)
-        with torch.device("meta"):
-            network = AlpamayoR1Network(vlm_config, spec, expert_attn_implementation)
-    finally:
-        torch.set_default_dtype(previous_dtype)
+    network = build_meta_network(vlm_config, spec, dtype, expert_attn_implementation)
     state = load_state_dict(files, device=device, dtype=None)
     _check_state_names(network, state)
     # The action-space buffers and Fourier frequencies keep their stored dtype: they feed

@@ -101,11 +101,15 @@ class AlpamayoRuntime:
         self.vlm_attn_implementation = vlm_attn_implementation
         self.expert_attn_implementation = expert_attn_implementation
         self.model_id = model_id
-        # One predict at a time: the pixel buffer below (and the device) are shared.
+        # One predict at a time: the pixel buffer and prompt cache below (and the device)
+        # are shared.
         self._predict_lock = threading.Lock()
         # Reused pixel_values buffer (about 70 MB for 16 frames): allocating it afresh every
         # cycle costs more in page faults than the normalisation itself.
         self._pixel_buffer: Optional[torch.Tensor] = None
+        # (image grid, prompt ids before history fusion) of the last call: rendering the chat
+        # template and tokenizing the ~3k-token prompt depend on the grid only.
+        self._unfused_prompt: Optional[tuple[tuple, torch.Tensor]] = None
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir, processor_dir=None, device="cpu",
@@ -164,19 +168,30 @@ class AlpamayoRuntime:
     def prepare_inputs(self, model_input: ModelInput) -> PreparedInputs:
         """Validated ModelInput -> pixel values, prompt ids and history tensors."""
         from alpamayo_ros.model.image_processor import preprocess_frames
-        from alpamayo_ros.model.prompt import build_input_ids
+        from alpamayo_ros.model.prompt import fuse_history_tokens
 
         pixel_values, grid = preprocess_frames(model_input.frames, self.image_config,
                                                layout="hwc", device=self.device,
                                                out=self._pixel_buffer_for(model_input.frames))
         self._pixel_buffer = pixel_values
-        input_ids = build_input_ids(self.tokenizer, self.token_ids, grid.cpu(),
-                                    model_input.history_xyz,
-                                    merge_size=self.image_config.merge_size).to(self.device)
+        input_ids = fuse_history_tokens(self._unfused_prompt_for(grid), self.token_ids,
+                                        model_input.history_xyz).to(self.device)
         return PreparedInputs(
             pixel_values=pixel_values, image_grid_thw=grid, input_ids=input_ids,
             history_xyz=torch.as_tensor(model_input.history_xyz, dtype=torch.float32),
             history_rot=torch.as_tensor(model_input.history_rot, dtype=torch.float32))
+
+    def _unfused_prompt_for(self, grid: torch.Tensor) -> torch.Tensor:
+        """(1, L) CPU prompt ids with the history placeholders still in (prompt.
+        build_unfused_input_ids), built again only when the image grid changes."""
+        from alpamayo_ros.model.prompt import build_unfused_input_ids
+
+        key = tuple(grid.flatten().tolist())
+        if self._unfused_prompt is None or self._unfused_prompt[0] != key:
+            ids = build_unfused_input_ids(self.tokenizer, self.token_ids, grid.cpu(),
+                                          merge_size=self.image_config.merge_size)
+            self._unfused_prompt = (key, ids)
+        return self._unfused_prompt[1]
 
     def _pixel_buffer_for(self, frames) -> Optional[torch.Tensor]:
         """The previous cycle's pixel_values buffer when the frame size is unchanged."""
@@ -329,7 +344,8 @@ def _to_numpy(value):
 
 
 class _StageClock:
-    """Wall-clock laps into StageTimings fields; synchronises CUDA so GPU work is counted."""
+    """Wall-clock laps into StageTimings fields; when timing, synchronises CUDA so GPU work is
+    counted (without timings it does not synchronise)."""
 
     def __init__(self, device: torch.device, timings: Optional[StageTimings]) -> None:
         self.device = device
@@ -337,7 +353,7 @@ class _StageClock:
         self.start = self._now()
 
     def _now(self) -> float:
-        if self.device.type == "cuda":
+        if self.timings is not None and self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 

@@ -13,7 +13,8 @@ fixture recipe (matrices N(0, 1/fan_in), norm weights 1 + 0.1 N, biases 0.05 N, 
 first action_in_proj layer, halved action_out_proj) so flow matching stays well
 conditioned. One extra, documented tweak makes the reasoning end: every token embedding
 carries a constant offset in hidden channel 0 and the lm_head rows of ``<|cot_end|>`` and
-``<|traj_future_start|>`` read that channel, so sampling emits them after a few tokens.
+``<|traj_future_start|>`` read that channel, so sampling usually emits them within the
+token budget.
 Deterministic for a given seed.
 """
 from __future__ import annotations
@@ -33,9 +34,10 @@ from alpamayo_ros.model.action_space import ActionSpaceConfig
 CHECKPOINT_SUBDIR = "checkpoint"
 BASE_VLM_SUBDIR = "base_vlm"
 TRAJ_VOCAB_SIZE = 4000
-# Logit lift of <|cot_end|> / <|traj_future_start|> (times hidden channel 0); with
-# temperature 0.6 the sampled CoC then ends after 1 to ~80 tokens (median ~10). Greedy
-# decoding still runs to the token limit.
+# Logit lift of <|cot_end|> / <|traj_future_start|> (times hidden channel 0): with
+# temperature 0.6 most sampled rows reach <|traj_future_start|> within a few dozen tokens
+# (test_tiny_checkpoint checks that one does within 64). Greedy decoding still runs to the
+# token limit.
 END_TOKEN_LOGIT_LIFT = (3.0, 2.6)
 EMBED_CHANNEL0_OFFSET = 4.0
 

@@ -19,15 +19,14 @@ from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from alpamayo_ros.core.errors import DecodeError
 from alpamayo_ros.core.geometry import Pose as CorePose
-from alpamayo_ros.core.image_decode import EncodedImage, checked_raw_image
+from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
+                                            checked_raw_image)
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
+from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.model.backends import ModelDescription  # noqa: F401 (re-exported)
 from alpamayo_ros.msg import (InputManifest, ModelInfo, PlannerOutput, PlannerTiming,
                               TrajectoryCandidate)
-
-NS_PER_S = 1_000_000_000
 
 
 # ------------------------------------------------------------------------------- time
@@ -48,10 +47,6 @@ def ns_to_duration(ns: int) -> Duration:
 
 
 # ----------------------------------------------------------------------------- images
-_JPEG_MAGIC = b"\xff\xd8"
-_PNG_MAGIC = b"\x89PNG"
-
-
 def image_to_encoded(msg: Image) -> EncodedImage:
     """sensor_msgs/Image -> EncodedImage viewing msg.data (no copy).
 
@@ -62,40 +57,14 @@ def image_to_encoded(msg: Image) -> EncodedImage:
                              np.frombuffer(msg.data, dtype=np.uint8))
 
 
-def compressed_format(fmt: str, data: np.ndarray) -> str:
-    """The codec of a CompressedImage: "jpeg" or "png".
-
-    image_transport writes format strings like "jpeg", "png" or
-    "bgr8; jpeg compressed bgr8"; an empty format falls back to the magic bytes.
-    """
-    text = fmt.lower()
-    if "jpeg" in text or "jpg" in text:
-        return "jpeg"
-    if "png" in text:
-        return "png"
-    head = bytes(data[:4])
-    if not text and head.startswith(_JPEG_MAGIC):
-        return "jpeg"
-    if not text and head.startswith(_PNG_MAGIC):
-        return "png"
-    raise DecodeError(f"unsupported CompressedImage format {fmt!r}; need jpeg or png")
-
-
 def compressed_to_encoded(msg: CompressedImage) -> EncodedImage:
     """sensor_msgs/CompressedImage -> EncodedImage viewing msg.data (size unknown = 0).
 
-    Rejects empty data and data whose magic bytes contradict the format; corruption inside
-    the stream is found when the frame is decoded.
+    Raises DecodeError for empty data, a format other than JPEG/PNG, or data whose
+    signature contradicts the format (core.image_decode.checked_compressed_image, the rule
+    the replay applies too); corruption inside the stream is found when it is decoded.
     """
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise DecodeError("CompressedImage has no data")
-    codec = compressed_format(msg.format, data)
-    magic = _JPEG_MAGIC if codec == "jpeg" else _PNG_MAGIC
-    if not bytes(data[:len(magic)]) == magic:
-        raise DecodeError(f"CompressedImage says {codec} ({msg.format!r}) but the data does "
-                          f"not start with the {codec} signature (have {bytes(data[:4])!r})")
-    return EncodedImage(encoding=codec, height=0, width=0, step=0, data=data)
+    return checked_compressed_image(msg.format, np.frombuffer(msg.data, dtype=np.uint8))
 
 
 # --------------------------------------------------------------------------- odometry

@@ -360,11 +360,13 @@ def declare_and_read(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
             description=spec.description, additional_constraints=spec.range_text(),
             read_only=spec.read_only, dynamic_typing=False)
         # The ROS ranges are for introspection (rqt, ros2 param describe); `validate` still
-        # checks every bound itself so the message can say have/need in one place.
-        if spec.type in (INT, INT_ARRAY) and spec.minimum is not None:
+        # checks every bound itself so the message can say have/need in one place. A ROS
+        # range needs both ends, so a one-sided bound is left to `validate` alone.
+        bounded = spec.minimum is not None and spec.maximum is not None
+        if spec.type in (INT, INT_ARRAY) and bounded:
             descriptor.integer_range = [IntegerRange(
                 from_value=int(spec.minimum), to_value=int(spec.maximum), step=0)]
-        elif spec.type in (FLOAT, FLOAT_ARRAY) and spec.minimum is not None:
+        elif spec.type in (FLOAT, FLOAT_ARRAY) and bounded:
             descriptor.floating_point_range = [FloatingPointRange(
                 from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0)]
         try:

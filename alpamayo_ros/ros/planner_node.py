@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import JumpThreshold
+from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -148,12 +148,15 @@ class PlannerNode(Node):
         self.get_logger().warning(str(jump))
 
     def _on_clock_jump(self, jump) -> None:
-        if jump.delta.nanoseconds < 0 or jump.clock_change:
-            self._core.reset()
-            self._health.record_reset()
-            self.get_logger().warning(
-                f"node clock jumped back {-jump.delta.nanoseconds / 1e9:.3f} s: cleared all "
-                "buffers")
+        # Called only for what the JumpThreshold asks for: a backward jump, or a switch
+        # between system and ROS time (ROS_TIME_ACTIVATED / DEACTIVATED).
+        self._core.reset()
+        self._health.record_reset()
+        if jump.clock_change == ClockChange.ROS_TIME_NO_CHANGE:
+            what = f"jumped back {-jump.delta.nanoseconds / 1e9:.3f} s"
+        else:
+            what = f"changed its time source ({jump.clock_change.name})"
+        self.get_logger().warning(f"node clock {what}: cleared all buffers")
 
     # ------------------------------------------------------------------ planning
     def _on_tick(self) -> None:

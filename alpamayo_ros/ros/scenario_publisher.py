@@ -2,8 +2,8 @@
 
 `ScenarioPublisher.advance_to(t)` publishes every sample whose scenario time is <= t, with
 header stamps = scenario.stamp_ns(sample time), so the receiver can compare against the
-analytic motion. Used by the synthetic_sensors node (timer-driven) and by tests and the
-demo (stepped by hand, for deterministic stamps).
+analytic motion. Used by the synthetic_sensors node (timer-driven; the demo runs that
+node) and by the tests (stepped by hand, for deterministic stamps).
 """
 from __future__ import annotations
 
@@ -19,31 +19,20 @@ from alpamayo_ros.ros.convert import ns_to_time
 from alpamayo_ros.ros.qos import CLOCK_QOS, SENSOR_QOS
 from alpamayo_ros.tools import scenario as sc
 
-ENCODINGS = ("rgb8", "bgr8", "bgra8", "jpeg")
-
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
-    import simplejpeg  # libjpeg-turbo; only needed for JPEG cameras
-    return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=quality, colorspace="RGB")
+    return sc.encode_frame(rgb, "jpeg", quality)
 
 
 def rgb_to_image(rgb: np.ndarray, encoding: str) -> Image:
     """RGB uint8 (H, W, 3) -> sensor_msgs/Image in rgb8, bgr8 or bgra8 (alpha 255)."""
-    h, w = rgb.shape[:2]
-    if encoding == "bgra8":
-        pixels = np.empty((h, w, 4), np.uint8)
-        pixels[..., :3] = rgb[..., ::-1]
-        pixels[..., 3] = 255
-    elif encoding == "bgr8":
-        pixels = rgb[..., ::-1]
-    elif encoding == "rgb8":
-        pixels = rgb
-    else:
+    if encoding not in ("rgb8", "bgr8", "bgra8"):
         raise ValueError(f"raw encoding {encoding!r} not supported here; need rgb8, bgr8, bgra8")
-    pixels = np.ascontiguousarray(pixels)
+    pixels = sc.encode_frame(rgb, encoding)
+    h, w, channels = pixels.shape
     # bytes, not the ndarray: rclpy copies an ndarray element by element (~1000x slower).
     return Image(height=h, width=w, encoding=encoding, is_bigendian=0,
-                 step=w * pixels.shape[2], data=pixels.tobytes())
+                 step=w * channels, data=pixels.tobytes())
 
 
 class _Stream:

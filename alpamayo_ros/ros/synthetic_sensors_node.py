@@ -21,10 +21,9 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.types import NUM_CAMERAS
 from alpamayo_ros.ros import params as P
-from alpamayo_ros.ros.scenario_publisher import ENCODINGS, ScenarioPublisher
+from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.tools import scenario as sc
 
@@ -50,7 +49,8 @@ SENSOR_PARAMETERS: tuple[P.ParamSpec, ...] = (
                 minimum=0.0, maximum=10.0, length=NUM_CAMERAS),
     P.ParamSpec("camera_encodings", P.STRING_ARRAY, ["rgb8", "bgr8", "bgra8", "rgb8"],
                 "Per camera: rgb8 / bgr8 / bgra8 (sensor_msgs/Image) or jpeg "
-                "(sensor_msgs/CompressedImage).", choices=ENCODINGS, length=NUM_CAMERAS),
+                "(sensor_msgs/CompressedImage).", choices=sc.SUPPORTED_ENCODINGS,
+                length=NUM_CAMERAS),
     P.ParamSpec("width", P.INT, 384, "Image width [px].", minimum=32, maximum=4096),
     P.ParamSpec("height", P.INT, 216, "Image height [px].", minimum=32, maximum=4096),
     P.ParamSpec("jpeg_quality", P.INT, 90, "JPEG quality.", minimum=1, maximum=100),
@@ -84,10 +84,7 @@ class SyntheticSensorsNode(Node):
                                   "base_frame": v["base_frame_id"]}
         if not self._clock_mode:
             kwargs["start_stamp_ns"] = self.get_clock().now().nanoseconds
-        try:
-            self.scenario = sc.make_preset(v["scenario"], duration_s=v["duration"], **kwargs)
-        except TypeError as exc:  # a preset that does not take duration_s
-            raise ConfigError(f"scenario {v['scenario']!r}: {exc}") from exc
+        self.scenario = sc.make_preset(v["scenario"], duration_s=v["duration"], **kwargs)
         # A late timer publishes only the newest due frame of each camera (no bursts).
         self.publisher = ScenarioPublisher(
             self, self.scenario, v["camera_topics"], v["camera_encodings"],

@@ -24,7 +24,9 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from alpamayo_ros.core.errors import AlpamayoError
-from alpamayo_ros.core.image_decode import EncodedImage
+from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
+                                            checked_raw_image)
+from alpamayo_ros.tools.scenario import encode_frame
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -98,9 +100,9 @@ def ns_to_stamp(ns: int):
     return msg_class("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
 
 
-def seconds_to_duration(seconds: float):
-    """float seconds -> builtin_interfaces/Duration."""
-    sec, nanosec = divmod(int(round(seconds * 1e9)), 1_000_000_000)
+def ns_to_duration(ns: int):
+    """int ns -> builtin_interfaces/Duration (exact, as the node's convert.ns_to_duration)."""
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
     return msg_class("builtin_interfaces/msg/Duration")(sec=sec, nanosec=nanosec)
 
 
@@ -205,8 +207,7 @@ class BagReader:
     def messages(self, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
         """Messages of `topics` (all when None) in log-time order, deserialised."""
         store = typestore()
-        wanted = None if topics is None else set(topics)
-        conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
+        conns = self.connections(topics)
         if not conns:
             return
         try:
@@ -230,27 +231,17 @@ class BagReader:
 # --------------------------------------------------------------------------------------
 
 
-def compressed_format_to_encoding(fmt: str) -> str:
-    """CompressedImage.format ('jpeg', 'rgb8; jpeg compressed bgr8', 'png', ...) -> encoding.
-
-    Same rule as the node's converter: the compression named in the format string wins.
-    """
-    text = fmt.lower()
-    if "png" in text:
-        return "png"
-    if "jpeg" in text or "jpg" in text:
-        return "jpeg"
-    return text.strip()
-
-
 def image_to_encoded(msg: Any, msgtype: str) -> EncodedImage:
-    """sensor_msgs Image / CompressedImage (rosbags dataclass) -> EncodedImage (no copy)."""
+    """sensor_msgs Image / CompressedImage (rosbags dataclass) -> EncodedImage (no copy).
+
+    The node's checks (core.image_decode.checked_raw_image / checked_compressed_image), so
+    a frame is refused in the replay exactly when the live node refuses it: DecodeError.
+    """
     if msgtype == IMAGE_TYPE:
-        return EncodedImage(encoding=msg.encoding, height=int(msg.height), width=int(msg.width),
-                            step=int(msg.step), data=msg.data)
+        return checked_raw_image(msg.encoding, msg.height, msg.width, msg.step,
+                                 np.asarray(msg.data))
     if msgtype == COMPRESSED_IMAGE_TYPE:
-        return EncodedImage(encoding=compressed_format_to_encoding(msg.format), height=0,
-                            width=0, step=0, data=msg.data)
+        return checked_compressed_image(msg.format, np.asarray(msg.data))
     raise BagError(f"not an image message type: have {msgtype}, need one of {IMAGE_TYPES}")
 
 
@@ -297,33 +288,18 @@ def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str,
                   jpeg_quality: int = 90):
     """RGB uint8 (H, W, 3) -> (msgtype, message).
 
-    encoding: rgb8 / bgr8 / bgra8 (raw sensor_msgs/Image) or jpeg (CompressedImage).
+    encoding: rgb8 / bgr8 / bgra8 (raw sensor_msgs/Image) or jpeg (CompressedImage); the
+    pixels are those of the live publisher (tools/scenario.encode_frame).
     """
-    h, w = rgb.shape[:2]
-    if encoding == "rgb8":
-        data = np.ascontiguousarray(rgb, dtype=np.uint8).reshape(-1)
-        return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
-            header=header(stamp_ns, frame_id), height=h, width=w, encoding="rgb8",
-            is_bigendian=0, step=w * 3, data=data)
-    if encoding == "bgr8":
-        return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
-            header=header(stamp_ns, frame_id), height=h, width=w, encoding="bgr8",
-            is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb[..., ::-1]).reshape(-1))
-    if encoding == "bgra8":
-        bgra = np.empty((h, w, 4), dtype=np.uint8)
-        bgra[..., :3] = rgb[..., ::-1]
-        bgra[..., 3] = 255
-        return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
-            header=header(stamp_ns, frame_id), height=h, width=w, encoding="bgra8",
-            is_bigendian=0, step=w * 4, data=bgra.reshape(-1))
+    payload = encode_frame(rgb, encoding, jpeg_quality)  # ConfigError for other encodings
     if encoding == "jpeg":
-        import simplejpeg
-        data = simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=jpeg_quality,
-                                      colorspace="RGB")
         return COMPRESSED_IMAGE_TYPE, msg_class(COMPRESSED_IMAGE_TYPE)(
             header=header(stamp_ns, frame_id), format="jpeg",
-            data=np.frombuffer(data, dtype=np.uint8))
-    raise BagError(f"cannot write image encoding {encoding!r}; need rgb8, bgr8, bgra8 or jpeg")
+            data=np.frombuffer(payload, dtype=np.uint8))
+    h, w, channels = payload.shape
+    return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
+        header=header(stamp_ns, frame_id), height=h, width=w, encoding=encoding,
+        is_bigendian=0, step=w * channels, data=payload.reshape(-1))
 
 
 def odometry_message(stamp_ns: int, frame_id: str, child_frame_id: str, xyz, quat_xyzw,

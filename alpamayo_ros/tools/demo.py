@@ -25,7 +25,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-NS_PER_S = 1_000_000_000
 
 
 def default_cache_dir() -> Path:
@@ -97,10 +96,11 @@ class NodeProcess:
 
 
 def _param(name: str, value) -> list:
+    """`-p name:=value` with value as the YAML literal rcl parses (strings quoted)."""
     if isinstance(value, bool):
         value = "true" if value else "false"
     elif isinstance(value, str):
-        value = "'" + value + "'"
+        value = "'" + value.replace("'", "''") + "'"
     return ["-p", f"{name}:={value}"]
 
 

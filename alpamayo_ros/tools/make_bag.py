@@ -24,7 +24,8 @@ from typing import Optional, Sequence
 from alpamayo_ros.core.config import CAMERA_NAMES_BY_INDEX
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError
 from alpamayo_ros.tools import bag_io
-from alpamayo_ros.tools.scenario import PRESETS, Scenario, default_cameras, make_preset
+from alpamayo_ros.tools.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario, default_cameras,
+                                         make_preset)
 
 DEFAULT_ODOMETRY_TOPIC = "/odometry"
 
@@ -206,7 +207,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    metavar="S", help="first-frame offset of each camera [s]")
     p.add_argument("--width", type=int, default=576)
     p.add_argument("--height", type=int, default=320)
-    p.add_argument("--encoding", default="rgb8", choices=("rgb8", "bgr8", "bgra8", "jpeg"))
+    p.add_argument("--encoding", default="rgb8", choices=SUPPORTED_ENCODINGS)
     p.add_argument("--odometry-rate", type=float, default=50.0, help="odometry rate [Hz]")
     p.add_argument("--odometry-topic", default=DEFAULT_ODOMETRY_TOPIC)
     p.add_argument("--camera-latency", type=float, default=0.0,

@@ -62,7 +62,7 @@ def run_jobs_on_ray(jobs: Sequence[replay.BagJob], *, address: Optional[str] = N
 
 def build_arg_parser() -> argparse.ArgumentParser:
     p = replay.build_arg_parser()
-    p.prog = "alpamayo-ray-replay"
+    p.prog = "python -m alpamayo_ros.tools.ray_replay"
     g = p.add_argument_group("ray")
     g.add_argument("--ray-address", default=None,
                    help="cluster address ('auto' joins a running cluster); default: local")

@@ -3,7 +3,7 @@
 What is compared (tolerances in `Tolerances`):
 * per tick (matched by bag, epoch and tick time): status (OK -> not OK is a regression),
   number of candidates, and the largest waypoint deviation of every candidate [m];
-* aggregate mean minADE / minFDE per horizon: may not grow by more than
+* per-bag and aggregate mean minADE / minFDE per horizon: may not grow by more than
   metric_abs + metric_rel * golden [m]; fewer scored ticks is a regression too;
 * CoC text of every candidate: exact, unless ignore_coc;
 * latency (mean model time of OK ticks per bag): only when both reports carry the same
@@ -286,7 +286,7 @@ def run_from_args(args: argparse.Namespace, current: Mapping) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="alpamayo-regression",
+    p = argparse.ArgumentParser(prog="python -m alpamayo_ros.tools.regression",
                                 description="Compare a replay report with a golden report.")
     p.add_argument("current", type=Path, help="report.json of the run to check")
     p.add_argument("golden", type=Path, help="previous report.json")

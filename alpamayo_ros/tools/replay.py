@@ -48,7 +48,6 @@ from alpamayo_ros.core.config import PlannerConfig
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError, DecodeError, ModelInputError
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.history import OdometryTrack
-from alpamayo_ros.core.image_decode import EncodedImage, checked_raw_image
 from alpamayo_ros.core.metrics import DEFAULT_HORIZONS, displacement_errors, future_xyz_t0_frame
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_core import PlannerCore
@@ -259,17 +258,6 @@ def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
     return _Topics(cameras, transports, odometry)
 
 
-def _convert_image(msg: Any, msgtype: str) -> EncodedImage:
-    """Bag image -> EncodedImage with the node converter's checks (ros/convert.py)."""
-    image = bag_io.image_to_encoded(msg, msgtype)
-    if msgtype == bag_io.IMAGE_TYPE:
-        image = checked_raw_image(image.encoding, image.height, image.width, image.step,
-                                  np.asarray(image.data))
-    elif len(np.asarray(image.data)) == 0:
-        raise DecodeError("CompressedImage has no data")
-    return image
-
-
 def _convert_odometry(msg: Any) -> bag_io.OdometryReading:
     reading = bag_io.odometry_to_reading(msg)
     if not (np.all(np.isfinite(reading.xyz)) and np.all(np.isfinite(reading.quat_xyzw))):
@@ -320,7 +308,6 @@ class BagReplay:
         self._seq = 0
         self._last_tick_ns: Optional[int] = None
         self._progress = None
-        self.on_tick: Optional[Callable[[PlanResult], None]] = None
 
     # ---- stream ------------------------------------------------------------------------
 
@@ -372,7 +359,7 @@ class BagReplay:
                 payload = ("odom", _convert_odometry(bm.msg))
             else:
                 payload = ("image", topics.cameras[bm.topic],
-                           _convert_image(bm.msg, bm.msgtype))
+                           bag_io.image_to_encoded(bm.msg, bm.msgtype))
         except (DecodeError, ModelInputError) as exc:
             self._reject(bm.topic, str(exc))
             return
@@ -458,8 +445,6 @@ class BagReplay:
             "decode_s": t.decode, "model_call_s": t.model_call,
             "model": {k: float(v) for k, v in asdict(t.model).items()},
             "model_total_s": t.model.total})
-        if self.on_tick is not None:
-            self.on_tick(result)
         if self._progress is not None:
             self._progress.update(1)
 
@@ -487,8 +472,9 @@ class BagReplay:
     def _score_epoch(self, epoch: _Epoch) -> None:
         """minADE/minFDE of the epoch's OK ticks against the epoch's own odometry."""
         if epoch.odo_stamps:
-            order = np.argsort(np.asarray(epoch.odo_stamps, dtype=np.int64), kind="stable")
-            stamps = np.asarray(epoch.odo_stamps, dtype=np.int64)[order]
+            stamps = np.asarray(epoch.odo_stamps, dtype=np.int64)
+            order = np.argsort(stamps, kind="stable")
+            stamps = stamps[order]
             keep = np.concatenate([[True], np.diff(stamps) > 0])  # duplicate stamps: first
             track = OdometryTrack(stamps[keep], np.asarray(epoch.odo_xyz)[order][keep],
                                   np.asarray(epoch.odo_quat)[order][keep])

@@ -49,7 +49,7 @@ def plan_output_message(result: PlanResult, values: Mapping[str, Any], odom_fram
         candidates.append(t["alpamayo_ros/msg/TrajectoryCandidate"](
             poses=_poses(c.xyz, c.rot),
             time_from_t0=[] if offsets_ns is None else
-            [bag_io.seconds_to_duration(d / 1e9) for d in offsets_ns],
+            [bag_io.ns_to_duration(d) for d in offsets_ns],
             yaw=_floats(c.yaw), speed=_floats(c.speed), acceleration=_floats(c.acceleration),
             curvature=_floats(c.curvature), coc=c.coc, coc_token_count=int(c.coc_token_count),
             coc_truncated=bool(c.coc_truncated), valid=bool(c.valid),

@@ -476,6 +476,30 @@ def _draw_boxes(image: np.ndarray, spec: CameraSpec, focal: float, x: float, y: 
         image[v0:v1, max(u1 - 1, u0):u1] = (30, 30, 30)
 
 
+def encode_frame(rgb: np.ndarray, encoding: str, jpeg_quality: int = 90):
+    """A rendered RGB uint8 (H, W, 3) frame as a camera message payload.
+
+    rgb8 / bgr8 / bgra8 (alpha 255): contiguous (H, W, C) uint8 pixels; jpeg: the JPEG
+    bytes. Shared by the bag writer (tools/bag_io.py) and the live publisher
+    (ros/scenario_publisher.py), so bags and live topics carry the same pixels.
+    """
+    if encoding == "jpeg":
+        import simplejpeg  # libjpeg-turbo; only needed for JPEG cameras
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=jpeg_quality,
+                                      colorspace="RGB")
+    if encoding == "bgra8":
+        h, w = rgb.shape[:2]
+        pixels = np.empty((h, w, 4), np.uint8)
+        pixels[..., :3] = rgb[..., ::-1]
+        pixels[..., 3] = 255
+        return pixels
+    if encoding == "bgr8":
+        return np.ascontiguousarray(rgb[..., ::-1])
+    if encoding == "rgb8":
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    raise ConfigError(f"cannot encode a frame as {encoding!r}; need one of {SUPPORTED_ENCODINGS}")
+
+
 # --------------------------------------------------------------------------------------
 # Presets
 # --------------------------------------------------------------------------------------
