@@ -18,9 +18,10 @@ def _sensor_subscription(depth: int) -> QoSProfile:
 
 
 # The planner's subscriptions queue more than the 5 samples of SensorDataQoS: a Python
-# executor can stall for 100-200 ms (GIL, garbage collection, a busy core), and keep-last 5
-# then overwrites odometry (seen here as 0.3 s history gaps at 50 Hz). 100 samples are 1-2 s
-# of odometry; 10 frames are 0.17-1 s of a 10-60 Hz camera (frames are kept undecoded).
+# executor can stall (GIL, garbage collection, a busy core), and keep-last 5 then
+# overwrites odometry (seen in test_launch_planner.py as 0.3 s history gaps at 50 Hz).
+# 100 samples are 1-2 s of odometry; 10 frames are 0.17-1 s of a 10-60 Hz camera (frames
+# are kept undecoded).
 ODOMETRY_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(100)
 CAMERA_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(10)
 
