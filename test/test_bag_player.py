@@ -27,7 +27,7 @@ def test_player_publishes_clock_and_selected_topics(tmp_path, ros_node, ros_proc
     _, cam_inbox = ros_node.subscribe(summary.camera_topics[1], Image, qos=_reliable())
     _, other_inbox = ros_node.subscribe(summary.camera_topics[2], Image, qos=_reliable())
     player = ros_process("bag_player", params={
-        "bag": str(tmp_path / "bag"), "rate": 2.0, "start_delay": 2.0, "linger": 0.2,
+        "bag": str(tmp_path / "bag"), "rate": 2.0, "wait_for_subscribers": 1, "linger": 0.2,
         "topics": [make_bag.DEFAULT_ODOMETRY_TOPIC, summary.camera_topics[1]]})
     odo_inbox.wait_for(201, timeout=20.0)
     assert player.wait_exit(timeout=15.0) == 0, player.describe()
@@ -77,7 +77,7 @@ def test_live_planner_on_played_bag_is_recorded(tmp_path, ros_process):
     planner.wait_for_output("planning at", timeout=30.0)
     record = tmp_path / "recorded"
     player = ros_process("bag_player", params={
-        "bag": str(tmp_path / "bag"), "rate": 1.0, "start_delay": 2.0, "linger": 1.5,
+        "bag": str(tmp_path / "bag"), "rate": 1.0, "wait_for_subscribers": 1, "linger": 1.5,
         "record_path": str(record), "record_topics": ["/alpamayo/plan", "/alpamayo/path"]})
     assert player.wait_exit(timeout=40.0) == 0, player.describe() + planner.describe()
     with bag_io.BagReader(record) as reader:

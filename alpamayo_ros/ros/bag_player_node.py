@@ -9,7 +9,9 @@ Timing: messages go out at their recorded **log times**, scaled by ``rate`` (2.0
 fast). /clock carries the bag's log time: it is published before every message and at
 ``clock_hz`` while waiting, so sim time never runs behind the data. ``loop`` restarts the
 bag; /clock then jumps back to the bag start (the planner node clears its buffers on that
-jump). ``start_delay`` waits before the first message (e.g. for subscribers to match).
+jump). The publishers exist from the start; ``wait_for_subscribers`` (N > 0) holds the
+first message until every played topic has N matched subscriptions (at most
+``wait_for_subscribers_timeout`` s), and ``start_delay`` waits a fixed time after that.
 
 Recorder: with ``record_path`` set, the topics in ``record_topics`` (default: the planner's
 outputs) are subscribed as soon as they appear and written, as received (raw CDR), to a
@@ -17,7 +19,7 @@ rosbag2 bag (metadata version 8); each message's log time is the bag clock (sim 
 reception. The bag is closed when the node exits.
 
 Parameters: bag (required), rate, loop, clock_hz, publish_clock, topics (empty = all),
-start_delay, exit_when_done, linger (seconds to keep recording after the end),
+wait_for_subscribers, wait_for_subscribers_timeout, start_delay, exit_when_done, linger (seconds to keep recording after the end),
 record_path, record_topics, record_storage.
 """
 from __future__ import annotations
@@ -89,6 +91,8 @@ class BagPlayerNode(Node):
         self.publish_clock = bool(p("publish_clock", True))
         self.topics = [t for t in p("topics", [""]) if t]
         self.start_delay = float(p("start_delay", 0.0))
+        self.wait_for_subscribers = int(p("wait_for_subscribers", 0))
+        self.wait_for_subscribers_timeout = float(p("wait_for_subscribers_timeout", 10.0))
         self.exit_when_done = bool(p("exit_when_done", True))
         self.linger = float(p("linger", 2.0))
         record_path = str(p("record_path", ""))
@@ -169,8 +173,33 @@ class BagPlayerNode(Node):
             self._set_clock(min(bag_start + elapsed_bag, bag_ns))
         return False
 
+    def _create_publishers(self) -> None:
+        """Publishers for the played topics, created before any delay so that subscribers
+        can match while the player waits (messages sent before a match are lost)."""
+        with bag_io.BagReader(self.bag) as reader:
+            for conn in reader.connections(self.topics or None):
+                self._publisher(conn.topic, conn.msgtype)
+
+    def _wait_for_subscribers(self) -> None:
+        """Block until every played topic has wait_for_subscribers matched subscriptions
+        (or wait_for_subscribers_timeout passes; then play anyway, with a warning)."""
+        deadline = time.monotonic() + self.wait_for_subscribers_timeout
+        while rclpy.ok(context=self.context):
+            short = {t: p.get_subscription_count() for t, p in self._playback_pubs.items()
+                     if p.get_subscription_count() < self.wait_for_subscribers}
+            if not short:
+                return
+            if time.monotonic() > deadline:
+                self.get_logger().warn(f"playing although subscribers are missing: {short} "
+                                       f"(need {self.wait_for_subscribers} each)")
+                return
+            time.sleep(0.05)
+
     def _play(self) -> None:
         try:
+            self._create_publishers()
+            if self.wait_for_subscribers > 0:
+                self._wait_for_subscribers()
             if self.start_delay > 0:
                 time.sleep(self.start_delay)
             while rclpy.ok(context=self.context):
