@@ -202,6 +202,25 @@ def test_attention_choice():
         choose_vlm_attention(cpu, torch.float32, "flex")
 
 
+def test_flash_attention_is_chosen_on_cuda_when_flash_attn_is_installed(monkeypatch):
+    """The CUDA branch of the choice, with flash-attn's presence simulated (neither CUDA nor
+    flash-attn exists on the CI machine; choosing touches no device)."""
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    cuda = torch.device("cuda")
+    assert choose_vlm_attention(cuda, torch.bfloat16, None) == (
+        "flash_attention_2" if real_find_spec("flash_attn") is not None else "sdpa")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "flash_attn"
+                        else real_find_spec(name, *a))
+    assert choose_vlm_attention(cuda, torch.bfloat16, None) == "flash_attention_2"
+    assert choose_vlm_attention(cuda, torch.float16, None) == "flash_attention_2"
+    # FlashAttention 2 has no float32 kernels: SDPA then.
+    assert choose_vlm_attention(cuda, torch.float32, None) == "sdpa"
+    assert choose_vlm_attention(cuda, torch.bfloat16, "flash_attention_2") == "flash_attention_2"
+    assert choose_vlm_attention(torch.device("cpu"), torch.bfloat16, None) == "sdpa"
+
+
 def test_loading_makes_no_network_calls(root, monkeypatch):
     import socket
 
