@@ -10,8 +10,18 @@ official code (float64 input stays float64).
 
 The inverse maps (v0 fit, traj_to_action) are Tikhonov-regularised least-squares problems
 solved by Cholesky on their normal equations. They are hand-written rather than taken from
-scipy because they must run batched on the model's device inside torch and reproduce the
-official float32 numbers (scipy works in float64 on the CPU only).
+scipy because they must run on the model's device inside torch and reproduce the official
+float32 numbers (scipy works in float64 on the CPU only).
+
+Batch invariance: the fits differentiate positions twice, so they amplify last-bit float32
+differences about a hundredfold (a 2e-5 m change of a 96 m waypoint moves a normalised
+action by 1e-3). Batched float32 kernels do not give the same last bits for a row whatever
+the batch: matrix-vector products pick their reduction order by batch size, and vectorised
+sin/cos take a scalar path for the tail of a buffer, which depends on the batch layout and
+on the CPU (AVX2 vs AVX-512). The official code runs these fits batched, so its per-row
+results depend on the batch too. Here the fits run one row at a time (`_per_row`): a row's
+result is a function of its own inputs only, bit for bit, on any CPU. The forward model
+(`action_to_traj`) integrates and does not amplify; it stays batched.
 """
 from __future__ import annotations
 
@@ -142,6 +152,22 @@ def _cholesky_solve(lhs: torch.Tensor, rhs: torch.Tensor, ridge: float) -> torch
     raise ModelInputError(f"least-squares system stays singular up to ridge {ridge:g}")
 
 
+def _per_row(fn, batch_shape: torch.Size, *tensors: torch.Tensor) -> torch.Tensor:
+    """fn applied to each batch row on its own (batch of one), results stacked back.
+
+    tensors all start with `batch_shape`; fn maps tensors with leading dim 1 to one tensor
+    with leading dim 1. See the module docstring (batch invariance) for why.
+    """
+    n_dims = len(batch_shape)
+    flat = [t.reshape(-1, *t.shape[n_dims:]) for t in tensors]
+    rows = [fn(*(t[i:i + 1] for t in flat)) for i in range(flat[0].shape[0])]
+    if not rows:
+        raise ModelInputError(f"need at least one trajectory, have batch shape "
+                              f"{tuple(batch_shape)}")
+    out = torch.cat(rows, dim=0)
+    return out.reshape(*batch_shape, *out.shape[1:])
+
+
 def _speed_design(theta: torch.Tensor) -> torch.Tensor:
     """(..., 2N, N+1) matrix A of the trapezoid rule: rows 2k, 2k+1 give the x, y parts of
     v_k u_k + v_{k+1} u_{k+1}, with u = (cos theta, sin theta)."""
@@ -184,13 +210,14 @@ class UnicycleActionSpace:
         + v_lambda / dt^6 |D3 v|^2 + v_ridge |v|^2 (trapezoid rule over the T-1 steps,
         u from the unwrapped history yaw) and returns the last speed.
         """
-        return self._fit_history_speeds(hist_xyz, hist_rot)[..., -1]
-
-    def _fit_history_speeds(self, hist_xyz, hist_rot) -> torch.Tensor:
-        cfg = self.config
         xyz = self._float(hist_xyz)
         rot = self._float(hist_rot).to(xyz.dtype)
         self._check_history(xyz, rot)
+        return _per_row(self._fit_history_speeds, xyz.shape[:-2], xyz, rot)[..., -1]
+
+    def _fit_history_speeds(self, xyz: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+        """(..., T) speeds fitted to the history poses (..., T, 3), (..., T, 3, 3)."""
+        cfg = self.config
         dxy = torch.diff(xyz[..., :2], dim=-2)
         theta = _unwrap(_yaw(rot))
         design = _speed_design(theta)
@@ -271,8 +298,13 @@ class UnicycleActionSpace:
         if v0 is None:
             v0 = self.estimate_v0(hxyz, hrot)
         v0 = torch.as_tensor(v0, dtype=hxyz.dtype, device=hxyz.device).expand(hxyz.shape[:-2])
-        dt = cfg.dt
+        return _per_row(self._fit_actions, hxyz.shape[:-2], hxyz, frot, fxyz, v0)
 
+    def _fit_actions(self, hxyz: torch.Tensor, frot: torch.Tensor, fxyz: torch.Tensor,
+                     v0: torch.Tensor) -> torch.Tensor:
+        """Normalised actions (..., N, 2) of checked inputs; see traj_to_action."""
+        cfg = self.config
+        dt = cfg.dt
         theta = self._smooth_heading(frot)                                  # (..., N+1)
         xy = torch.cat([hxyz[..., -1:, :2], fxyz[..., :2]], dim=-2)
         speed = self._fit_future_speeds(torch.diff(xy, dim=-2), theta, v0)  # (..., N+1)
