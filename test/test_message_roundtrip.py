@@ -30,6 +30,16 @@ def test_generated_messages_import_with_constants_and_nested_types():
     assert TrajectoryCandidate.get_fields_and_field_types()["poses"] == "sequence<geometry_msgs/Pose>"
 
 
+def test_core_status_and_reason_enums_equal_the_message_constants():
+    from alpamayo_ros.core.plan_result import PlanStatus, ReasonCode
+    from alpamayo_ros.msg import PlannerOutput
+
+    for prefix, enum_type in (("STATUS_", PlanStatus), ("REASON_", ReasonCode)):
+        constants = {name[len(prefix):]: getattr(PlannerOutput, name)
+                     for name in dir(PlannerOutput) if name.startswith(prefix)}
+        assert constants == {member.name: member.value for member in enum_type}
+
+
 def test_planner_output_round_trips_from_another_process(ros_process, ros_node):
     from alpamayo_ros.msg import PlannerOutput
     from ros_test_publisher import build_planner_output

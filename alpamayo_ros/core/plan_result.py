@@ -26,6 +26,28 @@ class PlanStatus(enum.IntEnum):
     MODEL_ERROR = 3
 
 
+class ReasonCode(enum.IntEnum):
+    """Why a tick did not give an OK plan; values equal the REASON_* constants of
+    msg/PlannerOutput.msg (which documents each). NONE for OK plans."""
+
+    NONE = 0
+    NO_FRAME = 1
+    STALE_CAMERA = 2
+    STALE_ODOMETRY = 3
+    NO_ODOMETRY = 4
+    HISTORY_TOO_SHORT = 5
+    ODOMETRY_GAP = 6
+    ODOMETRY_DISCONTINUITY = 7
+    ODOMETRY_FRAME_CHANGE = 8
+    FRAME_TOO_OLD = 9
+    DECODE_ERROR = 10
+    SIZE_MISMATCH = 11
+    CLOCK_RESET = 12
+    FUTURE_STAMP = 13
+    INVALID_OUTPUT = 14
+    MODEL_ERROR = 15
+
+
 @dataclass
 class Candidate:
     """One trajectory sample with its checks (64 waypoints at t0+0.1 .. t0+6.4 s).
@@ -73,7 +95,7 @@ class TickTimings:
 class PlanResult:
     """Outcome of one tick.
 
-    status/reason: OK; SKIPPED (reason says which input was missing or stale);
+    status/reason/reason_code: OK; SKIPPED (reason says which input was missing or stale);
         INVALID_OUTPUT (no sample passed the output checks); MODEL_ERROR (the model raised).
     now_ns: the tick time it was planned for (node clock or stepped bag time).
     t0_ns: the newest frame time every camera had (None when skipped before selection).
@@ -90,6 +112,7 @@ class PlanResult:
 
     status: PlanStatus
     reason: str = ""
+    reason_code: ReasonCode = ReasonCode.NONE
     now_ns: int = 0
     t0_ns: Optional[int] = None
     frame_stamps_ns: Optional[np.ndarray] = None
