@@ -77,7 +77,8 @@ def plan_output_message(result: PlanResult, values: Mapping[str, Any], odom_fram
         preprocess=tm.model.preprocess, vision_prefill=tm.model.vision_prefill,
         coc_decode=tm.model.coc_decode, diffusion=tm.model.diffusion,
         postprocess=tm.model.postprocess, model_total=tm.model.total,
-        input_preparation=tm.input_preparation, latency=(result.now_ns - stamp_ns) / 1e9)
+        input_preparation=tm.input_preparation, tick_to_model_start=0.0,
+        latency=(result.now_ns - stamp_ns) / 1e9, latency_wall=0.0)
     seed = values["model.seed"]
     model = t["alpamayo_ros/msg/ModelInfo"](
         checkpoint=values["model.checkpoint_dir"], model_id=result.model_id,
@@ -90,7 +91,8 @@ def plan_output_message(result: PlanResult, values: Mapping[str, Any], odom_fram
         bag_io.pose_msg(pose0.position, pose0.quaternion_xyzw)
     return t["alpamayo_ros/msg/PlannerOutput"](
         header=bag_io.header(stamp_ns, values["base_frame_id"]), status=int(result.status),
-        status_reason=result.reason, odom_frame_id=odom_frame_id, t0_pose_odom=t0_pose,
+        reason_code=int(result.reason_code), status_reason=result.reason,
+        tick_stamp=bag_io.ns_to_stamp(result.now_ns), odom_frame_id=odom_frame_id, t0_pose_odom=t0_pose,
         v0=float(result.v0) if math.isfinite(result.v0) else float("nan"),
         candidates=candidates, selected_index=int(result.selected_index), inputs=manifest,
         timing=timing, model=model)
