@@ -112,7 +112,8 @@ def clean(shm_dir: Path, before: set[str], dry_run: bool = False) -> tuple[list[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, required=True,
-                        help="listing of the shm directory (one name per line) taken before the run")
+                        help="listing of the shm directory (one name per line) taken before "
+                             "the run")
     parser.add_argument("--shm-dir", type=Path, default=Path("/dev/shm"))
     parser.add_argument("--dry-run", action="store_true", help="only report what would be removed")
     args = parser.parse_args(argv)

@@ -26,6 +26,7 @@ import simplejpeg
 from alpamayo_ros.core.config import PlannerConfig
 from alpamayo_ros.core.image_decode import EncodedImage
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
+from alpamayo_ros.core.odometry import OdometrySample
 from alpamayo_ros.core.planner_core import PlannerCore, PlanStatus
 
 NS = 1_000_000_000
@@ -90,8 +91,9 @@ def run_config(encoding: str, camera_rate: float, height: int, width: int, ticks
             else:
                 t = (stamp - EPOCH_NS) / NS
                 yaw = 0.16 * t
-                core.add_odometry(stamp, (50 * np.sin(yaw), 50 * (1 - np.cos(yaw)), 0.0),
-                                  (0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)))
+                core.add_odometry(OdometrySample.from_pose(
+                    stamp, (50 * np.sin(yaw), 50 * (1 - np.cos(yaw)), 0.0),
+                    (0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)), "odom", "base_link"))
             insert_seconds += time.perf_counter() - start
             inserts += 1
             next_event += 1

@@ -96,7 +96,8 @@ def main() -> int:
           f"{args.seconds:.0f} s per configuration")
     for label, profile in (("fast dds defaults", None), ("fastdds_large_messages.xml", PROFILE)):
         r = run_pair(profile, args.seconds, args.rate, args.domain)
-        lat = "-" if r["latency_ms_p50"] is None else f"{r['latency_ms_p50']:.1f} ms p50, {r['latency_ms_max']:.1f} ms max"
+        lat = "-" if r["latency_ms_p50"] is None else \
+            f"{r['latency_ms_p50']:.1f} ms p50, {r['latency_ms_max']:.1f} ms max"
         print(f"  {label:28s} {r['frames']:4d} frames  {r['rate_hz']:5.1f} Hz  latency {lat}")
     return 0
 

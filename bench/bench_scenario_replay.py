@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.core import parameter_file
+from alpamayo_ros.tools import make_bag, replay, replay_engine, replay_jobs
 from alpamayo_ros.tools.scenario import curved_drive, default_cameras
 
 
@@ -49,10 +50,10 @@ def bench_replay(width: int, height: int, duration: float, rate_hz: float) -> No
         size_mb = sum(f.stat().st_size for f in (work / "bag").iterdir()) / 1e6
         print(f"bag write: {duration:g} s scenario in {write_s:.2f} s ({size_mb:.1f} MB)")
         nested = make_bag.planner_parameters_for(summary, rate_hz=rate_hz)
-        values = replay.resolve_parameters(replay._flatten(nested["alpamayo_planner"]
-                                                           ["ros__parameters"]))
+        section = nested["alpamayo_planner"]["ros__parameters"]
+        values = replay.resolve_parameters(parameter_file.flatten_parameters(section))
         start = time.perf_counter()
-        out = replay.run_bag_job(replay.BagJob(bag=str(work / "bag"), values=values))
+        out = replay_jobs.run_bag_job(replay_engine.BagJob(bag=str(work / "bag"), values=values))
         wall = time.perf_counter() - start
         ticks = len(out["result"]["ticks"])
         print(f"replay: {ticks} ticks in {wall:.2f} s = {ticks / wall:.1f} ticks/s, "

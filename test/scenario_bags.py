@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.core import parameter_file
+from alpamayo_ros.tools import make_bag, replay, replay_engine
 from alpamayo_ros.tools.scenario import default_cameras, make_preset
 
 # Small frames keep the bags tiny and the tests fast on 2 cores.
@@ -26,9 +27,9 @@ def parameters(summary: make_bag.BagSummary, rate_hz: float = 2.0,
                extra: Optional[dict] = None) -> dict:
     """Validated flat node parameters for the bag (constant-velocity backend)."""
     nested = make_bag.planner_parameters_for(summary, rate_hz=rate_hz, extra=extra)
-    flat = replay._flatten(nested["alpamayo_planner"]["ros__parameters"])
+    flat = parameter_file.flatten_parameters(nested["alpamayo_planner"]["ros__parameters"])
     return replay.resolve_parameters(flat)
 
 
-def job(bag: Path, values: dict, **kwargs) -> replay.BagJob:
-    return replay.BagJob(bag=str(bag), values=values, **kwargs)
+def job(bag: Path, values: dict, **kwargs) -> replay_engine.BagJob:
+    return replay_engine.BagJob(bag=str(bag), values=values, **kwargs)

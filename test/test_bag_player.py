@@ -4,6 +4,7 @@ import time
 import numpy as np
 import pytest
 
+from alpamayo_ros.core.plan_message import PLANNER_OUTPUT_TYPE
 from alpamayo_ros.tools import bag_io, make_bag
 from scenario_bags import write_bag
 
@@ -81,7 +82,7 @@ def test_live_planner_on_played_bag_is_recorded(tmp_path, ros_process):
         "record_path": str(record), "record_topics": ["/alpamayo/plan", "/alpamayo/path"]})
     assert player.wait_exit(timeout=40.0) == 0, player.describe() + planner.describe()
     with bag_io.BagReader(record) as reader:
-        assert reader.topics["/alpamayo/plan"] == bag_io.PLANNER_OUTPUT_TYPE
+        assert reader.topics["/alpamayo/plan"] == PLANNER_OUTPUT_TYPE
         plans = list(reader.messages(["/alpamayo/plan"]))
         paths = list(reader.messages(["/alpamayo/path"]))
     ok = [p for p in plans if p.msg.status == 0]

@@ -232,3 +232,21 @@ def test_loading_makes_no_network_calls(root, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     runtime = AlpamayoRuntime.from_pretrained(root / "checkpoint")
     assert runtime.describe()["param_count"] > 0
+
+
+# ------------------------------------------------------------- errors a new user meets first
+def test_checkpoint_root_hints_at_its_checkpoint_subdirectory(tiny_root):
+    with pytest.raises(CheckpointError) as info:
+        AlpamayoRuntime.from_pretrained(str(tiny_root), device="cpu")
+    message = str(info.value)
+    assert "has no config.json" in message
+    assert f"did you mean its subdirectory '{tiny_root / 'checkpoint'}'" in message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_cpu_machine_names_the_parameter_and_the_flags(tiny_root):
+    with pytest.raises(ConfigError) as info:
+        AlpamayoRuntime.from_pretrained(str(tiny_root / "checkpoint"), device="cuda")
+    message = str(info.value)
+    for needed in ("model.device", "model.device:=cpu", "device:=cpu", "--device cpu"):
+        assert needed in message, needed

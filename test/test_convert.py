@@ -14,13 +14,16 @@ from alpamayo_ros.core.config import PlannerConfig  # noqa: E402
 from alpamayo_ros.core.errors import DecodeError  # noqa: E402
 from alpamayo_ros.core.image_decode import decode_image  # noqa: E402
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel  # noqa: E402
+from alpamayo_ros.core.odometry import OdometrySample  # noqa: E402
+from alpamayo_ros.core.plan_message import OutputContext  # noqa: E402
 from alpamayo_ros.core.plan_result import PlanStatus  # noqa: E402
 from alpamayo_ros.core.planner_core import PlannerCore  # noqa: E402
-from alpamayo_ros.core.types import InferenceOptions  # noqa: E402
+from alpamayo_ros.core.types import InferenceOptions, ModelDescription  # noqa: E402
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.ros import convert  # noqa: E402
 from alpamayo_ros.ros.markers import plan_to_markers  # noqa: E402
 from alpamayo_ros.ros.scenario_publisher import encode_jpeg, rgb_to_image  # noqa: E402
+from alpamayo_ros.tools import bag_io  # noqa: E402
 from alpamayo_ros.tools import scenario as sc  # noqa: E402
 
 S = 1_000_000_000
@@ -138,24 +141,26 @@ def plan():
             core.add_image(index_slot, int(scen.stamp_ns(t)), convert.image_to_encoded(msg))
     odo = scen.odometry_samples(0.0, 3.0)
     for stamp, xyz, quat in zip(odo.stamp_ns, odo.xyz, odo.quat_xyzw):
-        core.add_odometry(int(stamp), xyz, quat)
+        core.add_odometry(OdometrySample.from_pose(int(stamp), xyz, quat, "map", "base_link"))
     result = core.tick(int(scen.stamp_ns(3.0)))
     assert result.status == PlanStatus.OK, result.reason
     return result
 
 
-def _describe():
-    return convert.ModelDescription(checkpoint="/ckpt (abc)", model_id="abc", device="cpu",
-                                    dtype="float32", options=InferenceOptions(num_samples=2))
+def _context():
+    return OutputContext("base_link", ("/a", "/b", "/c", "/d"), (0, 1, 2, 6), ModelDescription(
+        checkpoint="/ckpt (abc)", model_id="abc", device="cpu", dtype="float32",
+        options=InferenceOptions(num_samples=2)))
 
 
 def test_plan_message_is_complete_and_stamped_with_t0(plan):
-    msg = convert.plan_to_msg(plan, base_frame_id="base_link", odom_frame_id="odom",
-                              camera_topics=["/a", "/b", "/c", "/d"],
-                              camera_indices=(0, 1, 2, 6), model=_describe(), latency_s=0.25)
+    msg = convert.plan_to_msg(plan, _context(), latency_s=0.25, latency_wall_s=0.125)
     assert isinstance(msg, PlannerOutput)
     assert convert.time_to_ns(msg.header.stamp) == plan.t0_ns
-    assert msg.header.frame_id == "base_link" and msg.odom_frame_id == "odom"
+    assert convert.time_to_ns(msg.tick_stamp) == plan.now_ns
+    assert msg.reason_code == PlannerOutput.REASON_NONE
+    # The odometry frame is the one of the odometry the plan was built from.
+    assert msg.header.frame_id == "base_link" and msg.odom_frame_id == "map"
     assert msg.status == PlannerOutput.STATUS_OK and len(msg.candidates) == 2
     cand = msg.candidates[0]
     assert len(cand.poses) == len(cand.time_from_t0) == len(cand.speed) == 64
@@ -172,15 +177,46 @@ def test_plan_message_is_complete_and_stamped_with_t0(plan):
     assert convert.time_to_ns(m.history_start) == plan.t0_ns - 1_500_000_000
     assert m.odometry_samples > 50
     assert msg.timing.latency == pytest.approx(0.25)
+    assert msg.timing.latency_wall == pytest.approx(0.125)
+    assert 0 < msg.timing.tick_to_model_start <= plan.timings.model_call + 1.0
     assert msg.timing.model_total == pytest.approx(plan.timings.model.total, rel=1e-5)
     assert (msg.model.checkpoint, msg.model.num_samples, msg.model.seed) == ("/ckpt (abc)", 2, 0)
     assert msg.v0 == pytest.approx(8.0, rel=1e-3)
 
 
+def test_node_and_replay_write_the_same_fields(plan):
+    """PlannerOutput and both paths: what the replay writes and what the node publishes,
+    each serialised and read back by rclpy, are equal field by field (one mapping,
+    core.plan_message). (Raw bytes differ only in CDR padding, which rclpy leaves
+    uninitialised; reading back also rounds float32 fields as the wire does.)"""
+    from dataclasses import replace
+
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from alpamayo_ros.core.plan_message import path_data, planner_output_data
+    from alpamayo_ros.core.plan_result import ReasonCode
+
+    skipped = replace(plan, status=PlanStatus.SKIPPED, reason="odometry stale",
+                      reason_code=ReasonCode.STALE_ODOMETRY, t0_ns=None, candidates=[],
+                      v0=float("nan"), t0_pose_odom=None, history_xyz=None)
+    def written_by_replay(data):
+        raw = bag_io.typestore().serialize_cdr(bag_io.to_bag_message(data), data.type)
+        return deserialize_message(bytes(raw), convert.message_class(data.type))
+
+    outputs = [planner_output_data(r, _context(), latency_s=0.25) for r in (plan, skipped)]
+    for data in outputs + list(path_data(plan, "base_link")):
+        cls = convert.message_class(data.type)
+        published = deserialize_message(serialize_message(convert.to_ros_message(data)), cls)
+        assert written_by_replay(data) == published, data.type
+    assert written_by_replay(outputs[0]).odom_frame_id == "map"
+    msg = convert.plan_to_msg(skipped, _context(), latency_s=0.25)
+    assert msg.reason_code == PlannerOutput.REASON_STALE_ODOMETRY
+    assert msg.v0 == 0.0  # every published float is finite; the status says "no plan"
+
+
 def test_odometry_path_is_the_base_path_moved_by_the_t0_pose(plan):
-    path, path_odom = convert.plan_to_paths(plan, base_frame_id="base_link",
-                                            odom_frame_id="odom")
-    assert path.header.frame_id == "base_link" and path_odom.header.frame_id == "odom"
+    path, path_odom = convert.plan_to_paths(plan, "base_link")
+    assert path.header.frame_id == "base_link" and path_odom.header.frame_id == "map"
     assert convert.time_to_ns(path.header.stamp) == plan.t0_ns
     assert convert.time_to_ns(path.poses[0].header.stamp) == plan.t0_ns + 100_000_000
     T0 = np.eye(4)
@@ -193,16 +229,52 @@ def test_odometry_path_is_the_base_path_moved_by_the_t0_pose(plan):
 def test_paths_refuse_a_plan_that_is_not_ok(plan):
     from dataclasses import replace
     with pytest.raises(ValueError, match="need an OK plan, have status SKIPPED"):
-        convert.plan_to_paths(replace(plan, status=PlanStatus.SKIPPED),
-                              base_frame_id="b", odom_frame_id="o")
+        convert.plan_to_paths(replace(plan, status=PlanStatus.SKIPPED), "b")
 
 
-def test_markers_are_frame_locked_in_the_t0_frame(plan):
+def test_markers_are_fixed_in_the_odometry_frame(plan):
+    """Markers lie where the plan lies on the ground (path_odom poses), not frame_locked:
+    RViz must not carry them along with the car."""
     array = plan_to_markers(plan, "base_link")
     assert array.markers[0].action == Marker.DELETEALL
     lines = [m for m in array.markers if m.type == Marker.LINE_STRIP]
     assert len(lines) == 2
-    assert all(m.frame_locked and m.header.frame_id == "base_link" for m in array.markers[1:])
+    assert all(not m.frame_locked and m.header.frame_id == "map" for m in array.markers)
     assert all(convert.time_to_ns(m.header.stamp) == plan.t0_ns for m in array.markers)
     assert lines[0].scale.x > lines[1].scale.x  # the selected sample stands out
-    assert len(lines[0].points) == 64
+    points = np.array([[p.x, p.y, p.z] for p in lines[0].points])
+    np.testing.assert_allclose(points, plan.candidates[0].xyz_odom, atol=1e-9)
+    from dataclasses import replace
+    talking = replace(plan, candidates=[replace(c, coc="keep lane") for c in plan.candidates])
+    text = [m for m in plan_to_markers(talking, "base_link").markers
+            if m.type == Marker.TEXT_VIEW_FACING]
+    assert text[0].text == "keep lane" and text[0].header.frame_id == "map"
+    np.testing.assert_allclose([text[0].pose.position.x, text[0].pose.position.y],
+                               plan.t0_pose_odom.position[:2])
+
+
+@pytest.mark.parametrize("quat, accepted", [((0, 0, 0, 1), True), ((0, 0, 0, 1.01), True),
+                                            ((0, 0, 0.6, 0.9), True), ((0, 0, 0, 1.2), False),
+                                            ((0, 0, 0, 0), False), ((0, 0, np.nan, 1), False)])
+def test_odometry_accepted_or_refused_alike_live_and_in_replay(quat, accepted):
+    """The node (rclpy message -> PlannerCore.add_odometry) and the replay (rosbags message
+    -> checked_odometry) apply one rule (core.odometry)."""
+    from alpamayo_ros.core.errors import OdometryError
+    from alpamayo_ros.core.odometry import checked_odometry
+    from alpamayo_ros.core.ring_buffer import InsertStatus
+
+    live = Odometry()
+    live.header.stamp = convert.ns_to_time(S)
+    live.pose.pose.orientation.x, live.pose.pose.orientation.y = float(quat[0]), float(quat[1])
+    live.pose.pose.orientation.z, live.pose.pose.orientation.w = float(quat[2]), float(quat[3])
+    core = PlannerCore(PlannerConfig(), ConstantVelocityModel())
+    live_ok = core.add_odometry(convert.odometry_to_sample(live)).status == InsertStatus.ADDED
+    recorded = bag_io.odometry_message(S, "map", "base_link", (0.0, 0.0, 0.0), quat,
+                                       (0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    try:
+        sample = checked_odometry(bag_io.odometry_to_sample(recorded))
+        replay_ok = True
+        assert abs(np.linalg.norm(sample.quat_xyzw) - 1.0) < 1e-12
+    except OdometryError:
+        replay_ok = False
+    assert live_ok == replay_ok == accepted

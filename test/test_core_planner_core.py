@@ -10,7 +10,7 @@ from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
 from alpamayo_ros.core.planner_core import InsertStatus, PlannerCore, PlanStatus
 from alpamayo_ros.core.types import (InferenceOptions, ModelOutput, StageTimings,
                                      TrajectorySample)
-from test_core_support import EPOCH_NS, Scenario, now_ns, rgb_image
+from test_core_support import EPOCH_NS, Scenario, now_ns, odometry, rgb_image
 
 
 def make_core(model=None, **config):
@@ -264,20 +264,27 @@ def test_prepare_run_split_and_prepare_raises_not_ready():
 
 def test_insertion_rejections_and_duplicates():
     core = make_core()
-    bad = core.add_odometry(EPOCH_NS, (0.0, np.nan, 0.0), (0, 0, 0, 1))
+    bad = core.add_odometry(odometry(EPOCH_NS, (0.0, np.nan, 0.0), (0, 0, 0, 1)))
     assert bad.status == InsertStatus.REJECTED and "non-finite" in bad.reason
-    assert core.add_odometry(EPOCH_NS, (0, 0, 0), (0, 0, 0, 0)).status == InsertStatus.REJECTED
+    assert core.add_odometry(odometry(EPOCH_NS, (0, 0, 0), (0, 0, 0, 0))).status == \
+        InsertStatus.REJECTED
+    far = core.add_odometry(odometry(EPOCH_NS, (0, 0, 0), (0, 0, 0, 2)))
+    assert far.status == InsertStatus.REJECTED and "have norm 2.000000" in far.reason
     assert core.add_image(4, EPOCH_NS, rgb_image()).status == InsertStatus.REJECTED
     unsupported = core.add_image(0, EPOCH_NS, EncodedImage("16UC1", 2, 2, 4, b"\0" * 8))
     assert unsupported.status == InsertStatus.REJECTED and "16UC1" in unsupported.reason
     assert core.add_image(0, EPOCH_NS, rgb_image(value=1)).status == InsertStatus.ADDED
     assert core.add_image(0, EPOCH_NS, rgb_image(value=2)).status == InsertStatus.REPLACED
-    assert core.add_odometry(EPOCH_NS, (0, 0, 0), (0, 0, 0, 2)).status == InsertStatus.ADDED
-    assert core.add_odometry(EPOCH_NS, (1, 0, 0), (0, 0, 0, 1)).status == InsertStatus.REPLACED
+    # A quaternion of norm 1.05 is a rotation with rounding: normalised.
+    assert core.add_odometry(odometry(EPOCH_NS, (0, 0, 0), (0, 0, 0, 1.05))).status == \
+        InsertStatus.ADDED
+    np.testing.assert_allclose(core.odometry_track().quat_xyzw[0], (0, 0, 0, 1))
+    assert core.add_odometry(odometry(EPOCH_NS, (1, 0, 0), (0, 0, 0, 1))).status == \
+        InsertStatus.REPLACED
     track = core.odometry_track()
     assert len(track) == 1 and track.xyz[0, 0] == 1.0
     counters = core.counters()
-    assert counters.odometry_rejected == 2 and counters.frames_rejected == 2
+    assert counters.odometry_rejected == 3 and counters.frames_rejected == 2
     assert counters.frames_replaced == 1 and counters.odometry_replaced == 1
 
 

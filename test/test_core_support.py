@@ -6,6 +6,7 @@ from scipy.spatial.transform import Rotation
 
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.image_decode import EncodedImage
+from alpamayo_ros.core.odometry import OdometrySample
 
 NS = 1_000_000_000
 # Stamps far from zero, as with real clocks (1.7e18 ns), to catch float64 precision bugs.
@@ -98,8 +99,13 @@ class Scenario:
             if kind == 0:
                 core.add_image(payload, stamp, self.image(payload, stamp))
             else:
-                core.add_odometry(stamp, payload[0], payload[1])
+                core.add_odometry(odometry(stamp, payload[0], payload[1]))
             self._next += 1
+
+
+def odometry(stamp_ns: int, xyz, quat_xyzw, frame_id: str = "odom") -> OdometrySample:
+    """An odometry sample of base_link in `frame_id`."""
+    return OdometrySample.from_pose(stamp_ns, xyz, quat_xyzw, frame_id, "base_link")
 
 
 def now_ns(t_s: float) -> int:

@@ -1,4 +1,4 @@
-"""The demo (`python -m alpamayo_ros.tools.demo`): real tiny model, real processes, a PNG."""
+"""The demo (`python -m alpamayo_ros.ros.demo`): real tiny model, real processes, a PNG."""
 import re
 import subprocess
 import sys
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.ros
 
 def _run_demo(tmp_path, domain_id, *args, timeout=240):
     env = ros_harness.ros_environment(domain_id, tmp_path / "ros_log")
-    return subprocess.run([sys.executable, "-m", "alpamayo_ros.tools.demo",
+    return subprocess.run([sys.executable, "-m", "alpamayo_ros.ros.demo",
                            "--output-dir", str(tmp_path / "out"), "--domain-id", str(domain_id),
                            *args], env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=timeout)
@@ -43,7 +43,7 @@ def test_demo_without_plans_fails_clearly(tmp_path, ros_domain_id):
 
 
 def test_demo_parameter_arguments_are_yaml_literals():
-    from alpamayo_ros.tools.demo import _param
+    from alpamayo_ros.ros.demo import _param
 
     assert _param("model.checkpoint_dir", "/data/it's here") == \
         ["-p", "model.checkpoint_dir:='/data/it''s here'"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ros_harness
-from alpamayo_ros.ros import params as P
+from alpamayo_ros.core import planner_params as P
 
 LAUNCH_FILE = ros_harness.REPO_ROOT / "launch" / "planner.launch.py"
 

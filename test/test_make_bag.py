@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from alpamayo_ros.core.image_decode import decode_image
+from alpamayo_ros.core import parameter_file
 from alpamayo_ros.tools import bag_io, make_bag, replay
 from alpamayo_ros.tools.scenario import default_cameras, make_preset
 from scenario_bags import HEIGHT, WIDTH, write_bag
@@ -79,7 +80,7 @@ def test_cli_writes_bag_and_matching_parameter_file(tmp_path, capsys):
                           "--storage", "sqlite3", "--write-params", str(params)])
     assert code == 0
     assert "wrote" in capsys.readouterr().out
-    values = replay.resolve_parameters(replay.read_parameter_file(params))
+    values = replay.resolve_parameters(parameter_file.read_parameter_file(params, "alpamayo_planner"))
     assert values["camera_transports"] == ["compressed"] * 4
     assert values["model.backend"] == "constant_velocity"
     with bag_io.BagReader(tmp_path / "bag") as reader:

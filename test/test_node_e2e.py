@@ -21,7 +21,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from alpamayo_ros.core.types import FRAME_OFFSETS, HISTORY_OFFSETS  # noqa: E402
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
-from alpamayo_ros.ros import params as P  # noqa: E402
+from alpamayo_ros.core import planner_params as P  # noqa: E402
 from alpamayo_ros.ros.convert import time_to_ns  # noqa: E402
 from alpamayo_ros.ros.qos import PLAN_QOS  # noqa: E402
 from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher, camera_grid_stamps_ns  # noqa: E402

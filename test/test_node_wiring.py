@@ -24,8 +24,9 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel  # noqa: E402
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
-from alpamayo_ros.ros import params as P  # noqa: E402
-from alpamayo_ros.ros.convert import ModelDescription, time_to_ns  # noqa: E402
+from alpamayo_ros.core import planner_params as P  # noqa: E402
+from alpamayo_ros.core.types import ModelDescription  # noqa: E402
+from alpamayo_ros.ros.convert import time_to_ns  # noqa: E402
 from alpamayo_ros.ros.planner_node import PlannerNode  # noqa: E402
 from alpamayo_ros.ros.qos import PLAN_QOS  # noqa: E402
 from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher, rgb_to_image  # noqa: E402
@@ -173,13 +174,17 @@ def test_plans_flow_and_are_stamped_with_t0(rig_factory):
         t0 = time_to_ns(plan.header.stamp)
         assert t0 in {time_to_ns(s) for s in plan.inputs.frame_stamps}
         assert plan.timing.latency >= 0.0
+        # Wall-clock latency from the newest frame's arrival, and tick -> model start.
+        assert plan.timing.latency_wall > 0.0 and plan.timing.tick_to_model_start > 0.0
+        assert time_to_ns(plan.tick_stamp) >= t0
     assert len(rig.paths.messages) >= 3
     assert rig.last_status("planner").level == DiagnosticStatus.OK
     ok_t0 = {time_to_ns(p.header.stamp) for p in _ok(plans)}
     assert rig.markers.messages
     for array in rig.markers.messages:
         lines = [m for m in array.markers if m.type == Marker.LINE_STRIP]
-        assert lines and all(m.frame_locked for m in lines)
+        assert lines and not any(m.frame_locked for m in lines)
+        assert all(m.header.frame_id == plans[-1].odom_frame_id for m in lines)
         assert time_to_ns(lines[0].header.stamp) in ok_t0
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from alpamayo_ros.tools import bag_io, make_bag, replay
+from alpamayo_ros.tools import bag_io, make_bag, replay, replay_jobs
 from scenario_bags import job, parameters, write_bag
 
 ODO = make_bag.DEFAULT_ODOMETRY_TOPIC
@@ -11,7 +11,7 @@ START_NS = 1_700_000_000_000_000_000
 
 
 def _run(path, values, **kwargs):
-    return replay.run_bag_job(job(path, values, **kwargs))["result"]
+    return replay_jobs.run_bag_job(job(path, values, **kwargs))["result"]
 
 
 def _cli(tmp_path, bag, summary, extra_args=()):
@@ -172,3 +172,21 @@ def test_compressed_images_are_checked_like_the_node_does(tmp_path):
                for k in res["rejections"])
     assert all(t["status"] == "SKIPPED" for t in res["ticks"])
     assert any("front_wide_120fov" in t["reason"] for t in res["ticks"])
+
+
+def test_errors_name_the_bag_once_and_jobs_must_be_positive(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    make_bag.write_parameter_file(params, make_bag.planner_parameters_for(
+        write_bag(tmp_path / "ok", duration_s=2.0), rate_hz=2.0))
+    missing = tmp_path / "bags" / "awf"
+    code = replay.main([str(missing), "--params", str(params), "-o", str(tmp_path / "out"),
+                        "--quiet", "--no-plot"])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = next(ln for ln in err.splitlines() if "does not exist" in ln)
+    assert line.count(str(missing)) == 1, line
+    with pytest.raises(SystemExit) as info:
+        replay.main([str(missing), "--params", str(params), "-o", str(tmp_path / "o2"),
+                     "--jobs", "0"])
+    assert info.value.code == 2
+    assert "--jobs: have 0, need an integer >= 1" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
-from alpamayo_ros.tools import bag_io, replay
+from alpamayo_ros.tools import bag_io, replay, replay_engine, replay_jobs, replay_report
 from alpamayo_ros.tools.replay_outputs import PATH_ODOM_TOPIC, PATH_TOPIC, PLAN_TOPIC
 from scenario_bags import job, parameters, write_bag
 
@@ -27,13 +27,13 @@ def circle_bag(tmp_path_factory):
 
 
 def _report(outcomes, values):
-    return replay.build_report(values, replay.ReplayOptions(), outcomes)
+    return replay_report.build_report(values, replay_engine.ReplayOptions(), outcomes)
 
 
 def test_constant_velocity_on_known_motion_scores_near_zero(straight_bag, circle_bag):
     for path, summary in (straight_bag, circle_bag):
         values = parameters(summary, rate_hz=2.0)
-        out = replay.run_bag_job(job(path, values))
+        out = replay_jobs.run_bag_job(job(path, values))
         res = out["result"]
         assert res["status"] == "ok", res["error"]
         ticks = res["ticks"]
@@ -58,7 +58,7 @@ def test_constant_velocity_on_known_motion_scores_near_zero(straight_bag, circle
 
 def test_curved_drive_metrics_are_positive_and_grow_with_horizon(tmp_path):
     summary = write_bag(tmp_path / "curve", "curved_drive", duration_s=16.0)
-    res = replay.run_bag_job(job(tmp_path / "curve", parameters(summary)))["result"]
+    res = replay_jobs.run_bag_job(job(tmp_path / "curve", parameters(summary)))["result"]
     m = res["metrics"]
     assert m["6.4"]["count"] > 0
     assert 0 < m["1"]["mean_min_ade"] < m["3"]["mean_min_ade"] < m["6.4"]["mean_min_ade"]
@@ -81,21 +81,21 @@ def test_same_bag_same_report_bytes_and_machine_speed_independent(straight_bag):
     values = parameters(summary, rate_hz=4.0)
     texts = []
     for model in (None, None, SleepyModel(1), SleepyModel(2)):
-        rep = replay.BagReplay(job(path, values), model=model)
+        rep = replay_engine.BagReplay(job(path, values), model=model)
         result, timings = rep.run()
-        texts.append(replay.report_json(replay.without_timings(
+        texts.append(replay_report.report_json(replay_report.without_timings(
             _report([{"result": result, "timings": timings}], values))))
     assert len(set(texts)) == 1
     # Timings are there, but only in the separate section.
     full = _report([{"result": result, "timings": timings}], values)
     assert full["timings"]["bags"][0]["ticks"][0]["wall_s"] >= 0.0
-    assert "wall_s" not in json.dumps(replay.without_timings(full))
+    assert "wall_s" not in json.dumps(replay_report.without_timings(full))
 
 
 def test_mcap_and_sqlite3_inputs_give_the_same_ticks(tmp_path):
     summaries = {s: write_bag(tmp_path / s, "circle_8mps", duration_s=5.0, storage=s)
                  for s in ("mcap", "sqlite3")}
-    results = [replay.run_bag_job(job(tmp_path / s, parameters(summaries[s])))["result"]
+    results = [replay_jobs.run_bag_job(job(tmp_path / s, parameters(summaries[s])))["result"]
                for s in ("mcap", "sqlite3")]
     assert results[0]["storage"] == "mcap" and results[1]["storage"] == "sqlite3"
     assert json.dumps(results[0]["ticks"]) == json.dumps(results[1]["ticks"])
@@ -106,13 +106,13 @@ def test_header_stamps_not_receive_times_decide_what_a_tick_sees(tmp_path):
     on_time = write_bag(tmp_path / "a", duration_s=5.0)
     late = write_bag(tmp_path / "b", duration_s=5.0,
                      layout=BagLayout(camera_latency_s=0.2, odometry_latency_s=0.05))
-    ra = replay.run_bag_job(job(tmp_path / "a", parameters(on_time)))["result"]
-    rb = replay.run_bag_job(job(tmp_path / "b", parameters(late)))["result"]
+    ra = replay_jobs.run_bag_job(job(tmp_path / "a", parameters(on_time)))["result"]
+    rb = replay_jobs.run_bag_job(job(tmp_path / "b", parameters(late)))["result"]
     assert json.dumps(ra["ticks"]) == json.dumps(rb["ticks"])
     assert rb["counts"]["late_messages"] == 0
     # Latency beyond max_delay: the messages arrive after their tick ran and are counted.
-    opts = replay.ReplayOptions(max_delay_s=0.1)
-    rc = replay.run_bag_job(job(tmp_path / "b", parameters(late), options=opts))["result"]
+    opts = replay_engine.ReplayOptions(max_delay_s=0.1)
+    rc = replay_jobs.run_bag_job(job(tmp_path / "b", parameters(late), options=opts))["result"]
     assert rc["counts"]["late_messages"] > 0
 
 
@@ -157,7 +157,7 @@ def test_jobs_2_gives_the_same_reports_as_jobs_1(straight_bag, circle_bag, tmp_p
     jobs = []
     for path, summary in (circle_bag, straight_bag):
         jobs.append(job(path, parameters(summary)))
-    serial = replay.run_jobs(jobs, 1)
-    parallel = replay.run_jobs(jobs, 2)
+    serial = replay_jobs.run_jobs(jobs, 1)
+    parallel = replay_jobs.run_jobs(jobs, 2)
     assert [o["result"]["bag"] for o in parallel] == [str(circle_bag[0]), str(straight_bag[0])]
     assert json.dumps([o["result"] for o in serial]) == json.dumps([o["result"] for o in parallel])

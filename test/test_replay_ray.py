@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from alpamayo_ros.tools import replay
+from alpamayo_ros.tools import replay_jobs
 from scenario_bags import job, parameters, write_bag
 
 ray = pytest.importorskip("ray", reason="ray not installed (pip install -r requirements-ray.txt)")
@@ -15,7 +15,7 @@ def test_ray_tasks_give_the_same_results_in_bag_order(tmp_path):
     for name, preset in (("b_circle", "circle_8mps"), ("a_straight", "straight_constant")):
         summary = write_bag(tmp_path / name, preset, duration_s=4.0)
         jobs.append(job(tmp_path / name, parameters(summary)))
-    local = replay.run_jobs(jobs, 1)
+    local = replay_jobs.run_jobs(jobs, 1)
     remote = run_jobs_on_ray(jobs, init_kwargs={"num_cpus": 1, "include_dashboard": False})
     assert [o["result"]["bag"] for o in remote] == [j.bag for j in jobs]
     assert json.dumps([o["result"] for o in remote]) == json.dumps([o["result"] for o in local])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.tools import make_bag, replay, replay_report
 from scenario_bags import write_bag
 
 REFERENCE = Path(__file__).parent / "data" / "replay_reference.json"
@@ -36,7 +36,7 @@ def _digest(outputs: dict) -> str:
 
 def _normalised(report: dict, bags: dict) -> dict:
     """Report without its timings section, bag paths replaced by their names."""
-    text = json.dumps(replay.without_timings(report), sort_keys=True)
+    text = json.dumps(replay_report.without_timings(report), sort_keys=True)
     for name, path in bags.items():
         text = text.replace(str(path), name)
     return json.loads(text)

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from alpamayo_ros.tools import make_bag, regression, replay
+from alpamayo_ros.tools import make_bag, regression, replay, replay_jobs
 from scenario_bags import job, parameters, write_bag
 
 pytest.importorskip("torch")
@@ -24,14 +24,14 @@ def tiny_setup(tmp_path_factory):
 def test_same_seed_same_report_other_seed_other_plans(tiny_setup):
     root, summary, extra = tiny_setup
     values = parameters(summary, rate_hz=1.0, extra=extra)
-    first = replay.run_bag_job(job(root / "bag", values))["result"]
-    second = replay.run_bag_job(job(root / "bag", values))["result"]
+    first = replay_jobs.run_bag_job(job(root / "bag", values))["result"]
+    second = replay_jobs.run_bag_job(job(root / "bag", values))["result"]
     assert first["status"] == "ok", first["error"]
     ok = [t for t in first["ticks"] if t["status"] in ("OK", "INVALID_OUTPUT")]
     assert len(ok) >= 2, [t["reason"] for t in first["ticks"]]
     assert all(len(t["candidates"][0]["xyz"]) == 64 for t in ok)
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
-    other = replay.run_bag_job(job(root / "bag", dict(values, **{"model.seed": 1})))["result"]
+    other = replay_jobs.run_bag_job(job(root / "bag", dict(values, **{"model.seed": 1})))["result"]
     assert json.dumps(other["ticks"]) != json.dumps(first["ticks"])
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.param_schema import (FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
+                                            STRING_ARRAY, ParamSpec, check_fields)
 from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NUM_CAMERAS
 
 # Names of the Alpamayo rig cameras by camera index (model-spec section 1).
@@ -27,6 +29,77 @@ CAMERA_NAMES_BY_INDEX = {
 }
 
 INTERPOLATION_METHODS = ("spline", "linear")
+
+# The parameter rows of PlannerConfig: "core.<field>" -> PlannerConfig.<field>, and the
+# top-level "camera_indices". They are rows of the planner's parameter table (node and
+# replay) and the one definition of each field's type and range; test_params.py checks
+# that they name exactly the fields, with the same defaults.
+CORE_PREFIX = "core."
+CAMERA_INDICES_PARAMETER = ParamSpec(
+    "camera_indices", INT_ARRAY, list(DEFAULT_CAMERA_INDICES),
+    "Alpamayo camera index of each topic (strictly ascending; R1 uses 0 1 2 6 = "
+    "cross_left, front_wide, cross_right, front_tele).",
+    minimum=0, maximum=6, length=NUM_CAMERAS)
+CORE_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("core.camera_names", STRING_ARRAY, ["", "", "", ""],
+              "Camera names shown in messages and diagnostics; all \"\" = the rig names by "
+              "camera index.", length=NUM_CAMERAS),
+    ParamSpec("core.buffer_duration", FLOAT, 1.0,
+              "Camera frames kept per camera, back from its newest stamp [s].",
+              minimum=0.31, maximum=60.0),
+    ParamSpec("core.camera_buffer_max_entries", INT, 128,
+              "Hard cap on frames kept per camera.", minimum=4, maximum=10000),
+    ParamSpec("core.odometry_buffer_duration", FLOAT, 3.0,
+              "Odometry kept, back from the newest stamp [s] (>= 1.5 s + max_odometry_gap).",
+              minimum=1.51, maximum=600.0),
+    ParamSpec("core.odometry_buffer_max_entries", INT, 1024,
+              "Hard cap on odometry samples kept.", minimum=4, maximum=100000),
+    ParamSpec("core.frame_tolerance", FLOAT, 0.1,
+              "A selected frame may be at most this much older than its target time "
+              "t0-0.3 .. t0 [s], else the tick is skipped.", minimum=0.001, maximum=10.0),
+    ParamSpec("core.max_extrapolation", FLOAT, 0.05,
+              "History poses may lie at most this far outside the odometry samples [s].",
+              minimum=0.0, maximum=1.0),
+    ParamSpec("core.max_odometry_gap", FLOAT, 0.2,
+              "Largest time between consecutive odometry samples around the history [s].",
+              minimum=0.001, maximum=10.0),
+    ParamSpec("core.interpolation", STRING, "spline",
+              "History translation interpolation (rotation is always slerp).",
+              choices=INTERPOLATION_METHODS),
+    ParamSpec("core.base_offset_xyz", FLOAT_ARRAY, [0.0, 0.0, 0.0],
+              "Rear-axle base frame position in the odometry child frame [m].",
+              minimum=-100.0, maximum=100.0, length=3),
+    ParamSpec("core.base_offset_rpy", FLOAT_ARRAY, [0.0, 0.0, 0.0],
+              "Rear-axle base frame roll/pitch/yaw in the odometry child frame [rad].",
+              minimum=-math.pi, maximum=math.pi, length=3),
+    ParamSpec("core.max_input_age", FLOAT, 0.5,
+              "Skip a tick when now - t0 (newest usable frame) exceeds this, on the node "
+              "clock [s]; also the STALE limit of the input diagnostics.",
+              minimum=0.001, maximum=600.0),
+    ParamSpec("core.max_odometry_age", FLOAT, 0.5,
+              "Skip a tick when now - newest odometry stamp exceeds this [s].",
+              minimum=0.001, maximum=600.0),
+    ParamSpec("core.time_jump_tolerance", FLOAT, 1.0,
+              "A stamp older than its buffer's newest by more than this is a time jump (bag "
+              "loop, simulator reset): all buffers are cleared [s].",
+              minimum=0.001, maximum=600.0),
+    ParamSpec("core.first_waypoint_abs_tolerance", FLOAT, 0.3,
+              "Output check: allowed |first waypoint distance - v0 * 0.1 s| [m] ...",
+              minimum=0.0, maximum=100.0),
+    ParamSpec("core.first_waypoint_rel_tolerance", FLOAT, 0.3,
+              "... plus this fraction of v0 * 0.1 s [-].", minimum=0.0, maximum=100.0),
+    ParamSpec("core.max_backward_motion", FLOAT, 0.5,
+              "Output check: largest distance travelled against the heading [m].",
+              minimum=0.001, maximum=1000.0),
+    ParamSpec("core.decode_cache_size", INT, 48,
+              "Decoded frames kept across ticks (12 of 16 frames repeat at 10 Hz).",
+              minimum=16, maximum=10000),
+    ParamSpec("core.output_image_size", INT_ARRAY, [0, 0],
+              "(width, height) every frame is resized to [px]; [0, 0] = native size.",
+              minimum=0, maximum=8192, length=2),
+)
+_ROWS_BY_FIELD = {"camera_indices": CAMERA_INDICES_PARAMETER,
+                  **{p.name[len(CORE_PREFIX):]: p for p in CORE_PARAMETERS}}
 
 
 @dataclass(frozen=True)
@@ -103,30 +176,16 @@ class PlannerConfig:
         self._validate()
 
     def _validate(self) -> None:
+        # Types and ranges of single fields come from the parameter table (one definition
+        # for the node, the replay tool and this class); the rules below relate fields.
+        skip = {"output_image_size"} | ({"camera_names"} if not self.camera_names else set())
+        errors = check_fields(self, {f: row for f, row in _ROWS_BY_FIELD.items()
+                                     if f not in skip})
+        if errors:
+            raise ConfigError("invalid planner settings: " + "; ".join(errors))
         idx = self.camera_indices
-        if len(idx) != NUM_CAMERAS or any(not isinstance(i, int) or isinstance(i, bool)
-                                          for i in idx):
-            raise ConfigError(f"camera_indices must be {NUM_CAMERAS} ints, have {idx!r}")
         if list(idx) != sorted(set(idx)):
             raise ConfigError(f"camera_indices must be ascending and unique, have {idx!r}")
-        if any(i < 0 for i in idx):
-            raise ConfigError(f"camera_indices must be >= 0, have {idx!r}")
-        if self.camera_names and len(self.camera_names) != NUM_CAMERAS:
-            raise ConfigError(f"camera_names needs {NUM_CAMERAS} names or none, "
-                              f"have {len(self.camera_names)}")
-        positive = ("buffer_duration", "odometry_buffer_duration", "frame_tolerance",
-                    "max_odometry_gap", "max_input_age", "max_odometry_age",
-                    "time_jump_tolerance", "max_backward_motion")
-        for name in positive:
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a finite number > 0, have {value!r}")
-        non_negative = ("max_extrapolation", "first_waypoint_abs_tolerance",
-                        "first_waypoint_rel_tolerance")
-        for name in non_negative:
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ConfigError(f"{name} must be a finite number >= 0, have {value!r}")
         # The oldest frame target is t0-0.3 s; the buffer must reach it plus the tolerance.
         need = 0.3 + self.frame_tolerance
         if self.buffer_duration < need:
@@ -138,20 +197,6 @@ class PlannerConfig:
             raise ConfigError(f"odometry_buffer_duration must cover the history: have "
                               f"{self.odometry_buffer_duration} s, need >= {need:.3f} s "
                               "(1.5 s + max_odometry_gap)")
-        for name, minimum in (("camera_buffer_max_entries", 4),
-                              ("odometry_buffer_max_entries", 4),
-                              ("decode_cache_size", 16)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ConfigError(f"{name} must be an int >= {minimum}, have {value!r}")
-        if self.interpolation not in INTERPOLATION_METHODS:
-            raise ConfigError(f"interpolation must be one of {INTERPOLATION_METHODS}, "
-                              f"have {self.interpolation!r}")
-        for name in ("base_offset_xyz", "base_offset_rpy"):
-            value = getattr(self, name)
-            if len(value) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v)
-                                          for v in value):
-                raise ConfigError(f"{name} must be 3 finite numbers, have {value!r}")
         size = self.output_image_size
         if size is not None and (len(size) != 2 or min(size) < 32):
             raise ConfigError("output_image_size must be (width, height) with both >= 32 "

@@ -31,3 +31,7 @@ class DecodeError(AlpamayoError, ValueError):
 
 class ModelRuntimeError(AlpamayoError, RuntimeError):
     """The model failed while running (exception inside torch, out of memory...)."""
+
+
+class OdometryError(AlpamayoError, ValueError):
+    """An odometry sample is refused (non-finite values, no valid orientation)."""

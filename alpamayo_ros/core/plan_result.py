@@ -79,10 +79,13 @@ class TickTimings:
     input_preparation: staleness gates + selection + history + decoding (+ resizing);
     selection / history / decode are parts of it (decode: frames not in the cache);
     model: the model's own stages; model_call: wall time of predict();
-    output_building: output checks and the odom-frame copies of the candidates after it.
+    output_building: output checks and the odom-frame copies of the candidates after it;
+    tick_to_model_start: from the tick (the node's timer callback, the replay's tick) to
+    the start of the model call: worker hand-over + input_preparation.
     """
 
     input_preparation: float = 0.0
+    tick_to_model_start: float = 0.0
     selection: float = 0.0
     history: float = 0.0
     decode: float = 0.0
@@ -103,7 +106,7 @@ class PlanResult:
         oldest first; camera_skew: spread of the cameras' newest stamps [s].
     history_xyz (16, 3), history_rot (16, 3, 3): in the t0 frame at history_stamps_ns;
         history_span [s]; odometry_samples inside the window; odometry_newest_ns.
-    t0_pose_odom: base pose at t0 in the odom frame.
+    t0_pose_odom: base pose at t0 in the odometry frame, whose name is odom_frame_id.
     v0: speed at t0 estimated by the model [m/s].
     candidates / selected_index: samples; the selected one is the first valid sample
         (index 0 when none is valid; status is then INVALID_OUTPUT).
@@ -125,6 +128,7 @@ class PlanResult:
     odometry_samples: int = 0
     odometry_newest_ns: Optional[int] = None
     t0_pose_odom: Optional[Pose] = None
+    odom_frame_id: str = ""
     v0: float = float("nan")
     candidates: list = field(default_factory=list)
     selected_index: int = 0
@@ -133,6 +137,9 @@ class PlanResult:
     model_id: str = ""
     # Frames decoded (cache misses) while preparing this tick.
     decodes: int = 0
+    # time.perf_counter() when the newest frame used arrived (live only; None otherwise):
+    # the start of the wall-clock latency.
+    newest_frame_arrival_s: Optional[float] = None
 
     @property
     def ok(self) -> bool:

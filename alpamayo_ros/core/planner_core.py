@@ -11,7 +11,7 @@ so the core stays usable after any model exception, CUDA out-of-memory included.
 
 Typical node use:
     core.add_image(slot, stamp_ns, EncodedImage(...))      # camera callbacks
-    core.add_odometry(stamp_ns, xyz, quat_xyzw)             # odometry callback
+    core.add_odometry(OdometrySample(...))                   # odometry callback
     if gate.try_enter():                                     # timer, see tick_gate.TickGate
         worker: try: prepared = core.prepare(now_ns); result = core.run(prepared)
                 except InputNotReady as e: result = core.skipped(now_ns, str(e))
@@ -28,13 +28,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from alpamayo_ros.core.config import PlannerConfig
-from alpamayo_ros.core.errors import DecodeError, InputNotReady
+from alpamayo_ros.core.errors import DecodeError, InputNotReady, OdometryError
 from alpamayo_ros.core.frame_selection import FrameSelection, select_frames
 from alpamayo_ros.core.geometry import Pose, from_local_frame
 from alpamayo_ros.core.history import (HISTORY_SPAN_NS, HistoryResult, OdometryTrack,
                                        build_history)
 from alpamayo_ros.core.image_decode import (SUPPORTED_ENCODINGS, DecodeCache, EncodedImage,
                                             is_supported_encoding)
+from alpamayo_ros.core.odometry import OdometrySample, checked_odometry
 from alpamayo_ros.core.output_check import OutputCheckLimits, check_sample
 from alpamayo_ros.core.plan_result import Candidate, PlanResult, PlanStatus, TickTimings
 from alpamayo_ros.core.ring_buffer import InsertStatus, StampedBuffer
@@ -109,7 +110,8 @@ class PreparedInputs:
 
     now_ns: tick time [ns]; selection: t0 and the 16 frames; history: 16 poses in the t0
     frame and the t0 pose in the odom frame; model_input: what the model gets;
-    timings: selection/history/decode/input_preparation filled; decodes: cache misses.
+    timings: selection/history/decode/input_preparation filled; decodes: cache misses;
+    odom_frame_id: frame_id of the odometry the history was built from.
     """
 
     now_ns: int
@@ -118,6 +120,10 @@ class PreparedInputs:
     model_input: ModelInput
     timings: TickTimings = field(default_factory=TickTimings)
     decodes: int = 0
+    odom_frame_id: str = ""
+    # time.perf_counter() when preparation ended / when the newest frame used arrived.
+    prepared_wall_s: float = 0.0
+    newest_frame_arrival_s: Optional[float] = None
 
     @property
     def t0_ns(self) -> int:
@@ -154,10 +160,17 @@ class PlannerCore:
         # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
         self._slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
         self._counters = CoreCounters()
+        # frame_id of the buffered odometry (the frame of t0_pose_odom and path_odom).
+        self._odom_frame_id = ""
 
     # ------------------------------------------------------------------ inputs
-    def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage) -> InsertResult:
-        """Buffer a frame (undecoded) of camera slot 0..3 at its header stamp [ns]."""
+    def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage,
+                  arrival_s: Optional[float] = None) -> InsertResult:
+        """Buffer a frame (undecoded) of camera slot 0..3 at its header stamp [ns].
+
+        arrival_s: time.perf_counter() when it was received (live only), the start of the
+        plan's wall-clock latency (PlanResult.newest_frame_arrival_s).
+        """
         if not 0 <= camera_slot < NUM_CAMERAS:
             return self._count("frames", InsertResult(
                 InsertStatus.REJECTED,
@@ -168,22 +181,21 @@ class PlannerCore:
                 InsertStatus.REJECTED,
                 f"{source}: unsupported encoding {image.encoding!r}; supported: "
                 f"{', '.join(SUPPORTED_ENCODINGS)}"))
-        inserted = self._insert(self._cameras[camera_slot], source, int(stamp_ns), image)
+        inserted = self._insert(self._cameras[camera_slot], source, int(stamp_ns),
+                                (image, arrival_s))
         return self._count("frames", inserted)
 
-    def add_odometry(self, stamp_ns: int, position_xyz, orientation_xyzw) -> InsertResult:
-        """Buffer an odometry pose: odometry child frame in the odom frame [m, quat x y z w]."""
-        xyz = np.asarray(position_xyz, dtype=np.float64).reshape(3)
-        quat = np.asarray(orientation_xyzw, dtype=np.float64).reshape(4)
-        if not (np.all(np.isfinite(xyz)) and np.all(np.isfinite(quat))):
-            return self._count("odometry", InsertResult(
-                InsertStatus.REJECTED, f"odometry at {stamp_ns} ns has non-finite values: "
-                f"position {xyz.tolist()}, orientation {quat.tolist()}"))
-        norm = float(np.linalg.norm(quat))
-        if norm < 1e-6:
-            return self._count("odometry", InsertResult(
-                InsertStatus.REJECTED, f"odometry at {stamp_ns} ns has a zero quaternion"))
-        inserted = self._insert(self._odometry, "odometry", int(stamp_ns), (xyz, quat / norm))
+    def add_odometry(self, sample: OdometrySample) -> InsertResult:
+        """Buffer an odometry pose (checked_odometry: refused or normalised, the rule the
+        replay applies too)."""
+        try:
+            sample = checked_odometry(sample)
+        except OdometryError as exc:
+            return self._count("odometry", InsertResult(InsertStatus.REJECTED, str(exc)))
+        inserted = self._insert(self._odometry, "odometry", sample.stamp_ns,
+                                (sample.xyz, sample.quat_xyzw))
+        if inserted.status in (InsertStatus.ADDED, InsertStatus.REPLACED):
+            self._odom_frame_id = sample.frame_id
         return self._count("odometry", inserted)
 
     def _insert(self, buffer: StampedBuffer, source: str, stamp_ns: int, item
@@ -264,17 +276,20 @@ class PlannerCore:
                                 f"(max_input_age {self.config.max_input_age:g} s); newest "
                                 f"frame of {describe[slot]} is the oldest")
 
-    def prepare(self, now_ns: int) -> PreparedInputs:
+    def prepare(self, now_ns: int, tick_wall_s: Optional[float] = None) -> PreparedInputs:
         """Select t0 and frames, check staleness, interpolate the history, decode frames.
 
         now_ns: the tick time [ns] on the clock of the header stamps (node clock, sim time
         or stepped bag time); only used for the staleness gates (now - t0 and now - newest
         odometry). Buffered data stamped after now_ns is not excluded: a replay feeds only
         messages up to now, and live header stamps may run slightly ahead of the node clock.
+        tick_wall_s: time.perf_counter() when the tick fired (default: now), the start of
+        timings.tick_to_model_start.
         Raises InputNotReady with the reason when this tick cannot be planned.
         """
         cfg = self.config
         start = time.perf_counter()
+        tick_wall_s = start if tick_wall_s is None else tick_wall_s
         with self._lock:  # one consistent snapshot of all buffers
             cameras = [b.snapshot() for b in self._cameras]
             describe = self._slot_descriptions
@@ -285,6 +300,7 @@ class PlannerCore:
             # Only the odometry the history can use (the gap check looks one sample
             # further back than t0-1.5 s).
             track = self.odometry_track(selection.t0_ns - HISTORY_SPAN_NS)
+            odom_frame_id = self._odom_frame_id
         if len(track) == 0:
             raise InputNotReady("odometry: no sample received yet")
         odometry_age = (now_ns - int(track.stamps_ns[-1])) / NS_PER_S
@@ -297,27 +313,34 @@ class PlannerCore:
                                 max_extrapolation=cfg.max_extrapolation,
                                 max_odometry_gap=cfg.max_odometry_gap)
         history_at = time.perf_counter()
-        frames, decodes, decode_seconds = self._decode_selected(selection, cameras, describe)
+        frames, decodes, decode_seconds, arrival_s = self._decode_selected(selection, cameras,
+                                                                           describe)
         end = time.perf_counter()
         timings = TickTimings(input_preparation=end - start, selection=selected_at - start,
-                              history=history_at - selected_at, decode=decode_seconds)
+                              history=history_at - selected_at, decode=decode_seconds,
+                              tick_to_model_start=end - tick_wall_s)
         model_input = ModelInput(frames=frames, history_xyz=history.xyz,
                                  history_rot=history.rot)
         return PreparedInputs(now_ns=int(now_ns), selection=selection, history=history,
-                              model_input=model_input, timings=timings, decodes=decodes)
+                              model_input=model_input, timings=timings, decodes=decodes,
+                              odom_frame_id=odom_frame_id, prepared_wall_s=end,
+                              newest_frame_arrival_s=arrival_s)
 
     def _decode_selected(self, selection: FrameSelection, cameras: list, describe: tuple
-                         ) -> tuple[tuple, int, float]:
+                         ) -> tuple[tuple, int, float, Optional[float]]:
         """The 16 (H, W, 3) uint8 frames of the selection (camera-major, oldest first),
-        decodes done, seconds decoding."""
+        decodes done, seconds decoding, arrival time of the newest frame (None if unknown)."""
         cache = self._decode_cache
         decodes_before, seconds_before = cache.decodes, cache.decode_seconds
         size = self.config.output_image_size
         frames = []
+        newest = (-1, None)  # (stamp, arrival) of the newest frame used
         for index, stamp in enumerate(selection.frame_stamps_ns):
             slot = index // FRAMES_PER_CAMERA
             stamps, items = cameras[slot]
-            image = items[int(np.searchsorted(stamps, stamp))]
+            image, arrival_s = items[int(np.searchsorted(stamps, stamp))]
+            if arrival_s is not None and (stamp, arrival_s) > newest:
+                newest = (int(stamp), arrival_s)
             try:
                 frames.append(cache.get_or_decode((slot, int(stamp)), image, size))
             except DecodeError as exc:
@@ -334,12 +357,15 @@ class PlannerCore:
         # The cached frames go to the model as a tuple (ModelInput accepts one): stacking
         # them would copy 100 MB per tick at 1080x1920 only for the model to resize them.
         return (tuple(frames), cache.decodes - decodes_before,
-                cache.decode_seconds - seconds_before)
+                cache.decode_seconds - seconds_before, newest[1])
 
     def run(self, prepared: PreparedInputs) -> PlanResult:
         """Run the model on prepared inputs and build the PlanResult (never raises for
         model failures: status MODEL_ERROR with the message)."""
         start = time.perf_counter()
+        # Until now: hand-over to the worker and input preparation (prepare's estimate
+        # ended with preparation).
+        prepared.timings.tick_to_model_start += start - prepared.prepared_wall_s
         try:
             output = self.model.predict(prepared.model_input, self.options)
         except Exception as exc:  # torch errors, CUDA OOM, bugs in a backend: all reported
@@ -395,6 +421,8 @@ class PlannerCore:
             history_stamps_ns=hist.stamps_ns, history_span=hist.span,
             odometry_samples=hist.odometry_samples,
             odometry_newest_ns=hist.odometry_newest_ns, t0_pose_odom=hist.t0_pose_odom,
+            odom_frame_id=prepared.odom_frame_id,
+            newest_frame_arrival_s=prepared.newest_frame_arrival_s,
             timings=replace(prepared.timings), model_id=getattr(self.model, "model_id", ""),
             decodes=prepared.decodes)
 

@@ -220,7 +220,8 @@ class PlannerHealth:
                                         "not every camera has a frame", sync_values))
             elif skew > self.max_camera_skew_s:
                 out.append(HealthReport("camera sync", Level.WARN,
-                                        f"camera skew {skew:.3f} s > {self.max_camera_skew_s:.3f} s",
+                                        f"camera skew {skew:.3f} s > "
+                                        f"{self.max_camera_skew_s:.3f} s",
                                         sync_values))
             else:
                 out.append(HealthReport("camera sync", Level.OK, f"skew {skew:.3f} s",

@@ -11,6 +11,8 @@ from typing import Optional, Protocol
 
 import numpy as np
 
+from alpamayo_ros.core.param_schema import BOOL, FLOAT, INT, ParamSpec, check_fields
+
 # Stamps are int nanoseconds; this converts them to float seconds.
 NS_PER_S = 1_000_000_000
 NUM_CAMERAS = 4
@@ -29,6 +31,28 @@ WAYPOINT_OFFSETS = tuple(round(0.1 * (i + 1), 10) for i in range(NUM_WAYPOINTS))
 DEFAULT_CAMERA_INDICES = (0, 1, 2, 6)
 
 
+# The parameter rows of InferenceOptions ("model.<field>"): rows of the planner's parameter
+# table and the one definition of each option's type and range.
+INFERENCE_PREFIX = "model."
+INFERENCE_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("model.num_samples", INT, 1,
+              "Trajectory samples (each with its own CoC) per tick.", minimum=1, maximum=16),
+    ParamSpec("model.max_coc_tokens", INT, 256,
+              "Token limit of the reasoning (CoC) generation.", minimum=1, maximum=4096),
+    ParamSpec("model.diffusion_steps", INT, 10,
+              "Euler steps of the flow-matching action sampler.", minimum=1, maximum=100),
+    ParamSpec("model.sample_coc", BOOL, True,
+              "true: nucleus sampling of the CoC (top_p, temperature); false: greedy."),
+    ParamSpec("model.top_p", FLOAT, 0.98,
+              "Nucleus sampling mass of the CoC.", minimum=0.01, maximum=1.0),
+    ParamSpec("model.temperature", FLOAT, 0.6,
+              "Sampling temperature of the CoC.", minimum=0.01, maximum=10.0),
+    ParamSpec("model.seed", INT, 0,
+              "Seed of CoC sampling and diffusion noise; -1 = unseeded (fresh noise each "
+              "tick).", minimum=-1, maximum=2**31 - 1),
+)
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     """Options of one model call (defaults: one sample, as in the official example)."""
@@ -41,8 +65,20 @@ class InferenceOptions:
     sample_coc: bool = True
     top_p: float = 0.98
     temperature: float = 0.6
-    # Seed of the torch generator used for CoC sampling and the diffusion noise.
+    # Seed of the torch generator used for CoC sampling and the diffusion noise;
+    # None = unseeded (fresh noise each call).
     seed: Optional[int] = 0
+
+    def __post_init__(self) -> None:
+        rows = {p.name[len(INFERENCE_PREFIX):]: p for p in INFERENCE_PARAMETERS}
+        if self.seed is None:
+            del rows["seed"]
+        errors = check_fields(self, rows)
+        if self.seed is not None and not errors and self.seed < 0:
+            errors.append(f"seed: have {self.seed}, need >= 0 or None (unseeded)")
+        if errors:
+            from alpamayo_ros.core.errors import ConfigError
+            raise ConfigError("invalid inference options: " + "; ".join(errors))
 
 
 @dataclass(frozen=True)
@@ -103,6 +139,21 @@ class ModelOutput:
     # Offsets of the waypoints relative to t0 [s]: 0.1 .. 6.4.
     waypoint_offsets: np.ndarray = field(
         default_factory=lambda: np.asarray(WAYPOINT_OFFSETS, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """Identity and settings of the loaded model, as published in PlannerOutput.model.
+
+    checkpoint: directory (with the content hash) or "" for a backend without weights;
+    model_id: content hash of the weights; device / dtype: where and how it runs.
+    """
+
+    checkpoint: str
+    model_id: str
+    device: str
+    dtype: str
+    options: InferenceOptions
 
 
 class PlannerModel(Protocol):

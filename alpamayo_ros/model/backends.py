@@ -6,25 +6,12 @@ chosen (inside alpamayo_ros.model.runtime); the dry-run backend is numpy only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.core.types import InferenceOptions, PlannerModel
-
-BACKENDS = ("alpamayo", "constant_velocity")
-
-
-@dataclass(frozen=True)
-class ModelDescription:
-    """Identity and settings of the model, as published in PlannerOutput.model."""
-
-    checkpoint: str
-    model_id: str
-    device: str
-    dtype: str
-    options: InferenceOptions
+from alpamayo_ros.core.planner_params import MODEL_BACKENDS
+from alpamayo_ros.core.types import InferenceOptions, ModelDescription, PlannerModel
 
 
 def load_model(values: Mapping[str, Any], options: InferenceOptions
@@ -43,7 +30,8 @@ def load_model(values: Mapping[str, Any], options: InferenceOptions
         return model, ModelDescription(checkpoint="", model_id=model.model_id, device="cpu",
                                        dtype="float64", options=options)
     if backend != "alpamayo":
-        raise ConfigError(f"model.backend: have {backend!r}, need one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"model.backend: have {backend!r}, need one of "
+                          f"{', '.join(MODEL_BACKENDS)}")
     checkpoint = Path(values["model.checkpoint_dir"]).expanduser()
     if not checkpoint.is_dir():
         raise ConfigError(f"model.checkpoint_dir: have {str(checkpoint)!r}, need an existing "

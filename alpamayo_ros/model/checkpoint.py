@@ -57,6 +57,13 @@ def _read_json(path: Path) -> dict:
     return value
 
 
+def _is_alpamayo_config(path: Path) -> bool:
+    try:
+        return _read_json(path).get("model_type") == MODEL_TYPE
+    except CheckpointError:
+        return False
+
+
 def read_checkpoint_config(checkpoint_dir: Path | str) -> dict:
     """Parse ``<checkpoint_dir>/config.json`` and check that it is an Alpamayo-R1 config."""
     checkpoint_dir = Path(checkpoint_dir)
@@ -64,7 +71,12 @@ def read_checkpoint_config(checkpoint_dir: Path | str) -> dict:
         raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} does not exist")
     config_path = checkpoint_dir / CONFIG_NAME
     if not config_path.is_file():
-        raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} has no {CONFIG_NAME}")
+        nested = sorted(p.parent for p in checkpoint_dir.glob(f"*/{CONFIG_NAME}")
+                        if _is_alpamayo_config(p))
+        hint = (f"; did you mean its subdirectory {str(nested[0])!r}? (a tiny checkpoint "
+                "root holds checkpoint/ and base_vlm/)") if nested else ""
+        raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} has no "
+                              f"{CONFIG_NAME}{hint}")
     config = _read_json(config_path)
     model_type = config.get("model_type")
     if model_type != MODEL_TYPE:

@@ -133,7 +133,11 @@ class AlpamayoRuntime:
 
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {device} requested but CUDA is not available")
+            raise ConfigError(
+                f"model.device: have {str(device)!r}, but torch {torch.__version__} sees no "
+                "CUDA device (CPU build or no driver); run on the CPU with "
+                "model.device cpu (node: -p model.device:=cpu, launch: device:=cpu, "
+                "replay: --device cpu)")
         dtype = default_device_dtype(device, dtype)
         files = locate_checkpoint(checkpoint_dir)
         proc_dir = resolve_processor_dir(files.checkpoint_dir, files.config, processor_dir)
@@ -266,7 +270,6 @@ class AlpamayoRuntime:
         initial_noise: optional (num_samples, 64, 2) flow-matching start x (t = 0); by
         default it is drawn from the seeded generator after the CoC decode.
         """
-        _check_options(options)
         timings = StageTimings()
         clock = _StageClock(self.device, timings)
         try:
@@ -319,22 +322,6 @@ class AlpamayoRuntime:
                 coc=extract_coc(self.tokenizer, self.token_ids, row_tokens[:count]),
                 coc_token_count=count, coc_truncated=not found[row]))
         return samples
-
-
-def _check_options(options: InferenceOptions) -> None:
-    problems = []
-    if int(options.num_samples) < 1:
-        problems.append(f"num_samples must be >= 1, have {options.num_samples}")
-    if int(options.max_coc_tokens) < 1:
-        problems.append(f"max_coc_tokens must be >= 1, have {options.max_coc_tokens}")
-    if int(options.diffusion_steps) < 1:
-        problems.append(f"diffusion_steps must be >= 1, have {options.diffusion_steps}")
-    if options.sample_coc and not (0.0 < float(options.top_p) <= 1.0):
-        problems.append(f"top_p must be in (0, 1], have {options.top_p}")
-    if options.sample_coc and not float(options.temperature) > 0.0:
-        problems.append(f"temperature must be > 0, have {options.temperature}")
-    if problems:
-        raise ConfigError("; ".join(problems))
 
 
 def _to_numpy(value):

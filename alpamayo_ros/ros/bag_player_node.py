@@ -19,12 +19,11 @@ rosbag2 bag (metadata version 8); each message's log time is the bag clock (sim 
 reception. The bag is closed when the node exits.
 
 Parameters: bag (required), rate, loop, clock_hz, publish_clock, topics (empty = all),
-wait_for_subscribers, wait_for_subscribers_timeout, start_delay, exit_when_done, linger (seconds to keep recording after the end),
-record_path, record_topics, record_storage.
+wait_for_subscribers, wait_for_subscribers_timeout, start_delay, exit_when_done, linger
+(seconds to keep recording after the end), record_path, record_topics, record_storage.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 import time
@@ -37,6 +36,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
 
+from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.ros.convert import message_class
 from alpamayo_ros.ros.qos import CLOCK_QOS
 from alpamayo_ros.ros.spin import spin_until_shutdown
 from alpamayo_ros.tools import bag_io
@@ -49,13 +50,6 @@ PLAYBACK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE)
 RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                         reliability=ReliabilityPolicy.RELIABLE)
-NS_PER_S = 1_000_000_000
-
-
-def message_class(msgtype: str):
-    """'sensor_msgs/msg/Image' -> the rclpy message class (ImportError if not installed)."""
-    package, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
 class BagRecorder:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from alpamayo_ros.core.types import PlannerModel
-from alpamayo_ros.model.backends import ModelDescription, load_model as load_backend
-from alpamayo_ros.ros.params import inference_options
+from alpamayo_ros.core.planner_params import inference_options
+from alpamayo_ros.core.types import ModelDescription, PlannerModel
+from alpamayo_ros.model.backends import load_model as load_backend
 
 
 def load_model(values: Mapping[str, Any]) -> tuple[PlannerModel, ModelDescription]:

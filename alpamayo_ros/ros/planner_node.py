@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Optional
@@ -33,13 +34,15 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
-from alpamayo_ros.core.config import PlannerConfig
 from alpamayo_ros.core.errors import DecodeError, InputNotReady
+from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
+from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
 from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
 from alpamayo_ros.core.planner_health import PlannerHealth, TickOutcome
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
+from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.msg import PlannerOutput
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
@@ -49,7 +52,6 @@ from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.spin import run_node
 
-NODE_NAME = "alpamayo_planner"
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
@@ -66,13 +68,14 @@ class PlannerNode(Node):
     def __init__(self, *, model_loader: Callable = load_model, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._values = values = params.declare_and_read(self)
-        config = PlannerConfig.from_dict(params.core_config_values(values))
+        config = planner_config(values)
         model, self._model_desc = model_loader(values)
         self._core = PlannerCore(config, model, self._model_desc.options,
                                  on_time_jump=self._on_time_jump)
         self._camera_topics = [self.resolve_topic_name(t) for t in values["camera_topics"]]
         self._base_frame = values["base_frame_id"]
-        self._odom_frame = ""
+        self._output_context = OutputContext(self._base_frame, tuple(self._camera_topics),
+                                             tuple(config.camera_indices), self._model_desc)
         self._gate = TickGate()
         self._health = PlannerHealth(list(config.slot_names), "odometry",
                                      max_input_age_s=config.max_input_age,
@@ -118,13 +121,14 @@ class PlannerNode(Node):
         return self.get_clock().now().nanoseconds
 
     def _on_image(self, slot: int, to_encoded: Callable, msg) -> None:
+        arrival_s = time.perf_counter()
         stamp_ns = convert.time_to_ns(msg.header.stamp)
         try:
             image = to_encoded(msg)
         except DecodeError as exc:
             self._reject_camera(slot, str(exc))
             return
-        result = self._core.add_image(slot, stamp_ns, image)
+        result = self._core.add_image(slot, stamp_ns, image, arrival_s)
         if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
             self._reject_camera(slot, result.reason)
         else:
@@ -137,13 +141,12 @@ class PlannerNode(Node):
 
     def _on_odometry(self, msg: Odometry) -> None:
         sample = convert.odometry_to_sample(msg)
-        result = self._core.add_odometry(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
+        result = self._core.add_odometry(sample)
         if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
             self._health.reject_odometry(result.reason)
             self.get_logger().warning(f"odometry rejected: {result.reason}",
                                    throttle_duration_sec=_LOG_THROTTLE_S)
             return
-        self._odom_frame = sample.frame_id
         self._health.record_odometry(self._now_ns(), sample.stamp_ns)
 
     def _on_time_jump(self, jump: TimeJump) -> None:
@@ -156,7 +159,7 @@ class PlannerNode(Node):
         self._core.reset()
         self._health.record_reset()
         if jump.clock_change == ClockChange.ROS_TIME_NO_CHANGE:
-            what = f"jumped back {-jump.delta.nanoseconds / 1e9:.3f} s"
+            what = f"jumped back {-jump.delta.nanoseconds / NS_PER_S:.3f} s"
         else:
             what = f"changed its time source ({jump.clock_change.name})"
         self.get_logger().warning(f"node clock {what}: cleared all buffers")
@@ -165,21 +168,22 @@ class PlannerNode(Node):
     def _on_tick(self) -> None:
         if self._closing.is_set():
             return
+        tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
         if not self._gate.try_enter():
             self._health.record_dropped_tick()
             return
         self._health.record_tick()
         try:
-            self._worker.submit(self._plan, now_ns)
+            self._worker.submit(self._plan, now_ns, tick_wall_s)
         except RuntimeError:  # the pool is shutting down
             self._gate.leave()
 
-    def _plan(self, now_ns: int) -> None:
+    def _plan(self, now_ns: int, tick_wall_s: float) -> None:
         """Worker thread: prepare + run + publish one tick; never raises."""
         try:
             try:
-                prepared = self._core.prepare(now_ns)
+                prepared = self._core.prepare(now_ns, tick_wall_s)
             except InputNotReady as exc:
                 result = self._core.skipped(now_ns, str(exc))
             else:
@@ -195,17 +199,15 @@ class PlannerNode(Node):
             self._gate.leave()
 
     def _publish(self, result: PlanResult) -> None:
-        stamp_ns = convert.output_stamp_ns(result)
-        latency_s = (self._now_ns() - stamp_ns) / 1e9
-        msg = convert.plan_to_msg(result, base_frame_id=self._base_frame,
-                                  odom_frame_id=self._odom_frame,
-                                  camera_topics=self._camera_topics,
-                                  camera_indices=self._core.config.camera_indices,
-                                  model=self._model_desc, latency_s=latency_s)
+        latency_s = (self._now_ns() - output_stamp_ns(result)) / NS_PER_S
+        arrival_s = result.newest_frame_arrival_s
+        latency_wall_s = 0.0 if arrival_s is None else time.perf_counter() - arrival_s
+        msg = convert.plan_to_msg(result, self._output_context, latency_s=latency_s,
+                                  latency_wall_s=latency_wall_s)
         self._pub_plan.publish(msg)
         model_time = result.timings.model_call if result.status != PlanStatus.SKIPPED else None
         self._health.record_outcome(_OUTCOMES[result.status], result.reason,
-                                    latency_s=latency_s if result.ok else None,
+                                    latency_s=latency_wall_s if result.ok else None,
                                     model_time_s=model_time)
         if result.status == PlanStatus.MODEL_ERROR:
             self.get_logger().error(f"model error: {result.reason}")
@@ -214,8 +216,7 @@ class PlannerNode(Node):
                                    throttle_duration_sec=_LOG_THROTTLE_S)
         if not result.ok:  # nothing of a failed tick reaches the path/CoC consumers
             return
-        path, path_odom = convert.plan_to_paths(result, base_frame_id=self._base_frame,
-                                                odom_frame_id=self._odom_frame)
+        path, path_odom = convert.plan_to_paths(result, self._base_frame)
         self._pub_path.publish(path)
         self._pub_path_odom.publish(path_odom)
         self._pub_coc.publish(convert.plan_to_coc(result))
@@ -247,7 +248,8 @@ def main(args: Optional[list] = None) -> int:
 
     2: invalid parameters or checkpoint (a readable message on stderr, no traceback).
     """
-    return run_node(NODE_NAME, PlannerNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, PlannerNode, SingleThreadedExecutor, args,
+                    parameter_specs=PLANNER_PARAMETERS)
 
 
 if __name__ == "__main__":

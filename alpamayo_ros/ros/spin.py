@@ -7,7 +7,8 @@ ExternalShutdownException. Both mean "shutting down" here, not a crash.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException
@@ -29,18 +30,30 @@ def spin_until_shutdown(executor: Executor, context=None) -> None:
 
 
 def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[], Executor],
-             args: Optional[list] = None) -> int:
+             args: Optional[list] = None, parameter_specs: Optional[Sequence] = None) -> int:
     """Whole life of a node executable; returns the process exit status.
 
-    2: malformed --ros-args or a ConfigError while building the node (one readable line on
-    stderr, no traceback); 0: clean shutdown. The node's optional close() runs before it
-    is destroyed.
+    2: malformed --ros-args, a parameter file with unknown names, or a ConfigError while
+    building the node (one readable line on stderr, no traceback); 0: clean shutdown.
+    parameter_specs: the node's schema table; its --params-file files are then checked and
+    normalised first (ros.params.normalise_parameter_files). The node's optional close()
+    runs before it is destroyed.
     """
+    argv = list(sys.argv if args is None else args)
+    if parameter_specs is not None:
+        from alpamayo_ros.ros.params import normalise_parameter_files
+        try:
+            argv = normalise_parameter_files(argv, name, parameter_specs)
+        except ConfigError as exc:
+            print(f"{name}: configuration error: {exc}", file=sys.stderr)
+            return 2
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=argv)
     except Exception as exc:  # rcl rejects malformed --ros-args (remaps, params files)
         print(f"{name}: invalid ROS arguments: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _remove_normalised_files(args if args is not None else sys.argv, argv)
     try:
         node = make_node()
     except ConfigError as exc:
@@ -59,3 +72,10 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _remove_normalised_files(original: Sequence[str], used: Sequence[str]) -> None:
+    """Delete the normalised copies of parameter files once rcl has read them."""
+    for before, after in zip(original, used):
+        if before != after and Path(after).name.endswith(".yaml"):
+            Path(after).unlink(missing_ok=True)

@@ -21,8 +21,10 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from alpamayo_ros.core.types import NUM_CAMERAS
-from alpamayo_ros.ros import params as P
+from alpamayo_ros.core.types import NS_PER_S, NUM_CAMERAS
+from alpamayo_ros.core import param_schema as P
+from alpamayo_ros.core.planner_params import PARAMETERS_BY_NAME
+from alpamayo_ros.ros.params import declare_and_read
 from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.tools import scenario as sc
@@ -39,7 +41,7 @@ SENSOR_PARAMETERS: tuple[P.ParamSpec, ...] = (
                 "Alpamayo camera index per topic (rig placement of the rendered view).",
                 minimum=0, maximum=6, length=NUM_CAMERAS),
     P.ParamSpec("camera_topics", P.STRING_ARRAY,
-                list(P.PARAMETERS_BY_NAME["camera_topics"].default),
+                list(PARAMETERS_BY_NAME["camera_topics"].default),
                 "Topic per camera (the planner's defaults).", length=NUM_CAMERAS),
     P.ParamSpec("camera_rates", P.FLOAT_ARRAY, [10.0, 15.0, 20.0, 30.0],
                 "Frame rate per camera [Hz].", minimum=0.5, maximum=120.0,
@@ -73,7 +75,9 @@ class SyntheticSensorsNode(Node):
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        v = self._values = P.declare_and_read(self, SENSOR_PARAMETERS, _cross_checks)
+        v = self._values = declare_and_read(
+            self, SENSOR_PARAMETERS,
+            lambda values: P.validate(values, SENSOR_PARAMETERS, _cross_checks))
         self._clock_mode = v["publish_clock"]
         # Rendering is always RGB; ScenarioPublisher converts to each camera's encoding.
         cameras = tuple(sc.CameraSpec(index=i, rate_hz=r, phase_s=ph, width=v["width"],
@@ -109,7 +113,7 @@ class SyntheticSensorsNode(Node):
         """Current scenario time [s]."""
         if self._clock_mode:
             return self._sim_t
-        return (self.get_clock().now().nanoseconds - self.scenario.start_stamp_ns) / 1e9
+        return (self.get_clock().now().nanoseconds - self.scenario.start_stamp_ns) / NS_PER_S
 
     def _on_step(self) -> None:
         if self._finished:

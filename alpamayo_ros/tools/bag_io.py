@@ -1,8 +1,9 @@
 """rosbag2 reading and writing with `rosbags` (no ROS graph), and message <-> core adapters.
 
 rosbags deserialises to its own dataclasses (not rclpy messages), so this module is the
-bag-side twin of the node's alpamayo_ros/ros/convert.py: same field meanings, same
-encodings, different message classes.
+bag-side twin of the node's alpamayo_ros/ros/convert.py: the same core checks for inbound
+images and odometry, and the same plain-data descriptions (core.plan_message) for what
+the planner publishes, materialised with rosbags classes instead of rclpy ones.
 
 Times: every message in a bag has two times.
 * the **log time** (``BagMessage.log_time_ns``): when the recorder received it; it orders
@@ -26,13 +27,14 @@ import numpy as np
 from alpamayo_ros.core.errors import AlpamayoError
 from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
                                             checked_raw_image)
+from alpamayo_ros.core.odometry import OdometrySample
+from alpamayo_ros.core.plan_message import MsgData
+from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.tools.scenario import encode_frame
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
-PATH_TYPE = "nav_msgs/msg/Path"
-PLANNER_OUTPUT_TYPE = "alpamayo_ros/msg/PlannerOutput"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 STORAGE_IDS = ("mcap", "sqlite3")
 # Humble's rosbag2 parses metadata up to version 8 (version 9 fails there).
@@ -91,19 +93,13 @@ def msg_class(msgtype: str):
 
 def stamp_to_ns(stamp: Any) -> int:
     """builtin_interfaces/Time -> int ns."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
 def ns_to_stamp(ns: int):
     """int ns -> builtin_interfaces/Time (floor division keeps nanosec in [0, 1e9))."""
-    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    sec, nanosec = divmod(int(ns), NS_PER_S)
     return msg_class("builtin_interfaces/msg/Time")(sec=sec, nanosec=nanosec)
-
-
-def ns_to_duration(ns: int):
-    """int ns -> builtin_interfaces/Duration (exact, as the node's convert.ns_to_duration)."""
-    sec, nanosec = divmod(int(ns), 1_000_000_000)
-    return msg_class("builtin_interfaces/msg/Duration")(sec=sec, nanosec=nanosec)
 
 
 def header(stamp_ns: int, frame_id: str):
@@ -245,34 +241,32 @@ def image_to_encoded(msg: Any, msgtype: str) -> EncodedImage:
     raise BagError(f"not an image message type: have {msgtype}, need one of {IMAGE_TYPES}")
 
 
-@dataclass(frozen=True)
-class OdometryReading:
-    """nav_msgs/Odometry content: pose of child_frame in frame_id, twist in child_frame."""
-
-    stamp_ns: int
-    frame_id: str
-    child_frame_id: str
-    xyz: np.ndarray              # (3,) m
-    quat_xyzw: np.ndarray        # (4,)
-    linear_velocity: np.ndarray  # (3,) m/s
-    angular_velocity: np.ndarray  # (3,) rad/s
-
-
-def odometry_to_reading(msg: Any) -> OdometryReading:
+def odometry_to_sample(msg: Any) -> OdometrySample:
+    """nav_msgs/Odometry (rosbags dataclass) -> core OdometrySample, values as received
+    (core.odometry.checked_odometry applies the acceptance rule, as in the node)."""
     p, q = msg.pose.pose.position, msg.pose.pose.orientation
-    lin, ang = msg.twist.twist.linear, msg.twist.twist.angular
-    return OdometryReading(
-        stamp_ns=stamp_to_ns(msg.header.stamp), frame_id=msg.header.frame_id,
-        child_frame_id=msg.child_frame_id,
-        xyz=np.array([p.x, p.y, p.z], dtype=np.float64),
-        quat_xyzw=np.array([q.x, q.y, q.z, q.w], dtype=np.float64),
-        linear_velocity=np.array([lin.x, lin.y, lin.z], dtype=np.float64),
-        angular_velocity=np.array([ang.x, ang.y, ang.z], dtype=np.float64))
+    return OdometrySample(stamp_to_ns(msg.header.stamp),
+                          np.array([p.x, p.y, p.z], dtype=np.float64),
+                          np.array([q.x, q.y, q.z, q.w], dtype=np.float64),
+                          msg.header.frame_id, msg.child_frame_id)
 
 
 # --------------------------------------------------------------------------------------
 # Core -> message builders
 # --------------------------------------------------------------------------------------
+
+
+def _bag_value(value: Any) -> Any:
+    if isinstance(value, MsgData):
+        return to_bag_message(value)
+    if isinstance(value, list):
+        return [_bag_value(v) for v in value]
+    return value  # scalars, strings, and numpy arrays of the field's type
+
+
+def to_bag_message(data: MsgData):
+    """The rosbags message of a plain-data description (core.plan_message)."""
+    return msg_class(data.type)(**{k: _bag_value(v) for k, v in data.fields.items()})
 
 
 def pose_msg(xyz: Sequence[float], quat_xyzw: Sequence[float]):
@@ -318,18 +312,6 @@ def odometry_message(stamp_ns: int, frame_id: str, child_frame_id: str, xyz, qua
                 angular=vec(x=float(angular_velocity[0]), y=float(angular_velocity[1]),
                             z=float(angular_velocity[2]))),
             covariance=np.zeros(36)))
-
-
-def path_message(stamp_ns: int, frame_id: str, xyz: np.ndarray, quat_xyzw: np.ndarray,
-                 pose_stamps_ns: Optional[Sequence[int]] = None):
-    """nav_msgs/Path; each PoseStamped carries its own time (t0 + waypoint offset) if given."""
-    t = typestore().types
-    poses = []
-    for i in range(len(xyz)):
-        st = stamp_ns if pose_stamps_ns is None else int(pose_stamps_ns[i])
-        poses.append(t["geometry_msgs/msg/PoseStamped"](
-            header=header(st, frame_id), pose=pose_msg(xyz[i], quat_xyzw[i])))
-    return msg_class(PATH_TYPE)(header=header(stamp_ns, frame_id), poses=poses)
 
 
 # --------------------------------------------------------------------------------------

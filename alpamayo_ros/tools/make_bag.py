@@ -26,6 +26,7 @@ from alpamayo_ros.core.errors import AlpamayoError, ConfigError
 from alpamayo_ros.tools import bag_io
 from alpamayo_ros.tools.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario, default_cameras,
                                          make_preset)
+from alpamayo_ros.core.types import NS_PER_S
 
 DEFAULT_ODOMETRY_TOPIC = "/odometry"
 
@@ -95,12 +96,12 @@ def write_scenario_bag(path: Path | str, scenario: Scenario, storage: str = "mca
     """Render `scenario` into a new rosbag2 directory at `path`; returns what was written."""
     path = Path(path)
     jump_t, jump_ns = (None, 0) if faults.time_jump is None else (
-        faults.time_jump[0], int(round(faults.time_jump[1] * 1e9)))
+        faults.time_jump[0], int(round(faults.time_jump[1] * NS_PER_S)))
 
     # One event stream per source, merged by log time so the bag is written in order.
     streams = []
     odo = scenario.odometry_samples(0.0, scenario.duration_s, layout.odometry_rate_hz)
-    lat_odo = int(round(layout.odometry_latency_s * 1e9))
+    lat_odo = int(round(layout.odometry_latency_s * NS_PER_S))
     streams.append([(int(s) + lat_odo, 0, "odom", i) for i, s in enumerate(odo.stamp_ns)])
     cam_topics, cam_transports = {}, {}
     for order, spec in enumerate(scenario.cameras, start=1):
@@ -109,7 +110,7 @@ def write_scenario_bag(path: Path | str, scenario: Scenario, storage: str = "mca
         cam_transports[spec.index] = "compressed" if spec.encoding == "jpeg" else "raw"
         times = scenario.camera_stamps(spec.index)
         stamps = scenario.stamp_ns(times)
-        lat = int(round(layout.camera_latency_s * 1e9))
+        lat = int(round(layout.camera_latency_s * NS_PER_S))
         streams.append([(int(s) + lat, order, ("cam", spec.index), float(t))
                         for s, t in zip(stamps, times)])
 
@@ -249,7 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     total = sum(summary.message_counts.values())
     print(f"wrote {summary.path} ({summary.storage}, {total} messages, "
-          f"{(summary.end_stamp_ns - summary.start_stamp_ns) / 1e9:.2f} s)")
+          f"{(summary.end_stamp_ns - summary.start_stamp_ns) / NS_PER_S:.2f} s)")
     for topic, n in sorted(summary.message_counts.items()):
         print(f"  {topic}: {n}")
     return 0

@@ -1,6 +1,6 @@
 """Run the replay's per-bag jobs as Ray tasks (optional; ``pip install -r requirements-ray.txt``).
 
-The task is exactly `replay.run_bag_job` (the function the local ``--jobs`` workers run),
+The task is exactly `replay_jobs.run_bag_job` (the function the local ``--jobs`` workers run),
 so a bag gives the same report on a laptop, in worker processes and on a cluster. Results
 come back in the order of the bags (``ray.get`` on the list of task references).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.tools import replay
+from alpamayo_ros.tools import replay, replay_engine, replay_jobs
 
 INSTALL_HINT = "pip install -r requirements-ray.txt"
 
@@ -35,7 +35,7 @@ def _import_ray():
     return ray
 
 
-def run_jobs_on_ray(jobs: Sequence[replay.BagJob], *, address: Optional[str] = None,
+def run_jobs_on_ray(jobs: Sequence[replay_engine.BagJob], *, address: Optional[str] = None,
                     num_cpus: float = 1.0, num_gpus: float = 0.0, ship_code: bool = False,
                     init_kwargs: Optional[dict] = None) -> list:
     """Submit one Ray task per bag job; returns the outcomes in job order.
@@ -53,7 +53,7 @@ def run_jobs_on_ray(jobs: Sequence[replay.BagJob], *, address: Optional[str] = N
         ray.init(address=address, **kwargs)
         started_here = True
     try:
-        task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(replay.run_bag_job)
+        task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus)(replay_jobs.run_bag_job)
         return ray.get([task.remote(job) for job in jobs])
     finally:
         if started_here:

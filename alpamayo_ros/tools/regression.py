@@ -6,8 +6,10 @@ What is compared (tolerances in `Tolerances`):
 * per-bag and aggregate mean minADE / minFDE per horizon: may not grow by more than
   metric_abs + metric_rel * golden [m]; fewer scored ticks is a regression too;
 * CoC text of every candidate: exact, unless ignore_coc;
-* latency (mean model time of OK ticks per bag): only when both reports carry the same
-  hardware fingerprint; may not grow by more than latency_rel * golden + latency_abs [s].
+* latency (mean model time of OK ticks per bag) is always reported as a note; it is a
+  regression only when asked (compare_latency, `--compare-latency`: machine load must not
+  decide a verdict by default), both reports carry the same hardware fingerprint and it
+  grew by more than latency_rel * golden + latency_abs [s].
 
 `compare_reports` returns a `Comparison` (findings + verdict); `format_findings` renders a
 readable diff. Exit codes of the CLI: 0 pass, 1 regression, 2 error (unreadable report,
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from alpamayo_ros.core.types import NS_PER_S
 
 EXIT_PASS, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 REGRESSION, NOTE = "regression", "note"
@@ -38,8 +41,9 @@ class ReportError(ValueError):
 @dataclass(frozen=True)
 class Tolerances:
     """trajectory_m: max waypoint deviation per candidate [m]; metric_abs [m] and
-    metric_rel [-]: allowed growth of mean minADE/minFDE; latency_rel [-] and
-    latency_abs [s]: allowed growth of the mean model time."""
+    metric_rel [-]: allowed growth of mean minADE/minFDE; compare_latency: make a slower
+    mean model time a regression (else it is only reported); latency_rel [-] and
+    latency_abs [s]: its allowed growth."""
 
     trajectory_m: float = 0.05
     metric_abs: float = 0.02
@@ -47,7 +51,7 @@ class Tolerances:
     latency_rel: float = 0.25
     latency_abs: float = 0.005
     ignore_coc: bool = False
-    ignore_latency: bool = False
+    compare_latency: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,20 +164,22 @@ def _mean_model_time(timings: Mapping, ok_ticks: set) -> Optional[float]:
 
 
 def compare_latency(current: Mapping, golden: Mapping, tol: Tolerances, out: Comparison) -> None:
-    """Mean model time per bag, only on matching hardware fingerprints."""
-    if tol.ignore_latency:
-        return
+    """Mean model time per bag: reported always; a regression only with compare_latency
+    and matching hardware fingerprints."""
     hc = current.get("timings", {}).get("hardware", {})
     hg = golden.get("timings", {}).get("hardware", {})
-    if not hc or hc.get("fingerprint") != hg.get("fingerprint"):
+    same_hardware = bool(hc) and hc.get("fingerprint") == hg.get("fingerprint")
+    if tol.compare_latency and not same_hardware:
         out.add(NOTE, "latency", "not compared: hardware differs "
                 f"(golden {hg.get('fingerprint', '?')} {hg.get('cpu', '')} {hg.get('gpu', '')}, "
                 f"current {hc.get('fingerprint', '?')} {hc.get('cpu', '')} {hc.get('gpu', '')})")
-        return
-    out.latency_compared = True
+    out.latency_compared = tol.compare_latency and same_hardware
     for i, (cb, gb) in enumerate(zip(current["bags"], golden["bags"])):
-        ct = current["timings"]["bags"][i]
-        gt = golden["timings"]["bags"][i]
+        try:
+            ct = current["timings"]["bags"][i]
+            gt = golden["timings"]["bags"][i]
+        except (KeyError, IndexError):
+            continue
         c_ok = {t["tick"] for t in cb.get("ticks", []) if t["status"] == "OK"}
         g_ok = {t["tick"] for t in gb.get("ticks", []) if t["status"] == "OK"}
         cm, gm = _mean_model_time(ct, c_ok), _mean_model_time(gt, g_ok)
@@ -181,11 +187,12 @@ def compare_latency(current: Mapping, golden: Mapping, tol: Tolerances, out: Com
             continue
         allowed = gm * (1.0 + tol.latency_rel) + tol.latency_abs
         where = _bag_label(i, cb)
-        if cm > allowed:
-            out.add(REGRESSION, where, f"mean model time {gm * 1e3:.1f} -> {cm * 1e3:.1f} ms "
-                                       f"(allowed <= {allowed * 1e3:.1f} ms)")
+        change = f"mean model time {gm * 1e3:.1f} -> {cm * 1e3:.1f} ms"
+        if out.latency_compared and cm > allowed:
+            out.add(REGRESSION, where, f"{change} (allowed <= {allowed * 1e3:.1f} ms)")
         else:
-            out.add(NOTE, where, f"mean model time {gm * 1e3:.1f} -> {cm * 1e3:.1f} ms")
+            out.add(NOTE, where, change + ("" if out.latency_compared else
+                                           " (reported, not compared)"))
 
 
 def compare_reports(current: Mapping, golden: Mapping, tol: Tolerances = Tolerances()
@@ -206,7 +213,7 @@ def compare_reports(current: Mapping, golden: Mapping, tol: Tolerances = Toleran
             continue
         by_time = {(t["epoch"], t["now_ns"]): t for t in cb.get("ticks", [])}
         for g in gb.get("ticks", []):
-            where = f"{label} tick {g['tick']} @ {g['now_ns'] / 1e9:.3f} s"
+            where = f"{label} tick {g['tick']} @ {g['now_ns'] / NS_PER_S:.3f} s"
             c = by_time.pop((g["epoch"], g["now_ns"]), None)
             if c is None:
                 out.add(REGRESSION, where, "tick missing in the current report")
@@ -214,7 +221,7 @@ def compare_reports(current: Mapping, golden: Mapping, tol: Tolerances = Toleran
             out.ticks_compared += 1
             compare_ticks(c, g, where, tol, out)
         for (_, now_ns), c in sorted(by_time.items()):
-            out.add(NOTE, f"{label} tick {c['tick']} @ {now_ns / 1e9:.3f} s",
+            out.add(NOTE, f"{label} tick {c['tick']} @ {now_ns / NS_PER_S:.3f} s",
                     "new tick (not in golden)")
         if "metrics" in gb:
             compare_metrics(cb.get("metrics", {}), gb["metrics"], label, tol, out)
@@ -255,16 +262,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="allowed growth of mean minADE/minFDE [m] (plus --metric-rel-tolerance)")
     g.add_argument("--metric-rel-tolerance", type=float, default=d.metric_rel,
                    help="allowed relative growth of mean minADE/minFDE [-]")
+    g.add_argument("--compare-latency", action="store_true",
+                   help="a slower mean model time is a regression (same hardware only); "
+                        "by default latency is reported, not compared")
     g.add_argument("--latency-tolerance", type=float, default=d.latency_rel,
-                   help="allowed relative growth of the mean model time [-]")
+                   help="with --compare-latency: allowed relative growth of the mean model "
+                        "time [-]")
     g.add_argument("--ignore-coc", action="store_true", help="do not compare CoC text")
-    g.add_argument("--ignore-latency", action="store_true", help="do not compare latency")
 
 
 def tolerances_from_args(args: argparse.Namespace) -> Tolerances:
     return Tolerances(trajectory_m=args.trajectory_tolerance, metric_abs=args.metric_tolerance,
                       metric_rel=args.metric_rel_tolerance, latency_rel=args.latency_tolerance,
-                      ignore_coc=args.ignore_coc, ignore_latency=args.ignore_latency)
+                      ignore_coc=args.ignore_coc, compare_latency=args.compare_latency)
 
 
 def run_comparison(current: Mapping, golden_path: Path | str, tol: Tolerances,

@@ -1,25 +1,28 @@
 """Files written by the replay tool: output bag, per-tick CSV, PNG plots.
 
-The output bag holds what the live node would have published for each tick, built with
-rosbags message classes (same field rules as ros/convert.py's plan_to_msg):
+The output bag holds what the live node would have published for each tick, from the same
+plain-data descriptions (core.plan_message) the node publishes:
   /alpamayo/plan       alpamayo_ros/msg/PlannerOutput (every tick, skipped ones included)
   /alpamayo/path       nav_msgs/Path of the selected sample in the t0 base frame (OK ticks)
   /alpamayo/path_odom  nav_msgs/Path of the same sample in the odometry frame (OK ticks)
 Header stamps are t0 (the tick time for ticks without t0); the bag log time is the tick time
 (stepped replay: planning takes no bag time). PlannerTiming.latency is therefore
-tick time - t0, not a wall-clock latency.
+tick time - t0, and latency_wall is 0 (nothing arrives on a wall clock).
 """
 from __future__ import annotations
 
 import csv
-import math
+import shutil
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from alpamayo_ros.core.plan_message import (PATH_TYPE, PLANNER_OUTPUT_TYPE, OutputContext,
+                                            output_stamp_ns, path_data,
+                                            planner_output_data)
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
+from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.tools import bag_io
 
 PLAN_TOPIC = "/alpamayo/plan"
@@ -27,98 +30,21 @@ PATH_TOPIC = "/alpamayo/path"
 PATH_ODOM_TOPIC = "/alpamayo/path_odom"
 
 
-def _poses(xyz: np.ndarray, rot: np.ndarray) -> list:
-    quats = Rotation.from_matrix(np.asarray(rot, dtype=np.float64)).as_quat()
-    return [bag_io.pose_msg(p, q) for p, q in zip(np.asarray(xyz, dtype=np.float64), quats)]
-
-
-def _floats(values) -> np.ndarray:
-    return np.zeros(0, np.float32) if values is None else \
-        np.asarray(values, dtype=np.float32).ravel()
-
-
-def plan_output_message(result: PlanResult, values: Mapping[str, Any], odom_frame_id: str = "odom"):
-    """PlanResult -> rosbags alpamayo_ros/msg/PlannerOutput."""
-    t = bag_io.typestore().types
-    stamp_ns = result.t0_ns if result.t0_ns is not None else result.now_ns
-    offsets_ns = None
-    if result.waypoint_stamps_ns is not None and result.t0_ns is not None:
-        offsets_ns = np.asarray(result.waypoint_stamps_ns, dtype=np.int64) - result.t0_ns
-    candidates = []
-    for c in result.candidates:
-        candidates.append(t["alpamayo_ros/msg/TrajectoryCandidate"](
-            poses=_poses(c.xyz, c.rot),
-            time_from_t0=[] if offsets_ns is None else
-            [bag_io.ns_to_duration(d) for d in offsets_ns],
-            yaw=_floats(c.yaw), speed=_floats(c.speed), acceleration=_floats(c.acceleration),
-            curvature=_floats(c.curvature), coc=c.coc, coc_token_count=int(c.coc_token_count),
-            coc_truncated=bool(c.coc_truncated), valid=bool(c.valid),
-            invalid_reason=c.invalid_reason))
-    zero = bag_io.ns_to_stamp(0)
-    frames = result.frame_stamps_ns
-    manifest = t["alpamayo_ros/msg/InputManifest"](
-        camera_indices=np.asarray(values["camera_indices"], dtype=np.uint8),
-        camera_topics=list(values["camera_topics"]),
-        frame_stamps=[] if frames is None else [bag_io.ns_to_stamp(s) for s in frames],
-        frame_skew=_floats(result.frame_skews),
-        max_frame_skew=float(result.max_frame_skew),
-        camera_skew=float(result.camera_skew),
-        history_start=zero if result.history_stamps_ns is None
-        else bag_io.ns_to_stamp(result.history_stamps_ns[0]),
-        history_end=zero if result.history_stamps_ns is None
-        else bag_io.ns_to_stamp(result.history_stamps_ns[-1]),
-        odometry_samples=int(result.odometry_samples),
-        odometry_newest=zero if result.odometry_newest_ns is None
-        else bag_io.ns_to_stamp(result.odometry_newest_ns),
-        history_poses=[] if result.history_xyz is None
-        else _poses(result.history_xyz, result.history_rot))
-    tm = result.timings
-    timing = t["alpamayo_ros/msg/PlannerTiming"](
-        preprocess=tm.model.preprocess, vision_prefill=tm.model.vision_prefill,
-        coc_decode=tm.model.coc_decode, diffusion=tm.model.diffusion,
-        postprocess=tm.model.postprocess, model_total=tm.model.total,
-        input_preparation=tm.input_preparation, tick_to_model_start=0.0,
-        latency=(result.now_ns - stamp_ns) / 1e9, latency_wall=0.0)
-    seed = values["model.seed"]
-    model = t["alpamayo_ros/msg/ModelInfo"](
-        checkpoint=values["model.checkpoint_dir"], model_id=result.model_id,
-        device=values["model.device"], dtype=values["model.dtype"],
-        num_samples=values["model.num_samples"], diffusion_steps=values["model.diffusion_steps"],
-        max_coc_tokens=values["model.max_coc_tokens"], sample_coc=values["model.sample_coc"],
-        seed=int(seed))
-    pose0 = result.t0_pose_odom
-    t0_pose = bag_io.pose_msg((0, 0, 0), (0, 0, 0, 1)) if pose0 is None else \
-        bag_io.pose_msg(pose0.position, pose0.quaternion_xyzw)
-    return t["alpamayo_ros/msg/PlannerOutput"](
-        header=bag_io.header(stamp_ns, values["base_frame_id"]), status=int(result.status),
-        reason_code=int(result.reason_code), status_reason=result.reason,
-        tick_stamp=bag_io.ns_to_stamp(result.now_ns), odom_frame_id=odom_frame_id, t0_pose_odom=t0_pose,
-        v0=float(result.v0) if math.isfinite(result.v0) else float("nan"),
-        candidates=candidates, selected_index=int(result.selected_index), inputs=manifest,
-        timing=timing, model=model)
-
-
-def write_plan_bag(path: Path | str, results: Sequence[PlanResult], values: Mapping[str, Any],
-                   storage: str = "mcap", odom_frame_id: str = "odom") -> None:
+def write_plan_bag(path: Path | str, results: Sequence[PlanResult], context: OutputContext,
+                   storage: str = "mcap") -> None:
     """Write one PlannerOutput per tick and the selected paths of OK ticks."""
     path = Path(path)
     if path.exists():
-        import shutil
         shutil.rmtree(path)  # replay outputs are regenerated on every run
-    base = values["base_frame_id"]
     with bag_io.BagWriter(path, storage) as writer:
         for r in results:
-            writer.write(PLAN_TOPIC, bag_io.PLANNER_OUTPUT_TYPE, r.now_ns,
-                         plan_output_message(r, values, odom_frame_id))
+            latency_s = (r.now_ns - output_stamp_ns(r)) / NS_PER_S
+            plan = planner_output_data(r, context, latency_s=latency_s)
+            writer.write(PLAN_TOPIC, PLANNER_OUTPUT_TYPE, r.now_ns, bag_io.to_bag_message(plan))
             if r.status == PlanStatus.OK and r.selected is not None:
-                c = r.selected
-                for topic, frame, xyz, rot in ((PATH_TOPIC, base, c.xyz, c.rot),
-                                               (PATH_ODOM_TOPIC, odom_frame_id, c.xyz_odom,
-                                                c.rot_odom)):
-                    quats = Rotation.from_matrix(np.asarray(rot)).as_quat()
-                    writer.write(topic, bag_io.PATH_TYPE, r.now_ns,
-                                 bag_io.path_message(r.t0_ns, frame, xyz, quats,
-                                                     r.waypoint_stamps_ns))
+                for topic, data in zip((PATH_TOPIC, PATH_ODOM_TOPIC),
+                                       path_data(r, context.base_frame_id)):
+                    writer.write(topic, PATH_TYPE, r.now_ns, bag_io.to_bag_message(data))
 
 
 CSV_COLUMNS = ("bag", "tick", "epoch", "now_s", "t0_s", "status", "reason", "v0",
@@ -144,8 +70,8 @@ def write_csv(path: Path | str, report: Mapping) -> None:
                     v = m.get(h, {}).get(k)
                     return "" if v is None else f"{v:.6f}"
                 w.writerow([
-                    bag["bag"], tick["tick"], tick["epoch"], f"{tick['now_ns'] / 1e9:.3f}",
-                    "" if tick["t0_ns"] is None else f"{tick['t0_ns'] / 1e9:.3f}",
+                    bag["bag"], tick["tick"], tick["epoch"], f"{tick['now_ns'] / NS_PER_S:.3f}",
+                    "" if tick["t0_ns"] is None else f"{tick['t0_ns'] / NS_PER_S:.3f}",
                     tick["status"], tick["reason"],
                     "" if tick["v0"] is None else f"{tick['v0']:.4f}",
                     len(tick["candidates"]), tick["selected_index"],
@@ -195,7 +121,7 @@ def plot_bag(path: Path | str, bag_result: Mapping, results: Sequence[PlanResult
         ax_map.legend(loc="best", fontsize=8)
     ticks = bag_result.get("ticks", [])
     for key, style in (("1", "g.-"), ("3", "b.-"), ("6.4", "r.-")):
-        pts = [(t["now_ns"] / 1e9, t["metrics"][key]["min_ade"]) for t in ticks
+        pts = [(t["now_ns"] / NS_PER_S, t["metrics"][key]["min_ade"]) for t in ticks
                if t.get("metrics") and t["metrics"].get(key, {}).get("min_ade") is not None]
         if pts:
             pts = np.asarray(pts)

@@ -43,6 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.types import NS_PER_S
 
 # --------------------------------------------------------------------------------------
 # Camera rig
@@ -263,7 +264,7 @@ class Scenario:
 
     def stamp_ns(self, t: np.ndarray | float) -> np.ndarray:
         """Header stamps [int64 ns] of scenario times t [s]."""
-        offset = np.round(np.asarray(t, dtype=np.float64) * 1e9).astype(np.int64)
+        offset = np.round(np.asarray(t, dtype=np.float64) * NS_PER_S).astype(np.int64)
         return self.start_stamp_ns + offset
 
     def odometry_samples(self, t_start: float = 0.0, t_end: Optional[float] = None,

@@ -1,7 +1,7 @@
 """Demo: the planner with the real model code on a tiny random checkpoint, on the CPU, fed by
 the synthetic sensor publisher; prints every plan and draws a top-down PNG.
 
-    python -m alpamayo_ros.tools.demo [--seconds 8] [--output-dir demo_output]
+    python -m alpamayo_ros.ros.demo [--seconds 8] [--output-dir demo_output]
 
 Steps: write a tiny checkpoint to the cache dir if missing; start `planner_node` and
 `synthetic_sensors` as processes on a private ROS domain (sim time: the sensor node
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+
+from alpamayo_ros.core.types import NS_PER_S
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,7 +108,7 @@ def _param(name: str, value) -> list:
 
 def describe_plan(plan) -> str:
     """One line per plan: t0 [s], status, v0, first/last waypoint, latency, CoC."""
-    t0 = plan.header.stamp.sec + plan.header.stamp.nanosec * 1e-9
+    t0 = plan.header.stamp.sec + plan.header.stamp.nanosec / NS_PER_S
     if plan.status != 0 or not plan.candidates:
         return f"t0={t0:.3f} s  status={plan.status} ({plan.status_reason})"
     cand = plan.candidates[plan.selected_index]

@@ -1,0 +1,54 @@
+"""Odometry samples and the one rule that accepts or refuses them (node and replay alike).
+
+An OdometrySample is the pose of the odometry child frame (e.g. base_link, or the actor
+origin of carla-ros-bridge) in the odometry frame (odom, map) at its header stamp.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from alpamayo_ros.core.errors import OdometryError
+
+# Orientation quaternions whose norm is within this of 1 are normalised (float32
+# publishers, rounding in serialisers); farther off, the sample is refused: such a
+# quaternion is not a rotation written with some rounding but a wrong value.
+QUATERNION_NORM_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class OdometrySample:
+    """stamp_ns: header stamp [ns]; xyz (3,) [m] and quat_xyzw (4,) (scipy order): pose of
+    child_frame_id in frame_id."""
+
+    stamp_ns: int
+    xyz: np.ndarray
+    quat_xyzw: np.ndarray
+    frame_id: str = ""
+    child_frame_id: str = ""
+
+    @classmethod
+    def from_pose(cls, stamp_ns: int, xyz, quat_xyzw, frame_id: str = "",
+                  child_frame_id: str = "") -> "OdometrySample":
+        return cls(int(stamp_ns), np.asarray(xyz, dtype=np.float64).reshape(3),
+                   np.asarray(quat_xyzw, dtype=np.float64).reshape(4), frame_id,
+                   child_frame_id)
+
+
+def checked_odometry(sample: OdometrySample) -> OdometrySample:
+    """The sample with a unit quaternion, or OdometryError saying why it is refused.
+
+    Refused: non-finite position or orientation; a quaternion whose norm is off 1 by more
+    than QUATERNION_NORM_TOLERANCE (a zero quaternion included).
+    """
+    xyz, quat = sample.xyz, sample.quat_xyzw
+    if not (np.all(np.isfinite(xyz)) and np.all(np.isfinite(quat))):
+        raise OdometryError(f"odometry at {sample.stamp_ns} ns has non-finite values: "
+                            f"position {xyz.tolist()}, orientation {quat.tolist()}")
+    norm = float(np.linalg.norm(quat))
+    if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+        raise OdometryError(f"odometry at {sample.stamp_ns} ns: orientation is not a unit "
+                            f"quaternion: have norm {norm:.6f}, need 1 +- "
+                            f"{QUATERNION_NORM_TOLERANCE:g}")
+    return sample if norm == 1.0 else replace(sample, quat_xyzw=quat / norm)

@@ -1,0 +1,166 @@
+"""The planner's parameters: the one schema table of the node and the replay tool.
+
+`PLANNER_PARAMETERS` lists every parameter of the `alpamayo_planner` node once (name, type,
+default, description, range or choices). Everything else derives from it: validation of
+parameter files and ROS parameters (`validate_parameters`, one rule for node and replay),
+the self-validation of PlannerConfig and InferenceOptions (their ranges are the rows'
+ranges), the rclpy declarations (alpamayo_ros.ros.params), the defaults that
+config/planner.yaml and the launch file must match, and the table in docs/parameters.md
+(`python -m alpamayo_ros.core.planner_params --write-docs`).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, STRING_ARRAY, ParamSpec,
+                                            render_markdown_table, update_docs, validate)
+from alpamayo_ros.core.config import (CAMERA_INDICES_PARAMETER, CORE_PARAMETERS, CORE_PREFIX,
+                                      PlannerConfig)
+from alpamayo_ros.core.types import (DEFAULT_CAMERA_INDICES, INFERENCE_PARAMETERS,
+                                     NUM_CAMERAS, InferenceOptions)
+
+# Name of the planner node: its parameter-file section and its ROS node name.
+NODE_NAME = "alpamayo_planner"
+MODEL_BACKENDS = ("alpamayo", "constant_velocity")
+CAMERA_TRANSPORTS = ("raw", "compressed")
+MODEL_DTYPES = ("auto", "bfloat16", "float16", "float32")
+# Parameters every ROS node has that are not the planner's own (accepted, not validated).
+ROS_ONLY_PARAMETERS = ("use_sim_time",)
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+# The one table. Names are grouped (core.*, model.*, ...); the order is the docs order.
+PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("rate_hz", FLOAT, 2.0,
+              "Planning rate [Hz] on the node clock (sim time when use_sim_time). Ticks that "
+              "arrive while an inference runs are dropped and counted, never queued.",
+              minimum=0.05, maximum=50.0),
+    ParamSpec("camera_topics", STRING_ARRAY,
+              ["cameras/cross_left_120fov/image", "cameras/front_wide_120fov/image",
+               "cameras/cross_right_120fov/image", "cameras/front_tele_30fov/image"],
+              "Image topic of each model camera, in the order of camera_indices.",
+              length=NUM_CAMERAS),
+    CAMERA_INDICES_PARAMETER,
+    ParamSpec("camera_transports", STRING_ARRAY, ["raw"] * NUM_CAMERAS,
+              "Per camera: \"raw\" = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), "
+              "\"compressed\" = sensor_msgs/CompressedImage (JPEG or PNG).",
+              choices=CAMERA_TRANSPORTS, length=NUM_CAMERAS),
+    ParamSpec("odometry_topic", STRING, "odometry",
+              "nav_msgs/Odometry of the rear-axle base frame (pose in the odometry frame)."),
+    ParamSpec("base_frame_id", STRING, "base_link",
+              "frame_id written on outputs in the t0 base frame (rear axle at t0)."),
+    ParamSpec("diagnostics.period", FLOAT, 1.0,
+              "Period of the /diagnostics publication [s].", minimum=0.1, maximum=60.0),
+    ParamSpec("diagnostics.max_camera_skew", FLOAT, 0.1,
+              "Diagnostics WARN when the newest frames of the 4 cameras spread more than "
+              "this [s].", minimum=0.0, maximum=10.0),
+    ParamSpec("markers.enabled", BOOL, True,
+              "Publish alpamayo/markers (candidate paths + CoC text) for RViz."),
+    ParamSpec("markers.coc_text_height", FLOAT, 0.6,
+              "Height of the CoC text marker [m].", minimum=0.05, maximum=10.0),
+    *CORE_PARAMETERS,
+    # The model and its inference options.
+    ParamSpec("model.backend", STRING, "alpamayo",
+              "\"alpamayo\" = the Alpamayo-R1 runtime; \"constant_velocity\" = a kinematic "
+              "stand-in for dry runs and controller tests (no torch).",
+              choices=MODEL_BACKENDS),
+    ParamSpec("model.checkpoint_dir", STRING, "",
+              "Directory of the Alpamayo-R1 checkpoint (config.json + safetensors). Required "
+              "for model.backend alpamayo."),
+    ParamSpec("model.processor_dir", STRING, "",
+              "Directory of the base VLM tokenizer/processor; \"\" = resolve from the "
+              "checkpoint's vlm_name_or_path."),
+    ParamSpec("model.device", STRING, "cuda",
+              "Torch device: cpu, cuda or cuda:N."),
+    ParamSpec("model.dtype", STRING, "auto",
+              "Weight/activation dtype; auto = bfloat16 on CUDA, float32 on CPU.",
+              choices=MODEL_DTYPES),
+    *INFERENCE_PARAMETERS,
+)
+
+PARAMETERS_BY_NAME: dict[str, ParamSpec] = {p.name: p for p in PLANNER_PARAMETERS}
+DOCS_GENERATOR = "python -m alpamayo_ros.core.planner_params --write-docs"
+
+
+def _cross_checks(values: Mapping[str, Any]) -> list[str]:
+    errors = []
+    indices = values["camera_indices"]
+    if any(b <= a for a, b in zip(indices, indices[1:])):
+        errors.append(f"camera_indices: have {indices}, need strictly ascending "
+                      f"(the model's camera order, e.g. {list(DEFAULT_CAMERA_INDICES)})")
+    topics = values["camera_topics"]
+    if any(not t for t in topics):
+        errors.append(f"camera_topics: have {topics}, need 4 non-empty topic names")
+    if len(set(topics)) != len(topics):
+        errors.append(f"camera_topics: have {topics}, need 4 distinct topics")
+    if not values["odometry_topic"]:
+        errors.append("odometry_topic: have \"\", need a topic name")
+    if not _DEVICE_RE.match(values["model.device"]):
+        errors.append(f"model.device: have {values['model.device']!r}, "
+                      "need cpu, cuda or cuda:N")
+    if values["model.backend"] == "alpamayo" and not values["model.checkpoint_dir"]:
+        errors.append("model.checkpoint_dir: have \"\", need the checkpoint directory when "
+                      "model.backend is \"alpamayo\" (or set model.backend to "
+                      "\"constant_velocity\" for a dry run)")
+    return errors
+
+
+def validate_parameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Complete, normalised planner parameters from `values` (missing = default).
+
+    The one acceptance rule of the node and the replay tool: types (ints accepted where a
+    float is declared), ranges, choices, lengths, unknown names (with the closest known
+    name) and the cross-parameter rules. ROS-only names (use_sim_time) are ignored.
+    Raises ConfigError listing every problem.
+    """
+    own = {k: v for k, v in values.items() if k not in ROS_ONLY_PARAMETERS}
+    return validate(own, PLANNER_PARAMETERS, _cross_checks)
+
+
+def core_config_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """PlannerConfig.from_dict input from validated planner parameters."""
+    out = {name[len(CORE_PREFIX):]: value for name, value in values.items()
+           if name.startswith(CORE_PREFIX)}
+    out["camera_indices"] = tuple(values["camera_indices"])
+    # ROS string arrays cannot be empty-typed: all "" means "use the rig names".
+    if not any(out.get("camera_names", ())):
+        out["camera_names"] = ()
+    return out
+
+
+def planner_config(values: Mapping[str, Any]) -> PlannerConfig:
+    """The PlannerConfig of validated planner parameters."""
+    return PlannerConfig.from_dict(core_config_values(values))
+
+
+def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
+    """The InferenceOptions of every model call, from validated planner parameters."""
+    seed = values["model.seed"]
+    return InferenceOptions(num_samples=values["model.num_samples"],
+                            max_coc_tokens=values["model.max_coc_tokens"],
+                            diffusion_steps=values["model.diffusion_steps"],
+                            sample_coc=values["model.sample_coc"],
+                            top_p=values["model.top_p"],
+                            temperature=values["model.temperature"],
+                            seed=None if seed < 0 else seed)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write-docs", type=Path, nargs="?",
+                        const=Path(__file__).resolve().parents[2] / "docs" / "parameters.md",
+                        help="rewrite the generated table in docs/parameters.md")
+    args = parser.parse_args(argv)
+    if args.write_docs:
+        changed = update_docs(args.write_docs, PLANNER_PARAMETERS, DOCS_GENERATOR)
+        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
+    else:
+        print(render_markdown_table(PLANNER_PARAMETERS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""The stepped-time replay of one bag through the planner core (no ROS graph, no clock).
+
+Time model (docs/replay.md):
+* Planning ticks are placed every 1/rate_hz of **header-stamp** time, on the absolute grid
+  k / rate_hz (so a tick time does not depend on where a bag starts). Tick T sees exactly the
+  messages whose header stamp is <= T; the core gets now_ns = T. No wall clock is involved,
+  so the results do not depend on how fast the machine is; every tick is planned (the live
+  node drops ticks while an inference runs, the replay never does).
+* The bag **log time** (receive time) only orders the stream: tick T is run once a message
+  logged after T + max_delay has been read (or the bag ended), so data stamped <= T that
+  was received up to max_delay late is still seen. Messages later than that are counted as
+  ``late_messages`` and used from the next tick on.
+* A header stamp that goes back by more than core.time_jump_tolerance, or forward by more
+  than max_forward_jump, starts a new **epoch**: the core is reset, ticks restart on the new
+  time line, and ground truth only uses odometry of the tick's own epoch.
+
+Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, skip reasons
+and the metrics of tools/replay_scoring.py. Wall-clock timings are kept apart, so two
+replays of the same bag, parameters and seed give equal records.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from alpamayo_ros.core.errors import DecodeError, OdometryError
+from alpamayo_ros.core.geometry import Pose
+from alpamayo_ros.core.metrics import DEFAULT_HORIZONS
+from alpamayo_ros.core.odometry import checked_odometry
+from alpamayo_ros.core.plan_message import OutputContext
+from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
+from alpamayo_ros.core.planner_core import PlannerCore
+from alpamayo_ros.core.planner_params import inference_options, planner_config
+from alpamayo_ros.core.ring_buffer import InsertStatus
+from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel
+from alpamayo_ros.tools import bag_io
+from alpamayo_ros.tools.replay_scoring import aggregate_metrics, ground_truth_track, score_ticks
+
+# Decimals kept for trajectory coordinates in the report [m] (1 um).
+COORD_DECIMALS = 6
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """Replay-only settings (the node parameters come from the parameter file).
+
+    max_delay_s: bound on log time - header stamp; a tick waits for it (see module doc).
+    max_forward_jump_s: a stamp this far ahead of the stream starts a new epoch.
+    namespace: resolves relative topic names of the parameter file.
+    horizons: metric horizons [s] (multiples of 0.1 up to 6.4).
+    """
+
+    max_delay_s: float = 0.5
+    max_forward_jump_s: float = 10.0
+    namespace: str = "/"
+    horizons: tuple = DEFAULT_HORIZONS
+    progress: bool = False
+
+
+@dataclass(frozen=True)
+class BagJob:
+    """Everything one bag replay needs; picklable so workers (processes, Ray) can run it.
+
+    values: validated node parameters; output_bag / plot: where to write (None = skip).
+    """
+
+    bag: str
+    values: dict
+    options: ReplayOptions = ReplayOptions()
+    output_bag: Optional[str] = None
+    output_storage: str = "mcap"
+    plot: Optional[str] = None
+
+
+# ------------------------------------------------------------------------------ model
+_MODEL_CACHE: dict = {}
+
+
+def model_key(values: Mapping[str, Any]) -> tuple:
+    return tuple(values[k] for k in ("model.backend", "model.checkpoint_dir",
+                                     "model.processor_dir", "model.device", "model.dtype"))
+
+
+def load_model(values: Mapping[str, Any]) -> tuple[PlannerModel, ModelDescription]:
+    """(model, description) of `model.*` parameters, cached per process (workers reuse
+    it). The very same choice as the node's (alpamayo_ros.model.backends)."""
+    key = model_key(values)
+    if key not in _MODEL_CACHE:
+        from alpamayo_ros.model.backends import load_model as load_backend
+        _MODEL_CACHE[key] = load_backend(values, inference_options(values))
+    model, description = _MODEL_CACHE[key]
+    # The options are per job (seed, samples), the loaded weights are shared.
+    return model, ModelDescription(description.checkpoint, description.model_id,
+                                   description.device, description.dtype,
+                                   inference_options(values))
+
+
+# ------------------------------------------------------------------------------ topics
+def resolve_topic(name: str, namespace: str = "/") -> str:
+    """Relative topic names resolve against the namespace, as the node would resolve them."""
+    if name.startswith("/"):
+        return name
+    ns = "/" + namespace.strip("/")
+    return (ns.rstrip("/") + "/" + name) if ns != "/" else "/" + name
+
+
+@dataclass
+class _Topics:
+    cameras: dict          # topic -> camera slot
+    transports: list       # per slot "raw" | "compressed"
+    odometry: str
+
+
+def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
+                  options: ReplayOptions) -> _Topics:
+    """Map configured topics to the bag's connections; BagError on missing or wrong types."""
+    bag_types: dict[str, set] = {}
+    for conn in reader.connections():
+        bag_types.setdefault(conn.topic, set()).add(conn.msgtype)
+    problems = []
+    cameras = {}
+    transports = list(values["camera_transports"])
+    for slot, name in enumerate(values["camera_topics"]):
+        topic = resolve_topic(name, options.namespace)
+        need = bag_io.IMAGE_TYPE if transports[slot] == "raw" else bag_io.COMPRESSED_IMAGE_TYPE
+        have = bag_types.get(topic)
+        if not have:
+            problems.append(f"camera topic {topic} (slot {slot}, index "
+                            f"{values['camera_indices'][slot]}) is not in the bag")
+        elif have != {need}:
+            problems.append(f"camera topic {topic}: have type {', '.join(sorted(have))}, need "
+                            f"{need} (camera_transports[{slot}] = {transports[slot]!r})")
+        cameras[topic] = slot
+    odometry = resolve_topic(values["odometry_topic"], options.namespace)
+    have = bag_types.get(odometry)
+    if not have:
+        problems.append(f"odometry topic {odometry} is not in the bag")
+    elif have != {bag_io.ODOMETRY_TYPE}:
+        problems.append(f"odometry topic {odometry}: have type {', '.join(sorted(have))}, "
+                        f"need {bag_io.ODOMETRY_TYPE}")
+    if problems:
+        listing = ", ".join(f"{t} [{'/'.join(sorted(ty))}]" for t, ty in sorted(bag_types.items()))
+        raise bag_io.BagError(f"{reader.path}: " + "; ".join(problems)
+                              + f". Bag has: {listing or 'no topics'}")
+    return _Topics(cameras, transports, odometry)
+
+
+def _json_float(value: Optional[float]) -> Optional[float]:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def reason_class(reason: str) -> str:
+    """Group skip reasons by their text before the first number (for the summary)."""
+    out = []
+    for ch in reason:
+        if ch.isdigit():
+            break
+        out.append(ch)
+    return "".join(out).strip(" :(") or reason
+
+
+@dataclass
+class _Epoch:
+    index: int
+    first_stamp_ns: int
+    newest_stamp_ns: int
+    next_tick_ns: int
+    reason: str
+    odo_stamps: list = field(default_factory=list)
+    odo_xyz: list = field(default_factory=list)
+    odo_quat: list = field(default_factory=list)
+    tick_rows: list = field(default_factory=list)   # indices into the bag's tick list
+
+
+class BagReplay:
+    """Replays one bag through a fresh PlannerCore; `run()` returns (result, timings).
+
+    model: a PlannerModel to use instead of loading the one the parameters name (then
+    description describes it; None = a description from the parameters).
+    """
+
+    def __init__(self, job: BagJob, model: Optional[PlannerModel] = None,
+                 description: Optional[ModelDescription] = None) -> None:
+        self.job = job
+        self.values = values = job.values
+        self.options = job.options
+        self.config = planner_config(values)
+        self.inference = inference_options(values)
+        if model is None:
+            model, description = load_model(values)
+        elif description is None:
+            description = ModelDescription("", getattr(model, "model_id", ""), "", "",
+                                           self.inference)
+        self.model, self.description = model, description
+        self.core = PlannerCore(self.config, self.model, self.inference)
+        self.period_ns = int(round(NS_PER_S / float(values["rate_hz"])))
+        self.jump_back_ns = int(round(self.config.time_jump_tolerance * NS_PER_S))
+        self.jump_fwd_ns = int(round(self.options.max_forward_jump_s * NS_PER_S))
+        self.max_delay_ns = int(round(self.options.max_delay_s * NS_PER_S))
+        self.base_offset = Pose.from_xyz_rpy(self.config.base_offset_xyz,
+                                             self.config.base_offset_rpy)
+        self.camera_topics = [resolve_topic(t, self.options.namespace)
+                              for t in values["camera_topics"]]
+        self.ticks: list[dict] = []
+        self.tick_timings: list[dict] = []
+        self.tick_predictions: list[Optional[np.ndarray]] = []
+        self.results: list[PlanResult] = []
+        self.epochs: list[_Epoch] = []
+        self.counts = {"messages": 0, "images": 0, "odometry": 0, "late_messages": 0,
+                       "rejected": 0}
+        self.rejections: dict[str, int] = {}
+        self._pending: list = []
+        self._seq = 0
+        self._last_tick_ns: Optional[int] = None
+        self._progress = None
+
+    def output_context(self) -> OutputContext:
+        """What the output bag's PlannerOutput messages need besides the results."""
+        return OutputContext(self.values["base_frame_id"], tuple(self.camera_topics),
+                             tuple(self.values["camera_indices"]), self.description)
+
+    # ---- stream ------------------------------------------------------------------------
+
+    def run(self) -> tuple[dict, dict]:
+        wall_start = time.perf_counter()
+        result: dict[str, Any] = {"bag": self.job.bag, "status": "ok", "error": ""}
+        try:
+            with bag_io.BagReader(self.job.bag) as reader:
+                topics = _check_topics(reader, self.values, self.options)
+                result["storage"] = bag_io.storage_of(Path(self.job.bag))
+                result["topics"] = {"cameras": list(topics.cameras), "odometry": topics.odometry}
+                if self.options.progress:
+                    self._open_progress(reader)
+                for bm in reader.messages(list(topics.cameras) + [topics.odometry]):
+                    self._on_message(bm, topics)
+            self._finish_epoch()
+        except bag_io.BagError as exc:
+            # Keep what was replayed so far; the bag is marked as an error (exit 2).
+            result["status"], result["error"] = "error", str(exc)
+            if self.epochs:
+                self._finish_epoch(run_remaining=False)
+        finally:
+            if self._progress is not None:
+                self._progress.close()
+        result.update(self._summary())
+        timings = {"bag": self.job.bag, "wall_s": time.perf_counter() - wall_start,
+                   "ticks": self.tick_timings}
+        return result, timings
+
+    def _open_progress(self, reader: bag_io.BagReader) -> None:
+        from tqdm import tqdm
+        span = max(reader.end_time_ns - reader.start_time_ns, 0)
+        self._progress = tqdm(total=int(span // self.period_ns) + 1, unit="tick",
+                              desc=Path(self.job.bag).name, leave=False,
+                              disable=None)  # None: off when stderr is not a terminal
+
+    def _reject(self, topic: str, reason: str) -> None:
+        self.counts["rejected"] += 1
+        key = f"{topic}: {reason}"[:300]
+        self.rejections[key] = self.rejections.get(key, 0) + 1
+
+    def _on_message(self, bm: bag_io.BagMessage, topics: _Topics) -> None:
+        self.counts["messages"] += 1
+        if bm.stamp_ns is None:
+            self._reject(bm.topic, "message has no header stamp")
+            return
+        try:
+            if bm.topic == topics.odometry:
+                payload = ("odom", checked_odometry(bag_io.odometry_to_sample(bm.msg)))
+            else:
+                payload = ("image", topics.cameras[bm.topic],
+                           bag_io.image_to_encoded(bm.msg, bm.msgtype))
+        except (DecodeError, OdometryError) as exc:
+            self._reject(bm.topic, str(exc))
+            return
+        stamp = bm.stamp_ns
+        epoch = self.epochs[-1] if self.epochs else None
+        if epoch is None:
+            self._start_epoch(stamp, "start of bag")
+        elif stamp < epoch.newest_stamp_ns - self.jump_back_ns:
+            self._finish_epoch()
+            back = (epoch.newest_stamp_ns - stamp) / NS_PER_S
+            self._start_epoch(stamp, f"time jump: stamp went back {back:.3f} s on {bm.topic}")
+        elif stamp > epoch.newest_stamp_ns + self.jump_fwd_ns:
+            self._finish_epoch()
+            ahead = (stamp - epoch.newest_stamp_ns) / NS_PER_S
+            self._start_epoch(stamp, f"time jump: stamp went forward {ahead:.3f} s on {bm.topic}")
+        epoch = self.epochs[-1]
+        if self._last_tick_ns is not None and stamp <= self._last_tick_ns:
+            self.counts["late_messages"] += 1
+        epoch.newest_stamp_ns = max(epoch.newest_stamp_ns, stamp)
+        heapq.heappush(self._pending, (stamp, self._seq, payload))
+        self._seq += 1
+        # Every message stamped <= T has arrived once the log time passed T + max_delay.
+        safe_until = bm.log_time_ns - self.max_delay_ns
+        while epoch.next_tick_ns <= min(safe_until, epoch.newest_stamp_ns):
+            self._tick(epoch)
+
+    def _start_epoch(self, stamp_ns: int, reason: str) -> None:
+        self.core.reset()
+        self._pending.clear()
+        self._last_tick_ns = None
+        first_tick = -(-stamp_ns // self.period_ns) * self.period_ns  # ceil to the grid
+        self.epochs.append(_Epoch(len(self.epochs), stamp_ns, stamp_ns, first_tick, reason))
+
+    def _finish_epoch(self, run_remaining: bool = True) -> None:
+        epoch = self.epochs[-1]
+        if run_remaining:
+            while epoch.next_tick_ns <= epoch.newest_stamp_ns:
+                self._tick(epoch)
+        # Odometry stamped after the last tick still is ground truth for the last ticks.
+        for stamp, _, payload in sorted(self._pending, key=lambda p: p[:2]):
+            if payload[0] == "odom":
+                epoch.odo_stamps.append(stamp)
+                epoch.odo_xyz.append(payload[1].xyz)
+                epoch.odo_quat.append(payload[1].quat_xyzw)
+        self._pending.clear()
+        score_ticks([self.ticks[i] for i in epoch.tick_rows],
+                    [self.tick_predictions[i] for i in epoch.tick_rows],
+                    ground_truth_track(epoch.odo_stamps, epoch.odo_xyz, epoch.odo_quat),
+                    self.base_offset, interpolation=self.config.interpolation,
+                    max_odometry_gap=self.config.max_odometry_gap,
+                    horizons=self.options.horizons)
+
+    def _feed_until(self, now_ns: int, epoch: _Epoch) -> None:
+        while self._pending and self._pending[0][0] <= now_ns:
+            stamp, _, payload = heapq.heappop(self._pending)
+            if payload[0] == "odom":
+                sample = payload[1]
+                res = self.core.add_odometry(sample)
+                self.counts["odometry"] += 1
+                if res.status in (InsertStatus.ADDED, InsertStatus.REPLACED):
+                    epoch.odo_stamps.append(stamp)
+                    epoch.odo_xyz.append(sample.xyz)
+                    epoch.odo_quat.append(sample.quat_xyzw)
+            else:
+                res = self.core.add_image(payload[1], stamp, payload[2])
+                self.counts["images"] += 1
+            if res.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
+                self._reject("core", res.reason)
+
+    def _tick(self, epoch: _Epoch) -> None:
+        now_ns = epoch.next_tick_ns
+        epoch.next_tick_ns += self.period_ns
+        self._feed_until(now_ns, epoch)
+        self._last_tick_ns = now_ns
+        wall = time.perf_counter()
+        result = self.core.tick(now_ns)
+        wall = time.perf_counter() - wall
+        index = len(self.ticks)
+        epoch.tick_rows.append(index)
+        self.ticks.append(self._tick_record(index, epoch.index, result))
+        self.results.append(result)
+        self.tick_predictions.append(
+            np.stack([c.xyz for c in result.candidates]) if result.status == PlanStatus.OK
+            else None)
+        t = result.timings
+        self.tick_timings.append({
+            "tick": index, "wall_s": wall, "input_preparation_s": t.input_preparation,
+            "decode_s": t.decode, "model_call_s": t.model_call,
+            "model": {k: float(v) for k, v in asdict(t.model).items()},
+            "model_total_s": t.model.total})
+        if self._progress is not None:
+            self._progress.update(1)
+
+    def _tick_record(self, index: int, epoch: int, r: PlanResult) -> dict:
+        rec: dict[str, Any] = {
+            "tick": index, "epoch": epoch, "now_ns": int(r.now_ns),
+            "t0_ns": None if r.t0_ns is None else int(r.t0_ns),
+            "status": r.status.name, "reason": r.reason, "v0": _json_float(r.v0),
+            "selected_index": int(r.selected_index),
+            "max_frame_skew_s": _json_float(r.max_frame_skew if r.t0_ns is not None else None),
+            "camera_skew_s": _json_float(r.camera_skew if r.t0_ns is not None else None),
+            "odometry_samples": int(r.odometry_samples),
+            "candidates": [], "metrics": None, "metrics_note": "",
+        }
+        for c in r.candidates:
+            rec["candidates"].append({
+                "xyz": np.round(np.asarray(c.xyz, dtype=np.float64), COORD_DECIMALS).tolist(),
+                "valid": bool(c.valid), "invalid_reason": c.invalid_reason,
+                "coc": c.coc, "coc_token_count": int(c.coc_token_count),
+                "coc_truncated": bool(c.coc_truncated)})
+        return rec
+
+    def _summary(self) -> dict:
+        statuses: dict[str, int] = {}
+        skip_reasons: dict[str, int] = {}
+        for rec in self.ticks:
+            statuses[rec["status"]] = statuses.get(rec["status"], 0) + 1
+            if rec["status"] != "OK":
+                key = reason_class(rec["reason"])
+                skip_reasons[key] = skip_reasons.get(key, 0) + 1
+        return {
+            "counts": dict(self.counts),
+            "rejections": dict(sorted(self.rejections.items())),
+            "epochs": [{"index": e.index, "first_stamp_ns": e.first_stamp_ns,
+                        "last_stamp_ns": e.newest_stamp_ns, "reason": e.reason,
+                        "ticks": len(e.tick_rows)} for e in self.epochs],
+            "tick_status_counts": dict(sorted(statuses.items())),
+            "skip_reason_counts": dict(sorted(skip_reasons.items())),
+            "metrics": aggregate_metrics(self.ticks, self.options.horizons),
+            "ticks": self.ticks,
+        }
