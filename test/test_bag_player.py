@@ -94,3 +94,37 @@ def test_live_planner_on_played_bag_is_recorded(tmp_path, ros_process):
         assert START_NS <= t0 <= START_NS + 6_000_000_000
         assert p.log_time_ns >= t0
         assert abs(p.msg.v0 - 10.0) < 0.05
+
+
+def _carla_style_bag(path):
+    """A bag with its own /clock, off the header stamps by float rounding (300 ns)."""
+    return write_bag(path, duration_s=3.0, layout=make_bag.BagLayout(clock_hz=20.0,
+                                                                     clock_rounding_ns=300))
+
+
+def test_a_recorded_clock_is_not_played_next_to_the_players_own(tmp_path, ros_node,
+                                                                  ros_process):
+    from rosgraph_msgs.msg import Clock
+    _carla_style_bag(tmp_path / "bag")
+    _, clock_inbox = ros_node.subscribe("/clock", Clock, qos=_reliable(5000))
+    player = ros_process("bag_player", params={
+        "bag": str(tmp_path / "bag"), "rate": 2.0, "linger": 0.2, "clock_hz": 50.0})
+    assert player.wait_exit(timeout=20.0) == 0, player.describe()
+    clock = np.array([bag_io.stamp_to_ns(c.clock) for c in clock_inbox.messages])
+    assert len(clock) > 30
+    assert np.all(np.diff(clock) >= 0), "two clocks interleaved: /clock went back"
+    assert player.output().count("has a recorded /clock: not played") == 1
+
+
+def test_use_bag_clock_plays_the_recorded_clock_only(tmp_path, ros_node, ros_process):
+    from rosgraph_msgs.msg import Clock
+    _carla_style_bag(tmp_path / "bag")
+    _, clock_inbox = ros_node.subscribe("/clock", Clock, qos=_reliable(5000))
+    player = ros_process("bag_player", params={
+        "bag": str(tmp_path / "bag"), "rate": 2.0, "linger": 0.2, "use_bag_clock": True,
+        "wait_for_subscribers": 1})
+    assert player.wait_exit(timeout=20.0) == 0, player.describe()
+    clock = [bag_io.stamp_to_ns(c.clock) for c in clock_inbox.messages]
+    with bag_io.BagReader(tmp_path / "bag") as reader:
+        recorded = [bag_io.stamp_to_ns(m.msg.clock) for m in reader.messages(["/clock"])]
+    assert clock == recorded  # exactly the recorded values, nothing generated in between

@@ -85,3 +85,25 @@ def test_camera_without_frames_or_history_too_short():
     short = [camera_stamps(10.0, 0.0, 1.85, 2.0) for _ in range(4)]
     with pytest.raises(InputNotReady, match=r"no frame at or before t0-0\.3 s"):
         select_frames(as_arrays(short), 0.1, DESCRIBE)
+
+
+def test_default_tolerance_passes_10hz_cameras_stamped_at_receive_time():
+    """Receive-time stamps of a 10 Hz camera jitter by a few ms; with the official rule
+    (last frame at or before each target) a frame can be one period plus that jitter older
+    than its target. The default frame_tolerance must pass such cameras on every tick
+    (0.1 s, one period, skipped about 40 % of the ticks)."""
+    rng = np.random.default_rng(3)
+    period = 100_000_000
+    stamps = [np.sort(np.arange(0, 60 * period, period) + phase
+                      + rng.uniform(-8e6, 8e6, 60).astype(np.int64))
+              for phase in (0, 23_000_000, 51_000_000, 77_000_000)]
+    tolerance = PlannerConfig().frame_tolerance
+    skipped_at_one_period = 0
+    for tick in range(10 * period, 58 * period, period // 3):
+        visible = [s[s <= tick] for s in stamps]
+        select_frames(visible, tolerance, DESCRIBE)  # never raises
+        try:
+            select_frames(visible, 0.1, DESCRIBE)
+        except InputNotReady:
+            skipped_at_one_period += 1
+    assert skipped_at_one_period > 10  # the old default really skipped these ticks

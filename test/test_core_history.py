@@ -131,3 +131,53 @@ def test_rotation_yaw_follows_circle():
     yaw = Rotation.from_matrix(result.rot).as_euler("xyz")[:, 2]
     expected = 8.0 / 40.0 * np.asarray(HISTORY_OFFSETS)
     np.testing.assert_allclose(yaw, expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------ physical plausibility
+def _noisy_track(motion, start_s, end_s, rate_hz, position_noise_m, heading_noise_deg, seed=0):
+    rng = np.random.default_rng(seed)
+    samples = odometry_samples(motion, start_s, end_s, rate_hz)
+    out = []
+    for stamp, xyz, quat in samples:
+        noisy_xyz = xyz + rng.normal(0.0, position_noise_m, 3) * np.array([1, 1, 0.3])
+        wobble = Rotation.from_euler("z", rng.normal(0.0, heading_noise_deg), degrees=True)
+        out.append((stamp, noisy_xyz, (Rotation.from_quat(quat) * wobble).as_quat()))
+    return out
+
+
+def test_noisy_real_odometry_is_not_a_discontinuity():
+    """2 cm / 0.3 deg noise at 100 Hz on a 15 m/s curve stays far below the limits."""
+    from alpamayo_ros.core.history import MotionLimits
+    motion = CircleMotion(speed=15.0, radius=60.0)
+    track = track_of(_noisy_track(motion, 0.0, 3.0, 100.0, 0.02, 0.3))
+    for t0 in np.arange(1.6, 2.9, 0.1):
+        build_history(track, EPOCH_NS + int(round(t0 * NS)), Pose.identity(),
+                      limits=MotionLimits())
+
+
+@pytest.mark.parametrize("what, edit, pattern", [
+    ("relocalisation", lambda xyz, quat: (xyz + [100.0, 0.0, 0.0], quat),
+     r"implied speed \d+\.\d m/s between t0-1\.080 s and t0-0\.980 s exceeds 70 m/s"),
+    ("small jump", lambda xyz, quat: (xyz + [0.0, 3.0, 0.0], quat),
+     r"implied acceleration \d+\.\d m/s\^2 around t0-\d\.\d+ s exceeds 20 m/s\^2"),
+    ("heading flip", lambda xyz, quat: (xyz, (Rotation.from_quat(quat)
+                                              * Rotation.from_euler("z", 90, degrees=True)
+                                              ).as_quat()),
+     r"implied yaw rate \d+\.\d rad/s .* exceeds 2\.5 rad/s"),
+])
+def test_a_discontinuity_inside_the_window_is_refused(what, edit, pattern):
+    """From 1.0 s on the pose is offset (a localisation re-initialisation): while the
+    offset lies inside the history window, no history is built across it; once the whole
+    window is after it, planning resumes."""
+    from alpamayo_ros.core.history import MotionLimits
+    from alpamayo_ros.core.plan_result import ReasonCode
+    motion = CircleMotion(speed=8.0, radius=50.0)
+    samples = [(s, *edit(xyz, quat)) if s >= EPOCH_NS + NS else (s, xyz, quat)
+               for s, xyz, quat in odometry_samples(motion, 0.0, 4.0, 50.0)]
+    track = track_of(samples)
+    with pytest.raises(InputNotReady, match=pattern) as info:
+        build_history(track, EPOCH_NS + int(2.0 * NS), Pose.identity(), limits=MotionLimits())
+    assert info.value.code == ReasonCode.ODOMETRY_DISCONTINUITY, what
+    after = build_history(track, EPOCH_NS + int(2.7 * NS), Pose.identity(),
+                          limits=MotionLimits())
+    assert np.linalg.norm(after.xyz[0]) == pytest.approx(12.0, abs=0.2)

@@ -63,3 +63,22 @@ def test_samples_given_as_lists_are_checked_not_crashed_on():
                                 curvature=sample.curvature.tolist())
     assert check_sample(as_lists, 10.0, LIMITS) == ""
     assert "first waypoint" in check_sample(as_lists, 20.0, LIMITS)
+
+
+def test_physically_impossible_profiles_are_invalid():
+    """v0 of 208 m/s (a relocalisation mistaken for motion), a speed or an acceleration no
+    car reaches: never an OK plan."""
+    fast = line(208.0)
+    reason = check_sample(make(fast), 208.0, LIMITS)
+    assert reason == f"|v0| 208.00 m/s exceeds max_speed {LIMITS.max_speed:g} m/s"
+    sample = make(line(10.0))
+    sample.speed[40] = 90.0
+    assert "speed 90.00 m/s at waypoint 40 exceeds max_speed" in check_sample(sample, 10.0,
+                                                                               LIMITS)
+    sample = make(line(10.0))
+    sample.acceleration[5] = -35.0
+    assert "acceleration 35.00 m/s^2 at waypoint 5 exceeds max_acceleration" in \
+        check_sample(sample, 10.0, LIMITS)
+    jumpy = line(10.0)
+    jumpy[20:, 1] += 50.0  # a 50 m sideways step between two waypoints 0.1 s apart
+    assert "waypoint step speed" in check_sample(make(jumpy), 10.0, LIMITS)

@@ -7,10 +7,11 @@ from alpamayo_ros.core.errors import InputNotReady
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.image_decode import EncodedImage
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
+from alpamayo_ros.core.plan_result import ReasonCode
 from alpamayo_ros.core.planner_core import InsertStatus, PlannerCore, PlanStatus
 from alpamayo_ros.core.types import (InferenceOptions, ModelOutput, StageTimings,
                                      TrajectorySample)
-from test_core_support import EPOCH_NS, Scenario, now_ns, odometry, rgb_image
+from test_core_support import EPOCH_NS, NS, Scenario, now_ns, odometry, rgb_image
 
 
 def make_core(model=None, **config):
@@ -82,30 +83,113 @@ def test_each_frame_decoded_once_across_ticks(camera_rate):
     assert counters.decode_cache_hits == 12 * 19
 
 
-def test_time_jump_clears_everything_and_is_reported():
+def test_a_single_late_frame_is_rejected_for_its_stream_alone():
+    """One frame stamped 2 s in the past (or a zero stamp) costs nothing but itself."""
     jumps = []
     scenario = Scenario()
     core = PlannerCore(PlannerConfig(), ConstantVelocityModel(), on_time_jump=jumps.append)
     scenario.advance(core, 3.0)
+    before = core.buffered_counts()
+    late = core.add_image(1, now_ns(0.5), rgb_image())
+    assert late.status == InsertStatus.REJECTED and "out of order" in late.reason
+    assert "1 of 3 in a row" in late.reason
+    zero = core.add_image(2, 0, rgb_image())
+    assert zero.status == InsertStatus.REJECTED and "zero stamp" in zero.reason
+    assert core.buffered_counts() == before and jumps == []
+    assert core.counters().out_of_order == 1 and core.counters().time_jumps == 0
     assert core.tick(now_ns(3.0)).ok
-    # Bag loop: a frame from the start of the bag arrives.
-    outcome = core.add_image(1, now_ns(0.5), rgb_image())
-    assert outcome.time_jump is not None
-    assert outcome.time_jump.backwards == pytest.approx(2.41)
-    assert jumps == [outcome.time_jump]
-    assert core.buffered_counts() == ((0, 1, 0, 0), 0)
-    assert core.counters().time_jumps == 1
-    skipped = core.tick(now_ns(0.5))
+
+
+def test_alternating_zero_and_good_stamps_never_reset_and_plans_go_on():
+    scenario = Scenario(end_s=6.0)
+    core = make_core()
+    ok = 0
+    for k in range(30):
+        t = 3.0 + 0.1 * k
+        scenario.advance(core, min(t, 6.0))
+        core.add_image(0, 0, rgb_image())
+        core.add_image(0, now_ns(t) - 2 * NS, rgb_image())  # and an old one, alternating
+        ok += core.tick(now_ns(min(t, 6.0))).ok
+    counters = core.counters()
+    assert counters.time_jumps == 0 and counters.resets == 0
+    assert ok >= 25
+
+
+def test_a_consistent_backward_jump_restarts_only_that_stream():
+    jumps = []
+    scenario = Scenario()
+    core = PlannerCore(PlannerConfig(), ConstantVelocityModel(), on_time_jump=jumps.append)
+    scenario.advance(core, 3.0)
+    (frames, odometry) = core.buffered_counts()
+    # Camera 1 alone restarts 2.5 s earlier (its driver restarted with another clock).
+    results = [core.add_image(1, now_ns(0.5 + 0.1 * k), rgb_image()) for k in range(3)]
+    assert [r.status for r in results] == [InsertStatus.REJECTED] * 2 + [InsertStatus.ADDED]
+    assert results[2].time_jump is not None and jumps == [results[2].time_jump]
+    assert results[2].time_jump.backwards == pytest.approx(2.21)
+    counts = core.buffered_counts()
+    assert counts[0][1] == 3  # the restarted stream keeps its three new frames
+    assert counts[0][0] == frames[0] and counts[1] == odometry  # the others are untouched
+    skipped = core.tick(now_ns(3.0))
     assert skipped.status == PlanStatus.SKIPPED
-    # Small reordering inside the tolerance is not a jump.
-    replay = Scenario(start_s=0.0, end_s=3.0)
-    core2 = make_core()
-    replay.advance(core2, 3.0)
-    assert core2.add_image(0, now_ns(2.5) + 1, rgb_image()).time_jump is None
-    # After a jump the core recovers with fresh data.
-    fresh = Scenario(start_s=10.0, end_s=14.0)
-    fresh.advance(core, 13.0)
-    assert core.tick(now_ns(13.0)).ok
+    assert skipped.reason_code in (ReasonCode.STALE_CAMERA, ReasonCode.CLOCK_RESET)
+    # The whole system jumps back (simulator reset): each stream restarts, then plans again.
+    fresh = Scenario(start_s=-20.0, end_s=-16.0)
+    fresh.advance(core, -17.0)
+    assert core.counters().time_jumps == 6  # camera 1 twice, cameras 0, 2, 3 and odometry once
+    assert core.tick(now_ns(-17.0)).ok
+
+
+def test_a_reset_makes_waiting_ticks_say_clock_reset():
+    scenario = Scenario()
+    core = make_core()
+    scenario.advance(core, 3.0)
+    core.reset(now_ns(3.0), "the node clock jumped back 5.000 s")
+    result = core.tick(now_ns(3.1))
+    assert result.reason_code == ReasonCode.CLOCK_RESET
+    assert "the node clock jumped back 5.000 s" in result.reason
+    assert core.counters().resets == 1
+
+
+def test_odometry_frame_change_restarts_the_history_with_its_own_code():
+    scenario = Scenario()
+    core = make_core()
+    scenario.advance(core, 3.0)
+    assert core.tick(now_ns(3.0)).ok
+    change = core.add_odometry(odometry(now_ns(3.01), (0, 0, 0), (0, 0, 0, 1), "map"))
+    assert change.frame_change is not None and "'odom'/'base_link' to 'map'" in \
+        str(change.frame_change)
+    result = core.tick(now_ns(3.05))
+    assert result.status == PlanStatus.SKIPPED
+    assert result.reason_code == ReasonCode.ODOMETRY_FRAME_CHANGE
+    assert core.counters().odometry_frame_changes == 1
+
+
+def test_frames_alternating_between_two_odometry_frames_never_plan():
+    """Two localisations publishing into one topic (map / odom alternately): every change
+    restarts the history; no plan is OK, none is built across frames."""
+    scenario = Scenario(end_s=6.0)
+    core = make_core()
+    for k in range(40):
+        t = 0.1 * k + 2.0
+        scenario.advance(core, t)
+        frame = "map" if k % 2 else "odom"
+        core.add_odometry(odometry(now_ns(t) + 1, (100.0 * (k % 2), 0, 0), (0, 0, 0, 1),
+                                   frame))
+        if k > 5:
+            result = core.tick(now_ns(t))
+            assert not result.ok
+            assert result.reason_code == ReasonCode.ODOMETRY_FRAME_CHANGE, result.reason
+
+
+def test_stamps_ahead_of_the_tick_are_refused_for_the_tick():
+    scenario = Scenario()
+    core = make_core(max_stamp_lead=0.2)
+    scenario.advance(core, 3.0)
+    core.add_image(3, now_ns(3.5), rgb_image(value=3))
+    result = core.tick(now_ns(3.0))
+    assert result.reason_code == ReasonCode.FUTURE_STAMP
+    assert "0.500 s ahead of the tick (max_stamp_lead 0.2 s)" in result.reason
+    assert core.tick(now_ns(3.35)).ok
 
 
 def test_stale_inputs_are_skipped_with_reason():

@@ -68,14 +68,68 @@ def test_camera_skew_warns_above_the_limit():
     assert float(report.values["camera_skew_s"]) == pytest.approx(0.15)
 
 
-def test_rejected_messages_warn_with_the_reason():
+def test_rejected_messages_warn_with_the_reason_and_the_warning_clears():
     health = _health()
     now = 100 * S
     _feed(health, now)
-    health.reject_camera(2, "corrupt jpeg")
+    health.reject_camera(2, "corrupt jpeg", now)
     report = _by_name(health.reports(now))["cam2"]
     assert report.level is Level.WARN and "corrupt jpeg" in report.message
     assert report.values["rejected"] == "1"
+    # Good data goes on: 6 s later the rejection is history (counted, no longer a WARN).
+    later = now + 6 * S
+    _feed(health, later)
+    report = _by_name(health.reports(later))["cam2"]
+    assert report.level is Level.OK and report.values["rejected"] == "1"
+    assert report.values["rejected_recently"] == "0"
+
+
+def test_a_camera_whose_every_frame_is_rejected_says_why_not_stale():
+    health = _health()
+    now = 100 * S
+    for k in range(10):
+        health.reject_camera(1, "mono16: unsupported image encoding", now + k * S // 10)
+    report = _by_name(health.reports(now + S))["cam1"]
+    assert report.level is Level.ERROR
+    assert report.message == "every message rejected (10): mono16: unsupported image encoding"
+    # Frames that stop being accepted later: the error names the rejections, not staleness.
+    _feed(health, now + 2 * S)
+    for k in range(10):
+        health.reject_camera(1, "zero stamp", now + 2 * S + k * S // 10)
+    report = _by_name(health.reports(now + 3 * S))["cam1"]
+    assert report.level is Level.ERROR and "rejected since: zero stamp" in report.message
+
+
+def test_inputs_stamped_in_the_future_are_flagged():
+    health = _health()
+    now = 100 * S
+    _feed(health, now)
+    health.record_camera(3, now, now + 2 * S)
+    report = _by_name(health.reports(now))["cam6"]
+    assert report.level is Level.WARN
+    assert report.message == "stamped 2.000 s ahead of the node clock (limit 0.500 s)"
+
+
+def test_a_stopped_clock_is_reported_on_wall_time():
+    health = _health()
+    now = 100 * S
+    _feed(health, now)
+    assert _by_name(health.reports(now, wall_ns=5 * S))["node clock"].level is Level.OK
+    assert _by_name(health.reports(now, wall_ns=6 * S))["node clock"].level is Level.OK
+    stopped = _by_name(health.reports(now, wall_ns=8 * S))["node clock"]
+    assert stopped.level is Level.WARN and "clock stopped" in stopped.message
+    assert _by_name(health.reports(now + S, wall_ns=9 * S))["node clock"].level is Level.OK
+
+
+def test_outcomes_are_grouped_by_reason_code():
+    health = _health()
+    for code in ("STALE_CAMERA", "STALE_CAMERA", "ODOMETRY_DISCONTINUITY"):
+        health.record_outcome(TickOutcome.SKIPPED, "why", reason_code=code)
+    report = _by_name(health.reports(100 * S))["planner"]
+    assert report.values["not_ok_STALE_CAMERA"] == "2"
+    assert report.values["not_ok_ODOMETRY_DISCONTINUITY"] == "1"
+    assert report.values["last_reason_code"] == "ODOMETRY_DISCONTINUITY"
+    assert report.message.startswith("tick skipped (ODOMETRY_DISCONTINUITY)")
 
 
 def test_planner_levels_follow_the_last_outcome_and_drops():

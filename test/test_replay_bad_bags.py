@@ -101,10 +101,10 @@ def test_camera_gap_gives_per_tick_skip_reason(tmp_path):
                < START_NS + 6_000_000_000]
     assert skipped and all(t["status"] == "SKIPPED" for t in skipped)
     assert all(t["reason"] for t in skipped)
-    # The core names the stale input; while camera 6 is silent t0 stays pinned to its last
-    # frame, so the reasons say "stale" or name a camera whose buffer no longer reaches t0.
-    assert any("stale" in t["reason"] or "front_tele_30fov" in t["reason"] for t in skipped)
-    assert res["skip_reason_counts"]
+    # The core names the stale input: camera 6 is silent, t0 stays pinned to its last frame.
+    assert {t["reason_code"] for t in skipped} == {"STALE_CAMERA"}
+    assert all("front_tele_30fov" in t["reason"] for t in skipped)
+    assert res["reason_code_counts"]["STALE_CAMERA"] == len(skipped)
 
 
 @pytest.mark.parametrize("offset", [-20.0, 30.0])
@@ -190,3 +190,52 @@ def test_errors_name_the_bag_once_and_jobs_must_be_positive(tmp_path, capsys):
                      "--jobs", "0"])
     assert info.value.code == 2
     assert "--jobs: have 0, need an integer >= 1" in capsys.readouterr().err
+
+
+def test_a_relocalisation_jump_never_gives_an_ok_plan_across_it(tmp_path):
+    """A 100 m jump of the odometry at 5 s: while the jump lies in a tick's history window
+    the tick is skipped as ODOMETRY_DISCONTINUITY; every OK plan has a sane v0."""
+    summary = write_bag(tmp_path / "bag", "straight_constant", duration_s=10.0, speed=10.0,
+                        faults=make_bag.BagFaults(position_jump=(5.0, (100.0, 0.0, 0.0))))
+    res = _run(tmp_path / "bag", parameters(summary, rate_hz=10.0))
+    ticks = res["ticks"]
+    t_jump = START_NS + 5_000_000_000
+    across = [t for t in ticks if t_jump + 100_000_000 <= t["now_ns"] <= t_jump + 1_400_000_000]
+    assert across and {t["reason_code"] for t in across} == {"ODOMETRY_DISCONTINUITY"}
+    ok = [t for t in ticks if t["status"] == "OK"]
+    assert len(ok) > 30 and all(abs(t["v0"] - 10.0) < 0.01 for t in ok)
+    assert any(t["now_ns"] > t_jump + 1_700_000_000 for t in ok)  # planning resumes
+
+
+def test_odometry_frame_ids_alternating_never_give_a_plan(tmp_path):
+    summary = write_bag(tmp_path / "bag", "straight_constant", duration_s=5.0,
+                        faults=make_bag.BagFaults(odometry_frame_ids=("map", "odom")))
+    res = _run(tmp_path / "bag", parameters(summary, rate_hz=5.0))
+    assert res["tick_status_counts"].get("OK", 0) == 0
+    late = [t for t in res["ticks"] if t["now_ns"] >= START_NS + 2_000_000_000]
+    assert late and {t["reason_code"] for t in late} == {"ODOMETRY_FRAME_CHANGE"}
+
+
+def test_a_single_late_message_does_not_start_an_epoch(tmp_path):
+    """One camera message stamped 3 s in the past (log time in order) is rejected for its
+    stream; the bag stays one epoch and planning goes on."""
+    summary = write_bag(tmp_path / "bag", duration_s=8.0)
+    values = parameters(summary, rate_hz=2.0)
+    clean = _run(tmp_path / "bag", values)
+    damaged = tmp_path / "late"
+    topic = make_bag.camera_topic(1, "rgb8")
+    with bag_io.BagReader(tmp_path / "bag") as reader, \
+            bag_io.BagWriter(damaged, "mcap") as writer:
+        for k, bm in enumerate(reader.messages()):
+            if bm.topic == topic and bm.stamp_ns == START_NS + 5_000_000_000:
+                late = bag_io.msg_class(bm.msgtype)(**{**bm.msg.__dict__,
+                                                      "header": bag_io.header(
+                                                          bm.stamp_ns - 3_000_000_000,
+                                                          bm.msg.header.frame_id)})
+                writer.write(bm.topic, bm.msgtype, bm.log_time_ns, late)
+                continue
+            writer.write(bm.topic, bm.msgtype, bm.log_time_ns, bm.msg)
+    res = _run(damaged, values)
+    assert len(res["epochs"]) == 1
+    assert sum(n for reason, n in res["rejections"].items() if "out of order" in reason) == 1
+    assert res["tick_status_counts"]["OK"] >= clean["tick_status_counts"]["OK"] - 1

@@ -54,15 +54,27 @@ CORE_PARAMETERS: tuple[ParamSpec, ...] = (
               minimum=1.51, maximum=600.0),
     ParamSpec("core.odometry_buffer_max_entries", INT, 1024,
               "Hard cap on odometry samples kept.", minimum=4, maximum=100000),
-    ParamSpec("core.frame_tolerance", FLOAT, 0.1,
+    ParamSpec("core.frame_tolerance", FLOAT, 0.15,
               "A selected frame may be at most this much older than its target time "
-              "t0-0.3 .. t0 [s], else the tick is skipped.", minimum=0.001, maximum=10.0),
+              "t0-0.3 .. t0 [s], else the tick is skipped (FRAME_TOO_OLD). The default "
+              "passes a 10 Hz camera with up to 50 ms of stamp jitter and skips a tick "
+              "when a frame was dropped (docs/parameters.md).", minimum=0.001, maximum=10.0),
     ParamSpec("core.max_extrapolation", FLOAT, 0.05,
               "History poses may lie at most this far outside the odometry samples [s].",
               minimum=0.0, maximum=1.0),
     ParamSpec("core.max_odometry_gap", FLOAT, 0.2,
               "Largest time between consecutive odometry samples around the history [s].",
               minimum=0.001, maximum=10.0),
+    ParamSpec("core.max_speed", FLOAT, 70.0,
+              "Physical limit: odometry implying a faster motion over 0.1 s is a "
+              "discontinuity (no history across it), and plans with a faster v0 or speed "
+              "are INVALID_OUTPUT [m/s].", minimum=1.0, maximum=200.0),
+    ParamSpec("core.max_acceleration", FLOAT, 20.0,
+              "Physical limit of the odometry's implied acceleration (speeds over 0.1 s) "
+              "and of a plan's acceleration [m/s^2].", minimum=1.0, maximum=200.0),
+    ParamSpec("core.max_yaw_rate", FLOAT, 2.5,
+              "Physical limit of the odometry's implied yaw rate over 0.1 s [rad/s].",
+              minimum=0.1, maximum=50.0),
     ParamSpec("core.interpolation", STRING, "spline",
               "History translation interpolation (rotation is always slerp).",
               choices=INTERPOLATION_METHODS),
@@ -79,9 +91,16 @@ CORE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("core.max_odometry_age", FLOAT, 0.5,
               "Skip a tick when now - newest odometry stamp exceeds this [s].",
               minimum=0.001, maximum=600.0),
+    ParamSpec("core.max_stamp_lead", FLOAT, 0.5,
+              "Inputs stamped more than this ahead of the tick time are refused for the tick "
+              "(FUTURE_STAMP) and flagged in the diagnostics [s].",
+              minimum=0.001, maximum=600.0),
     ParamSpec("core.time_jump_tolerance", FLOAT, 1.0,
-              "A stamp older than its buffer's newest by more than this is a time jump (bag "
-              "loop, simulator reset): all buffers are cleared [s].",
+              "A stamp older than its stream's newest by more than this is out of order: "
+              "rejected for that stream alone; 3 such stamps in a row on one stream are a "
+              "time jump of that stream (bag loop, simulator reset), which restarts that "
+              "stream's buffer. Backward steps of the node clock below this are jitter, "
+              "larger ones clear every buffer [s].",
               minimum=0.001, maximum=600.0),
     ParamSpec("core.first_waypoint_abs_tolerance", FLOAT, 0.3,
               "Output check: allowed |first waypoint distance - v0 * 0.1 s| [m] ...",
@@ -123,11 +142,16 @@ class PlannerConfig:
     # Hard cap on odometry samples kept.
     odometry_buffer_max_entries: int = 1024
     # A frame may be at most this much older than its target time (t0-0.3 .. t0) [s].
-    frame_tolerance: float = 0.1
+    frame_tolerance: float = 0.15
     # History poses may lie at most this far outside the odometry samples [s] (0 = never).
     max_extrapolation: float = 0.05
     # Largest allowed time between consecutive odometry samples around the history [s].
     max_odometry_gap: float = 0.2
+    # Physical limits of the motion the odometry implies (over >= 0.1 s) and of plans:
+    # speed [m/s], acceleration [m/s^2], yaw rate [rad/s].
+    max_speed: float = 70.0
+    max_acceleration: float = 20.0
+    max_yaw_rate: float = 2.5
     # Translation interpolation: "spline" (scipy CubicSpline) or "linear"; rotation: slerp.
     interpolation: str = "spline"
     # Pose of the rear-axle base frame in the odometry child frame: translation [m] and
@@ -139,8 +163,10 @@ class PlannerConfig:
     max_input_age: float = 0.5
     # Skip a tick when now - newest odometry stamp exceeds this [s].
     max_odometry_age: float = 0.5
-    # A stamp older than its buffer's newest by more than this is a time jump (bag loop,
-    # simulator reset): every buffer and the decode cache are cleared [s].
+    # Inputs stamped more than this ahead of the tick are refused for the tick [s].
+    max_stamp_lead: float = 0.5
+    # A stamp older than its stream's newest by more than this is out of order (rejected);
+    # TIME_JUMP_CONFIRMATIONS in a row on one stream restart that stream's buffer [s].
     time_jump_tolerance: float = 1.0
     # Output check: |first waypoint distance - |v0| * 0.1 s| must not exceed
     # first_waypoint_abs_tolerance + first_waypoint_rel_tolerance * |v0| * 0.1 s [m, -].

@@ -22,7 +22,15 @@ class ModelInputError(AlpamayoError, ValueError):
 
 
 class InputNotReady(AlpamayoError, LookupError):
-    """Not enough (or too old) sensor data to plan this tick; the message says why."""
+    """Not enough (or too old, or implausible) sensor data to plan this tick.
+
+    The message says why with the numbers; `code` is the machine-readable cause, a
+    core.plan_result.ReasonCode (kept untyped here: this module imports nothing).
+    """
+
+    def __init__(self, message: str, code=None):
+        super().__init__(message)
+        self.code = code
 
 
 class DecodeError(AlpamayoError, ValueError):

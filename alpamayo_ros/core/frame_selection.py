@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from alpamayo_ros.core.errors import InputNotReady
+from alpamayo_ros.core.plan_result import ReasonCode
 from alpamayo_ros.core.types import FRAME_OFFSETS, FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS
 
 FRAME_OFFSETS_NS = tuple(int(round(o * NS_PER_S)) for o in FRAME_OFFSETS)
@@ -56,7 +57,8 @@ def select_frames(camera_stamps_ns: Sequence[np.ndarray], frame_tolerance: float
         raise ValueError(f"need stamps of {NUM_CAMERAS} cameras, have {len(camera_stamps_ns)}")
     for slot, stamps in enumerate(camera_stamps_ns):
         if len(stamps) == 0:
-            raise InputNotReady(f"{slot_descriptions[slot]}: no frame received yet")
+            raise InputNotReady(f"{slot_descriptions[slot]}: no frame received yet",
+                                ReasonCode.NO_FRAME)
     newest = np.asarray([int(s[-1]) for s in camera_stamps_ns], dtype=np.int64)
     t0_ns = int(newest.min())
     tolerance_ns = int(round(frame_tolerance * NS_PER_S))
@@ -72,12 +74,13 @@ def select_frames(camera_stamps_ns: Sequence[np.ndarray], frame_tolerance: float
                 raise InputNotReady(
                     f"{slot_descriptions[slot]}: no frame at or before {label} "
                     f"(oldest buffered frame is {(stamps[0] - target) / NS_PER_S:.3f} s "
-                    "after it)")
+                    "after it)", ReasonCode.NO_FRAME)
             lag_ns = target - int(stamps[pos])
             if lag_ns > tolerance_ns:
                 raise InputNotReady(
                     f"{slot_descriptions[slot]}: no frame within {frame_tolerance:g} s "
-                    f"before {label} (newest before it is {lag_ns / NS_PER_S:.3f} s older)")
+                    f"before {label} (newest before it is {lag_ns / NS_PER_S:.3f} s older)",
+                    ReasonCode.FRAME_TOO_OLD)
             index = slot * FRAMES_PER_CAMERA + k
             targets[index] = target
             chosen[index] = stamps[pos]

@@ -4,7 +4,9 @@ Odometry poses (odometry child frame in the odom frame) first get the fixed base
 (child -> rear-axle base), then are interpolated at the exact history times: translation
 with scipy's CubicSpline (or linear), rotation with scipy's Slerp, as the official loader
 does. A little extrapolation (max_extrapolation) is allowed at the ends at constant
-velocity; more is refused, as are gaps between samples longer than max_odometry_gap.
+velocity; more is refused, as are gaps between samples longer than max_odometry_gap, and
+motion no vehicle makes (`MotionLimits`: a localisation jump, a re-initialisation, two
+sources mixed on one topic): the history is never interpolated across a discontinuity.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from alpamayo_ros.core.errors import InputNotReady
 from alpamayo_ros.core.geometry import Pose, to_local_frame
+from alpamayo_ros.core.plan_result import ReasonCode
 from alpamayo_ros.core.types import HISTORY_OFFSETS, NS_PER_S, NUM_HISTORY
 
 HISTORY_OFFSETS_NS = np.asarray([int(round(o * NS_PER_S)) for o in HISTORY_OFFSETS],
@@ -47,6 +50,70 @@ class OdometryTrack:
         lo = max(int(np.searchsorted(self.stamps_ns, start_ns, side="left")) - 1, 0)
         hi = min(int(np.searchsorted(self.stamps_ns, end_ns, side="right")) + 1, len(self))
         return OdometryTrack(self.stamps_ns[lo:hi], self.xyz[lo:hi], self.quat_xyzw[lo:hi])
+
+
+@dataclass(frozen=True)
+class MotionLimits:
+    """Physical limits of the base motion the odometry implies: speed [m/s], acceleration
+    [m/s^2] and yaw rate [rad/s], each judged over steps of at least MOTION_STEP_S."""
+
+    max_speed: float = 70.0
+    max_acceleration: float = 20.0
+    max_yaw_rate: float = 2.5
+
+
+# Motion is judged over steps of at least this long: over the 10-20 ms between raw 50-100 Hz
+# samples, odometry noise of a centimetre or a fraction of a degree alone implies metres
+# per second and radians per second; over 0.1 s it stays well below the limits.
+MOTION_STEP_S = 0.1
+
+
+def _spaced(stamps_ns: np.ndarray, step_ns: int) -> np.ndarray:
+    """Indices of samples at least step_ns apart, from the newest back."""
+    keep = [len(stamps_ns) - 1]
+    for i in range(len(stamps_ns) - 2, -1, -1):
+        if stamps_ns[keep[-1]] - stamps_ns[i] >= step_ns:
+            keep.append(i)
+    return np.asarray(keep[::-1], dtype=np.int64)
+
+
+def check_motion(stamps_ns: np.ndarray, xyz: np.ndarray, rot: Rotation, t0_ns: int,
+                 limits: MotionLimits) -> None:
+    """InputNotReady (ODOMETRY_DISCONTINUITY) when consecutive samples, taken at least
+    MOTION_STEP_S apart, imply a speed, acceleration or yaw rate beyond `limits`.
+
+    stamps_ns (N,) ascending; xyz (N, 3) base positions [m] and rot (N rotations) in the
+    odometry frame; t0_ns only names the times in the message.
+    """
+    idx = _spaced(np.asarray(stamps_ns, dtype=np.int64), int(MOTION_STEP_S * NS_PER_S))
+    if len(idx) < 2:
+        return
+    t = np.asarray(stamps_ns, dtype=np.int64)[idx]
+    dt = np.diff(t) / NS_PER_S
+    speed = np.linalg.norm(np.diff(xyz[idx], axis=0), axis=1) / dt
+    matrices = rot[idx].as_matrix()
+    heading = np.arctan2(matrices[:, 1, 0], matrices[:, 0, 0])
+    turn = np.diff(heading)
+    yaw_rate = np.abs(np.arctan2(np.sin(turn), np.cos(turn))) / dt
+    middle = (t[:-1] + t[1:]) // 2
+    accel = np.abs(np.diff(speed)) / (np.diff(middle) / NS_PER_S) if len(speed) > 1 else \
+        np.zeros(0)
+
+    def at(k: int) -> str:
+        return (f"between t0{(t[k] - t0_ns) / NS_PER_S:+.3f} s and "
+                f"t0{(t[k + 1] - t0_ns) / NS_PER_S:+.3f} s")
+
+    for values, limit, what, unit, where in (
+            (speed, limits.max_speed, "speed", "m/s", at),
+            (yaw_rate, limits.max_yaw_rate, "yaw rate", "rad/s", at),
+            (accel, limits.max_acceleration, "acceleration", "m/s^2",
+             lambda k: f"around t0{(t[k + 1] - t0_ns) / NS_PER_S:+.3f} s")):
+        if len(values) and float(values.max()) > limit:
+            k = int(np.argmax(values))
+            raise InputNotReady(
+                f"odometry: implied {what} {values[k]:.1f} {unit} {where(k)} exceeds "
+                f"{limit:g} {unit}: a discontinuity (localisation jump or reset); the "
+                "history is not built across it", ReasonCode.ODOMETRY_DISCONTINUITY)
 
 
 @dataclass(frozen=True)
@@ -135,15 +202,18 @@ def base_poses(track: OdometryTrack, base_offset: Pose) -> tuple[np.ndarray, Rot
 
 def build_history(track: OdometryTrack, t0_ns: int, base_offset: Pose, *,
                   method: str = "spline", max_extrapolation: float = 0.0,
-                  max_odometry_gap: float = 0.2) -> HistoryResult:
+                  max_odometry_gap: float = 0.2,
+                  limits: MotionLimits = MotionLimits()) -> HistoryResult:
     """16 base poses at t0-1.5 .. t0 in the t0 frame, plus the t0 pose in the odom frame.
 
-    Raises InputNotReady (with have/need numbers) when the odometry does not cover the
-    window within max_extrapolation [s] or has a gap longer than max_odometry_gap [s].
+    Raises InputNotReady (with have/need numbers and a ReasonCode) when the odometry does
+    not cover the window within max_extrapolation [s], has a gap longer than
+    max_odometry_gap [s], or implies motion beyond `limits` inside the window.
     """
     n = len(track)
     if n < 2:
-        raise InputNotReady(f"odometry: need >= 2 samples for the history, have {n}")
+        raise InputNotReady(f"odometry: need >= 2 samples for the history, have {n}",
+                            ReasonCode.HISTORY_TOO_SHORT)
     stamps = track.stamps_ns
     start_ns, end_ns = t0_ns - HISTORY_SPAN_NS, t0_ns
     extrap_ns = int(round(max_extrapolation * NS_PER_S))
@@ -152,15 +222,15 @@ def build_history(track: OdometryTrack, t0_ns: int, base_offset: Pose, *,
             f"odometry: history needs poses from t0-1.5 s, oldest sample is only "
             f"{(t0_ns - stamps[0]) / NS_PER_S:.3f} s before t0 (would extrapolate "
             f"{(stamps[0] - start_ns) / NS_PER_S:.3f} s, max_extrapolation "
-            f"{max_extrapolation:g} s)")
+            f"{max_extrapolation:g} s)", ReasonCode.HISTORY_TOO_SHORT)
     if end_ns - stamps[-1] > extrap_ns:
         raise InputNotReady(
             f"odometry: newest sample is {(end_ns - stamps[-1]) / NS_PER_S:.3f} s before t0 "
-            f"(max_extrapolation {max_extrapolation:g} s)")
+            f"(max_extrapolation {max_extrapolation:g} s)", ReasonCode.STALE_ODOMETRY)
     sub = track.around(start_ns, end_ns)
     if len(sub) < 2:
         raise InputNotReady(f"odometry: need >= 2 samples around the history window, "
-                            f"have {len(sub)}")
+                            f"have {len(sub)}", ReasonCode.HISTORY_TOO_SHORT)
     gaps = np.diff(sub.stamps_ns)
     max_gap_ns = int(gaps.max()) if gaps.size else 0
     gap_limit_ns = int(round(max_odometry_gap * NS_PER_S))
@@ -169,8 +239,9 @@ def build_history(track: OdometryTrack, t0_ns: int, base_offset: Pose, *,
         gap_start = (int(sub.stamps_ns[at]) - t0_ns) / NS_PER_S
         raise InputNotReady(
             f"odometry: gap of {max_gap_ns / NS_PER_S:.3f} s after t0{gap_start:+.3f} s "
-            f"(max_odometry_gap {max_odometry_gap:g} s)")
+            f"(max_odometry_gap {max_odometry_gap:g} s)", ReasonCode.ODOMETRY_GAP)
     xyz_odom, rot_odom = base_poses(sub, base_offset)
+    check_motion(sub.stamps_ns, xyz_odom, rot_odom, t0_ns, limits)
     interpolator = PoseInterpolator(sub.stamps_ns, xyz_odom, rot_odom, method)
     query = t0_ns + HISTORY_OFFSETS_NS
     xyz_q, rot_q = interpolator(query)

@@ -76,10 +76,15 @@ def checked_raw_image(encoding: str, height: int, width: int, step: int,
     bpp = RAW_ENCODINGS[enc][0]
     height, width = int(height), int(width)
     row = int(step) or width * bpp
-    if height == 0 or width == 0 or row < width * bpp or data.size != row * height:
-        raise DecodeError(f"{enc} image {width}x{height} (WxH), step {step}: have "
-                          f"{data.size} data bytes, need {row * height} "
-                          f"(step >= {width * bpp})")
+    what = f"{enc} image {width}x{height} (WxH)"
+    if height <= 0 or width <= 0:
+        raise DecodeError(f"{what} has no pixels: need width and height >= 1")
+    if row < width * bpp:
+        raise DecodeError(f"{what}: step {step} is shorter than a row, need step >= "
+                          f"{width * bpp} (width {width} x {bpp} bytes per pixel)")
+    if data.size != row * height:
+        raise DecodeError(f"{what}, step {row}: have {data.size} data bytes, need "
+                          f"{row * height} (height {height} x step {row})")
     return EncodedImage(encoding=enc, height=height, width=width, step=row, data=data)
 
 

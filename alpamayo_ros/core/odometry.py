@@ -15,6 +15,10 @@ from alpamayo_ros.core.errors import OdometryError
 # publishers, rounding in serialisers); farther off, the sample is refused: such a
 # quaternion is not a rotation written with some rounding but a wrong value.
 QUATERNION_NORM_TOLERANCE = 0.1
+# Positions farther than this from the frame origin [m] are refused: no odometry frame of a
+# vehicle on Earth (UTM, ECEF, map) is that large, and such values (1e300) would make the
+# history's float arithmetic meaningless.
+MAX_ABS_POSITION = 1e8
 
 
 @dataclass(frozen=True)
@@ -39,13 +43,19 @@ class OdometrySample:
 def checked_odometry(sample: OdometrySample) -> OdometrySample:
     """The sample with a unit quaternion, or OdometryError saying why it is refused.
 
-    Refused: non-finite position or orientation; a quaternion whose norm is off 1 by more
-    than QUATERNION_NORM_TOLERANCE (a zero quaternion included).
+    Refused: a zero stamp (header never set); non-finite position or orientation; a
+    position beyond MAX_ABS_POSITION; a quaternion whose norm is off 1 by more than
+    QUATERNION_NORM_TOLERANCE (a zero quaternion included).
     """
     xyz, quat = sample.xyz, sample.quat_xyzw
+    if sample.stamp_ns == 0:
+        raise OdometryError("odometry has a zero stamp (header.stamp not set)")
     if not (np.all(np.isfinite(xyz)) and np.all(np.isfinite(quat))):
         raise OdometryError(f"odometry at {sample.stamp_ns} ns has non-finite values: "
                             f"position {xyz.tolist()}, orientation {quat.tolist()}")
+    if float(np.max(np.abs(xyz))) > MAX_ABS_POSITION:
+        raise OdometryError(f"odometry at {sample.stamp_ns} ns: position {xyz.tolist()} is "
+                            f"farther than {MAX_ABS_POSITION:g} m from the frame origin")
     norm = float(np.linalg.norm(quat))
     if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
         raise OdometryError(f"odometry at {sample.stamp_ns} ns: orientation is not a unit "

@@ -14,7 +14,7 @@ Typical node use:
     core.add_odometry(OdometrySample(...))                   # odometry callback
     if gate.try_enter():                                     # timer, see tick_gate.TickGate
         worker: try: prepared = core.prepare(now_ns); result = core.run(prepared)
-                except InputNotReady as e: result = core.skipped(now_ns, str(e))
+                except InputNotReady as e: result = core.skipped(now_ns, e)
                 finally: gate.leave()
 or simply `result = core.tick(now_ns)`.
 """
@@ -31,31 +31,38 @@ from alpamayo_ros.core.config import PlannerConfig
 from alpamayo_ros.core.errors import DecodeError, InputNotReady, OdometryError
 from alpamayo_ros.core.frame_selection import FrameSelection, select_frames
 from alpamayo_ros.core.geometry import Pose, from_local_frame
-from alpamayo_ros.core.history import (HISTORY_SPAN_NS, HistoryResult, OdometryTrack,
-                                       build_history)
+from alpamayo_ros.core.history import (HISTORY_SPAN_NS, HistoryResult, MotionLimits,
+                                       OdometryTrack, build_history)
 from alpamayo_ros.core.image_decode import (SUPPORTED_ENCODINGS, DecodeCache, EncodedImage,
                                             is_supported_encoding)
 from alpamayo_ros.core.odometry import OdometrySample, checked_odometry
 from alpamayo_ros.core.output_check import OutputCheckLimits, check_sample
-from alpamayo_ros.core.plan_result import Candidate, PlanResult, PlanStatus, TickTimings
+from alpamayo_ros.core.plan_result import (Candidate, PlanResult, PlanStatus, ReasonCode,
+                                           TickTimings)
 from alpamayo_ros.core.ring_buffer import InsertStatus, StampedBuffer
 from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS,
                                      InferenceOptions, ModelInput, ModelOutput, PlannerModel)
 
 __all__ = ["PlannerCore", "PlannerConfig", "PreparedInputs", "PlanResult", "PlanStatus",
-           "Candidate", "TickTimings", "InsertResult", "InsertStatus", "TimeJump",
+           "FrameChange", "Candidate", "TickTimings", "InsertResult", "InsertStatus", "TimeJump",
            "CoreCounters", "EncodedImage", "InputNotReady"]
 
 # Longest model error message kept in a PlanResult (tracebacks of CUDA errors are long).
 MAX_REASON_CHARS = 500
 
 
+# Out-of-order stamps in a row on one stream that make a time jump of that stream: a
+# single late, zero-stamped or stray frame must never clear anything.
+TIME_JUMP_CONFIRMATIONS = 3
+
+
 @dataclass(frozen=True)
 class TimeJump:
-    """A stamp went back in time (bag loop, simulator reset): all buffers were cleared.
+    """One stream went back in time consistently (TIME_JUMP_CONFIRMATIONS stamps in a row,
+    e.g. a bag loop or a simulator reset): that stream's buffer restarted.
 
-    source: which stream saw it ("camera slot 1 (...)" or "odometry");
-    stamp_ns: the arriving stamp; previous_newest_ns: the newest stamp of that stream before.
+    source: which stream ("camera slot 1 (...)" or "odometry");
+    stamp_ns: the stamp that confirmed it; previous_newest_ns: the stream's newest before.
     """
 
     source: str
@@ -68,18 +75,37 @@ class TimeJump:
         return (self.previous_newest_ns - self.stamp_ns) / NS_PER_S
 
     def __str__(self) -> str:
-        return (f"time jump on {self.source}: stamp went back {self.backwards:.3f} s; "
-                "cleared all buffers")
+        return (f"time jump on {self.source}: stamps went back {self.backwards:.3f} s "
+                f"{TIME_JUMP_CONFIRMATIONS} times in a row; restarted its buffer")
+
+
+@dataclass(frozen=True)
+class FrameChange:
+    """The odometry frame_id or child_frame_id changed: the odometry buffer restarted.
+
+    previous / current: (frame_id, child_frame_id); stamp_ns: the first sample in the new
+    frames.
+    """
+
+    stamp_ns: int
+    previous: tuple
+    current: tuple
+
+    def __str__(self) -> str:
+        return (f"odometry frames changed from {self.previous[0]!r}/{self.previous[1]!r} to "
+                f"{self.current[0]!r}/{self.current[1]!r}: the history restarts (positions "
+                "in different frames cannot be interpolated together)")
 
 
 @dataclass(frozen=True)
 class InsertResult:
-    """Result of add_image/add_odometry: status, reason (for REJECTED/TOO_OLD) and the time
-    jump this insertion caused (the item is then stored in the freshly cleared buffer)."""
+    """Result of add_image/add_odometry: status, reason (for REJECTED/TOO_OLD), and the time
+    jump or frame change this insertion confirmed (the stream then restarted with it)."""
 
     status: InsertStatus
     reason: str = ""
     time_jump: Optional[TimeJump] = None
+    frame_change: Optional[FrameChange] = None
 
 
 @dataclass
@@ -94,7 +120,10 @@ class CoreCounters:
     odometry_replaced: int = 0
     odometry_rejected: int = 0
     odometry_too_old: int = 0
+    out_of_order: int = 0
     time_jumps: int = 0
+    odometry_frame_changes: int = 0
+    resets: int = 0
     decodes: int = 0
     decode_cache_hits: int = 0
     ticks: int = 0
@@ -155,13 +184,23 @@ class PlannerCore:
         self._base_offset = Pose.from_xyz_rpy(config.base_offset_xyz, config.base_offset_rpy)
         self._limits = OutputCheckLimits(config.first_waypoint_abs_tolerance,
                                          config.first_waypoint_rel_tolerance,
-                                         config.max_backward_motion)
+                                         config.max_backward_motion, config.max_speed,
+                                         config.max_acceleration)
         self._jump_ns = int(round(config.time_jump_tolerance * NS_PER_S))
         # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
         self._slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
         self._counters = CoreCounters()
-        # frame_id of the buffered odometry (the frame of t0_pose_odom and path_odom).
-        self._odom_frame_id = ""
+        # (frame_id, child_frame_id) of the buffered odometry (frame_id names the frame of
+        # t0_pose_odom and path_odom); None before the first sample.
+        self._odom_frames: Optional[tuple] = None
+        self._frame_change_ns: Optional[int] = None
+        # Pending out-of-order (stamp, item) per stream: a possible time jump of that stream.
+        self._backward: dict[str, list] = {}
+        # (stamp or tick time [ns], why) of the last event that emptied buffers.
+        self._last_restart: Optional[tuple] = None
+        self._motion_limits = MotionLimits(config.max_speed, config.max_acceleration,
+                                           config.max_yaw_rate)
+        self._lead_ns = int(round(config.max_stamp_lead * NS_PER_S))
 
     # ------------------------------------------------------------------ inputs
     def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage,
@@ -181,32 +220,69 @@ class PlannerCore:
                 InsertStatus.REJECTED,
                 f"{source}: unsupported encoding {image.encoding!r}; supported: "
                 f"{', '.join(SUPPORTED_ENCODINGS)}"))
+        if int(stamp_ns) == 0:
+            return self._count("frames", InsertResult(
+                InsertStatus.REJECTED, f"{source}: zero stamp (header.stamp not set)"))
         inserted = self._insert(self._cameras[camera_slot], source, int(stamp_ns),
                                 (image, arrival_s))
         return self._count("frames", inserted)
 
     def add_odometry(self, sample: OdometrySample) -> InsertResult:
         """Buffer an odometry pose (checked_odometry: refused or normalised, the rule the
-        replay applies too)."""
+        replay applies too). A change of frame_id or child_frame_id restarts the odometry
+        buffer (InsertResult.frame_change)."""
         try:
             sample = checked_odometry(sample)
         except OdometryError as exc:
             return self._count("odometry", InsertResult(InsertStatus.REJECTED, str(exc)))
-        inserted = self._insert(self._odometry, "odometry", sample.stamp_ns,
-                                (sample.xyz, sample.quat_xyzw))
-        if inserted.status in (InsertStatus.ADDED, InsertStatus.REPLACED):
-            self._odom_frame_id = sample.frame_id
+        frames = (sample.frame_id, sample.child_frame_id)
+        change = None
+        with self._lock:
+            if self._odom_frames is not None and frames != self._odom_frames:
+                change = FrameChange(sample.stamp_ns, self._odom_frames, frames)
+                self._odometry.clear()
+                self._backward.pop("odometry", None)
+                self._frame_change_ns = sample.stamp_ns
+                self._counters.odometry_frame_changes += 1
+            inserted = self._insert(self._odometry, "odometry", sample.stamp_ns,
+                                    (sample.xyz, sample.quat_xyzw))
+            if inserted.status in (InsertStatus.ADDED, InsertStatus.REPLACED):
+                self._odom_frames = frames
+        if change is not None:
+            inserted = replace(inserted, frame_change=change)
         return self._count("odometry", inserted)
 
     def _insert(self, buffer: StampedBuffer, source: str, stamp_ns: int, item
                 ) -> InsertResult:
+        """Add to one stream's buffer; an out-of-order stamp is rejected for this stream
+        alone unless it is the TIME_JUMP_CONFIRMATIONS-th in a row (see TimeJump)."""
         jump = None
         with self._lock:
             newest = buffer.newest_stamp()
+            pending = self._backward.setdefault(source, [])
             if newest is not None and newest - stamp_ns > self._jump_ns:
+                consistent = pending and pending[-1][0] <= stamp_ns <= \
+                    pending[-1][0] + self._jump_ns
+                pending[:] = (pending if consistent else []) + [(stamp_ns, item)]
+                if len(pending) < TIME_JUMP_CONFIRMATIONS:
+                    self._counters.out_of_order += 1
+                    return InsertResult(InsertStatus.REJECTED, (
+                        f"{source}: out of order: stamp is {(newest - stamp_ns) / NS_PER_S:.3f}"
+                        f" s older than the stream's newest (time_jump_tolerance "
+                        f"{self._jump_ns / NS_PER_S:g} s); rejected ({len(pending)} of "
+                        f"{TIME_JUMP_CONFIRMATIONS} in a row make a time jump)"))
                 jump = TimeJump(source, stamp_ns, newest)
-                self._clear_locked()
+                buffer.clear()
+                if buffer is not self._odometry:
+                    # Decoded frames are keyed by stamp, which a restarted stream reuses.
+                    self._decode_cache.clear()
+                for stamp, earlier in pending[:-1]:
+                    buffer.add(stamp, earlier)
+                pending.clear()
                 self._counters.time_jumps += 1
+                self._last_restart = (stamp_ns, str(jump))
+            else:
+                pending.clear()  # an in-order stamp ends any run of out-of-order ones
             status = buffer.add(stamp_ns, item)
         if jump is not None and self.on_time_jump is not None:
             self.on_time_jump(jump)
@@ -232,11 +308,19 @@ class PlannerCore:
             buffer.clear()
         self._odometry.clear()
         self._decode_cache.clear()
+        self._backward.clear()
 
-    def reset(self) -> None:
-        """Drop all buffered data and cached frames (e.g. on a /clock reset)."""
+    def reset(self, now_ns: Optional[int] = None, why: str = "a reset") -> None:
+        """Drop all buffered data and cached frames (e.g. when the node clock jumped back).
+
+        now_ns: the time after the reset; ticks whose data does not reach back past it say
+        CLOCK_RESET (with `why`) instead of only "no frame yet".
+        """
         with self._lock:
             self._clear_locked()
+            self._counters.resets += 1
+            if now_ns is not None:
+                self._last_restart = (int(now_ns), why)
 
     def odometry_track(self, start_ns: Optional[int] = None) -> OdometryTrack:
         """Copy of the buffered odometry (child frame poses in the odom frame); with
@@ -274,25 +358,61 @@ class PlannerCore:
         if age > self.config.max_input_age:
             raise InputNotReady(f"inputs stale: t0 is {age:.3f} s old at the tick "
                                 f"(max_input_age {self.config.max_input_age:g} s); newest "
-                                f"frame of {describe[slot]} is the oldest")
+                                f"frame of {describe[slot]} is the oldest",
+                                ReasonCode.STALE_CAMERA)
+
+    def _check_stamp_lead(self, now_ns: int, newest: list) -> None:
+        """FUTURE_STAMP naming the input whose newest stamp is ahead of the tick by more
+        than max_stamp_lead. newest: (name, stamp or None) per input."""
+        for name, stamp in newest:
+            if stamp is not None and stamp - now_ns > self._lead_ns:
+                raise InputNotReady(
+                    f"{name}: newest stamp is {(stamp - now_ns) / NS_PER_S:.3f} s ahead of "
+                    f"the tick (max_stamp_lead {self.config.max_stamp_lead:g} s)",
+                    ReasonCode.FUTURE_STAMP)
 
     def prepare(self, now_ns: int, tick_wall_s: Optional[float] = None) -> PreparedInputs:
         """Select t0 and frames, check staleness, interpolate the history, decode frames.
 
         now_ns: the tick time [ns] on the clock of the header stamps (node clock, sim time
-        or stepped bag time); only used for the staleness gates (now - t0 and now - newest
-        odometry). Buffered data stamped after now_ns is not excluded: a replay feeds only
-        messages up to now, and live header stamps may run slightly ahead of the node clock.
+        or stepped bag time); used for the staleness gates (now - t0, now - newest
+        odometry) and the lead gate (stamps ahead of now by more than max_stamp_lead).
         tick_wall_s: time.perf_counter() when the tick fired (default: now), the start of
         timings.tick_to_model_start.
-        Raises InputNotReady with the reason when this tick cannot be planned.
+        Raises InputNotReady with the reason and its ReasonCode when this tick cannot be
+        planned; while the data still reaches back to a reset or stream restart, waiting
+        for data says CLOCK_RESET.
         """
+        try:
+            return self._prepare(now_ns, tick_wall_s)
+        except InputNotReady as exc:
+            raise self._after_restart(exc, now_ns) from None
+
+    _WAITING_FOR_DATA = ("NO_FRAME", "NO_ODOMETRY", "HISTORY_TOO_SHORT")
+
+    def _after_restart(self, exc: InputNotReady, now_ns: int) -> InputNotReady:
+        """exc, or CLOCK_RESET when it only waits for data that a reset emptied."""
+        restart = self._last_restart
+        code = exc.code
+        if restart is None or code is None or code.name not in self._WAITING_FOR_DATA:
+            return exc
+        since = (now_ns - restart[0]) / NS_PER_S
+        if since > (HISTORY_SPAN_NS / NS_PER_S + self.config.buffer_duration):
+            return exc
+        return InputNotReady(f"{exc} (buffers restarted {since:.2f} s ago: {restart[1]})",
+                             ReasonCode.CLOCK_RESET)
+
+    def _prepare(self, now_ns: int, tick_wall_s: Optional[float]) -> PreparedInputs:
         cfg = self.config
         start = time.perf_counter()
         tick_wall_s = start if tick_wall_s is None else tick_wall_s
         with self._lock:  # one consistent snapshot of all buffers
             cameras = [b.snapshot() for b in self._cameras]
             describe = self._slot_descriptions
+            self._check_stamp_lead(now_ns, [
+                *((describe[k], int(c[0][-1]) if len(c[0]) else None)
+                  for k, c in enumerate(cameras)),
+                ("odometry", self._odometry.newest_stamp())])
             # Staleness first, so a silent camera is named as the cause (frame selection
             # around its old t0 would otherwise blame the cameras that are fine).
             self._check_camera_age(now_ns, [c[0] for c in cameras], describe)
@@ -300,18 +420,28 @@ class PlannerCore:
             # Only the odometry the history can use (the gap check looks one sample
             # further back than t0-1.5 s).
             track = self.odometry_track(selection.t0_ns - HISTORY_SPAN_NS)
-            odom_frame_id = self._odom_frame_id
+            frames_ids = self._odom_frames
+            frame_change_ns = self._frame_change_ns
         if len(track) == 0:
-            raise InputNotReady("odometry: no sample received yet")
+            raise InputNotReady("odometry: no sample received yet", ReasonCode.NO_ODOMETRY)
+        if frame_change_ns is not None and \
+                frame_change_ns > selection.t0_ns - HISTORY_SPAN_NS - self._jump_ns:
+            raise InputNotReady(
+                f"odometry frames changed to {frames_ids[0]!r}/{frames_ids[1]!r} at "
+                f"t0{(frame_change_ns - selection.t0_ns) / NS_PER_S:+.3f} s: the history "
+                "restarts in the new frames", ReasonCode.ODOMETRY_FRAME_CHANGE)
         odometry_age = (now_ns - int(track.stamps_ns[-1])) / NS_PER_S
         if odometry_age > cfg.max_odometry_age:
             raise InputNotReady(f"odometry stale: newest sample is {odometry_age:.3f} s old "
-                                f"at the tick (max_odometry_age {cfg.max_odometry_age:g} s)")
+                                f"at the tick (max_odometry_age {cfg.max_odometry_age:g} s)",
+                                ReasonCode.STALE_ODOMETRY)
+        odom_frame_id = frames_ids[0] if frames_ids else ""
         selected_at = time.perf_counter()
         history = build_history(track, selection.t0_ns, self._base_offset,
                                 method=cfg.interpolation,
                                 max_extrapolation=cfg.max_extrapolation,
-                                max_odometry_gap=cfg.max_odometry_gap)
+                                max_odometry_gap=cfg.max_odometry_gap,
+                                limits=self._motion_limits)
         history_at = time.perf_counter()
         frames, decodes, decode_seconds, arrival_s = self._decode_selected(selection, cameras,
                                                                            describe)
@@ -345,7 +475,8 @@ class PlannerCore:
                 frames.append(cache.get_or_decode((slot, int(stamp)), image, size))
             except DecodeError as exc:
                 raise InputNotReady(f"{describe[slot]}: frame at "
-                                    f"{int(stamp)} ns cannot be decoded: {exc}") from exc
+                                    f"{int(stamp)} ns cannot be decoded: {exc}",
+                                    ReasonCode.DECODE_ERROR) from exc
         shapes = {f.shape for f in frames}
         if len(shapes) > 1:
             per_slot = ", ".join(
@@ -353,7 +484,8 @@ class PlannerCore:
                                         frames[s * FRAMES_PER_CAMERA:(s + 1) * FRAMES_PER_CAMERA])
                 for s in range(NUM_CAMERAS))
             raise InputNotReady(f"frame sizes differ (HxW {per_slot}); the model needs one "
-                                "size: set output_image_size to resize all frames")
+                                "size: set output_image_size to resize all frames",
+                                ReasonCode.SIZE_MISMATCH)
         # The cached frames go to the model as a tuple (ModelInput accepts one): stacking
         # them would copy 100 MB per tick at 1080x1920 only for the model to resize them.
         return (tuple(frames), cache.decodes - decodes_before,
@@ -373,6 +505,7 @@ class PlannerCore:
             if len(message) > MAX_REASON_CHARS:
                 message = message[:MAX_REASON_CHARS] + "..."
             result = self._base_result(prepared, PlanStatus.MODEL_ERROR, message)
+            result.reason_code = ReasonCode.MODEL_ERROR
             result.timings.model_call = time.perf_counter() - start
             self._count_result(result)
             return result
@@ -388,13 +521,14 @@ class PlannerCore:
         try:
             prepared = self.prepare(now_ns)
         except InputNotReady as exc:
-            return self.skipped(now_ns, str(exc))
+            return self.skipped(now_ns, exc)
         return self.run(prepared)
 
-    def skipped(self, now_ns: int, reason: str) -> PlanResult:
-        """A SKIPPED PlanResult (counted), e.g. for an InputNotReady caught by the caller."""
-        result = PlanResult(status=PlanStatus.SKIPPED, reason=reason, now_ns=int(now_ns),
-                            model_id=getattr(self.model, "model_id", ""))
+    def skipped(self, now_ns: int, cause: InputNotReady) -> PlanResult:
+        """A SKIPPED PlanResult (counted) for an InputNotReady caught by the caller."""
+        code = cause.code if cause.code is not None else ReasonCode.NO_FRAME
+        result = PlanResult(status=PlanStatus.SKIPPED, reason=str(cause), reason_code=code,
+                            now_ns=int(now_ns), model_id=getattr(self.model, "model_id", ""))
         self._count_result(result)
         return result
 
@@ -453,11 +587,13 @@ class PlannerCore:
         valid = [i for i, c in enumerate(result.candidates) if c.valid]
         if not result.candidates:
             result.status, result.reason = PlanStatus.INVALID_OUTPUT, "model returned no samples"
+            result.reason_code = ReasonCode.INVALID_OUTPUT
         elif not valid:
             # Selection rule: the first valid sample; none valid -> index 0, INVALID_OUTPUT.
             result.status = PlanStatus.INVALID_OUTPUT
             result.reason = (f"all {len(result.candidates)} samples failed the output checks; "
                              f"sample 0: {result.candidates[0].invalid_reason}")
+            result.reason_code = ReasonCode.INVALID_OUTPUT
             result.selected_index = 0
         else:
             result.selected_index = valid[0]

@@ -7,18 +7,22 @@ bag is read with `rosbags` and the stored CDR bytes are published as they are
 
 Timing: messages go out at their recorded **log times**, scaled by ``rate`` (2.0 = twice as
 fast). /clock carries the bag's log time: it is published before every message and at
-``clock_hz`` while waiting, so sim time never runs behind the data. ``loop`` restarts the
-bag; /clock then jumps back to the bag start (the planner node clears its buffers on that
-jump). The publishers exist from the start; ``wait_for_subscribers`` (N > 0) holds the
-first message until every played topic has N matched subscriptions (at most
-``wait_for_subscribers_timeout`` s), and ``start_delay`` waits a fixed time after that.
+``clock_hz`` while waiting, so sim time never runs behind the data. A /clock recorded in
+the bag (carla-ros-bridge bags have one) is then not played, so there is only one clock
+(said once in the log); ``use_bag_clock:=true`` plays the recorded /clock instead and
+generates none. ``loop`` restarts the bag; /clock then jumps back to the bag start (the
+planner node clears its buffers on that jump). The publishers exist from the start;
+``wait_for_subscribers`` (N > 0) holds the first message until every played topic has N
+matched subscriptions (at most ``wait_for_subscribers_timeout`` s), and ``start_delay``
+waits a fixed time after that.
 
 Recorder: with ``record_path`` set, the topics in ``record_topics`` (default: the planner's
 outputs) are subscribed as soon as they appear and written, as received (raw CDR), to a
 rosbag2 bag (metadata version 8); each message's log time is the bag clock (sim time) at
 reception. The bag is closed when the node exits.
 
-Parameters: bag (required), rate, loop, clock_hz, publish_clock, topics (empty = all),
+Parameters: bag (required), rate, loop, clock_hz, publish_clock, use_bag_clock, topics
+(empty = all),
 wait_for_subscribers, wait_for_subscribers_timeout, start_delay, exit_when_done, linger
 (seconds to keep recording after the end), record_path, record_topics, record_storage.
 """
@@ -83,6 +87,7 @@ class BagPlayerNode(Node):
         self.loop = bool(p("loop", False))
         self.clock_hz = float(p("clock_hz", 100.0))
         self.publish_clock = bool(p("publish_clock", True))
+        self.use_bag_clock = bool(p("use_bag_clock", False))
         self.topics = [t for t in p("topics", [""]) if t]
         self.start_delay = float(p("start_delay", 0.0))
         self.wait_for_subscribers = int(p("wait_for_subscribers", 0))
@@ -99,8 +104,12 @@ class BagPlayerNode(Node):
             raise ValueError(f"parameter rate: have {self.rate}, need > 0")
         if not self.clock_hz > 0:
             raise ValueError(f"parameter clock_hz: have {self.clock_hz}, need > 0")
+        own_clock = self.publish_clock and not self.use_bag_clock
         self._clock_pub = (self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
-                           if self.publish_clock else None)
+                           if own_clock else None)
+        # A recorded /clock is not played while the player generates its own.
+        self._skipped_topics = {"/clock"} if own_clock else set()
+        self._said_dropped = False
         self._playback_pubs: dict[str, Any] = {}
         self._bag_time_ns: Optional[int] = None
         self.done = threading.Event()
@@ -167,11 +176,24 @@ class BagPlayerNode(Node):
             self._set_clock(min(bag_start + elapsed_bag, bag_ns))
         return False
 
+    def _played_connections(self, reader: bag_io.BagReader) -> list:
+        """The bag's connections that are played (selected topics, minus a recorded /clock
+        while the player publishes its own)."""
+        conns = reader.connections(self.topics or None)
+        dropped = sorted({c.topic for c in conns} & self._skipped_topics)
+        if dropped and not self._said_dropped:
+            self._said_dropped = True
+            self.get_logger().info(
+                f"the bag has a recorded {', '.join(dropped)}: not played, the player "
+                "publishes /clock from the log times (use_bag_clock:=true plays the "
+                "recorded clock instead)")
+        return [c for c in conns if c.topic not in self._skipped_topics]
+
     def _create_publishers(self) -> None:
         """Publishers for the played topics, created before any delay so that subscribers
         can match while the player waits (messages sent before a match are lost)."""
         with bag_io.BagReader(self.bag) as reader:
-            for conn in reader.connections(self.topics or None):
+            for conn in self._played_connections(reader):
                 self._publisher(conn.topic, conn.msgtype)
 
     def _wait_for_subscribers(self) -> None:
@@ -214,8 +236,8 @@ class BagPlayerNode(Node):
 
     def _play_once(self) -> bool:
         with bag_io.BagReader(self.bag) as reader:
-            conns = reader.connections(self.topics or None)
-            missing = sorted(set(self.topics) - {c.topic for c in conns})
+            conns = self._played_connections(reader)
+            missing = sorted(set(self.topics) - {c.topic for c in conns} - self._skipped_topics)
             if missing:
                 self.get_logger().warn(f"topics not in the bag: {missing}")
             for conn in conns:
@@ -223,7 +245,7 @@ class BagPlayerNode(Node):
             bag_start = reader.start_time_ns
             wall_start = time.monotonic()
             self._set_clock(bag_start)
-            for conn, log_ns, raw in reader.raw_messages(self.topics or None):
+            for conn, log_ns, raw in reader.raw_messages([c.topic for c in conns]):
                 if not self._wait_until(log_ns, bag_start, wall_start):
                     return False
                 self._set_clock(log_ns)

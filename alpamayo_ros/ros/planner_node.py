@@ -26,7 +26,7 @@ from typing import Callable, Optional
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.clock import ClockChange, JumpThreshold
+from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -79,7 +79,10 @@ class PlannerNode(Node):
         self._gate = TickGate()
         self._health = PlannerHealth(list(config.slot_names), "odometry",
                                      max_input_age_s=config.max_input_age,
-                                     max_camera_skew_s=values["diagnostics.max_camera_skew"])
+                                     max_camera_skew_s=values["diagnostics.max_camera_skew"],
+                                     max_stamp_lead_s=config.max_stamp_lead,
+                                     clock_stop_s=max(2.0, 2 * values["diagnostics.period"]))
+        self._jitter_ns = int(round(config.time_jump_tolerance * NS_PER_S))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alpamayo_infer")
         self._closing = threading.Event()
 
@@ -103,10 +106,13 @@ class PlannerNode(Node):
                                  ODOMETRY_SUBSCRIPTION_QOS, callback_group=sensors)
         timers = MutuallyExclusiveCallbackGroup()
         self.create_timer(1.0 / values["rate_hz"], self._on_tick, callback_group=timers)
+        # Diagnostics run on wall time, so they go on (and say so) when /clock stops.
+        self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(values["diagnostics.period"], self._on_diagnostics,
-                          callback_group=timers)
-        # A backwards jump of the node clock (sim time restarted, bag looped) invalidates
-        # every buffered stamp: clear the buffers instead of planning on mixed data.
+                          callback_group=timers, clock=self._wall_clock)
+        # A backwards jump of the node clock beyond time_jump_tolerance (sim time restarted,
+        # bag looped) invalidates every buffered stamp: clear the buffers instead of planning
+        # on mixed data. Smaller backward steps (a bag's /clock rounding) are jitter.
         self._jump_callback = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
                           on_clock_change=True), post_callback=self._on_clock_jump)
@@ -135,34 +141,43 @@ class PlannerNode(Node):
             self._health.record_camera(slot, self._now_ns(), stamp_ns)
 
     def _reject_camera(self, slot: int, reason: str) -> None:
-        self._health.reject_camera(slot, reason)
+        self._health.reject_camera(slot, reason, self._now_ns())
         self.get_logger().warning(f"{self._camera_topics[slot]}: frame rejected: {reason}",
                                throttle_duration_sec=_LOG_THROTTLE_S)
 
     def _on_odometry(self, msg: Odometry) -> None:
         sample = convert.odometry_to_sample(msg)
         result = self._core.add_odometry(sample)
+        if result.frame_change is not None:
+            self._health.record_frame_change(str(result.frame_change))
+            self.get_logger().warning(str(result.frame_change),
+                                      throttle_duration_sec=_LOG_THROTTLE_S)
         if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
-            self._health.reject_odometry(result.reason)
+            self._health.reject_odometry(result.reason, self._now_ns())
             self.get_logger().warning(f"odometry rejected: {result.reason}",
                                    throttle_duration_sec=_LOG_THROTTLE_S)
             return
         self._health.record_odometry(self._now_ns(), sample.stamp_ns)
 
     def _on_time_jump(self, jump: TimeJump) -> None:
-        self._health.record_reset()
-        self.get_logger().warning(str(jump))
+        self._health.record_time_jump()
+        self.get_logger().warning(str(jump), throttle_duration_sec=_LOG_THROTTLE_S)
 
     def _on_clock_jump(self, jump) -> None:
         # Called only for what the JumpThreshold asks for: a backward jump, or a switch
         # between system and ROS time (ROS_TIME_ACTIVATED / DEACTIVATED).
-        self._core.reset()
-        self._health.record_reset()
+        back_ns = -jump.delta.nanoseconds
         if jump.clock_change == ClockChange.ROS_TIME_NO_CHANGE:
-            what = f"jumped back {-jump.delta.nanoseconds / NS_PER_S:.3f} s"
+            if back_ns <= self._jitter_ns:
+                self._health.record_clock_jitter(back_ns / NS_PER_S)
+                return
+            what = f"the node clock jumped back {back_ns / NS_PER_S:.3f} s"
         else:
-            what = f"changed its time source ({jump.clock_change.name})"
-        self.get_logger().warning(f"node clock {what}: cleared all buffers")
+            what = f"the node clock changed its time source ({jump.clock_change.name})"
+        self._core.reset(self._now_ns(), what)
+        self._health.record_reset()
+        self.get_logger().warning(f"{what}: cleared all buffers",
+                                  throttle_duration_sec=_LOG_THROTTLE_S)
 
     # ------------------------------------------------------------------ planning
     def _on_tick(self) -> None:
@@ -185,7 +200,7 @@ class PlannerNode(Node):
             try:
                 prepared = self._core.prepare(now_ns, tick_wall_s)
             except InputNotReady as exc:
-                result = self._core.skipped(now_ns, str(exc))
+                result = self._core.skipped(now_ns, exc)
             else:
                 result = self._core.run(prepared)
             if not self._closing.is_set():
@@ -208,7 +223,8 @@ class PlannerNode(Node):
         model_time = result.timings.model_call if result.status != PlanStatus.SKIPPED else None
         self._health.record_outcome(_OUTCOMES[result.status], result.reason,
                                     latency_s=latency_wall_s if result.ok else None,
-                                    model_time_s=model_time)
+                                    model_time_s=model_time,
+                                    reason_code=result.reason_code.name)
         if result.status == PlanStatus.MODEL_ERROR:
             self.get_logger().error(f"model error: {result.reason}")
         elif not result.ok:
@@ -228,7 +244,9 @@ class PlannerNode(Node):
         now_ns = self._now_ns()
         info = {"model_id": self._model_desc.model_id, "device": self._model_desc.device,
                 "backend": self._values["model.backend"]}
-        array = to_diagnostic_array(self._health.reports(now_ns, info), now_ns,
+        array = to_diagnostic_array(self._health.reports(now_ns, info,
+                                                         self._wall_clock.now().nanoseconds),
+                                    now_ns,
                                     hardware_id=self.get_fully_qualified_name(),
                                     prefix=self.get_fully_qualified_name())
         try:

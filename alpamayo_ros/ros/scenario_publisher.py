@@ -81,6 +81,8 @@ class ScenarioPublisher:
         # Per camera: called with (slot, t, msg) before publishing; may return a replacement
         # message or None to drop the frame (tests inject bad inputs this way).
         self.frame_filter = None
+        # The same for odometry: called with (t, msg).
+        self.odometry_filter = None
 
     def rewind(self) -> None:
         """Start publishing from scenario time 0 again (after changing
@@ -98,7 +100,11 @@ class ScenarioPublisher:
         self.time = t
         self.publish_clock(t)
         for ts in self._odometry.due(t):
-            self.odometry_publisher.publish(self.odometry_msg(ts))
+            msg = self.odometry_msg(ts)
+            if self.odometry_filter is not None:
+                msg = self.odometry_filter(ts, msg)
+            if msg is not None:
+                self.odometry_publisher.publish(msg)
         for slot, stream in enumerate(self._cameras):
             due = stream.due(t)
             if self.newest_frame_only:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
+
 from alpamayo_ros.core.config import CAMERA_NAMES_BY_INDEX
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError
 from alpamayo_ros.tools import bag_io
@@ -29,6 +31,8 @@ from alpamayo_ros.tools.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario,
 from alpamayo_ros.core.types import NS_PER_S
 
 DEFAULT_ODOMETRY_TOPIC = "/odometry"
+CLOCK_TOPIC = "/clock"
+CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
 
 
 def camera_topic(index: int, encoding: str) -> str:
@@ -51,12 +55,18 @@ class BagFaults:
         header stamp shifted by offset (negative = backwards, like a simulator reset); the
         log time keeps running, as a recorder's clock would.
     wrong_type_topic: a topic that is written with std_msgs/String instead of its type.
+    position_jump: (t_at [s], (dx, dy, dz) [m]): odometry positions from t_at on are
+        offset (a localisation re-initialisation); the cameras are unchanged.
+    odometry_frame_ids: frame_ids the odometry header cycles through, one per message
+        (two localisations publishing into one topic); () = the scenario's frame.
     """
 
     drop_topics: Sequence[str] = ()
     gaps: Sequence[tuple[str, float, float]] = ()
     time_jump: Optional[tuple[float, float]] = None
     wrong_type_topic: Optional[str] = None
+    position_jump: Optional[tuple[float, tuple]] = None
+    odometry_frame_ids: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,11 @@ class BagLayout:
     camera_latency_s: float = 0.0
     odometry_latency_s: float = 0.0
     jpeg_quality: int = 90
+    # A recorded /clock (rosgraph_msgs/Clock) at this rate [Hz], 0 = none, as carla-ros-bridge
+    # bags have; its values are the scenario time rounded the way a float-seconds clock
+    # is, off by up to clock_rounding_ns.
+    clock_hz: float = 0.0
+    clock_rounding_ns: int = 0
 
     def topic_of(self, index: int, encoding: str) -> str:
         return self.camera_topics.get(index) or camera_topic(index, encoding)
@@ -114,10 +129,21 @@ def write_scenario_bag(path: Path | str, scenario: Scenario, storage: str = "mca
         streams.append([(int(s) + lat, order, ("cam", spec.index), float(t))
                         for s, t in zip(stamps, times)])
 
+    if layout.clock_hz > 0:
+        count = int(scenario.duration_s * layout.clock_hz) + 1
+        streams.append([(int(scenario.stamp_ns(k / layout.clock_hz)), len(streams) + 1,
+                         "clock", k) for k in range(count)])
+
     counts: dict[str, int] = {}
     first = last = None
     with bag_io.BagWriter(path, storage) as writer:
         for log_ns, _, kind, item in heapq.merge(*streams):
+            if kind == "clock":
+                value = log_ns - (item % 2) * layout.clock_rounding_ns
+                writer.write(CLOCK_TOPIC, CLOCK_TYPE, log_ns, bag_io.msg_class(CLOCK_TYPE)(
+                    clock=bag_io.ns_to_stamp(value)))
+                counts[CLOCK_TOPIC] = counts.get(CLOCK_TOPIC, 0) + 1
+                continue
             if kind == "odom":
                 t, topic = float(odo.t[item]), layout.odometry_topic
             else:
@@ -131,9 +157,14 @@ def write_scenario_bag(path: Path | str, scenario: Scenario, storage: str = "mca
                 msg = bag_io.msg_class(msgtype)(data=f"not a sensor message at {t:.3f} s")
             elif kind == "odom":
                 msgtype = bag_io.ODOMETRY_TYPE
+                xyz = np.asarray(odo.xyz[item], dtype=np.float64)
+                if faults.position_jump is not None and t >= faults.position_jump[0]:
+                    xyz = xyz + np.asarray(faults.position_jump[1], dtype=np.float64)
+                frame = (faults.odometry_frame_ids[item % len(faults.odometry_frame_ids)]
+                         if faults.odometry_frame_ids else scenario.odom_frame)
                 msg = bag_io.odometry_message(
-                    stamp_ns, scenario.odom_frame, scenario.base_frame, odo.xyz[item],
-                    odo.quat_xyzw[item], odo.linear_velocity[item], odo.angular_velocity[item])
+                    stamp_ns, frame, scenario.base_frame, xyz, odo.quat_xyzw[item],
+                    odo.linear_velocity[item], odo.angular_velocity[item])
             else:
                 spec = scenario.camera(kind[1])
                 msgtype, msg = bag_io.image_message(

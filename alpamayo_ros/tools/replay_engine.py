@@ -10,9 +10,11 @@ Time model (docs/replay.md):
   logged after T + max_delay has been read (or the bag ended), so data stamped <= T that
   was received up to max_delay late is still seen. Messages later than that are counted as
   ``late_messages`` and used from the next tick on.
-* A header stamp that goes back by more than core.time_jump_tolerance, or forward by more
-  than max_forward_jump, starts a new **epoch**: the core is reset, ticks restart on the new
-  time line, and ground truth only uses odometry of the tick's own epoch.
+* Header stamps of one topic that go back by more than core.time_jump_tolerance, or
+  forward by more than max_forward_jump, TIME_JUMP_CONFIRMATIONS times in a row start a new
+  **epoch** (the live node's rule: one late or stray message never resets anything): the
+  core is reset, ticks restart on the new time line, and ground truth only uses odometry
+  of the tick's own epoch. Messages of an unconfirmed jump are rejected and counted.
 
 Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, skip reasons
 and the metrics of tools/replay_scoring.py. Wall-clock timings are kept apart, so two
@@ -35,7 +37,7 @@ from alpamayo_ros.core.metrics import DEFAULT_HORIZONS
 from alpamayo_ros.core.odometry import checked_odometry
 from alpamayo_ros.core.plan_message import OutputContext
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
-from alpamayo_ros.core.planner_core import PlannerCore
+from alpamayo_ros.core.planner_core import TIME_JUMP_CONFIRMATIONS, PlannerCore
 from alpamayo_ros.core.planner_params import inference_options, planner_config
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel
@@ -158,16 +160,6 @@ def _json_float(value: Optional[float]) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def reason_class(reason: str) -> str:
-    """Group skip reasons by their text before the first number (for the summary)."""
-    out = []
-    for ch in reason:
-        if ch.isdigit():
-            break
-        out.append(ch)
-    return "".join(out).strip(" :(") or reason
-
-
 @dataclass
 class _Epoch:
     index: int
@@ -219,6 +211,8 @@ class BagReplay:
                        "rejected": 0}
         self.rejections: dict[str, int] = {}
         self._pending: list = []
+        # Per topic: messages off the epoch's time line in a row (a possible time jump).
+        self._off_line: dict[str, list] = {}
         self._seq = 0
         self._last_tick_ns: Optional[int] = None
         self._progress = None
@@ -282,19 +276,42 @@ class BagReplay:
         except (DecodeError, OdometryError) as exc:
             self._reject(bm.topic, str(exc))
             return
-        stamp = bm.stamp_ns
-        epoch = self.epochs[-1] if self.epochs else None
-        if epoch is None:
-            self._start_epoch(stamp, "start of bag")
-        elif stamp < epoch.newest_stamp_ns - self.jump_back_ns:
-            self._finish_epoch()
-            back = (epoch.newest_stamp_ns - stamp) / NS_PER_S
-            self._start_epoch(stamp, f"time jump: stamp went back {back:.3f} s on {bm.topic}")
-        elif stamp > epoch.newest_stamp_ns + self.jump_fwd_ns:
-            self._finish_epoch()
-            ahead = (stamp - epoch.newest_stamp_ns) / NS_PER_S
-            self._start_epoch(stamp, f"time jump: stamp went forward {ahead:.3f} s on {bm.topic}")
+        if not self.epochs:
+            self._start_epoch(bm.stamp_ns, "start of bag")
         epoch = self.epochs[-1]
+        jump = self._time_line_jump(bm, epoch)
+        if jump is None:
+            self._off_line.pop(bm.topic, None)
+            self._accept(bm, payload)
+            return
+        run = self._off_line.setdefault(bm.topic, [])
+        if run and not 0 <= bm.stamp_ns - run[-1][0].stamp_ns <= self.jump_back_ns:
+            run.clear()  # not one consistent new time line
+        run.append((bm, payload))
+        if len(run) < TIME_JUMP_CONFIRMATIONS:
+            self._reject(bm.topic, f"out of order: {jump} (rejected; "
+                                   f"{TIME_JUMP_CONFIRMATIONS} in a row start a new epoch)")
+            return
+        self._finish_epoch()
+        self._start_epoch(run[0][0].stamp_ns, f"time jump: {jump}")
+        for held, held_payload in run:
+            self._accept(held, held_payload)
+        self._off_line.clear()
+
+    def _time_line_jump(self, bm: bag_io.BagMessage, epoch: "_Epoch") -> Optional[str]:
+        """How the message's stamp leaves the epoch's time line, or None when it does not."""
+        stamp = bm.stamp_ns
+        if stamp < epoch.newest_stamp_ns - self.jump_back_ns:
+            return f"stamp went back {(epoch.newest_stamp_ns - stamp) / NS_PER_S:.3f} s " \
+                   f"on {bm.topic}"
+        if stamp > epoch.newest_stamp_ns + self.jump_fwd_ns:
+            return f"stamp went forward {(stamp - epoch.newest_stamp_ns) / NS_PER_S:.3f} s " \
+                   f"on {bm.topic}"
+        return None
+
+    def _accept(self, bm: bag_io.BagMessage, payload: tuple) -> None:
+        """Queue a message of the current epoch and run the ticks it makes safe."""
+        epoch, stamp = self.epochs[-1], bm.stamp_ns
         if self._last_tick_ns is not None and stamp <= self._last_tick_ns:
             self.counts["late_messages"] += 1
         epoch.newest_stamp_ns = max(epoch.newest_stamp_ns, stamp)
@@ -376,7 +393,8 @@ class BagReplay:
         rec: dict[str, Any] = {
             "tick": index, "epoch": epoch, "now_ns": int(r.now_ns),
             "t0_ns": None if r.t0_ns is None else int(r.t0_ns),
-            "status": r.status.name, "reason": r.reason, "v0": _json_float(r.v0),
+            "status": r.status.name, "reason_code": r.reason_code.name, "reason": r.reason,
+            "v0": _json_float(r.v0),
             "selected_index": int(r.selected_index),
             "max_frame_skew_s": _json_float(r.max_frame_skew if r.t0_ns is not None else None),
             "camera_skew_s": _json_float(r.camera_skew if r.t0_ns is not None else None),
@@ -393,12 +411,11 @@ class BagReplay:
 
     def _summary(self) -> dict:
         statuses: dict[str, int] = {}
-        skip_reasons: dict[str, int] = {}
+        reason_codes: dict[str, int] = {}
         for rec in self.ticks:
             statuses[rec["status"]] = statuses.get(rec["status"], 0) + 1
             if rec["status"] != "OK":
-                key = reason_class(rec["reason"])
-                skip_reasons[key] = skip_reasons.get(key, 0) + 1
+                reason_codes[rec["reason_code"]] = reason_codes.get(rec["reason_code"], 0) + 1
         return {
             "counts": dict(self.counts),
             "rejections": dict(sorted(self.rejections.items())),
@@ -406,7 +423,7 @@ class BagReplay:
                         "last_stamp_ns": e.newest_stamp_ns, "reason": e.reason,
                         "ticks": len(e.tick_rows)} for e in self.epochs],
             "tick_status_counts": dict(sorted(statuses.items())),
-            "skip_reason_counts": dict(sorted(skip_reasons.items())),
+            "reason_code_counts": dict(sorted(reason_codes.items())),
             "metrics": aggregate_metrics(self.ticks, self.options.horizons),
             "ticks": self.ticks,
         }
