@@ -218,6 +218,18 @@ def test_repeated_keys_are_encoded_once_and_bad_keys_refused(runtime):
                         InferenceOptions(max_coc_tokens=4))
 
 
+def test_prompt_rope_ids_are_kept_per_grid_and_equal_a_fresh_computation(runtime):
+    """The fast path takes the prompt's M-RoPE ids from the runtime's per-grid prompt cache;
+    they must equal get_rope_index of the fused prompt whatever the history tokens."""
+    with torch.inference_mode():
+        for frames, speed in ((_frames(), 6.0), (_frames(), 1.0), (_frames(96, 64), 6.0)):
+            prepared = runtime.prepare_inputs(_model_input(frames, speed=speed))
+            position_ids, deltas = runtime.network.vlm.model.get_rope_index(
+                prepared.input_ids, prepared.image_grid_thw, None)
+            assert torch.equal(prepared.rope[0], position_ids)
+            assert torch.equal(prepared.rope[1], deltas)
+
+
 def test_eager_path_refuses_partial_frames(runtime):
     runtime.clear_vision_cache()
     keys = tuple(range(16))

@@ -99,7 +99,7 @@ class StepRunner:
             for generator in self.generators:
                 graph.register_generator_state(generator)
             self.reset()
-            with torch.cuda.graph(graph, pool=self.pool):
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
                 self.step()
             torch.cuda.synchronize(self.device)
         except Exception as exc:  # capture is an optimisation: fall back, say why once

@@ -366,13 +366,19 @@ class FastEngine:
 
     # ----------------------------------------------------------------- stages
     def prefill(self, state: RowState, input_ids: torch.Tensor, grid: torch.Tensor,
-                features: Sequence[VisionFeatures]) -> tuple[torch.Tensor, torch.Tensor]:
+                features: Sequence[VisionFeatures],
+                rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Language-model prefill of the prompt (batch 1) into every row of the state's cache.
 
+        rope: the prompt's (position_ids (3, 1, L), rope_deltas (1, 1)) if known, else
+        computed with Qwen3VLModel.get_rope_index.
         Returns (last-position logits (1, vocab) float32, rope_deltas (1, 1) int64).
         """
         vlm = self.network.vlm.model
-        position_ids, rope_deltas = vlm.get_rope_index(input_ids, grid, None)
+        if rope is None:
+            rope = vlm.get_rope_index(input_ids, grid, None)
+        position_ids, rope_deltas = rope
         embeds = vlm.get_input_embeddings()(input_ids)
         image_embeds = torch.cat([f.embeds for f in features]).to(embeds.device, embeds.dtype)
         deepstack = [torch.cat([f.deepstack[j] for f in features])
@@ -466,13 +472,15 @@ class FastEngine:
             chooser: TokenChooser, max_new_tokens: int, diffusion_steps: int,
             seed: Optional[int], noise: Optional[torch.Tensor] = None,
             forced_tokens: Optional[torch.Tensor] = None,
-            lap: Callable[[str], None] = lambda stage: None) -> FastResult:
+            lap: Callable[[str], None] = lambda stage: None,
+            rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> FastResult:
         """Vision (new frames only), prefill, CoC decode and flow matching.
 
         encoded: indices of the frames whose patches are ``pixel_values``; frame_keys: the
         vision-cache keys of all frames (None: every frame is in ``pixel_values``).
         seed: re-seeds the runtime's generator (None: a seed from torch's global RNG).
         lap(stage) is called after "vision", "prefill", "coc_decode" and "diffusion".
+        rope: the prompt's M-RoPE ids if known (see prefill).
         """
         if diffusion_steps < 1:
             raise ModelRuntimeError(f"diffusion_steps must be >= 1, have {diffusion_steps}")
@@ -485,7 +493,7 @@ class FastEngine:
             flow_runner.capture()
         features = self.frame_features(pixel_values, grid, encoded, frame_keys)
         lap("vision")
-        logits, rope_deltas = self.prefill(state, input_ids, grid, features)
+        logits, rope_deltas = self.prefill(state, input_ids, grid, features, rope)
         lap("prefill")
         if seed is None:
             seed = int(torch.randint(0, 2 ** 62, (1,)).item())

@@ -51,7 +51,8 @@ class PreparedInputs:
     history_xyz / history_rot: float32 (16, 3) / (16, 3, 3) in the t0 frame;
     frame_keys: vision-cache keys of the 16 frames (fast path with frame keys only);
     encoded_frames: indices of the frames whose features must be computed (the others are
-    in the fast path's vision cache).
+    in the fast path's vision cache); rope: the prompt's M-RoPE (position_ids (3, 1, L),
+    rope_deltas (1, 1)) when known (the fast path computes them otherwise).
     """
 
     pixel_values: torch.Tensor
@@ -61,6 +62,7 @@ class PreparedInputs:
     history_rot: torch.Tensor
     frame_keys: Optional[tuple] = None
     encoded_frames: Optional[tuple[int, ...]] = None
+    rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
 
 @dataclass
@@ -237,25 +239,33 @@ class AlpamayoRuntime:
             keys = tuple((key, height, width) for key in frame_keys)
             encoded = tuple(self.engine.missing_frames(keys))
         pixel_values = self._pixels(frames, encoded)
-        grid = image_grid_thw(len(frames), height, width, self.image_config, self.device)
+        grid = image_grid_thw(len(frames), height, width, self.image_config)
         input_ids = fuse_history_tokens(self._unfused_prompt_for(grid), self.token_ids,
                                         model_input.history_xyz).to(self.device)
         return PreparedInputs(
-            pixel_values=pixel_values, image_grid_thw=grid, input_ids=input_ids,
+            pixel_values=pixel_values, image_grid_thw=grid.to(self.device), input_ids=input_ids,
             history_xyz=torch.as_tensor(model_input.history_xyz, dtype=torch.float32),
             history_rot=torch.as_tensor(model_input.history_rot, dtype=torch.float32),
-            frame_keys=keys, encoded_frames=encoded)
+            frame_keys=keys, encoded_frames=encoded, rope=self._unfused_prompt[2])
 
     def _unfused_prompt_for(self, grid: torch.Tensor) -> torch.Tensor:
         """(1, L) CPU prompt ids with the history placeholders still in (prompt.
-        build_unfused_input_ids), built again only when the image grid changes."""
+        build_unfused_input_ids), built again only when the (CPU) image grid changes.
+
+        Also keeps the prompt's M-RoPE ids: they depend only on where the image tokens are
+        and on the grid (Qwen3VLModel.get_rope_index), not on the fused history tokens, so
+        the fast path skips recomputing them (a Python loop with host syncs) every call.
+        """
         from alpamayo_ros.model.prompt import build_unfused_input_ids
 
         key = tuple(grid.flatten().tolist())
         if self._unfused_prompt is None or self._unfused_prompt[0] != key:
             ids = build_unfused_input_ids(self.tokenizer, self.token_ids, grid.cpu(),
                                           merge_size=self.image_config.merge_size)
-            self._unfused_prompt = (key, ids)
+            position_ids, rope_deltas = self.network.vlm.model.get_rope_index(ids, grid.cpu(),
+                                                                              None)
+            self._unfused_prompt = (key, ids, (position_ids.to(self.device),
+                                               rope_deltas.to(self.device)))
         return self._unfused_prompt[1]
 
     def _pixels(self, frames, indices: Optional[tuple[int, ...]]) -> torch.Tensor:
@@ -353,7 +363,7 @@ class AlpamayoRuntime:
             prepared.input_ids, prepared.image_grid_thw, prepared.pixel_values, encoded,
             prepared.frame_keys, rows, self._chooser(options), int(options.max_coc_tokens),
             int(options.diffusion_steps), options.seed, noise, forced_tokens,
-            lap=lambda stage: clock.lap(fields[stage]))
+            lap=lambda stage: clock.lap(fields[stage]), rope=prepared.rope)
         return RawPrediction(result.actions, result.tokens, result.found, result.offsets,
                              result.rope_deltas, result.cache_len, path="fast",
                              decode_steps=result.decode_steps)
