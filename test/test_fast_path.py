@@ -464,8 +464,9 @@ def test_decode_and_euler_steps_do_not_synchronise(cuda_runtime):
     decode = engine.decode_runner(state, chooser)
     flow = engine.flow_runner(state, 4)
     assert decode.captured and flow.captured
-    state.reset_indices()
-    state.position.fill_(3)
+    with torch.inference_mode():  # the state's tensors are inference tensors
+        state.reset_indices()
+        state.position.fill_(3)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:

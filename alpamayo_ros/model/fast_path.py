@@ -484,6 +484,14 @@ class FastEngine:
         """
         if diffusion_steps < 1:
             raise ModelRuntimeError(f"diffusion_steps must be >= 1, have {diffusion_steps}")
+        with torch.inference_mode():  # the row states hold inference tensors
+            return self._run(input_ids, grid, pixel_values, encoded, frame_keys, rows, chooser,
+                             max_new_tokens, diffusion_steps, seed, noise, forced_tokens, lap,
+                             rope)
+
+    def _run(self, input_ids, grid, pixel_values, encoded, frame_keys, rows, chooser,
+             max_new_tokens, diffusion_steps, seed, noise, forced_tokens, lap, rope
+             ) -> FastResult:
         prompt_len = int(input_ids.shape[1])
         state = self.state_for(rows, prompt_len, max_new_tokens)
         decode_runner = self.decode_runner(state, chooser)
