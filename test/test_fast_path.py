@@ -244,14 +244,17 @@ def test_eager_path_refuses_partial_frames(runtime):
 
 def test_warmup_prepares_the_row_state(checkpoint):
     runtime = AlpamayoRuntime.from_pretrained(checkpoint)
+    keys = tuple(range(16))
+    runtime.predict(_model_input(keys=keys), InferenceOptions(max_coc_tokens=2,
+                                                               diffusion_steps=1))
     seconds = runtime.warmup(InferenceOptions(num_samples=2, max_coc_tokens=16), (64, 96))
     assert seconds > 0.0
     state = runtime.engine._states[2]
     messages = len(runtime.fast_path_report()["messages"])
+    assert runtime.engine.missing_frames(tuple((k, 64, 96) for k in keys)) == []
     runtime.predict(_model_input(), InferenceOptions(num_samples=2, max_coc_tokens=16))
     assert runtime.engine._states[2] is state  # the real call found everything ready
     assert len(runtime.fast_path_report()["messages"]) == messages
-    assert runtime.engine.report()["vision"]["cached_frames"] == 0
     eager = AlpamayoRuntime.from_pretrained(checkpoint, fast_path=False)
     assert eager.warmup(InferenceOptions(max_coc_tokens=4), (64, 96)) > 0.0
     assert eager._engine is None
