@@ -319,3 +319,37 @@ def test_prefill_with_reused_vision_features_equals_the_single_forward(runtime):
     for mine, theirs in zip(state.cache.layers, eager_cache.layers):
         torch.testing.assert_close(mine.keys[:, :, :end], theirs.cached()[0], atol=1e-5,
                                    rtol=0)
+
+
+def test_fast_path_step_velocities_and_teacher_forced_trajectory(runtime):
+    """The fast path's flow-matching step (fixed action slots, mask over the whole static
+    cache) against the recorded velocities given the recorded x, and its 10-step
+    trajectory against the official teacher-forced one."""
+    expected, inputs, facts = load_expected_tensors(), load_inputs(), load_expected()
+    ids = expected["tf_full_sequence_ids"][:, :-1]
+    engine = runtime.engine
+    steps = expected["tf_step_x"].shape[0]
+    with torch.inference_mode():
+        engine.clear_vision_cache()
+        features = engine.frame_features(torch.from_numpy(pixel_values()),
+                                         expected["image_grid_thw"], range(16), None)
+        state = engine.state_for(1, ids.shape[1], 8)
+        _, rope_deltas = engine.prefill(state, ids, expected["image_grid_thw"], features)
+        offsets = torch.tensor([facts["tf_offset"]])
+        runner = engine.flow_runner(state, steps)
+        actions = engine.sample_actions(state, runner, steps, offsets, ids.shape[1],
+                                        rope_deltas, inputs["diffusion_init_noise"])
+        assert torch.equal(state.expert_positions, expected["tf_expert_position_ids"])
+        for k in range(steps):
+            x = expected["tf_step_x"][k]
+            state.x.copy_(x)
+            state.flow_step.fill_(k)
+            runner()
+            velocity = (state.x - x) * steps
+            torch.testing.assert_close(velocity, expected["tf_step_velocity"][k],
+                                       atol=VELOCITY_TOL, rtol=0,
+                                       msg=lambda m: f"Euler step {k}: {m}")
+    traj = runtime.action_space.action_to_traj(actions, inputs["ego_history_xyz"][:, 0],
+                                               inputs["ego_history_rot"][:, 0])
+    torch.testing.assert_close(traj["xyz"], expected["tf_pred_xyz"][:, 0, 0], atol=XYZ_TOL, rtol=0)
+    torch.testing.assert_close(traj["rot"], expected["tf_pred_rot"][:, 0, 0], atol=ROT_TOL, rtol=0)
