@@ -5,6 +5,11 @@ sample count, and, with --compare-generate, our prefill + KV-cache decode agains
 transformers' ``generate()`` producing the same number of tokens, measured side by side.
 
     PYTHONPATH=. .venv/bin/python bench/bench_model_cpu.py --runs 5 --samples 1 6
+
+``--path eager`` measures the eager reference path instead of the fast path (the runtime's
+default); every frame is new in every run here (no frame keys, so no vision reuse).
+bench/bench_model_gpu.py --geometry tiny --device cpu compares the paths side by side,
+warm ticks included.
 """
 from __future__ import annotations
 
@@ -106,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--compare-generate", type=int, default=0, metavar="TOKENS",
                         help="also time our decode vs generate() for this many tokens")
+    parser.add_argument("--path", choices=["fast", "eager"], default="fast",
+                        help="the runtime's inference path")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
 
@@ -117,13 +124,14 @@ def main(argv=None) -> int:
     if checkpoint is None:
         checkpoint = write_tiny_checkpoint(tempfile.mkdtemp(prefix="alpamayo_tiny_"), seed=0)
     start = time.perf_counter()
-    runtime = AlpamayoRuntime.from_pretrained(checkpoint)
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint, fast_path=args.path == "fast")
     load_s = time.perf_counter() - start
     model_input = synthetic_input(args.height, args.width)
     report = {"describe": runtime.describe(), "load_s": load_s, "threads": args.threads,
+              "path": args.path,
               "frame_size": [args.height, args.width], "predict": []}
     print(f"loaded {checkpoint} in {load_s:.2f} s; {args.height}x{args.width} frames, "
-          f"{args.threads} thread(s)")
+          f"{args.threads} thread(s), {args.path} path")
     for samples in args.samples:
         row = bench_predict(runtime, model_input, samples, args.runs, args.max_coc_tokens,
                             args.steps)

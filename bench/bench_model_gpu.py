@@ -1,24 +1,49 @@
-"""GPU benchmark of our runtime stages at the real Alpamayo-R1 geometry (random bf16 weights).
+"""Benchmark of one planning cycle: the fast path against the eager path and generate().
 
-No weights can be downloaded, so the network is built at the released size (Qwen3-VL-8B
-backbone + 2.3B expert, about 11.1B parameters) with random weights directly on the GPU.
-The prompt is synthetic but has the real structure (16 images of 1080x1920 -> 180 tokens
-each, 48 history tokens, ~3k tokens). Measured per stage, with CUDA synchronisation:
-image preprocessing, vision+prefill, CoC decode of a fixed token count (forced tokens, so
-every run decodes the same number), flow matching (10 steps), and, side by side in the
-same process, transformers' generate() for the same prefill + tokens.
+At the real Alpamayo-R1 geometry (``--geometry real``: Qwen3-VL-8B backbone + 2.3B expert,
+11.08B parameters, random weights built directly on the device, since no weights can be
+downloaded) with 16 host frames of 1080x1920 and a synthetic prompt of the real structure
+(16 x 180 image tokens, 48 history tokens, ~3.0k tokens). ``--geometry tiny`` uses the
+tiny checkpoint instead, so the script can be checked on a CPU.
 
-    PYTHONPATH=. python bench/bench_model_gpu.py --tokens 16 64 --samples 1 6 --json $OUT/gpu.json
+Each cycle is one tick: preprocessing of the frames (host uint8 -> device patches), vision
+encoder, prefill, CoC decode of a forced length (the forced tokens end with
+<|traj_future_start|>, so every path decodes exactly that many tokens), and 10 Euler steps
+of the flow-matching expert. Stage boundaries are synchronised; p50 and p90 over
+``--cycles`` cycles after ``--warmup`` unmeasured ones. Paths, all in one process:
+
+* ``fast`` (runtime's default): static KV cache, CUDA-graph decode and expert steps,
+  sync-free sampling. ``tick: "warm"``: a 10 Hz tick sequence where each camera's window
+  shifts by one frame, so 4 of 16 frames are new and only they are preprocessed and
+  encoded (vision reuse). ``tick: "cold"``: every frame new.
+* ``eager``: the reference path (generation.py), all frames every tick.
+* ``generate``: transformers' ``generate()`` for prefill + CoC (it prefills once per
+  returned sequence, as the official code does), then the eager flow matching on its
+  cache. Its decode_ms_per_token is (p50 generate of the CoC - p50 generate of 1 token) /
+  (CoC - 1).
+
+Also measured: fast vs eager in the working dtype with the same noise and forced tokens
+(max waypoint difference), and with ``--attn`` several VLM attention implementations.
+Writes JSON (``--json``) after every configuration, so a run cut short keeps what it has.
+
+    PYTHONPATH=. python bench/bench_model_gpu.py --json bench/results/gpu_h200_fast_path.json
+    PYTHONPATH=. python bench/bench_model_gpu.py --geometry tiny --device cpu --cycles 3
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import platform
 import statistics
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
 
 # Released geometry (model-spec section 7). Token ids are the real Qwen3-VL ones.
@@ -34,11 +59,49 @@ VISION = dict(depth=27, hidden_size=1152, num_heads=16, intermediate_size=4304,
 IDS = dict(image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
            vision_end_token_id=151653)
 EXPERT_CFG = dict(hidden_size=2048, intermediate_size=8256, num_attention_heads=16, head_dim=128)
-TRAJ_TOKEN_START, TRAJ_VOCAB = 151669, 4000
-TRAJ_FUTURE_START, FILLER_TOKEN = 155681, 1000
+STEPS = 10
 
 
-def build_network(device, dtype, attn):
+@dataclass(frozen=True)
+class TokenSpec:
+    """Token ids of the synthetic prompt and of the decode (per geometry)."""
+
+    im_start: int
+    im_end: int
+    newline: int
+    vision_start: int
+    image_pad: int
+    vision_end: int
+    traj_history_start: int
+    history_token: int
+    traj_history_end: int
+    cot_start: int
+    traj_future_start: int
+    traj_token_start: int
+    traj_token_end: int
+    filler: int
+
+
+REAL_TOKENS = TokenSpec(im_start=151644, im_end=151645, newline=198,
+                        vision_start=IDS["vision_start_token_id"],
+                        image_pad=IDS["image_token_id"], vision_end=IDS["vision_end_token_id"],
+                        traj_history_start=155674, history_token=154669 + 500,
+                        traj_history_end=155676, cot_start=155677, traj_future_start=155681,
+                        traj_token_start=151669, traj_token_end=155669, filler=1000)
+
+
+@dataclass
+class Setup:
+    net: torch.nn.Module
+    tokens: TokenSpec
+    device: torch.device
+    dtype: torch.dtype
+    image_config: object
+    description: str
+
+
+def build_real(device, dtype, attn) -> Setup:
+    from alpamayo_ros.model.image_processor import ImageProcessorConfig
     from alpamayo_ros.model.modeling import (NetworkSpec, _rebuild_non_persistent_buffers,
                                              build_meta_network, build_vlm_config)
 
@@ -63,134 +126,414 @@ def build_network(device, dtype, attn):
             elif name.endswith("freqs"):
                 b.copy_(torch.logspace(0, 2, b.shape[-1], device=device)[None])
     _rebuild_non_persistent_buffers(net, device)
-    return net.eval().requires_grad_(False)
+    return Setup(net.eval().requires_grad_(False), REAL_TOKENS, device, dtype,
+                 ImageProcessorConfig(), "real (random weights)")
 
 
-def synthetic_prompt(device, images=16, grid=(1, 20, 36)):
-    """(input_ids (1, L), image_grid_thw (16, 3)) with the real prompt structure."""
-    per_image = grid[0] * grid[1] * grid[2] // 4
-    ids = [151644, 8948, 198] + [1000] * 12 + [151645, 198, 151644, 872, 198]
-    for _ in range(images):
-        ids += [IDS["vision_start_token_id"]] + [IDS["image_token_id"]] * per_image
-        ids += [IDS["vision_end_token_id"]]
-    ids += [155674] + [154669 + 500] * 48 + [155676] + [1000] * 20 + [151645, 198, 151644,
-                                                                     77091, 198, 155677]
-    grid_thw = torch.tensor([list(grid)] * images, dtype=torch.long, device=device)
-    return torch.tensor([ids], device=device), grid_thw
+def build_tiny(device, dtype, attn) -> Setup:
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tempfile.mkdtemp(prefix="alpamayo_tiny_"), seed=0)
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint, device=device, dtype=dtype,
+                                              attn_implementation=attn)
+    ids = runtime.token_ids
+    tokens = TokenSpec(im_start=ids.pad, im_end=ids.im_end, newline=300,
+                       vision_start=ids.vision_start, image_pad=ids.image_pad,
+                       vision_end=ids.vision_end, traj_history_start=ids.traj_history_start,
+                       history_token=ids.hist_token_start + 500,
+                       traj_history_end=ids.traj_history_end, cot_start=ids.cot_start,
+                       traj_future_start=ids.traj_future_start,
+                       traj_token_start=ids.traj_token_start, traj_token_end=ids.traj_token_end,
+                       filler=301)
+    return Setup(runtime.network, tokens, device, dtype, runtime.image_config,
+                 "tiny checkpoint")
 
 
-def timed(fn, device):
-    """(seconds, result) of fn(), synchronising CUDA before and after."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    sync()
-    start = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - start, out
+def synthetic_prompt(tokens: TokenSpec, grid: torch.Tensor, merge: int) -> torch.Tensor:
+    """(1, L) ids with the real prompt structure for 16 images of ``grid``."""
+    per_image = int(grid[0].prod()) // (merge * merge)
+    t = tokens
+    ids = [t.im_start, t.filler, t.newline] + [t.filler] * 12 + [t.im_end, t.newline,
+                                                                  t.im_start, t.filler, t.newline]
+    for _ in range(grid.shape[0]):
+        ids += [t.vision_start] + [t.image_pad] * per_image + [t.vision_end]
+    ids += [t.traj_history_start] + [t.history_token] * 48 + [t.traj_history_end]
+    ids += [t.filler] * 20 + [t.im_end, t.newline, t.im_start, t.filler, t.newline, t.cot_start]
+    return torch.tensor([ids])
 
 
-def bench_stages(net, prompt, rows: int, tokens: int, repeats: int, device) -> dict:
-    """Median prefill / decode (`tokens` forced tokens) / 10-step flow matching seconds."""
+class FrameSource:
+    """Host uint8 frames of a 10 Hz tick sequence: camera c's window at tick n holds video
+    frames n..n+3, drawn from a pool of random images; keys (camera, frame index)."""
+
+    def __init__(self, height: int, width: int, pool: int = 8, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.pool = [[rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+                      for _ in range(pool)] for _ in range(4)]
+
+    def tick(self, n: int) -> tuple[list[np.ndarray], tuple]:
+        frames, keys = [], []
+        for camera in range(4):
+            for f in range(4):
+                index = n + f
+                frames.append(self.pool[camera][index % len(self.pool[camera])])
+                keys.append((camera, index))
+        return frames, tuple(keys)
+
+
+class StageClock:
+    """Seconds per stage of one cycle, synchronising the device at each boundary."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stages: dict[str, float] = {}
+        self.start = self.begin = self._now()
+
+    def _now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = self._now()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self.start
+        self.start = now
+
+    def total(self) -> float:
+        return self._now() - self.begin
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+def forced_tokens(tokens: TokenSpec, coc: int, device) -> torch.Tensor:
+    return torch.tensor([tokens.filler] * (coc - 1) + [tokens.traj_future_start],
+                        device=device)
+
+
+# ------------------------------------------------------------------ one cycle per path
+def cycle_fast(setup, engine, source, tick, rows, coc, cold, chooser, noise, prompt):
+    from alpamayo_ros.model.image_processor import image_grid_thw, preprocess_frames
+
+    clock = StageClock(setup.device)
+    frames, keys = source.tick(tick)
+    height, width = frames[0].shape[:2]
+    keys = None if cold else tuple((k, height, width) for k in keys)
+    if cold:
+        engine.clear_vision_cache()
+    encoded = list(range(16)) if keys is None else engine.missing_frames(keys)
+    pixel_values = (preprocess_frames([frames[i] for i in encoded], setup.image_config,
+                                      layout="hwc", device=setup.device)[0] if encoded
+                    else torch.empty(0, 1536, device=setup.device))
+    grid = image_grid_thw(16, height, width, setup.image_config, setup.device)
+    clock.lap("preprocess")
+    input_ids, rope = prompt
+    result = engine.run(input_ids, grid, pixel_values, encoded, keys, rows, chooser, coc, STEPS,
+                        seed=tick, noise=noise,
+                        forced_tokens=forced_tokens(setup.tokens, coc, setup.device),
+                        lap=clock.lap, rope=rope)
+    stages = dict(clock.stages, total=clock.total())
+    stages["decode_steps"] = result.decode_steps
+    stages["encoded_frames"] = len(encoded)
+    return stages, result
+
+
+def cycle_eager(setup, source, tick, rows, coc, noise, input_ids):
     from alpamayo_ros.model import generation
+    from alpamayo_ros.model.image_processor import preprocess_frames
 
-    input_ids, pixel_values, grid = prompt
-    settings = generation.DecodeSettings(TRAJ_FUTURE_START, TRAJ_TOKEN_START,
-                                         TRAJ_TOKEN_START + TRAJ_VOCAB, tokens)
-    forced = torch.tensor([FILLER_TOKEN] * (tokens - 1) + [TRAJ_FUTURE_START], device=device)
-    stage = {"prefill": [], "decode": [], "diffusion": []}
-    for rep in range(repeats + 1):  # rep 0 warms up
-        with torch.inference_mode():
-            cache = generation.PreallocatedKVCache(net.num_layers,
-                                                   input_ids.shape[1] + tokens + 64, rows)
-            t_pre, res = timed(lambda: generation.prefill(net, input_ids, pixel_values, grid,
-                                                          cache), device)
-            t_dec, dec = timed(lambda: generation.decode_coc(net, cache, res, settings, rows,
-                                                             forced_tokens=forced), device)
-            noise = torch.randn(rows, 64, 2, device=device)
-            t_dif, _ = timed(lambda: generation.sample_actions(
-                net, cache, dec.cache_len, dec.offsets, res.rope_deltas, noise, 10), device)
-        if rep:
-            stage["prefill"].append(t_pre)
-            stage["decode"].append(t_dec)
-            stage["diffusion"].append(t_dif)
-    row = {"samples": rows, "tokens": tokens,
-           **{k + "_s": statistics.median(v) for k, v in stage.items()}}
-    row["decode_ms_per_token"] = row["decode_s"] / tokens * 1e3
-    return row
+    net, tokens = setup.net, setup.tokens
+    clock = StageClock(setup.device)
+    frames, _ = source.tick(tick)
+    pixel_values, grid = preprocess_frames(frames, setup.image_config, layout="hwc",
+                                           device=setup.device)
+    clock.lap("preprocess")
+    cache = generation.PreallocatedKVCache(net.num_layers, input_ids.shape[1] + coc + 64, rows)
+    prefilled = generation.prefill(net, input_ids, pixel_values.to(setup.dtype), grid, cache)
+    clock.lap("vision_prefill")
+    settings = generation.DecodeSettings(tokens.traj_future_start, tokens.traj_token_start,
+                                         tokens.traj_token_end, coc)
+    generator = torch.Generator(device=setup.device).manual_seed(tick)
+    decoded = generation.decode_coc(net, cache, prefilled, settings, rows, generator,
+                                    forced_tokens(tokens, coc, setup.device))
+    clock.lap("coc_decode")
+    actions = generation.sample_actions(net, cache, decoded.cache_len, decoded.offsets,
+                                        prefilled.rope_deltas, noise, STEPS)
+    clock.lap("diffusion")
+    return dict(clock.stages, total=clock.total(), decode_steps=decoded.cache_len
+                - input_ids.shape[1]), actions
 
 
-def bench_generate(net, prompt, rows: int, tokens: int, repeats: int, device) -> float:
-    """Median seconds of transformers generate() for the same prefill + tokens."""
-    input_ids, pixel_values, grid = prompt
+def cycle_generate(setup, source, tick, rows, coc, noise, input_ids, diffusion=True):
+    from alpamayo_ros.model import generation
+    from alpamayo_ros.model.image_processor import preprocess_frames
 
-    def hf():
-        return net.vlm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                pixel_values=pixel_values, image_grid_thw=grid,
-                                max_new_tokens=tokens, min_new_tokens=tokens,
-                                do_sample=rows > 1, num_return_sequences=rows, top_p=0.98,
-                                temperature=0.6, top_k=None)
+    net = setup.net
+    clock = StageClock(setup.device)
+    frames, _ = source.tick(tick)
+    pixel_values, grid = preprocess_frames(frames, setup.image_config, layout="hwc",
+                                           device=setup.device)
+    clock.lap("preprocess")
+    torch.manual_seed(tick)
+    out = net.vlm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                           pixel_values=pixel_values.to(setup.dtype), image_grid_thw=grid,
+                           max_new_tokens=coc, min_new_tokens=coc, do_sample=True,
+                           num_return_sequences=rows, top_p=0.98, temperature=0.6, top_k=None,
+                           pad_token_id=setup.tokens.filler, return_dict_in_generate=True)
+    clock.lap("generate")
+    if diffusion:
+        cache = out.past_key_values
+        cache_len = cache.get_seq_length()
+        offsets = torch.full((rows,), cache_len + 1, dtype=torch.long, device=setup.device)
+        rope_deltas = int(net.vlm.model.rope_deltas.reshape(-1)[0])
+        generation.sample_actions(net, cache, cache_len, offsets, rope_deltas, noise, STEPS)
+        clock.lap("diffusion")
+    return dict(clock.stages, total=clock.total())
 
+
+# ------------------------------------------------------------------ measurement
+def measure(fn, cycles: int, warmup: int, start_tick: int = 0) -> list[dict]:
+    records = []
     with torch.inference_mode():
-        times = [timed(hf, device)[0] for _ in range(repeats + 1)][1:]
-    return statistics.median(times)
+        for i in range(warmup + cycles):
+            stages = fn(start_tick + i)
+            if i >= warmup:
+                records.append(stages)
+    return records
 
 
-def run(args):
-    from alpamayo_ros.model.image_processor import ImageProcessorConfig, preprocess_frames
+def summarize(path: str, tick: Optional[str], rows: int, coc: int, records: list[dict],
+              device, extra: Optional[dict] = None) -> dict:
+    totals = [r["total"] * 1e3 for r in records]
+    entry = dict(path=path, tick=tick, samples=rows, coc_tokens=coc, flow_steps=STEPS,
+                 cycles=len(records), p50_total_ms=percentile(totals, 50),
+                 p90_total_ms=percentile(totals, 90))
+    stage_names = sorted({k for r in records for k in r} - {"total", "decode_steps",
+                                                          "encoded_frames"})
+    for stage in stage_names:
+        values = [r[stage] * 1e3 for r in records if stage in r]
+        entry[f"p50_{stage}_ms"] = percentile(values, 50)
+        entry[f"p90_{stage}_ms"] = percentile(values, 90)
+    if "coc_decode" in stage_names:
+        entry["decode_ms_per_token"] = entry["p50_coc_decode_ms"] / coc
+        entry["decode_steps"] = statistics.median(r["decode_steps"] for r in records)
+    if "diffusion" in stage_names:
+        entry["expert_step_ms"] = entry["p50_diffusion_ms"] / STEPS
+    if "encoded_frames" in records[0]:
+        entry["encoded_frames"] = statistics.median(r["encoded_frames"] for r in records)
+    if device.type == "cuda":
+        entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    entry.update(extra or {})
+    return entry
 
-    device = torch.device("cuda")
-    dtype = torch.bfloat16
-    attn = args.attn
-    t_build, net = timed(lambda: build_network(device, dtype, attn), device)
-    params = sum(p.numel() for p in net.parameters())
-    report = {"device": torch.cuda.get_device_name(device), "attn": attn, "params": params,
-              "build_s": t_build, "rows": []}
-    print(f"{report['device']}: {params / 1e9:.3f}B params built in {t_build:.1f} s, attn={attn}",
+
+def waypoint_difference(actions_a, actions_b) -> float:
+    """Max |xyz| difference [m] of the trajectories of two action sets (straight history
+    at 8 m/s, released action-space constants)."""
+    from alpamayo_ros.model.action_space import UnicycleActionSpace
+
+    rows = actions_a.shape[0]
+    t = torch.linspace(-1.5, 0.0, 16)
+    xyz = torch.stack([8.0 * t, torch.zeros(16), torch.zeros(16)], dim=1)
+    rot = torch.eye(3).expand(16, 3, 3)
+    space = UnicycleActionSpace()
+    a = space.action_to_traj(actions_a.float().cpu(), xyz.expand(rows, -1, -1),
+                             rot.expand(rows, -1, -1, -1))["xyz"]
+    b = space.action_to_traj(actions_b.float().cpu(), xyz.expand(rows, -1, -1),
+                             rot.expand(rows, -1, -1, -1))["xyz"]
+    return float((a - b).abs().max())
+
+
+def versions(device) -> dict:
+    import transformers
+
+    info = dict(torch=torch.__version__, cuda=torch.version.cuda,
+                transformers=transformers.__version__, python=platform.python_version(),
+                flash_attn_installed=importlib.util.find_spec("flash_attn") is not None)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        info["gpu"] = None
+        info["cpu"] = platform.processor() or platform.machine()
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def run(args) -> dict:
+    from alpamayo_ros.model.cuda_graphs import OnceLog
+    from alpamayo_ros.model.fast_path import FastEngine, FastPathConfig
+    from alpamayo_ros.model.image_processor import image_grid_thw
+    from alpamayo_ros.model.modeling import _set_attn_implementation
+    from alpamayo_ros.model.sampling import TokenChooser
+
+    device = torch.device(args.device)
+    dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    start = time.perf_counter()
+    setup = (build_real if args.geometry == "real" else build_tiny)(device, dtype, args.attn[0])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    params = sum(p.numel() for p in setup.net.parameters())
+    height, width = args.frame_size
+    report = dict(benchmark="bench_model_gpu", geometry=args.geometry,
+                  description=setup.description, params=params,
+                  build_s=time.perf_counter() - start, dtype=args.dtype,
+                  frame_size=[height, width], flow_steps=STEPS, cycles=args.cycles,
+                  warmup_cycles=args.warmup, **versions(device), runs=[], parity=[],
+                  notes=[])
+    print(f"{report['gpu'] or report['cpu']}: {params / 1e9:.3f}B params ({setup.description}) "
+          f"built in {report['build_s']:.1f} s; torch {report['torch']}, CUDA {report['cuda']}",
           flush=True)
-    frames = torch.randint(0, 256, (16, 1080, 1920, 3), dtype=torch.uint8, device=device)
-    input_ids, grid = synthetic_prompt(device)
-    prompt_len = input_ids.shape[1]
-    pre_times = [timed(lambda: preprocess_frames(frames, ImageProcessorConfig(), layout="hwc",
-                                                 device=device), device)[0] for _ in range(3)]
-    pixel_values = preprocess_frames(frames, ImageProcessorConfig(), layout="hwc",
-                                     device=device)[0].to(dtype)
-    report["preprocess_s"] = statistics.median(pre_times)
-    print(f"prompt {prompt_len} tokens; preprocess 16x1080x1920 "
-          f"{report['preprocess_s'] * 1e3:.1f} ms", flush=True)
+    source = FrameSource(height, width)
+    grid = image_grid_thw(16, height, width, setup.image_config)
+    input_ids = synthetic_prompt(setup.tokens, grid, setup.image_config.merge_size)
+    rope = setup.net.vlm.model.get_rope_index(input_ids, grid, None)
+    input_ids = input_ids.to(device)
+    prompt = (input_ids, (rope[0].to(device), rope[1].to(device)))
+    report["prompt_tokens"] = int(input_ids.shape[1])
+    log = OnceLog()
+    engine = FastEngine(setup.net, setup.tokens.traj_future_start, device, dtype,
+                        FastPathConfig(stop_check_interval=args.stop_check_interval), log)
+    chooser = TokenChooser(setup.tokens.traj_token_start, setup.tokens.traj_token_end, True)
 
-    prompt = (input_ids, pixel_values, grid)
-    for rows in args.samples:
-        for tokens in args.tokens:
-            row = bench_stages(net, prompt, rows, tokens, args.repeats, device)
-            if args.compare_generate:
-                row["generate_s"] = bench_generate(net, prompt, rows, tokens, args.repeats,
-                                                   device)
-                row["ours_prefill_decode_s"] = row["prefill_s"] + row["decode_s"]
-                row["speedup_vs_generate"] = row["generate_s"] / row["ours_prefill_decode_s"]
-            report["rows"].append(row)
-            print(json.dumps(row), flush=True)
-    report["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    def save():
+        report["fast_path_messages"] = list(log.messages)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2))
+
+    def add(entry):
+        report["runs"].append(entry)
+        keys = ("path", "tick", "samples", "coc_tokens", "p50_total_ms", "p90_total_ms",
+                "decode_ms_per_token", "expert_step_ms", "attn")
+        print(json.dumps({k: (round(entry[k], 2) if isinstance(entry.get(k), float)
+                              else entry.get(k)) for k in keys}), flush=True)
+        save()
+
+    def reset_peak():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    for attn in args.attn:
+        if attn == "flash_attention_2" and not report["flash_attn_installed"]:
+            report["notes"].append("flash_attention_2 skipped: flash-attn is not installed")
+            continue
+        _set_attn_implementation(setup.net.vlm.config, attn)
+        # The expert always runs SDPA (additive mask); only the VLM attention changes.
+        extra = dict(attn=attn)
+        capture_start = time.perf_counter()
+        for rows in args.samples:  # allocation and capture, like the node's warm-up
+            noise = torch.randn(rows, 64, 2, device=device)
+            measure(lambda n: cycle_fast(setup, engine, source, n, rows, max(args.coc), True,
+                                         chooser, noise, prompt)[0], 1, 0)
+        report.setdefault("warmup_s", {})[attn] = time.perf_counter() - capture_start
+        for rows in args.samples:
+            noise = torch.randn(rows, 64, 2, device=device)
+            for coc in args.coc:
+                # parity in the working dtype: same noise, same forced tokens
+                with torch.inference_mode():
+                    _, fast = cycle_fast(setup, engine, source, 0, rows, coc, True, chooser,
+                                         noise, prompt)
+                    _, eager_actions = cycle_eager(setup, source, 0, rows, coc, noise,
+                                                   input_ids)
+                report["parity"].append(dict(
+                    attn=attn, samples=rows, coc_tokens=coc,
+                    max_action_difference=float((fast.actions - eager_actions.float())
+                                                .abs().max()),
+                    max_waypoint_difference_m=waypoint_difference(fast.actions,
+                                                                   eager_actions)))
+                print(json.dumps(report["parity"][-1]), flush=True)
+                reset_peak()
+                add(summarize("fast", "warm", rows, coc, measure(
+                    lambda n: cycle_fast(setup, engine, source, n, rows, coc, False, chooser,
+                                         noise, prompt)[0], args.cycles, args.warmup, 100),
+                    device, extra))
+        reset_peak()
+        noise = torch.randn(1, 64, 2, device=device)
+        add(summarize("fast", "cold", 1, args.coc[0], measure(
+            lambda n: cycle_fast(setup, engine, source, n, 1, args.coc[0], True, chooser,
+                                 noise, prompt)[0], args.cycles, args.warmup, 300),
+            device, extra))
+        if args.no_reference:
+            continue
+        for rows in args.samples:
+            noise = torch.randn(rows, 64, 2, device=device)
+            for coc in args.coc:
+                reset_peak()
+                add(summarize("eager", None, rows, coc, measure(
+                    lambda n: cycle_eager(setup, source, n, rows, coc, noise, input_ids)[0],
+                    args.reference_cycles, 1), device, extra))
+        for rows in args.samples:
+            noise = torch.randn(rows, 64, 2, device=device)
+            one = measure(lambda n: cycle_generate(setup, source, n, rows, 1, noise, input_ids,
+                                                   diffusion=False),
+                          max(3, args.reference_cycles // 4), 1)
+            one_ms = percentile([r["generate"] * 1e3 for r in one], 50)
+            for coc in args.coc:
+                reset_peak()
+                records = measure(lambda n: cycle_generate(setup, source, n, rows, coc, noise,
+                                                           input_ids),
+                                  args.reference_cycles, 1)
+                entry = summarize("generate", None, rows, coc, records, device, extra)
+                entry["p50_generate_1_token_ms"] = one_ms
+                entry["decode_ms_per_token"] = ((entry["p50_generate_ms"] - one_ms)
+                                                / max(1, coc - 1))
+                add(entry)
+    report["ratios"] = ratios(report["runs"])
+    report["fast_path_report"] = engine.report()
+    save()
     return report
+
+
+def ratios(runs: list[dict]) -> list[dict]:
+    """p50 total of eager and generate() over the fast path's warm and cold ticks."""
+    out = []
+    for fast in (r for r in runs if r["path"] == "fast"):
+        for other in (r for r in runs if r["path"] in ("eager", "generate")):
+            if (other["samples"], other["coc_tokens"], other.get("attn")) == (
+                    fast["samples"], fast["coc_tokens"], fast.get("attn")):
+                out.append(dict(samples=fast["samples"], coc_tokens=fast["coc_tokens"],
+                                attn=fast.get("attn"), fast_tick=fast["tick"],
+                                versus=other["path"],
+                                speedup_p50=other["p50_total_ms"] / fast["p50_total_ms"]))
+    return out
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, nargs="+", default=[16, 64])
+    parser.add_argument("--geometry", choices=["real", "tiny"], default="real")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--frame-size", type=int, nargs=2, default=[1080, 1920],
+                        metavar=("H", "W"))
     parser.add_argument("--samples", type=int, nargs="+", default=[1, 6])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "flash_attention_2", "eager"])
-    parser.add_argument("--compare-generate", action="store_true")
+    parser.add_argument("--coc", type=int, nargs="+", default=[16, 40],
+                        help="forced CoC lengths (tokens, the last is <|traj_future_start|>)")
+    parser.add_argument("--cycles", type=int, default=20, help="measured fast-path cycles")
+    parser.add_argument("--reference-cycles", type=int, default=20,
+                        help="measured eager / generate() cycles")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--attn", nargs="+", default=["sdpa"],
+                        choices=["sdpa", "flash_attention_2", "eager"])
+    parser.add_argument("--stop-check-interval", type=int, default=None)
+    parser.add_argument("--no-reference", action="store_true",
+                        help="fast path only (no eager / generate() runs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("no CUDA device: this benchmark needs a GPU", file=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: use --geometry tiny --device cpu to check the script on a CPU",
+              file=sys.stderr)
         return 2
+    if min(args.coc) < 2:
+        parser.error("--coc lengths must be >= 2")
     report = run(args)
-    print(f"max GPU memory {report['max_memory_gib']:.1f} GiB")
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    for ratio in report["ratios"]:
+        print(f"samples={ratio['samples']} coc={ratio['coc_tokens']} {ratio['attn']}: "
+              f"{ratio['versus']} / fast({ratio['fast_tick']}) = {ratio['speedup_p50']:.2f}x")
     return 0
 
 

@@ -425,3 +425,25 @@ def test_concurrent_callbacks_while_ticking():
     assert not errors
     assert set(statuses) <= {PlanStatus.OK, PlanStatus.SKIPPED}
     assert statuses.count(PlanStatus.OK) >= 1
+
+
+def test_frame_keys_name_each_frame_and_change_after_a_restart():
+    """Keys let the model reuse work on frames it saw in the previous tick; a restarted
+    stream may reuse stamps with other pixels, so a restart changes every key."""
+    scenario = Scenario(end_s=6.0)
+    core = make_core()
+    scenario.advance(core, 3.0)
+    first = core.prepare(now_ns(3.0))
+    keys = first.model_input.frame_keys
+    assert len(keys) == 16 and len(set(keys)) == 16
+    assert [k[1] for k in keys] == [slot for slot in range(4) for _ in range(4)]
+    assert [k[2] for k in keys] == [int(s) for s in first.selection.frame_stamps_ns]
+    scenario.advance(core, 3.1)
+    second = core.prepare(now_ns(3.1)).model_input.frame_keys
+    assert len(set(keys) & set(second)) == 12  # 4 new frames at 10 Hz
+    core.reset(now_ns(3.1), "test")
+    scenario = Scenario(end_s=6.0)
+    scenario.advance(core, 3.0)
+    again = core.prepare(now_ns(3.0)).model_input.frame_keys
+    assert [k[1:] for k in again] == [k[1:] for k in keys]
+    assert not set(again) & set(keys)

@@ -170,16 +170,19 @@ def test_teacher_forced_trajectory(runtime, teacher_forced):
     torch.testing.assert_close(traj["rot"], expected["tf_pred_rot"][:, 0, 0], atol=ROT_TOL, rtol=0)
 
 
-def test_forced_real_decoding_cross_check(runtime):
-    """Our decode loop (prefill of the prompt + token-by-token) forced to the continuation."""
+@pytest.mark.parametrize("path", ["eager", "fast"])
+def test_forced_real_decoding_cross_check(runtime, path):
+    """Our decode loop (prefill of the prompt + token-by-token) forced to the continuation,
+    on the eager reference path and on the fast path (static cache, captured steps)."""
     expected, inputs, facts = load_expected_tensors(), load_inputs(), load_expected()
     continuation = expected["tf_continuation_ids"][0]
     options = InferenceOptions(num_samples=1, max_coc_tokens=256)
     with torch.inference_mode():
         prepared = runtime.prepare_inputs(_model_input())
         raw = runtime.run_prepared(prepared, options, inputs["diffusion_init_noise"].numpy(),
-                                   forced_tokens=continuation)
+                                   forced_tokens=continuation, path=path)
         samples = runtime.to_samples(raw, prepared)
+    assert raw.path == path
     # Decoding stops one step after <|traj_future_start|>: the extra token is never needed.
     stop = int((continuation == runtime.token_ids.traj_future_start).nonzero()[0, 0]) + 1
     assert torch.equal(raw.tokens[0], continuation[:stop])
@@ -197,8 +200,10 @@ def test_forced_real_decoding_cross_check(runtime):
     assert samples[0].coc_token_count == stop
 
 
-def test_stochastic_rollout_facts(runtime):
+@pytest.mark.parametrize("path", ["eager", "fast"])
+def test_stochastic_rollout_facts(runtime, path, monkeypatch):
     """No <|traj_future_start|> within the budget: offset = seq_len, CoC "", truncated."""
+    monkeypatch.setattr(runtime, "fast_path", path == "fast")
     facts = load_expected()["stochastic_rollout"]
     num_samples = int(re.search(r"num_traj_samples=(\d+)", facts["call"]).group(1))
     budget = int(re.search(r"max_generation_length=(\d+)", facts["call"]).group(1))
@@ -208,6 +213,7 @@ def test_stochastic_rollout_facts(runtime):
     with torch.inference_mode():
         prepared = runtime.prepare_inputs(model_input)
         raw = runtime.run_prepared(prepared, options, generator=runtime.make_generator(seed))
+    assert raw.path == path
     prompt_len = prepared.input_ids.shape[1]
     assert raw.tokens.shape == (num_samples, budget)
     assert not bool(raw.found.any())
@@ -241,11 +247,109 @@ def test_bfloat16_weights_keep_float32_fourier_and_stay_close():
     assert net.vlm.lm_head.weight.dtype == torch.bfloat16
     assert net.action_in_proj.timestep_fourier_encoder.freqs.dtype == torch.float32
     assert net.action_space.accel_std.dtype == torch.float32
+    for path in ("eager", "fast"):
+        with torch.inference_mode():
+            prepared = runtime.prepare_inputs(_model_input())
+            raw = runtime.run_prepared(prepared, InferenceOptions(),
+                                       inputs["diffusion_init_noise"].numpy(),
+                                       forced_tokens=expected["tf_continuation_ids"][0], path=path)
+            sample = runtime.to_samples(raw, prepared)[0]
+        assert raw.actions.dtype == torch.float32 and raw.path == path
+        np.testing.assert_allclose(sample.xyz, expected["tf_pred_xyz"][0, 0, 0].numpy(),
+                                   atol=0.25)
+
+
+def test_vision_encoder_treats_frames_independently(runtime):
+    """Each frame's vision features (merged embeddings and DeepStack features) are the same
+    whether the encoder sees all 16 frames at once, a tick's 4 new frames, or one frame: the
+    condition for reusing them across ticks (see model/fast_path.py)."""
+    expected = load_expected_tensors()
+    grid = expected["image_grid_thw"]
+    patches = torch.from_numpy(pixel_values())
+    per_frame = patches.shape[0] // grid.shape[0]
+    engine = runtime.engine
     with torch.inference_mode():
-        prepared = runtime.prepare_inputs(_model_input())
-        raw = runtime.run_prepared(prepared, InferenceOptions(),
-                                   inputs["diffusion_init_noise"].numpy(),
-                                   forced_tokens=expected["tf_continuation_ids"][0])
-        sample = runtime.to_samples(raw, prepared)[0]
-    assert raw.actions.dtype == torch.float32
-    np.testing.assert_allclose(sample.xyz, expected["tf_pred_xyz"][0, 0, 0].numpy(), atol=0.25)
+        together = engine.encode_images(patches, grid)
+        split = (engine.encode_images(patches[:12 * per_frame], grid[:12])
+                 + engine.encode_images(patches[12 * per_frame:], grid[12:]))
+        alone = [engine.encode_images(patches[i * per_frame:(i + 1) * per_frame],
+                                      grid[i:i + 1])[0] for i in (0, 5, 15)]
+    torch.testing.assert_close(together[0].embeds, expected["image0_embeds"], atol=DEBUG_TOL,
+                               rtol=0)
+    for index, features in zip(list(range(16)) + [0, 5, 15], split + alone):
+        torch.testing.assert_close(features.embeds, together[index].embeds, atol=1e-6, rtol=0)
+        for mine, theirs in zip(features.deepstack, together[index].deepstack):
+            torch.testing.assert_close(mine, theirs, atol=1e-6, rtol=0)
+
+
+def test_prefill_with_reused_vision_features_equals_the_single_forward(runtime):
+    """Item: cached and uncached give the same prefill logits (float32, CPU). The fast
+    prefill from features computed in two earlier batches (as across two ticks) equals the
+    eager prefill, one Qwen3-VL forward over pixels, and the official recording."""
+    expected = load_expected_tensors()
+    ids = expected["tf_full_sequence_ids"][:, :-1]
+    grid = expected["image_grid_thw"]
+    patches = torch.from_numpy(pixel_values())
+    per_frame = patches.shape[0] // grid.shape[0]
+    engine = runtime.engine
+    with torch.inference_mode():
+        eager_cache = generation.PreallocatedKVCache(runtime.network.num_layers,
+                                                     ids.shape[1], 1)
+        eager = generation.prefill(runtime.network, ids, patches, grid, eager_cache)
+        engine.clear_vision_cache()
+        keys = tuple(range(16))
+        # The previous tick: 12 of these frames and 4 older ones (stand-ins: frames 0..3).
+        previous = torch.cat([patches[:12 * per_frame], patches[:4 * per_frame]])
+        engine.frame_features(previous, grid, range(16),
+                              keys[:12] + tuple(("older", i) for i in range(4)))
+        missing = engine.missing_frames(keys)
+        assert missing == [12, 13, 14, 15]
+        features = engine.frame_features(patches[12 * per_frame:], grid, missing, keys)
+        state = engine.state_for(1, ids.shape[1], 1)
+        logits, rope_deltas = engine.prefill(state, ids, grid, features)
+    torch.testing.assert_close(logits, eager.last_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(logits, expected["tf_prefill_logits_last"], atol=DEBUG_TOL,
+                               rtol=0)
+    assert int(rope_deltas) == eager.rope_deltas == int(expected["tf_rope_deltas"].item())
+    last = expected["tf_prefill_cache_keys_last16"].shape[3]
+    end = ids.shape[1]
+    keys_last = torch.stack([layer.keys[:, :, end - last:end] for layer in state.cache.layers])
+    torch.testing.assert_close(keys_last, expected["tf_prefill_cache_keys_last16"],
+                               atol=DEBUG_TOL, rtol=0)
+    for mine, theirs in zip(state.cache.layers, eager_cache.layers):
+        torch.testing.assert_close(mine.keys[:, :, :end], theirs.cached()[0], atol=1e-5,
+                                   rtol=0)
+
+
+def test_fast_path_step_velocities_and_teacher_forced_trajectory(runtime):
+    """The fast path's flow-matching step (fixed action slots, mask over the whole static
+    cache) against the recorded velocities given the recorded x, and its 10-step
+    trajectory against the official teacher-forced one."""
+    expected, inputs, facts = load_expected_tensors(), load_inputs(), load_expected()
+    ids = expected["tf_full_sequence_ids"][:, :-1]
+    engine = runtime.engine
+    steps = expected["tf_step_x"].shape[0]
+    with torch.inference_mode():
+        engine.clear_vision_cache()
+        features = engine.frame_features(torch.from_numpy(pixel_values()),
+                                         expected["image_grid_thw"], range(16), None)
+        state = engine.state_for(1, ids.shape[1], 8)
+        _, rope_deltas = engine.prefill(state, ids, expected["image_grid_thw"], features)
+        offsets = torch.tensor([facts["tf_offset"]])
+        runner = engine.flow_runner(state, steps)
+        actions = engine.sample_actions(state, runner, steps, offsets, ids.shape[1],
+                                        rope_deltas, inputs["diffusion_init_noise"])
+        assert torch.equal(state.expert_positions, expected["tf_expert_position_ids"])
+        for k in range(steps):
+            x = expected["tf_step_x"][k]
+            state.x.copy_(x)
+            state.flow_step.fill_(k)
+            runner()
+            velocity = (state.x - x) * steps
+            torch.testing.assert_close(velocity, expected["tf_step_velocity"][k],
+                                       atol=VELOCITY_TOL, rtol=0,
+                                       msg=lambda m: f"Euler step {k}: {m}")
+    traj = runtime.action_space.action_to_traj(actions, inputs["ego_history_xyz"][:, 0],
+                                               inputs["ego_history_rot"][:, 0])
+    torch.testing.assert_close(traj["xyz"], expected["tf_pred_xyz"][:, 0, 0], atol=XYZ_TOL, rtol=0)
+    torch.testing.assert_close(traj["rot"], expected["tf_pred_rot"][:, 0, 0], atol=ROT_TOL, rtol=0)

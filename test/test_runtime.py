@@ -33,15 +33,22 @@ def _model_input(height=64, width=96, speed=6.0):
 SHORT = dict(max_coc_tokens=12, diffusion_steps=4)
 
 
-def test_output_contract(runtime):
+@pytest.fixture(params=["fast", "eager"])
+def each_path(runtime, monkeypatch, request):
+    """The runtime with predict on the fast path, then on the eager reference path."""
+    monkeypatch.setattr(runtime, "fast_path", request.param == "fast")
+    return runtime
+
+
+def test_output_contract(each_path):
     options = InferenceOptions(num_samples=2, seed=3, **SHORT)
-    out = runtime.predict(_model_input(), options)
+    out = each_path.predict(_model_input(), options)
     assert len(out.samples) == 2
     np.testing.assert_allclose(out.waypoint_offsets, WAYPOINT_OFFSETS)
     assert out.waypoint_offsets[0] == pytest.approx(0.1)
     assert out.waypoint_offsets[-1] == pytest.approx(6.4)
     assert out.v0 == pytest.approx(6.0, rel=1e-3)
-    assert out.model_id == runtime.model_id and len(out.model_id) == 12
+    assert out.model_id == each_path.model_id and len(out.model_id) == 12
     for sample in out.samples:
         assert sample.xyz.shape == (NUM_WAYPOINTS, 3) and sample.rot.shape == (NUM_WAYPOINTS, 3, 3)
         for name in ("yaw", "speed", "acceleration", "curvature"):
@@ -59,11 +66,11 @@ def test_output_contract(runtime):
         "preprocess", "vision_prefill", "coc_decode", "diffusion", "postprocess")))
 
 
-def test_same_seed_same_output_and_other_seed_differs(runtime):
+def test_same_seed_same_output_and_other_seed_differs(each_path):
     model_input = _model_input()
-    first = runtime.predict(model_input, InferenceOptions(num_samples=3, seed=11, **SHORT))
-    second = runtime.predict(model_input, InferenceOptions(num_samples=3, seed=11, **SHORT))
-    other = runtime.predict(model_input, InferenceOptions(num_samples=3, seed=12, **SHORT))
+    first = each_path.predict(model_input, InferenceOptions(num_samples=3, seed=11, **SHORT))
+    second = each_path.predict(model_input, InferenceOptions(num_samples=3, seed=11, **SHORT))
+    other = each_path.predict(model_input, InferenceOptions(num_samples=3, seed=12, **SHORT))
     for a, b in zip(first.samples, second.samples):
         np.testing.assert_array_equal(a.xyz, b.xyz)
         assert a.coc == b.coc and a.coc_token_count == b.coc_token_count
@@ -71,27 +78,26 @@ def test_same_seed_same_output_and_other_seed_differs(runtime):
     assert not np.array_equal(first.samples[0].xyz, other.samples[0].xyz)
 
 
-def test_initial_noise_fixes_the_trajectory_under_greedy_decoding(runtime):
+def test_initial_noise_fixes_the_trajectory_under_greedy_decoding(each_path):
     noise = np.random.default_rng(5).standard_normal((2, NUM_WAYPOINTS, 2)).astype(np.float32)
     model_input = _model_input()
-    a = runtime.predict(model_input, InferenceOptions(num_samples=2, seed=1, sample_coc=False,
-                                                      **SHORT), initial_noise=noise)
-    b = runtime.predict(model_input, InferenceOptions(num_samples=2, seed=99, sample_coc=False,
-                                                      **SHORT), initial_noise=noise)
+    greedy = dict(num_samples=2, sample_coc=False, **SHORT)
+    a = each_path.predict(model_input, InferenceOptions(seed=1, **greedy), initial_noise=noise)
+    b = each_path.predict(model_input, InferenceOptions(seed=99, **greedy), initial_noise=noise)
     for x, y in zip(a.samples, b.samples):
         np.testing.assert_array_equal(x.xyz, y.xyz)
     # greedy rows share the prompt, so different noise is the only difference between rows
     assert not np.array_equal(a.samples[0].xyz, a.samples[1].xyz)
     need = r"initial_noise must be \(2, 64, 2\) for 2 samples, have \(1, 64, 2\)"
     with pytest.raises(ModelInputError, match=need):
-        runtime.predict(model_input, InferenceOptions(num_samples=2, **SHORT),
-                        initial_noise=noise[:1])
+        each_path.predict(model_input, InferenceOptions(num_samples=2, **SHORT),
+                          initial_noise=noise[:1])
 
 
-def test_greedy_truncation_reports_cut_off_reasoning(runtime):
+def test_greedy_truncation_reports_cut_off_reasoning(each_path):
     # The tiny model's greedy reasoning never reaches <|traj_future_start|> (see tiny_checkpoint).
-    out = runtime.predict(_model_input(), InferenceOptions(num_samples=1, sample_coc=False,
-                                                           max_coc_tokens=5, diffusion_steps=2))
+    out = each_path.predict(_model_input(), InferenceOptions(num_samples=1, sample_coc=False,
+                                                             max_coc_tokens=5, diffusion_steps=2))
     sample = out.samples[0]
     assert sample.coc_truncated and sample.coc_token_count == 5 and sample.coc == ""
 
@@ -237,13 +243,17 @@ def test_cache_overflow_is_reported():
         layer.update(torch.zeros(1, 2, 2, 8), torch.zeros(1, 2, 2, 8))
 
 
-def test_torch_failures_become_model_runtime_errors(runtime, monkeypatch):
+@pytest.mark.parametrize("fast", [False, True])
+def test_torch_failures_become_model_runtime_errors(runtime, monkeypatch, fast):
     from alpamayo_ros.core.errors import ModelRuntimeError
+    from alpamayo_ros.model.fast_path import FastEngine
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(generation, "prefill", broken)
+    monkeypatch.setattr(FastEngine, "prefill", broken)
+    monkeypatch.setattr(runtime, "fast_path", fast)
     with pytest.raises(ModelRuntimeError, match="RuntimeError.*illegal memory access"):
         runtime.predict(_model_input(), InferenceOptions(**SHORT))
 
@@ -261,7 +271,8 @@ def test_dtype_may_be_named_by_string(runtime):
 def test_shared_backend_loader_builds_the_runtime_and_describes_it(runtime):
     from alpamayo_ros.model.backends import load_model
     values = {"model.backend": "alpamayo", "model.checkpoint_dir": runtime.describe()["checkpoint"],
-              "model.processor_dir": "", "model.device": "cpu", "model.dtype": "float32"}
+              "model.processor_dir": "", "model.device": "cpu", "model.dtype": "float32",
+              "model.fast_path": True}
     model, description = load_model(values, InferenceOptions(num_samples=2))
     assert isinstance(model, AlpamayoRuntime)
     assert description.model_id == model.model_id and description.dtype == "float32"
@@ -272,16 +283,16 @@ def test_shared_backend_loader_builds_the_runtime_and_describes_it(runtime):
         load_model(dict(values, **{"model.checkpoint_dir": "/nonexistent"}), InferenceOptions())
 
 
-def test_reused_pixel_buffer_never_leaks_between_calls(runtime):
+def test_reused_pixel_buffer_never_leaks_between_calls(each_path):
     """The runtime keeps one pixel_values buffer per frame size: results stay exact when
     inputs and sizes alternate."""
     options = InferenceOptions(seed=3, max_coc_tokens=8)
-    first = runtime.predict(_model_input(), options)
-    runtime.predict(_model_input(speed=3.0), options)            # same size, other data
-    runtime.predict(_model_input(height=96, width=64), options)  # other size
-    again = runtime.predict(_model_input(), options)
+    first = each_path.predict(_model_input(), options)
+    each_path.predict(_model_input(speed=3.0), options)            # same size, other data
+    each_path.predict(_model_input(height=96, width=64), options)  # other size
+    again = each_path.predict(_model_input(), options)
     np.testing.assert_array_equal(first.samples[0].xyz, again.samples[0].xyz)
-    assert runtime._pixel_buffer is not None
+    assert each_path._pixel_buffer is not None
 
 
 def test_prompt_is_rendered_once_per_image_grid(runtime, monkeypatch):

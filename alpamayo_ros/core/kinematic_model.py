@@ -88,3 +88,8 @@ class ConstantVelocityModel:
                            timings=StageTimings(preprocess=fitted - start,
                                                 postprocess=done - fitted),
                            model_id=self.model_id)
+
+    def warmup(self, options: InferenceOptions = InferenceOptions(),
+               frame_shape: tuple[int, int] = (1080, 1920)) -> float:
+        """Nothing to prepare (PlannerModel.warmup): returns 0 seconds."""
+        return 0.0

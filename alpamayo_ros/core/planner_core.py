@@ -198,6 +198,9 @@ class PlannerCore:
         self._backward: dict[str, list] = {}
         # (stamp or tick time [ns], why) of the last event that emptied buffers.
         self._last_restart: Optional[tuple] = None
+        # Bumped whenever decoded frames are dropped (a restarted stream reuses stamps): the
+        # first part of the frame keys that let a model reuse its work on a frame.
+        self._frame_epoch = 0
         self._motion_limits = MotionLimits(config.max_speed, config.max_acceleration,
                                            config.max_yaw_rate)
         self._lead_ns = int(round(config.max_stamp_lead * NS_PER_S))
@@ -276,6 +279,7 @@ class PlannerCore:
                 if buffer is not self._odometry:
                     # Decoded frames are keyed by stamp, which a restarted stream reuses.
                     self._decode_cache.clear()
+                    self._frame_epoch += 1
                 for stamp, earlier in pending[:-1]:
                     buffer.add(stamp, earlier)
                 pending.clear()
@@ -309,6 +313,7 @@ class PlannerCore:
         self._odometry.clear()
         self._decode_cache.clear()
         self._backward.clear()
+        self._frame_epoch += 1
 
     def reset(self, now_ns: Optional[int] = None, why: str = "a reset") -> None:
         """Drop all buffered data and cached frames (e.g. when the node clock jumped back).
@@ -422,6 +427,7 @@ class PlannerCore:
             track = self.odometry_track(selection.t0_ns - HISTORY_SPAN_NS)
             frames_ids = self._odom_frames
             frame_change_ns = self._frame_change_ns
+            frame_epoch = self._frame_epoch
         if len(track) == 0:
             raise InputNotReady("odometry: no sample received yet", ReasonCode.NO_ODOMETRY)
         if frame_change_ns is not None and \
@@ -449,8 +455,10 @@ class PlannerCore:
         timings = TickTimings(input_preparation=end - start, selection=selected_at - start,
                               history=history_at - selected_at, decode=decode_seconds,
                               tick_to_model_start=end - tick_wall_s)
+        keys = tuple((frame_epoch, i // FRAMES_PER_CAMERA, int(stamp))
+                     for i, stamp in enumerate(selection.frame_stamps_ns))
         model_input = ModelInput(frames=frames, history_xyz=history.xyz,
-                                 history_rot=history.rot)
+                                 history_rot=history.rot, frame_keys=keys)
         return PreparedInputs(now_ns=int(now_ns), selection=selection, history=history,
                               model_input=model_input, timings=timings, decodes=decodes,
                               odom_frame_id=odom_frame_id, prepared_wall_s=end,

@@ -75,6 +75,11 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               "checkpoint's vlm_name_or_path."),
     ParamSpec("model.device", STRING, "cuda",
               "Torch device: cpu, cuda or cuda:N."),
+    ParamSpec("model.fast_path", BOOL, True,
+              "Real-time inference path: static KV cache, decode and flow-matching steps "
+              "replayed as CUDA graphs on CUDA (the same fixed-shape code without graphs on "
+              "CPU), sync-free sampling, vision features of frames seen in the previous "
+              "tick reused. false = the eager reference path."),
     ParamSpec("model.dtype", STRING, "auto",
               "Weight/activation dtype; auto = bfloat16 on CUDA, float32 on CPU.",
               choices=MODEL_DTYPES),

@@ -91,11 +91,15 @@ class ModelInput:
         that way to avoid copying full-resolution frames).
     history_xyz: (16, 3) positions in the t0 frame at t0-1.5 .. t0; the last is 0.
     history_rot: (16, 3, 3) rotations in the t0 frame; the last is the identity.
+    frame_keys: optional identity of each of the 16 frames (hashable, e.g. (epoch, camera
+        slot, header stamp ns)); equal keys promise equal pixels, so a model may reuse
+        what it computed for a frame in an earlier call. None: nothing is reused.
     """
 
     frames: np.ndarray
     history_xyz: np.ndarray
     history_rot: np.ndarray
+    frame_keys: Optional[tuple] = None
 
 
 @dataclass
@@ -163,4 +167,10 @@ class PlannerModel(Protocol):
 
     def predict(self, model_input: ModelInput, options: InferenceOptions = InferenceOptions(),
                 initial_noise: Optional[np.ndarray] = None) -> ModelOutput:
+        ...
+
+    def warmup(self, options: InferenceOptions = InferenceOptions(),
+               frame_shape: tuple[int, int] = (1080, 1920)) -> float:
+        """Get ready to serve calls like ``options`` on frames of (height, width): allocate,
+        capture, compile. Returns the seconds it took."""
         ...

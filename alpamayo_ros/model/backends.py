@@ -19,7 +19,9 @@ def load_model(values: Mapping[str, Any], options: InferenceOptions
     """(model, description) for validated `model.*` parameter values.
 
     values: flat parameter dict with model.backend, model.checkpoint_dir,
-        model.processor_dir, model.device, model.dtype ("auto" or a dtype name).
+        model.processor_dir, model.device, model.dtype ("auto" or a dtype name) and
+        model.fast_path (True: the fast inference path, with CUDA graphs on CUDA; False:
+        the eager reference path).
     Raises ConfigError (CheckpointError included) for an unknown backend or a missing or
     mismatching checkpoint; other runtime errors (e.g. CUDA missing) propagate.
     """
@@ -39,7 +41,8 @@ def load_model(values: Mapping[str, Any], options: InferenceOptions
     from alpamayo_ros.model.runtime import AlpamayoRuntime
     runtime = AlpamayoRuntime.from_pretrained(
         str(checkpoint), processor_dir=values["model.processor_dir"] or None,
-        device=values["model.device"], dtype=values["model.dtype"])
+        device=values["model.device"], dtype=values["model.dtype"],
+        fast_path=bool(values["model.fast_path"]))
     info = runtime.describe()
     description = ModelDescription(
         checkpoint=f"{checkpoint.resolve()} ({runtime.model_id})", model_id=runtime.model_id,

@@ -10,7 +10,8 @@ Steps of one model call (model-spec sections 5-6):
    which attends to each row's cached prefix through a fixed additive mask.
 
 All token positions are explicit M-RoPE ids (3, B, L); no hidden state is kept on the model
-between calls.
+between calls. This is the eager reference path; ``fast_path.py`` computes the same with
+fixed shapes (static cache, captured steps) and is tested against it.
 """
 from __future__ import annotations
 

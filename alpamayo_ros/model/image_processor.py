@@ -43,6 +43,7 @@ __all__ = [
     "resize_bicubic_uint8",
     "normalize_and_patchify",
     "preprocess_frames",
+    "image_grid_thw",
 ]
 
 
@@ -289,6 +290,15 @@ def pixel_values_shape(num_frames: int, height: int, width: int,
     p = config.patch_size
     return (num_frames * (out_h // p) * (out_w // p),
             3 * config.temporal_patch_size * p * p)
+
+
+def image_grid_thw(num_frames: int, height: int, width: int,
+                   config: ImageProcessorConfig = ImageProcessorConfig(),
+                   device: Union[str, torch.device, None] = None) -> torch.Tensor:
+    """The (num_frames, 3) int64 image_grid_thw that preprocess_frames gives for N HxW frames."""
+    out_h, out_w = _target_size((height, width), config)
+    return torch.tensor([[1, out_h // config.patch_size, out_w // config.patch_size]],
+                        dtype=torch.int64, device=device).repeat(num_frames, 1)
 
 
 def _as_uint8_nchw(frames, layout: str, device) -> torch.Tensor:

@@ -86,7 +86,8 @@ _MODEL_CACHE: dict = {}
 
 def model_key(values: Mapping[str, Any]) -> tuple:
     return tuple(values[k] for k in ("model.backend", "model.checkpoint_dir",
-                                     "model.processor_dir", "model.device", "model.dtype"))
+                                     "model.processor_dir", "model.device", "model.dtype",
+                                     "model.fast_path"))
 
 
 def load_model(values: Mapping[str, Any]) -> tuple[PlannerModel, ModelDescription]:

@@ -1,0 +1,536 @@
+"""The real-time inference path: static KV cache, captured steps, sync-free decoding,
+vision features reused across ticks.
+
+It computes what ``generation.py`` (the eager reference path) computes, with fixed tensor
+shapes so that the two per-token loops can be captured as CUDA graphs:
+
+* **Row state** (:class:`RowState`, one per sample-row count): a
+  :class:`~alpamayo_ros.model.static_cache.StaticKVCache` of ``capacity`` = prompt + CoC
+  budget + 64 action slots (rounded up to 16), allocated once and reused by later calls
+  while it is large enough, plus persistent device tensors: the token fed next, its cache
+  slot, the step index, the rope delta, the generated-token buffer, per-row
+  ``found``/``first_index`` of ``<|traj_future_start|>``, forced tokens, and the
+  flow-matching state (x, step index, expert mask, expert positions).
+* **Decode step** (captured per row count and sampler settings): embed the fed tokens,
+  run the Qwen3-VL language model over the full cache with an additive mask that shows
+  slots 0..position, project to the vocabulary, choose the next tokens with
+  :class:`~alpamayo_ros.model.sampling.TokenChooser` (no host sync), record them and
+  advance the position, all in place.
+* **Stop test**: the host reads the per-row stop status only every ``stop_check_interval``
+  steps, through a non-blocking copy it waits for one check later (so the GPU always has a
+  queued step). Steps run after the stop only write slots that the expert mask hides and
+  tokens that are cut off, so the outputs equal the reference loop's; the stop rule itself
+  (one step after every row emitted ``<|traj_future_start|>``, budget ``max_new_tokens``) is
+  the same.
+* **Flow-matching step** (captured per row count and step count): the 64 action tokens
+  are written to the fixed last 64 slots (no crop), the expert mask (built once per call
+  on the device) hides each row's tokens after its ``<|traj_future_start|>`` and every
+  unused slot, then x <- x + dt * v.
+* **Vision reuse**: the vision encoder treats images independently (patch embedding,
+  position embeddings and rotary ids per image grid; attention split at the image
+  boundaries ``cu_seqlens``; merger and DeepStack mergers per group of 4 patches of one
+  image; see transformers' ``Qwen3VLVisionModel.forward``), so its output for a frame
+  depends on that frame alone. Features (merged embeddings and the DeepStack features)
+  are kept per (caller frame key, frame size) for the frames of the last call, and only
+  new frames are encoded. transformers' ``Qwen3VLModel.forward`` has no way to take
+  precomputed image features, so :meth:`FastEngine.prefill` does its image-token scatter
+  and calls its language model directly.
+
+On CPU the same steps run without graphs, so every line above is exercised by the CPU
+tests (``test/test_fast_path.py``).
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+from typing import Callable, Hashable, Optional, Sequence
+
+import torch
+
+from alpamayo_ros.core.errors import ModelRuntimeError
+from alpamayo_ros.model.cuda_graphs import OnceLog, StepRunner
+from alpamayo_ros.model.generation import expert_position_ids
+from alpamayo_ros.model.modeling import AlpamayoR1Network
+from alpamayo_ros.model.sampling import TokenChooser
+from alpamayo_ros.model.static_cache import (GROUPED_SDPA, StaticKVCache,
+                                             attention_implementation, register_grouped_sdpa,
+                                             round_capacity)
+
+NUM_ACTIONS = 64
+
+
+@dataclass(frozen=True)
+class FastPathConfig:
+    """Settings of the fast path.
+
+    cuda_graphs: capture the decode and flow-matching steps on CUDA (else plain calls).
+    stop_check_interval: decode steps between two reads of the stop status; None: 4 on
+        CUDA, 1 elsewhere (on the CPU there is no queued work to overlap with). Above 1, or
+        on CUDA, the host reads each status only after posting the next one.
+    max_row_counts: row counts whose caches and graphs are kept (least recently used goes).
+    vision_reuse: keep the vision features of the last call's frames (needs frame keys).
+    """
+
+    cuda_graphs: bool = True
+    stop_check_interval: Optional[int] = None
+    max_row_counts: int = 3
+    vision_reuse: bool = True
+
+    def __post_init__(self):
+        if self.stop_check_interval is not None and int(self.stop_check_interval) < 1:
+            raise ModelRuntimeError(
+                f"stop_check_interval must be >= 1, have {self.stop_check_interval}")
+        if int(self.max_row_counts) < 1:
+            raise ModelRuntimeError(f"max_row_counts must be >= 1, have {self.max_row_counts}")
+
+
+@dataclass(frozen=True)
+class VisionFeatures:
+    """Vision-encoder output of one frame: embeds (tokens, text hidden) and the DeepStack
+    features, one (tokens, text hidden) tensor per DeepStack layer."""
+
+    embeds: torch.Tensor
+    deepstack: tuple[torch.Tensor, ...]
+
+
+@dataclass
+class FastResult:
+    """Output of :meth:`FastEngine.run` (the fields of runtime.RawPrediction).
+
+    actions (N, 64, 2) float32; tokens (N, T) int64; found (N,) bool; offsets (N,) int64;
+    rope_deltas int; cache_len int (prompt + fed tokens); decode_steps: decode steps run
+    (including the ones after the stop that the check interval lets through).
+    """
+
+    actions: torch.Tensor
+    tokens: torch.Tensor
+    found: torch.Tensor
+    offsets: torch.Tensor
+    rope_deltas: int
+    cache_len: int
+    decode_steps: int
+
+
+class RowState:
+    """Static cache and persistent step tensors for ``rows`` sample rows."""
+
+    def __init__(self, network: AlpamayoR1Network, rows: int, capacity: int,
+                 device: torch.device, dtype: torch.dtype, traj_future_start: int) -> None:
+        text = network.vlm.config.text_config
+        self.rows, self.capacity = rows, capacity
+        self.action_start = capacity - NUM_ACTIONS
+        self.cache = StaticKVCache(network.num_layers, rows, capacity, text.num_key_value_heads,
+                                   text.head_dim, dtype, device)
+        self.traj_future_start = traj_future_start
+        long = dict(dtype=torch.long, device=device)
+        self.columns = torch.arange(capacity, **long)
+        self.token_in = torch.zeros(rows, **long)
+        self.position = torch.zeros((), **long)
+        self.rope_delta = torch.zeros((), **long)
+        self.step = torch.full((), -1, **long)
+        self.tokens = torch.zeros(rows, capacity, **long)
+        self.found = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.first_index = torch.full((rows,), -1, **long)
+        self.forced = torch.zeros(capacity, **long)
+        self.use_forced = torch.zeros((), dtype=torch.bool, device=device)
+        self.mask_open = torch.zeros((), dtype=dtype, device=device)
+        self.mask_hidden = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
+        self.x = torch.zeros(rows, NUM_ACTIONS, 2, dtype=torch.float32, device=device)
+        self.flow_step = torch.zeros((), **long)
+        mask_rows = 1 if network.spec.expert_non_causal_attention else NUM_ACTIONS
+        self.expert_mask = torch.zeros(rows, 1, mask_rows, capacity, dtype=dtype, device=device)
+        self.expert_positions = torch.zeros(3, rows, NUM_ACTIONS, **long)
+        self.action_slots = torch.arange(self.action_start, capacity, **long)
+        self.decode_runners: dict[tuple, StepRunner] = {}
+        self.flow_runners: dict[int, StepRunner] = {}
+
+    def begin_decode(self, prompt_len: int, rope_delta: torch.Tensor,
+                     forced: Optional[torch.Tensor]) -> None:
+        """Reset the decode tensors for a prompt of ``prompt_len`` slots (no host sync)."""
+        self.step.fill_(-1)
+        self.position.fill_(prompt_len - 1)
+        self.rope_delta.copy_(rope_delta.reshape(()))
+        self.found.zero_()
+        self.first_index.fill_(-1)
+        if forced is not None:
+            self.forced[:forced.numel()].copy_(forced.reshape(-1))
+        self.use_forced.fill_(forced is not None)
+
+    def record(self, token: torch.Tensor) -> None:
+        """Store the tokens (rows,) chosen at the next step and make them the ones fed next."""
+        self.step += 1
+        self.position += 1
+        forced = self.forced.index_select(0, self.step.reshape(1))
+        token = torch.where(self.use_forced, forced, token)
+        self.tokens.index_copy_(1, self.step.reshape(1), token[:, None])
+        newly = (token == self.traj_future_start) & ~self.found
+        self.first_index.copy_(torch.where(newly, self.step, self.first_index))
+        self.found |= newly
+        self.token_in.copy_(token)
+
+    def stop_status(self) -> torch.Tensor:
+        """(rows,) index of each row's first <|traj_future_start|>, -1 where none yet."""
+        return torch.where(self.found, self.first_index, -1)
+
+    def reset_indices(self) -> None:
+        """Valid indices for a warm-up call of the steps (before a capture)."""
+        self.step.fill_(-1)
+        self.position.zero_()
+        self.flow_step.zero_()
+
+
+class _StatusReader:
+    """Reads RowState.stop_status() on the host: non-blocking copies into pinned memory
+    with an event each on CUDA, plain copies elsewhere."""
+
+    def __init__(self, device: torch.device, rows: int, lag: int) -> None:
+        self.cuda = device.type == "cuda"
+        self.lag = lag
+        self.slots = [torch.empty(rows, dtype=torch.long, pin_memory=self.cuda)
+                      for _ in range(lag + 2)]
+        self.pending: collections.deque = collections.deque()
+        self.count = 0
+
+    def post(self, status: torch.Tensor) -> None:
+        slot = self.slots[self.count % len(self.slots)]
+        self.count += 1
+        slot.copy_(status, non_blocking=self.cuda)
+        event = None
+        if self.cuda:
+            event = torch.cuda.Event()
+            event.record()
+        self.pending.append((slot, event))
+
+    def take(self) -> list[int]:
+        slot, event = self.pending.popleft()
+        if event is not None:
+            event.synchronize()
+        return slot.tolist()
+
+
+class FastEngine:
+    """Fast-path inference on one network and device (see the module docstring).
+
+    traj_future_start: id of <|traj_future_start|>; log: where shape changes, captures and
+    fallbacks are reported (once each).
+    """
+
+    def __init__(self, network: AlpamayoR1Network, traj_future_start: int,
+                 device: torch.device, dtype: torch.dtype,
+                 config: FastPathConfig = FastPathConfig(), log: Optional[OnceLog] = None
+                 ) -> None:
+        register_grouped_sdpa()
+        self.network = network
+        self.traj_future_start = int(traj_future_start)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.config = config
+        self.log = log or OnceLog()
+        self.generator = torch.Generator(device=self.device)
+        self.use_graphs = bool(config.cuda_graphs) and self.device.type == "cuda"
+        self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        self._states: "collections.OrderedDict[int, RowState]" = collections.OrderedDict()
+        self._vision: dict[Hashable, VisionFeatures] = {}
+        self.vision_stats = {"encoded": 0, "reused": 0}
+
+    # ----------------------------------------------------------------- row states
+    def state_for(self, rows: int, prompt_len: int, max_new_tokens: int) -> RowState:
+        """The RowState for ``rows`` rows, grown (new cache, new graphs) when too small."""
+        need = prompt_len + max_new_tokens + NUM_ACTIONS
+        state = self._states.get(rows)
+        if state is not None and state.capacity >= need:
+            self._states.move_to_end(rows)
+            return state
+        capacity = round_capacity(need)
+        if state is not None:
+            self.log.once(("grow", rows, capacity),
+                          f"fast path: KV cache for {rows} row(s) grows from {state.capacity} "
+                          f"to {capacity} slots (prompt {prompt_len} + CoC {max_new_tokens} + "
+                          f"{NUM_ACTIONS}); its steps are captured again")
+            del self._states[rows]
+            state = None
+        while len(self._states) >= self.config.max_row_counts:
+            evicted, _ = self._states.popitem(last=False)
+            self.log.once(("evict", evicted, rows),
+                          f"fast path: dropping the cache of {evicted} row(s) to make room for "
+                          f"{rows} (max_row_counts {self.config.max_row_counts})")
+        state = RowState(self.network, rows, capacity, self.device, self.dtype,
+                         self.traj_future_start)
+        self.log.once(("alloc", rows, capacity),
+                      f"fast path: KV cache for {rows} row(s) x {capacity} slots "
+                      f"({state.cache.memory_bytes() / 2 ** 20:.0f} MiB)")
+        self._states[rows] = state
+        return state
+
+    def decode_runner(self, state: RowState, chooser: TokenChooser) -> StepRunner:
+        runner = state.decode_runners.get(chooser.key)
+        if runner is None:
+            runner = StepRunner(lambda: self._decode_step(state, chooser),
+                                f"the decode step ({state.rows} row(s), {state.capacity} slots, "
+                                f"{'sampled' if chooser.sample else 'greedy'})",
+                                self.device, generators=(self.generator,), pool=self._pool,
+                                log=self.log, reset=state.reset_indices)
+            state.decode_runners[chooser.key] = runner
+        return runner
+
+    def flow_runner(self, state: RowState, steps: int) -> StepRunner:
+        runner = state.flow_runners.get(steps)
+        if runner is None:
+            times = torch.linspace(0.0, 1.0, steps + 1, device=self.device, dtype=torch.float32)
+            runner = StepRunner(lambda: self._flow_step(state, times, 1.0 / steps),
+                                f"the flow-matching step ({state.rows} row(s), "
+                                f"{state.capacity} slots, {steps} steps)", self.device,
+                                pool=self._pool, log=self.log, reset=state.reset_indices)
+            state.flow_runners[steps] = runner
+        return runner
+
+    # ----------------------------------------------------------------- steps
+    def _decode_step(self, state: RowState, chooser: TokenChooser) -> None:
+        """Feed state.token_in at slot state.position; choose and record the next tokens."""
+        lm = self.network.vlm.model.language_model
+        rows = state.rows
+        embeds = lm.embed_tokens(state.token_in[:, None])
+        position_ids = (state.position + state.rope_delta).reshape(1, 1, 1).expand(3, rows, 1)
+        mask = torch.where(state.columns <= state.position, state.mask_open, state.mask_hidden)
+        with state.cache.static_writes(), attention_implementation(lm.config, GROUPED_SDPA):
+            hidden = lm(inputs_embeds=embeds, position_ids=position_ids,
+                        attention_mask=mask.reshape(1, 1, 1, -1), past_key_values=state.cache,
+                        cache_position=state.position.reshape(1), use_cache=True
+                        ).last_hidden_state
+        logits = self.network.vlm.lm_head(hidden[:, -1]).float()
+        state.record(chooser(logits, self.generator))
+
+    def _flow_step(self, state: RowState, times: torch.Tensor, dt: float) -> None:
+        """One Euler step x <- x + dt * v(x, t_k) with the actions in the last 64 slots."""
+        net = self.network
+        t = times.index_select(0, state.flow_step.reshape(1)).expand(state.rows)
+        embeds = net.action_in_proj(state.x, t)
+        with state.cache.static_writes(), attention_implementation(net.expert.config,
+                                                                   GROUPED_SDPA):
+            hidden = net.expert(inputs_embeds=embeds, position_ids=state.expert_positions,
+                                attention_mask=state.expert_mask, past_key_values=state.cache,
+                                cache_position=state.action_slots, use_cache=True
+                                ).last_hidden_state
+        velocity = net.action_out_proj(hidden).float()
+        state.x.copy_(state.x + dt * velocity)
+        state.flow_step += 1
+
+    # ----------------------------------------------------------------- vision
+    def missing_frames(self, keys: Sequence[Hashable]) -> list[int]:
+        """Indices of the frames to encode: the first frame of each key without cached
+        features (every distinct key when vision reuse is off)."""
+        cached = self._vision if self.config.vision_reuse else {}
+        seen, missing = set(), []
+        for index, key in enumerate(keys):
+            if key not in seen and key not in cached:
+                missing.append(index)
+            seen.add(key)
+        return missing
+
+    def encode_images(self, pixel_values: torch.Tensor, grid: torch.Tensor
+                      ) -> list[VisionFeatures]:
+        """Vision encoder over the given frames: one VisionFeatures per frame."""
+        if grid.shape[0] == 0:
+            return []
+        embeds, deepstack = self.network.vlm.model.get_image_features(
+            pixel_values.to(self.dtype), grid)
+        sizes = [e.shape[0] for e in embeds]
+        per_layer = [d.split(sizes) for d in deepstack]
+        return [VisionFeatures(embeds[i], tuple(layer[i] for layer in per_layer))
+                for i in range(len(sizes))]
+
+    def frame_features(self, pixel_values: torch.Tensor, grid: torch.Tensor,
+                       encoded: Sequence[int], keys: Optional[Sequence[Hashable]]
+                       ) -> list[VisionFeatures]:
+        """Features of all frames: encode the ``encoded`` ones (their patches are
+        ``pixel_values``), take the others from the cache; keep only this call's frames."""
+        fresh = self.encode_images(pixel_values, grid[list(encoded)])
+        self.vision_stats["encoded"] += len(fresh)
+        if keys is None:
+            if len(fresh) != grid.shape[0]:
+                raise ModelRuntimeError(f"without frame keys every frame is encoded: have "
+                                        f"{len(fresh)} of {grid.shape[0]}")
+            return fresh
+        new = {keys[i]: f for i, f in zip(encoded, fresh)}
+        try:
+            features = [new[k] if k in new else self._vision[k] for k in keys]
+        except KeyError as exc:
+            raise ModelRuntimeError(f"no vision features for frame key {exc.args[0]!r}") from exc
+        self.vision_stats["reused"] += len(keys) - len(fresh)
+        if self.config.vision_reuse:
+            self._vision = {k: f for k, f in zip(keys, features)}
+        return features
+
+    def clear_vision_cache(self) -> None:
+        self._vision = {}
+
+    # ----------------------------------------------------------------- stages
+    def prefill(self, state: RowState, input_ids: torch.Tensor, grid: torch.Tensor,
+                features: Sequence[VisionFeatures],
+                rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Language-model prefill of the prompt (batch 1) into every row of the state's cache.
+
+        rope: the prompt's (position_ids (3, 1, L), rope_deltas (1, 1)) if known, else
+        computed with Qwen3VLModel.get_rope_index.
+        Returns (last-position logits (1, vocab) float32, rope_deltas (1, 1) int64).
+        """
+        vlm = self.network.vlm.model
+        if rope is None:
+            rope = vlm.get_rope_index(input_ids, grid, None)
+        position_ids, rope_deltas = rope
+        embeds = vlm.get_input_embeddings()(input_ids)
+        image_embeds = torch.cat([f.embeds for f in features]).to(embeds.device, embeds.dtype)
+        deepstack = [torch.cat([f.deepstack[j] for f in features])
+                     for j in range(len(features[0].deepstack))]
+        image_mask, _ = vlm.get_placeholder_mask(input_ids, inputs_embeds=embeds,
+                                                 image_features=image_embeds)
+        embeds = embeds.masked_scatter(image_mask, image_embeds)
+        state.cache.begin_prefill()
+        out = vlm.language_model(inputs_embeds=embeds, position_ids=position_ids,
+                                 past_key_values=state.cache, use_cache=True,
+                                 visual_pos_masks=image_mask[..., 0],
+                                 deepstack_visual_embeds=deepstack)
+        logits = self.network.vlm.lm_head(out.last_hidden_state[:, -1:, :])[:, 0].float()
+        return logits, rope_deltas
+
+    def stop_check_schedule(self) -> tuple[int, int]:
+        """(decode steps between stop-status reads, reads kept in flight)."""
+        cuda = self.device.type == "cuda"
+        interval = self.config.stop_check_interval
+        interval = int(interval) if interval is not None else (4 if cuda else 1)
+        return interval, 1 if (cuda or interval > 1) else 0
+
+    def decode(self, state: RowState, runner: StepRunner, chooser: TokenChooser,
+               logits: torch.Tensor, prompt_len: int, rope_deltas: torch.Tensor,
+               max_new_tokens: int, forced: Optional[torch.Tensor] = None
+               ) -> tuple[int, int, int]:
+        """CoC decode with the reference stop rule; returns (tokens kept, feeds, steps run).
+
+        The first token comes from the prefill logits; each step feeds one token and
+        chooses the next. Decoding stops one step after every row has chosen
+        <|traj_future_start|> (so its KV is in the cache) or after max_new_tokens tokens
+        (the last one is never fed).
+        """
+        if forced is not None:
+            max_new_tokens = min(max_new_tokens, int(forced.numel()))
+            forced = forced.to(self.device)[:max_new_tokens]
+        state.begin_decode(prompt_len, rope_deltas, forced)
+        state.record(chooser(logits.expand(state.rows, -1).clone(), self.generator))
+        limit = max_new_tokens - 1  # feeds at most (the last token is never fed)
+        interval, lag = self.stop_check_schedule()
+        reader = _StatusReader(self.device, state.rows, lag)
+        reader.post(state.stop_status())
+        steps, stop = 0, None
+        while True:
+            while reader.pending and (len(reader.pending) > reader.lag or steps >= limit):
+                status = reader.take()
+                if min(status) >= 0:
+                    stop = max(status)
+                    break
+            if stop is not None or steps >= limit:
+                break
+            runner()
+            steps += 1
+            if steps % interval == 0 or steps == limit:
+                reader.post(state.stop_status())
+        feeds = limit if stop is None else min(stop + 1, limit)
+        while steps < feeds:  # the stop was seen on the step that chose the last token
+            runner()
+            steps += 1
+        kept = max_new_tokens if stop is None else stop + 1
+        return kept, feeds, steps
+
+    def sample_actions(self, state: RowState, runner: StepRunner, steps: int,
+                       offsets: torch.Tensor, cache_len: int, rope_deltas: torch.Tensor,
+                       noise: torch.Tensor) -> torch.Tensor:
+        """Euler integration from ``noise`` (N, 64, 2); returns the actions (N, 64, 2) float32.
+
+        Row i sees slots [0, min(offsets[i], cache_len)) and the 64 action slots.
+        """
+        visible = offsets.clamp(max=cache_len)
+        columns = state.columns[None, :]
+        hidden = (columns >= visible[:, None]) & (columns < state.action_start)
+        hidden = hidden[:, None, None, :]
+        if state.expert_mask.shape[2] != 1:  # causal among the action tokens
+            query = torch.arange(NUM_ACTIONS, device=self.device)
+            future = (columns - state.action_start) > query[:, None]
+            hidden = hidden | future[None, None]
+        state.expert_mask.copy_(torch.where(hidden, state.mask_hidden, state.mask_open)
+                                .expand_as(state.expert_mask))
+        state.expert_positions.copy_(expert_position_ids(offsets, rope_deltas.reshape(()),
+                                                         NUM_ACTIONS))
+        state.x.copy_(noise)
+        state.flow_step.zero_()
+        for _ in range(steps):
+            runner()
+        return state.x.clone()
+
+    # ----------------------------------------------------------------- one call
+    def run(self, input_ids: torch.Tensor, grid: torch.Tensor, pixel_values: torch.Tensor,
+            encoded: Sequence[int], frame_keys: Optional[Sequence[Hashable]], rows: int,
+            chooser: TokenChooser, max_new_tokens: int, diffusion_steps: int,
+            seed: Optional[int], noise: Optional[torch.Tensor] = None,
+            forced_tokens: Optional[torch.Tensor] = None,
+            lap: Callable[[str], None] = lambda stage: None,
+            rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> FastResult:
+        """Vision (new frames only), prefill, CoC decode and flow matching.
+
+        encoded: indices of the frames whose patches are ``pixel_values``; frame_keys: the
+        vision-cache keys of all frames (None: every frame is in ``pixel_values``).
+        seed: re-seeds the runtime's generator (None: a seed from torch's global RNG).
+        lap(stage) is called after "vision", "prefill", "coc_decode" and "diffusion".
+        rope: the prompt's M-RoPE ids if known (see prefill).
+        """
+        if diffusion_steps < 1:
+            raise ModelRuntimeError(f"diffusion_steps must be >= 1, have {diffusion_steps}")
+        with torch.inference_mode():  # the row states hold inference tensors
+            return self._run(input_ids, grid, pixel_values, encoded, frame_keys, rows, chooser,
+                             max_new_tokens, diffusion_steps, seed, noise, forced_tokens, lap,
+                             rope)
+
+    def _run(self, input_ids, grid, pixel_values, encoded, frame_keys, rows, chooser,
+             max_new_tokens, diffusion_steps, seed, noise, forced_tokens, lap, rope
+             ) -> FastResult:
+        prompt_len = int(input_ids.shape[1])
+        state = self.state_for(rows, prompt_len, max_new_tokens)
+        decode_runner = self.decode_runner(state, chooser)
+        flow_runner = self.flow_runner(state, diffusion_steps)
+        if self.use_graphs:  # before the prefill: warm-up calls write into the cache
+            decode_runner.capture()
+            flow_runner.capture()
+        features = self.frame_features(pixel_values, grid, encoded, frame_keys)
+        lap("vision")
+        logits, rope_deltas = self.prefill(state, input_ids, grid, features, rope)
+        lap("prefill")
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+        self.generator.manual_seed(int(seed))
+        kept, feeds, steps_run = self.decode(state, decode_runner, chooser, logits, prompt_len,
+                                             rope_deltas, max_new_tokens, forced_tokens)
+        lap("coc_decode")
+        cache_len = prompt_len + feeds
+        offsets = torch.where(state.found, prompt_len + state.first_index + 1,
+                              torch.full_like(state.first_index, cache_len + 1))
+        if noise is None:
+            noise = torch.randn((rows, NUM_ACTIONS, 2), generator=self.generator,
+                                device=self.device, dtype=torch.float32)
+        actions = self.sample_actions(state, flow_runner, diffusion_steps, offsets, cache_len,
+                                      rope_deltas, noise.to(self.device, torch.float32))
+        lap("diffusion")
+        return FastResult(actions=actions, tokens=state.tokens[:, :kept].clone(),
+                          found=state.found.clone(), offsets=offsets,
+                          rope_deltas=int(rope_deltas.reshape(-1)[0]), cache_len=cache_len,
+                          decode_steps=steps_run)
+
+    def report(self) -> dict:
+        """Row states, captured steps, fallbacks and vision reuse counts (for diagnostics)."""
+        states = []
+        for rows, state in self._states.items():
+            runners = list(state.decode_runners.values()) + list(state.flow_runners.values())
+            states.append(dict(rows=rows, capacity=state.capacity,
+                               captured=[r.name for r in runners if r.captured],
+                               uncaptured=[r.name for r in runners if not r.captured]))
+        return dict(cuda_graphs=self.use_graphs, states=states,
+                    vision=dict(self.vision_stats, cached_frames=len(self._vision)),
+                    messages=list(self.log.messages))

@@ -1,0 +1,179 @@
+"""Fixed-shape KV cache and attention call of the fast inference path.
+
+Layout of one cache of ``capacity`` slots per sample row (capacity is a multiple of 16):
+
+    [0, L)                 prompt, written once by the prefill (batch 1, broadcast to all rows)
+    [L, L + T - 1)         the fed CoC tokens, one slot per decode step
+    ...                    unused slots (stale values of earlier calls, always masked)
+    [capacity - 64, capacity)   the 64 action tokens of the flow-matching expert
+
+Two write modes. *Prefill* writes a contiguous range starting at slot 0 and returns only
+the written part, so the prompt runs through transformers' usual causal attention. *Static*
+(decode and expert steps) writes with ``index_copy_`` at device-side slot indices and always
+returns the whole buffer, so a step has the same tensor shapes and addresses every time and
+can be captured as a CUDA graph; the caller's additive mask hides the slots that do not
+belong to the current sequence. The buffers start zeroed: a masked slot must hold finite
+numbers, because masking is additive and NaN * 0 is NaN.
+
+Attention of static steps goes through :func:`grouped_query_sdpa`, registered with
+transformers' AttentionInterface (the Qwen3-VL attention layers themselves are reused).
+Why not transformers' SDPA call: with an attention mask it expands the 8 KV heads to the 32
+query heads (``repeat_kv``), which copies the whole fixed-size cache of every layer on every
+step; folding the query heads of a KV group into the query axis gives the same products
+without that copy.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from alpamayo_ros.core.errors import ModelRuntimeError
+
+GROUPED_SDPA = "alpamayo_grouped_sdpa"
+# Slot counts are rounded up to this multiple: fused attention kernels want the key axis of
+# an additive mask aligned, and nearby prompt lengths then share one capacity.
+CAPACITY_ALIGN = 16
+
+
+def round_capacity(slots: int) -> int:
+    """``slots`` rounded up to a multiple of CAPACITY_ALIGN."""
+    return -(-int(slots) // CAPACITY_ALIGN) * CAPACITY_ALIGN
+
+
+class StaticKVLayer(CacheLayerMixin):
+    """One layer's keys and values: two zeroed (rows, kv_heads, capacity, head_dim) buffers."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self, rows: int, capacity: int, kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        shape = (rows, kv_heads, capacity, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.dtype, self.device = dtype, device
+        self.is_initialized = True
+        self.rows, self.capacity = rows, capacity
+        self.static = False
+        # Slots written by the prefill (host int; the static mode keeps positions on device).
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor) -> None:  # buffers exist already
+        return None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
+               cache_kwargs: Optional[dict[str, Any]] = None):
+        if self.static:
+            slots = cache_kwargs["cache_position"]
+            self.keys.index_copy_(2, slots, key_states)
+            self.values.index_copy_(2, slots, value_states)
+            return self.keys, self.values
+        start, count = self.length, key_states.shape[-2]
+        end = start + count
+        if end > self.capacity:
+            raise ModelRuntimeError(
+                f"KV cache overflow: have room for {self.capacity} tokens, need {end}")
+        batch = key_states.shape[0]
+        if batch not in (1, self.rows):
+            raise ModelRuntimeError(f"KV cache has {self.rows} rows, got a batch of {batch}")
+        # A batch-1 write (the prompt) is broadcast into every sample row.
+        self.keys[:, :, start:end] = key_states
+        self.values[:, :, start:end] = value_states
+        self.length = end
+        return self.keys[:batch, :, :end], self.values[:batch, :, :end]
+
+    def get_mask_sizes(self, cache_position: torch.Tensor) -> tuple[int, int]:
+        if self.static:
+            return self.capacity, 0
+        return self.length + cache_position.shape[0], 0
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def get_max_cache_shape(self) -> int:
+        return self.capacity
+
+
+class StaticKVCache(Cache):
+    """A transformers Cache of ``StaticKVLayer``s for ``rows`` sample rows."""
+
+    def __init__(self, num_layers: int, rows: int, capacity: int, kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        if capacity % CAPACITY_ALIGN:
+            raise ModelRuntimeError(f"cache capacity must be a multiple of {CAPACITY_ALIGN}, "
+                                    f"have {capacity}")
+        super().__init__(layers=[StaticKVLayer(rows, capacity, kv_heads, head_dim, dtype, device)
+                                 for _ in range(num_layers)])
+        self.rows, self.capacity = rows, capacity
+
+    def begin_prefill(self) -> None:
+        """Next writes: the prompt from slot 0 (contiguous, returned unpadded)."""
+        for layer in self.layers:
+            layer.static, layer.length = False, 0
+
+    @contextlib.contextmanager
+    def static_writes(self) -> Iterator[None]:
+        """Writes at device-side slots, whole buffers returned (decode and expert steps)."""
+        for layer in self.layers:
+            layer.static = True
+        try:
+            yield
+        finally:
+            for layer in self.layers:
+                layer.static = False
+
+    def memory_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for layer in self.layers
+                   for t in (layer.keys, layer.values))
+
+
+def grouped_query_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                       value: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                       dropout: float = 0.0, scaling: Optional[float] = None,
+                       is_causal: Optional[bool] = None, **kwargs) -> tuple[torch.Tensor, None]:
+    """Attention of a static step, the same result as transformers' SDPA call.
+
+    query: (B, Hq, Q, D); key/value: (B, Hkv, K, D) with Hq = g * Hkv, query head h using KV
+    head h // g (transformers' repeat_kv order); attention_mask: additive (B or 1, 1, Q or 1,
+    K). The g query heads of a KV head become g * Q rows of one attention problem, so the KV
+    buffers are read in place. Returns (B, Q, Hq, D) as the attention layers expect.
+    """
+    if attention_mask is None:
+        raise ModelRuntimeError("grouped_query_sdpa needs an attention mask (static steps "
+                                "always pass one)")
+    batch, q_heads, q_len, head_dim = query.shape
+    kv_heads, kv_len = key.shape[1], key.shape[2]
+    groups = q_heads // kv_heads
+    grouped = query.reshape(batch, kv_heads, groups * q_len, head_dim)
+    mask = attention_mask[..., :kv_len]
+    if mask.shape[2] == 1:  # one mask row for every query: a broadcast view, no copy
+        mask = mask.expand(mask.shape[0], 1, groups * q_len, kv_len)
+    else:
+        mask = mask[:, :, None].expand(mask.shape[0], 1, groups, q_len, kv_len)
+        mask = mask.reshape(mask.shape[0], 1, groups * q_len, kv_len)
+    out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, dropout_p=0.0,
+                                         scale=scaling)
+    return out.reshape(batch, q_heads, q_len, head_dim).transpose(1, 2).contiguous(), None
+
+
+def register_grouped_sdpa() -> None:
+    """Register :func:`grouped_query_sdpa` under GROUPED_SDPA (idempotent)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(GROUPED_SDPA, grouped_query_sdpa)
+
+
+@contextlib.contextmanager
+def attention_implementation(config, name: str) -> Iterator[None]:
+    """Use attention ``name`` for the layers that read ``config`` inside the block."""
+    previous = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous

@@ -1,0 +1,486 @@
+"""Fast path (static KV cache, captured steps, sync-free sampling, vision reuse) against the
+eager reference path on the tiny checkpoint, plus its building blocks.
+
+On the CPU the fast path runs its fixed-shape steps without CUDA graphs, so these tests
+cover the code that is captured on CUDA; the CUDA-only tests at the end (skipped here)
+check the captured replays and the absence of host syncs.
+"""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from alpamayo_ros.core.errors import ModelInputError, ModelRuntimeError
+from alpamayo_ros.core.types import NUM_WAYPOINTS, InferenceOptions, ModelInput
+from alpamayo_ros.model import static_cache
+from alpamayo_ros.model.cuda_graphs import OnceLog, StepRunner
+from alpamayo_ros.model.fast_path import FastPathConfig
+from alpamayo_ros.model.runtime import AlpamayoRuntime
+from alpamayo_ros.model.sampling import TokenChooser, exponential_race
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    torch.set_num_threads(1)
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def runtime(checkpoint):
+    return AlpamayoRuntime.from_pretrained(checkpoint)
+
+
+def _frames(height=64, width=96, phase=0):
+    yy, xx = np.mgrid[0:height, 0:width]
+    return [np.stack([(xx * (k + 1 + phase)) % 256, (yy * 3 + phase) % 256,
+                      (xx + yy + 9 * k) % 256], axis=-1).astype(np.uint8) for k in range(16)]
+
+
+def _model_input(frames=None, speed=6.0, keys=None):
+    t = np.linspace(-1.5, 0.0, 16)
+    xyz = np.stack([speed * t, np.zeros(16), np.zeros(16)], axis=1)
+    return ModelInput(frames=tuple(frames if frames is not None else _frames()),
+                      history_xyz=xyz, history_rot=np.tile(np.eye(3), (16, 1, 1)),
+                      frame_keys=keys)
+
+
+def _both_paths(runtime, options, noise=None, forced=None, model_input=None):
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(model_input or _model_input())
+        eager = runtime.run_prepared(prepared, options, noise, forced_tokens=forced,
+                                     generator=runtime.make_generator(options.seed),
+                                     path="eager")
+        fast = runtime.run_prepared(prepared, options, noise, forced_tokens=forced,
+                                    path="fast")
+    return eager, fast
+
+
+def _assert_same(eager, fast, actions_atol=1e-5):
+    assert torch.equal(eager.tokens, fast.tokens)
+    assert torch.equal(eager.found, fast.found)
+    assert torch.equal(eager.offsets, fast.offsets)
+    assert (eager.cache_len, eager.rope_deltas) == (fast.cache_len, fast.rope_deltas)
+    torch.testing.assert_close(fast.actions, eager.actions, atol=actions_atol, rtol=0)
+
+
+# ------------------------------------------------------------------ fast == eager
+@pytest.mark.parametrize("budget", [1, 2, 5, 13])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_greedy_decode_matches_the_eager_path(runtime, budget, rows):
+    """Greedy (the tiny model never stops): exact ids, cache length, offsets per budget."""
+    noise = np.random.default_rng(budget).standard_normal((rows, NUM_WAYPOINTS, 2))
+    options = InferenceOptions(num_samples=rows, max_coc_tokens=budget, diffusion_steps=3,
+                               sample_coc=False)
+    eager, fast = _both_paths(runtime, options, noise.astype(np.float32))
+    assert fast.path == "fast" and eager.path == "eager"
+    assert fast.tokens.shape == (rows, budget) and not bool(fast.found.any())
+    _assert_same(eager, fast)
+
+
+def test_forced_stop_matches_the_eager_path(runtime):
+    ids = runtime.token_ids
+    forced = torch.tensor([300, 301, ids.cot_end, ids.traj_future_start, 302, 303, 304])
+    noise = np.random.default_rng(1).standard_normal((2, NUM_WAYPOINTS, 2)).astype(np.float32)
+    options = InferenceOptions(num_samples=2, max_coc_tokens=20, diffusion_steps=4)
+    eager, fast = _both_paths(runtime, options, noise, forced)
+    assert fast.tokens.tolist() == [forced[:4].tolist()] * 2
+    assert fast.decode_steps == 4  # one step after <|traj_future_start|>, none more
+    _assert_same(eager, fast)
+
+
+def test_sampled_rows_match_the_eager_path_with_the_same_seed(runtime):
+    """On the CPU both paths draw the same exponentials from the same seed (torch's
+    multinomial uses the exponential race for one sample), so sampled CoCs are identical,
+    including rows that stop at different steps."""
+    for seed in (0, 7, 21):
+        options = InferenceOptions(num_samples=4, max_coc_tokens=40, diffusion_steps=4,
+                                   seed=seed)
+        eager, fast = _both_paths(runtime, options)
+        _assert_same(eager, fast)
+    assert eager.found.any()  # some row stopped on <|traj_future_start|>
+
+
+@pytest.mark.parametrize("interval", [2, 3, 8])
+def test_stop_checked_every_k_steps_gives_the_same_outputs(checkpoint, interval):
+    """Reading the stop status only every K steps (lagged by one read, as on CUDA) runs a
+    few extra steps after the stop; they change neither tokens, cache length, offsets nor
+    actions (the expert mask hides what they wrote)."""
+    runtime = AlpamayoRuntime.from_pretrained(
+        checkpoint, fast_path_config=FastPathConfig(stop_check_interval=interval))
+    ids = runtime.token_ids
+    forced = torch.tensor([300, ids.cot_end, ids.traj_future_start] + [301] * 20)
+    noise = np.random.default_rng(2).standard_normal((2, NUM_WAYPOINTS, 2)).astype(np.float32)
+    options = InferenceOptions(num_samples=2, max_coc_tokens=23, diffusion_steps=3)
+    eager, fast = _both_paths(runtime, options, noise, forced)
+    _assert_same(eager, fast)
+    assert fast.decode_steps > 3  # steps ran past the stop, and were harmless
+    for seed in (3, 4):
+        sampled = InferenceOptions(num_samples=3, max_coc_tokens=30, diffusion_steps=3,
+                                   seed=seed)
+        eager, fast = _both_paths(runtime, sampled, noise=np.zeros((3, NUM_WAYPOINTS, 2),
+                                                                  np.float32))
+        _assert_same(eager, fast)
+
+
+def test_predict_defaults_to_the_fast_path_and_is_reproducible(runtime):
+    assert runtime.fast_path and runtime.describe()["fast_path"]
+    options = InferenceOptions(num_samples=3, max_coc_tokens=24, diffusion_steps=4, seed=5)
+    first = runtime.predict(_model_input(), options)
+    second = runtime.predict(_model_input(), options)
+    other = runtime.predict(_model_input(), InferenceOptions(
+        num_samples=3, max_coc_tokens=24, diffusion_steps=4, seed=6))
+    for a, b in zip(first.samples, second.samples):
+        np.testing.assert_array_equal(a.xyz, b.xyz)
+        assert a.coc == b.coc and a.coc_token_count == b.coc_token_count
+    assert not np.array_equal(first.samples[0].xyz, other.samples[0].xyz)
+
+
+# ------------------------------------------------------------------ shapes and reuse
+def test_cache_is_reused_grown_and_bounded(checkpoint, caplog):
+    runtime = AlpamayoRuntime.from_pretrained(
+        checkpoint, fast_path_config=FastPathConfig(max_row_counts=2))
+    engine = runtime.engine
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    small = InferenceOptions(num_samples=1, max_coc_tokens=8, diffusion_steps=2)
+    runtime.predict(_model_input(), small)
+    state = engine._states[1]
+    runtime.predict(_model_input(speed=3.0), small)
+    assert engine._states[1] is state  # same cache, same steps
+    runtime.predict(_model_input(), InferenceOptions(num_samples=1, max_coc_tokens=64,
+                                                     diffusion_steps=2))
+    grown = engine._states[1]
+    assert grown is not state and grown.capacity > state.capacity
+    assert grown.capacity % static_cache.CAPACITY_ALIGN == 0
+    runtime.predict(_model_input(), small)  # a smaller budget fits in the grown cache
+    assert engine._states[1] is grown
+    runtime.predict(_model_input(frames=_frames(96, 64)), small)  # other image size
+    for rows in (2, 3):
+        runtime.predict(_model_input(), InferenceOptions(num_samples=rows, max_coc_tokens=8,
+                                                         diffusion_steps=2))
+    assert list(engine._states) == [2, 3]  # at most max_row_counts row counts kept
+    messages = runtime.fast_path_report()["messages"]
+    assert sum("grows from" in m for m in messages) == 1
+    assert sum("dropping the cache of 1 row(s)" in m for m in messages) == 1
+    assert len(messages) == len(set(messages))
+    logged = [r.getMessage() for r in caplog.records]
+    assert sum("grows from" in m for m in logged) == 1
+
+
+def test_vision_features_are_reused_across_ticks(runtime):
+    """A 10 Hz tick sequence: each camera's window shifts by one frame, so 4 of 16 frames
+    are new. Only those are encoded, and the plans equal those of a run without reuse."""
+    video = [_frames(phase=p)[0] for p in range(8)]  # frame p of a "video"
+
+    def tick(start):
+        # camera c, frame f: video frame start + f, tinted per camera
+        frames = [np.roll(video[start + f], shift=7 * c, axis=1)
+                  for c in range(4) for f in range(4)]
+        keys = tuple((c, start + f) for c in range(4) for f in range(4))
+        return frames, keys
+
+    options = InferenceOptions(num_samples=2, max_coc_tokens=10, diffusion_steps=3, seed=4)
+    engine = runtime.engine
+    runtime.clear_vision_cache()
+    for start in range(3):
+        frames, keys = tick(start)
+        before = dict(engine.vision_stats)
+        reused = runtime.predict(_model_input(frames, keys=keys), options)
+        encoded = engine.vision_stats["encoded"] - before["encoded"]
+        assert encoded == (16 if start == 0 else 4)
+        assert engine.vision_stats["reused"] - before["reused"] == 16 - encoded
+        fresh = runtime.predict(_model_input(frames), options)  # no keys: no reuse
+        for a, b in zip(reused.samples, fresh.samples):
+            np.testing.assert_allclose(a.xyz, b.xyz, atol=1e-5, rtol=0)
+            assert a.coc == b.coc
+    assert engine.report()["vision"]["cached_frames"] == 16
+    runtime.clear_vision_cache()
+    assert engine.report()["vision"]["cached_frames"] == 0
+
+
+def test_repeated_keys_are_encoded_once_and_bad_keys_refused(runtime):
+    frames = _frames()
+    keys = tuple(("cam", k // 2) for k in range(16))  # each frame listed twice
+    frames = [frames[2 * (k // 2)] for k in range(16)]
+    runtime.clear_vision_cache()
+    before = runtime.engine.vision_stats["encoded"]
+    runtime.predict(_model_input(frames, keys=keys),
+                    InferenceOptions(max_coc_tokens=4, diffusion_steps=2))
+    assert runtime.engine.vision_stats["encoded"] - before == 8
+    with pytest.raises(ModelInputError, match="frame_keys must name all 16 frames, have 3"):
+        runtime.predict(_model_input(keys=(1, 2, 3)), InferenceOptions(max_coc_tokens=4))
+    with pytest.raises(ModelInputError, match="frame_keys must be hashable"):
+        runtime.predict(_model_input(keys=tuple([k] for k in range(16))),
+                        InferenceOptions(max_coc_tokens=4))
+
+
+def test_prompt_rope_ids_are_kept_per_grid_and_equal_a_fresh_computation(runtime):
+    """The fast path takes the prompt's M-RoPE ids from the runtime's per-grid prompt cache;
+    they must equal get_rope_index of the fused prompt whatever the history tokens."""
+    with torch.inference_mode():
+        for frames, speed in ((_frames(), 6.0), (_frames(), 1.0), (_frames(96, 64), 6.0)):
+            prepared = runtime.prepare_inputs(_model_input(frames, speed=speed))
+            position_ids, deltas = runtime.network.vlm.model.get_rope_index(
+                prepared.input_ids, prepared.image_grid_thw, None)
+            assert torch.equal(prepared.rope[0], position_ids)
+            assert torch.equal(prepared.rope[1], deltas)
+
+
+def test_eager_path_refuses_partial_frames(runtime):
+    runtime.clear_vision_cache()
+    keys = tuple(range(16))
+    runtime.predict(_model_input(keys=keys), InferenceOptions(max_coc_tokens=2,
+                                                               diffusion_steps=1))
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(_model_input(), frame_keys=keys)
+        assert prepared.encoded_frames == () and prepared.pixel_values.shape[0] == 0
+        with pytest.raises(ModelRuntimeError, match="eager path needs the patches"):
+            runtime.run_prepared(prepared, InferenceOptions(max_coc_tokens=2), path="eager")
+
+
+def test_warmup_prepares_the_row_state(checkpoint):
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint)
+    keys = tuple(range(16))
+    runtime.predict(_model_input(keys=keys), InferenceOptions(max_coc_tokens=2,
+                                                               diffusion_steps=1))
+    seconds = runtime.warmup(InferenceOptions(num_samples=2, max_coc_tokens=16), (64, 96))
+    assert seconds > 0.0
+    state = runtime.engine._states[2]
+    messages = len(runtime.fast_path_report()["messages"])
+    assert runtime.engine.missing_frames(tuple((k, 64, 96) for k in keys)) == []
+    runtime.predict(_model_input(), InferenceOptions(num_samples=2, max_coc_tokens=16))
+    assert runtime.engine._states[2] is state  # the real call found everything ready
+    assert len(runtime.fast_path_report()["messages"]) == messages
+    eager = AlpamayoRuntime.from_pretrained(checkpoint, fast_path=False)
+    assert eager.warmup(InferenceOptions(max_coc_tokens=4), (64, 96)) > 0.0
+    assert eager._engine is None
+
+
+def test_backend_parameter_turns_the_fast_path_off(runtime):
+    from alpamayo_ros.core.planner_params import validate_parameters
+    from alpamayo_ros.model.backends import load_model
+
+    values = validate_parameters({
+        "model.backend": "alpamayo", "model.checkpoint_dir": runtime.describe()["checkpoint"],
+        "model.device": "cpu", "model.dtype": "float32"})
+    model, _ = load_model(values, InferenceOptions())
+    assert model.fast_path  # default on
+    model, _ = load_model(dict(values, **{"model.fast_path": False}), InferenceOptions())
+    assert not model.fast_path and not model.describe()["fast_path"]
+
+
+def test_unknown_path_is_refused(runtime):
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(_model_input())
+    from alpamayo_ros.core.errors import ConfigError
+    with pytest.raises(ConfigError, match="path must be one of"):
+        runtime.run_prepared(prepared, InferenceOptions(), path="compiled")
+
+
+# ------------------------------------------------------------------ building blocks
+def _reference_sdpa(query, key, value, mask):
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = query.shape[1] // key.shape[1]
+        is_causal = True
+
+    return sdpa_attention_forward(Module(), query, key, value, mask, scaling=0.25)[0]
+
+
+@pytest.mark.parametrize("q_len,mask_rows,groups", [(1, 1, 4), (8, 1, 2), (8, 8, 2)])
+def test_grouped_query_sdpa_equals_transformers_sdpa(q_len, mask_rows, groups):
+    gen = torch.Generator().manual_seed(0)
+    batch, kv_heads, kv_len, dim = 3, 2, 48, 16
+    query = torch.randn(batch, kv_heads * groups, q_len, dim, generator=gen)
+    key = torch.randn(batch, kv_heads, kv_len, dim, generator=gen)
+    value = torch.randn(batch, kv_heads, kv_len, dim, generator=gen)
+    hidden = torch.rand(batch, 1, mask_rows, kv_len, generator=gen) < 0.4
+    hidden[..., 0] = False  # every query sees at least one key
+    mask = torch.zeros(hidden.shape).masked_fill(hidden, torch.finfo(torch.float32).min)
+    want = _reference_sdpa(query, key, value, mask.expand(batch, 1, q_len, kv_len))
+    have, _ = static_cache.grouped_query_sdpa(None, query, key, value, mask, scaling=0.25)
+    torch.testing.assert_close(have, want, atol=1e-6, rtol=1e-5)
+
+
+def test_static_cache_modes():
+    cache = static_cache.StaticKVCache(num_layers=1, rows=3, capacity=16, kv_heads=2,
+                                       head_dim=4, dtype=torch.float32, device=torch.device("cpu"))
+    assert bool((cache.layers[0].keys == 0).all())  # zeroed: masked slots stay finite
+    cache.begin_prefill()
+    prompt = torch.randn(1, 2, 5, 4)
+    keys, _ = cache.update(prompt, prompt, 0, {"cache_position": torch.arange(5)})
+    assert keys.shape == (1, 2, 5, 4) and cache.get_seq_length() == 5
+    torch.testing.assert_close(cache.layers[0].keys[:, :, :5], prompt.expand(3, -1, -1, -1))
+    step = torch.randn(3, 2, 1, 4)
+    with cache.static_writes():
+        keys, values = cache.update(step, step, 0, {"cache_position": torch.tensor([9])})
+    assert keys.shape == (3, 2, 16, 4) and keys.data_ptr() == cache.layers[0].keys.data_ptr()
+    torch.testing.assert_close(keys[:, :, 9:10], step)
+    assert bool((keys[:, :, 5:9] == 0).all())
+    assert not cache.layers[0].static
+    with pytest.raises(ModelRuntimeError, match="multiple of 16"):
+        static_cache.StaticKVCache(1, 1, 20, 2, 4, torch.float32, torch.device("cpu"))
+    with pytest.raises(ModelRuntimeError, match="room for 16 tokens, need 21"):
+        cache.update(torch.randn(1, 2, 16, 4), torch.randn(1, 2, 16, 4), 0, {})
+
+
+def _warped_reference(logits, banned, temperature, top_p):
+    """The official distribution: ban, transformers' warpers, softmax."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+    scores = logits.clone()
+    scores[:, banned[0]:banned[1]] = float("-inf")
+    scores = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(temperature)(None, scores))
+    return torch.softmax(scores, dim=-1)
+
+
+def test_sampler_keeps_the_official_distribution():
+    """Chi-square test of 40,000 exponential-race draws against the official distribution
+    (ban, temperature 0.6, top-p 0.98) of a 12-token vocabulary; banned and top-p-removed
+    tokens never appear."""
+    from scipy.stats import chisquare
+
+    logits = torch.tensor([[2.0, 1.5, 1.2, 0.3, 0.0, -0.5, 5.0, 4.0, -1.0, -3.0, -4.0, 0.9]])
+    banned = (6, 8)  # the two most likely ids play the <iN> tokens
+    probs = _warped_reference(logits, banned, 0.6, 0.98)[0]
+    assert bool((probs[6:8] == 0).all()) and int((probs == 0).sum()) >= 4  # top-p cut some
+    chooser = TokenChooser(*banned, sample=True, temperature=0.6, top_p=0.98)
+    draws = 40_000
+    tokens = chooser(logits.expand(draws, -1).clone(), torch.Generator().manual_seed(1))
+    counts = torch.bincount(tokens, minlength=logits.shape[1]).double()
+    support = probs > 0
+    assert bool((counts[~support] == 0).all())
+    expected = probs[support].double()
+    result = chisquare(counts[support].numpy(), (expected / expected.sum() * draws).numpy())
+    assert result.pvalue > 1e-3, (counts, probs * draws)
+
+
+def test_sampler_filters_exactly_like_the_reference_and_draws_like_multinomial():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(6, 500, generator=gen) * 3
+    chooser = TokenChooser(100, 180, sample=True)
+    scores = chooser.filtered_scores(logits.clone())
+    reference = _warped_reference(logits, (100, 180), 0.6, 0.98)
+    torch.testing.assert_close(torch.softmax(scores, -1), reference, atol=0, rtol=0)
+    # torch.multinomial draws one sample with the same exponential race (after a
+    # validity check that syncs on CUDA): same generator state, same tokens.
+    race = exponential_race(reference, torch.Generator().manual_seed(9))
+    multinomial = torch.multinomial(reference, 1, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(race, multinomial[:, 0])
+    greedy = TokenChooser(100, 180, sample=False)(logits.clone())
+    banned = logits.clone()
+    banned[:, 100:180] = float("-inf")
+    assert torch.equal(greedy, banned.argmax(-1))
+
+
+def test_exponential_race_never_picks_zero_probability_tokens():
+    probs = torch.zeros(2000, 5)
+    probs[:, 3] = 1.0
+    assert bool((exponential_race(probs, torch.Generator().manual_seed(0)) == 3).all())
+
+
+def test_step_runner_falls_back_once_when_capture_fails():
+    """A failed capture (here: no CUDA) logs once and runs the step without a graph."""
+    log = OnceLog()
+    calls = []
+    runner = StepRunner(lambda: calls.append(1), "a test step", torch.device("cuda"), log=log)
+    if CUDA:
+        pytest.skip("capture would succeed on this machine")
+    assert runner.capture() is False and runner.capture() is False
+    runner()
+    assert calls == [1] and not runner.captured and runner.capture_failed
+    assert len(log.messages) == 1 and "capture of a test step failed" in log.messages[0]
+    cpu = StepRunner(lambda: calls.append(2), "cpu step", torch.device("cpu"), log=log)
+    assert cpu.capture() is False and not cpu.capture_failed  # nothing to capture on CPU
+    cpu()
+    assert calls == [1, 2]
+
+
+def test_once_log_reports_each_event_once(caplog):
+    seen = []
+    log = OnceLog(sink=lambda level, message: seen.append((level, message)))
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    assert log.once("a", "first") and not log.once("a", "again")
+    assert log.once("b", "second", logging.WARNING)
+    assert seen == [(logging.INFO, "first"), (logging.WARNING, "second")]
+    assert [r.getMessage() for r in caplog.records] == ["first", "second"]
+
+
+def test_config_is_checked():
+    with pytest.raises(ModelRuntimeError, match="stop_check_interval must be >= 1, have 0"):
+        FastPathConfig(stop_check_interval=0)
+    with pytest.raises(ModelRuntimeError, match="max_row_counts must be >= 1"):
+        FastPathConfig(max_row_counts=0)
+
+
+# ------------------------------------------------------------------ CUDA only
+cuda_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def cuda_runtime(checkpoint):
+    if not CUDA:
+        pytest.skip("needs CUDA")
+    return AlpamayoRuntime.from_pretrained(checkpoint, device="cuda", dtype=torch.float32)
+
+
+@cuda_only
+def test_cuda_graph_replays_match_the_eager_path(cuda_runtime):
+    ids = cuda_runtime.token_ids
+    forced = torch.tensor([300, 301, ids.cot_end, ids.traj_future_start, 302])
+    noise = np.random.default_rng(1).standard_normal((2, NUM_WAYPOINTS, 2)).astype(np.float32)
+    options = InferenceOptions(num_samples=2, max_coc_tokens=20, diffusion_steps=4)
+    eager, fast = _both_paths(cuda_runtime, options, noise, forced)
+    report = cuda_runtime.fast_path_report()
+    assert report["cuda_graphs"] and report["states"][0]["captured"]
+    assert not report["states"][0]["uncaptured"]
+    _assert_same(eager, fast, actions_atol=1e-4)
+    greedy = InferenceOptions(num_samples=2, max_coc_tokens=9, diffusion_steps=4,
+                              sample_coc=False)
+    eager, fast = _both_paths(cuda_runtime, greedy, noise)
+    _assert_same(eager, fast, actions_atol=1e-4)
+
+
+@cuda_only
+def test_cuda_graph_sampling_is_reproducible(cuda_runtime):
+    options = InferenceOptions(num_samples=3, max_coc_tokens=30, diffusion_steps=4, seed=8)
+    first = cuda_runtime.predict(_model_input(), options)
+    second = cuda_runtime.predict(_model_input(), options)
+    for a, b in zip(first.samples, second.samples):
+        np.testing.assert_array_equal(a.xyz, b.xyz)
+        assert a.coc == b.coc
+
+
+@cuda_only
+def test_decode_and_euler_steps_do_not_synchronise(cuda_runtime):
+    """One decode step and one Euler step, uncaptured and replayed, under
+    torch.cuda.set_sync_debug_mode("error"): any host sync inside would raise."""
+    runtime = cuda_runtime
+    options = InferenceOptions(num_samples=2, max_coc_tokens=8, diffusion_steps=4)
+    runtime.predict(_model_input(), options)  # allocates, captures, fills the cache
+    engine = runtime.engine
+    state = engine._states[2]
+    chooser = runtime._chooser(options)
+    decode = engine.decode_runner(state, chooser)
+    flow = engine.flow_runner(state, 4)
+    assert decode.captured and flow.captured
+    with torch.inference_mode():  # the state's tensors are inference tensors
+        state.reset_indices()
+        state.position.fill_(3)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with torch.inference_mode():
+            decode.step()
+            flow.step()
+            decode()
+            flow()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert int(state.step) == 1 and int(state.flow_step) == 2
