@@ -1,85 +1,97 @@
-"""Launch the Alpamayo-R1 planner node.
+"""Launch the Alpamayo-R1 planner node (a lifecycle node that configures and activates
+itself unless autostart:=false).
 
-    ros2 launch alpamayo_ros planner.launch.py checkpoint_dir:=/models/Alpamayo-R1-10B \
-        namespace:=ego camera_0_topic:=/sensing/camera/cross_left/image_raw \
+    ros2 launch alpamayo_ros planner.launch.py checkpoint_dir:=/models/Alpamayo-R1-10B \\
+        namespace:=ego camera_0_topic:=/sensing/camera/cross_left/image_raw \\
         odometry_topic:=/localization/kinematic_state use_sim_time:=true
+    # CPU-only machine, no weights: the kinematic dry run
+    ros2 launch alpamayo_ros planner.launch.py backend:=constant_velocity device:=cpu
 
-Arguments (defaults in LAUNCH_ARGUMENTS below):
-  params_file      parameters (default: share/alpamayo_ros/config/planner.yaml)
-  namespace        namespace of the node and its relative topics
-  use_sim_time     follow /clock
-  checkpoint_dir   overrides model.checkpoint_dir of the params file when not empty
-  processor_dir    overrides model.processor_dir of the params file when not empty
-  camera_<k>_topic the topic camera slot k (0..3) is remapped to (its message type
-                   follows camera_transports of the params file)
-  odometry_topic   the topic the odometry input is remapped to
+Arguments: see alpamayo_ros/ros/launch_support.py (LAUNCH_ARGUMENTS), which also holds the
+rules: an empty argument passes nothing (the params file or a parent launch file's
+SetParameter decides), topic arguments remap the topic the params file configures, and
+values are checked like parameters. The Node action is plain to `ros2 launch --print`; its
+parameter overrides and remaps are substitutions evaluated from the arguments.
 
-launch/launch_ros are imported inside generate_launch_description, so the constants can be
-read (and tested) where ROS 2 launch is not installed.
+launch/launch_ros are imported inside generate_launch_description, so this file's
+constants can be read (and tested) where ROS 2 launch is not installed.
 """
 PACKAGE = "alpamayo_ros"
 EXECUTABLE = "planner_node"
 NODE_NAME = "alpamayo_planner"
 
-# The planner's own (relative) input topic names, as in config/planner.yaml.
-CAMERA_TOPICS = (
-    "cameras/cross_left_120fov/image",
-    "cameras/front_wide_120fov/image",
-    "cameras/cross_right_120fov/image",
-    "cameras/front_tele_30fov/image",
-)
-ODOMETRY_TOPIC = "odometry"
-
-# name -> (default, description); params_file's default is resolved at launch time.
-LAUNCH_ARGUMENTS = {
-    "params_file": ("", "Parameter file; empty = share/alpamayo_ros/config/planner.yaml"),
-    "namespace": ("", "Namespace of the planner node and its relative topics"),
-    "use_sim_time": ("false", "Use /clock (bag replay, simulators)"),
-    "checkpoint_dir": ("", "Alpamayo-R1 checkpoint; empty = model.checkpoint_dir of the "
-                           "params file"),
-    "processor_dir": ("", "Local Qwen3-VL base-VLM/processor directory; empty = "
-                          "model.processor_dir of the params file"),
-    **{f"camera_{k}_topic": (topic, f"Topic of camera slot {k} (remap of {topic})")
-       for k, topic in enumerate(CAMERA_TOPICS)},
-    "odometry_topic": (ODOMETRY_TOPIC, f"nav_msgs/Odometry topic (remap of {ODOMETRY_TOPIC})"),
-}
-
-# (planner topic, launch argument naming its target)
-REMAPPINGS = tuple((topic, f"camera_{k}_topic") for k, topic in enumerate(CAMERA_TOPICS)) + (
-    (ODOMETRY_TOPIC, "odometry_topic"),)
-
-
-def _planner_node(context):
-    from launch_ros.actions import Node
-    from launch_ros.substitutions import FindPackageShare
-
-    def arg(name):
-        return context.perform_substitution(_config(name))
-
-    params_file = arg("params_file") or str(
-        FindPackageShare(PACKAGE).perform(context) + "/config/planner.yaml")
-    overrides = {"use_sim_time": arg("use_sim_time").lower() in ("true", "1", "yes")}
-    for launch_arg, parameter in (("checkpoint_dir", "model.checkpoint_dir"),
-                                  ("processor_dir", "model.processor_dir")):
-        if arg(launch_arg):
-            overrides[parameter] = arg(launch_arg)
-    return [Node(
-        package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME, namespace=arg("namespace"),
-        parameters=[params_file, overrides],
-        remappings=[(src, arg(target)) for src, target in REMAPPINGS],
-        output="screen", emulate_tty=True)]
-
-
-def _config(name):
-    from launch.substitutions import LaunchConfiguration
-    return LaunchConfiguration(name)
-
 
 def generate_launch_description():
-    from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    import tempfile
 
+    import yaml
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
+    from launch.conditions import IfCondition, UnlessCondition
+    from launch.substitution import Substitution
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import LifecycleNode, Node
+
+    from alpamayo_ros.ros import launch_support as support
+
+    def argument_values(context) -> dict:
+        return {a.name: context.launch_configurations.get(a.name, a.default)
+                for a in support.LAUNCH_ARGUMENTS}
+
+    class ParamsFile(Substitution):
+        """params_file, or the installed config/planner.yaml when it is empty."""
+
+        def describe(self) -> str:
+            return "params_file (default: share/alpamayo_ros/config/planner.yaml)"
+
+        def perform(self, context) -> str:
+            given = context.launch_configurations.get("params_file", "")
+            if given:
+                return given
+            from ament_index_python.packages import get_package_share_directory
+            return f"{get_package_share_directory(PACKAGE)}/config/planner.yaml"
+
+    class Overrides(Substitution):
+        """A parameter file with only the parameters of the arguments the user set."""
+
+        def describe(self) -> str:
+            return "parameters of the set launch arguments (launch_support.parameter_overrides)"
+
+        def perform(self, context) -> str:
+            overrides = support.parameter_overrides(argument_values(context))
+            with tempfile.NamedTemporaryFile("w", prefix="alpamayo_launch_", suffix=".yaml",
+                                             delete=False) as f:
+                yaml.safe_dump({"/**": {"ros__parameters": overrides}}, f)
+            return f.name
+
+    class RemapEnd(Substitution):
+        """One end (0: configured topic, 1: target) of a topic argument's remap."""
+
+        def __init__(self, argument: str, end: int) -> None:
+            super().__init__()
+            self.argument, self.end = argument, end
+
+        def describe(self) -> str:
+            return f"{'configured topic' if self.end == 0 else 'target'} of {self.argument}"
+
+        def perform(self, context) -> str:
+            params_file = ParamsFile().perform(context)
+            return support.remap_pair(params_file, argument_values(context),
+                                      self.argument)[self.end]
+
+    topic_arguments = support.CAMERA_TOPIC_ARGUMENTS + (support.ODOMETRY_TOPIC_ARGUMENT,)
+    node_kwargs = dict(
+        package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME,
+        namespace=LaunchConfiguration("namespace"),
+        parameters=[ParamsFile(), Overrides()],
+        remappings=[(RemapEnd(a, 0), RemapEnd(a, 1)) for a in topic_arguments],
+        ros_arguments=["--log-level", LaunchConfiguration("log_level")],
+        # No emulate_tty: rcutils colours only a terminal, so redirected logs stay plain.
+        output="screen")
+    managed = LaunchConfiguration("managed")
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text)
-         for name, (default, text) in LAUNCH_ARGUMENTS.items()]
-        + [OpaqueFunction(function=_planner_node)])
+        [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description,
+                               **({"choices": list(a.choices)} if a.choices else {}))
+         for a in support.LAUNCH_ARGUMENTS]
+        + [Node(condition=UnlessCondition(managed), **node_kwargs),
+           LifecycleNode(condition=IfCondition(managed), **node_kwargs)])

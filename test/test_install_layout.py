@@ -214,10 +214,13 @@ def test_colcon_build_produces_the_install_space(tmp_path):
     build = run(
         [str(PREFIX / "bin" / "colcon"), "--log-base", str(ws / "log"), "build",
          "--base-paths", "src", "--event-handlers", "console_cohesion-",
-         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
+         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=ON"],
         cwd=ws, env=env, timeout=300,
     )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
+    # `colcon test` runs ctest in the build directory: the pytest suite is registered.
+    listed = run(["ctest", "-N", "--test-dir", str(ws / "build" / "alpamayo_ros")], env=env)
+    assert "alpamayo_ros_pytest" in listed.stdout, listed.stdout + listed.stderr
 
     inst = ws / "install" / "alpamayo_ros"
     for name in EXECUTABLES:

@@ -50,6 +50,10 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               choices=CAMERA_TRANSPORTS, length=NUM_CAMERAS),
     ParamSpec("odometry_topic", STRING, "odometry",
               "nav_msgs/Odometry of the rear-axle base frame (pose in the odometry frame)."),
+    ParamSpec("autostart", BOOL, True,
+              "Configure (load and warm up the model) and activate at start, so the plain "
+              "executable and ros2 launch plan with no lifecycle manager; false: wait for "
+              "a manager's configure/activate transitions."),
     ParamSpec("base_frame_id", STRING, "base_link",
               "frame_id written on outputs in the t0 base frame (rear axle at t0)."),
     ParamSpec("diagnostics.period", FLOAT, 1.0,
