@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.image_decode import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_LIMIT
 from alpamayo_ros.core.param_schema import (FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
                                             STRING_ARRAY, ParamSpec, check_fields)
 from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NUM_CAMERAS
@@ -97,6 +98,10 @@ CORE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("core.output_image_size", INT_ARRAY, [0, 0],
               "(width, height) every frame is resized to [px]; [0, 0] = native size.",
               minimum=0, maximum=8192, length=2),
+    ParamSpec("core.max_image_pixels", INT, DEFAULT_MAX_IMAGE_PIXELS,
+              "A frame whose size (message fields, JPEG/PNG header) exceeds this many pixels "
+              "is refused before it is decoded (DecodeError); default 8K UHD, 7680 x 4320.",
+              minimum=1024, maximum=MAX_IMAGE_PIXELS_LIMIT),
 )
 _ROWS_BY_FIELD = {"camera_indices": CAMERA_INDICES_PARAMETER,
                   **{p.name[len(CORE_PREFIX):]: p for p in CORE_PARAMETERS}}
@@ -153,6 +158,9 @@ class PlannerConfig:
     # Optional (width, height) every frame is resized to [px]; None = native size (then all
     # 16 frames must already share one size, else the tick is skipped).
     output_image_size: Optional[tuple] = None
+    # Frames larger than this many pixels (from their header) are refused undecoded: a
+    # hostile 600-byte JPEG claiming 20000x20000 px would cost seconds and GBs.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         # Normalise list inputs (YAML / ROS parameters give lists) to tuples.
