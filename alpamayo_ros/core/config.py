@@ -73,6 +73,10 @@ CORE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("core.base_offset_rpy", FLOAT_ARRAY, [0.0, 0.0, 0.0],
               "Rear-axle base frame roll/pitch/yaw in the odometry child frame [rad].",
               minimum=-math.pi, maximum=math.pi, length=3),
+    ParamSpec("core.base_offset_tolerance", FLOAT, 0.3,
+              "WARN when base_offset_xyz x differs by more than this from the rear-axle "
+              "position the odometry shows on curves (core.base_offset estimate) [m].",
+              minimum=0.01, maximum=10.0),
     ParamSpec("core.max_input_age", FLOAT, 0.5,
               "Skip a tick when now - t0 (newest usable frame) exceeds this, on the node "
               "clock [s]; also the STALE limit of the input diagnostics.",
@@ -137,9 +141,13 @@ class PlannerConfig:
     interpolation: str = "spline"
     # Pose of the rear-axle base frame in the odometry child frame: translation [m] and
     # roll/pitch/yaw [rad] (extrinsic xyz). E.g. CARLA's actor origin is the vehicle centre,
-    # so base_offset_xyz = (-wheelbase/2-ish, 0, -height) there.
+    # so base_offset_xyz x is negative there, about -wheelbase/2 (docs/parameters.md;
+    # core.base_offset estimates it from the odometry).
     base_offset_xyz: tuple = (0.0, 0.0, 0.0)
     base_offset_rpy: tuple = (0.0, 0.0, 0.0)
+    # Largest accepted difference between base_offset_xyz x and the rear-axle position
+    # estimated from the odometry on curves (core.base_offset) before a warning [m].
+    base_offset_tolerance: float = 0.3
     # Skip a tick when now - t0 exceeds this [s].
     max_input_age: float = 0.5
     # Skip a tick when now - newest odometry stamp exceeds this [s].
