@@ -227,15 +227,19 @@ class BaseOffsetEstimator:
             self._periods.append((stamp_ns - self._recent[-1][0]) / NS_PER_S)
         self._recent.append((stamp_ns, np.asarray(xyz, np.float64),
                              np.asarray(quat_xyzw, np.float64)))
-        keep_ns = int((self.options.baseline_s + self.options.max_gap_s) * NS_PER_S)
+        keep_ns = (int(round(self.options.baseline_s * NS_PER_S))
+                   + int(round(self.options.max_gap_s * NS_PER_S)))
         while len(self._recent) > 2 and self._recent[1][0] <= stamp_ns - keep_ns:
             self._recent.popleft()
-        stamps = np.array([s[0] for s in self._recent], dtype=np.int64)
-        a, b = pairs(stamps, self.options)
-        if len(b) and b[-1] == len(stamps) - 1:  # the newest sample has a partner
-            row = pair_features((stamps - stamps[0]) / NS_PER_S,
-                                np.stack([s[1] for s in self._recent]),
-                                np.stack([s[2] for s in self._recent]), a[-1:], b[-1:])[0]
+        # The partner: the last sample at least baseline_s earlier (as in `pairs`).
+        limit = stamp_ns - int(round(self.options.baseline_s * NS_PER_S))
+        partner = next((s for s in reversed(self._recent) if s[0] <= limit), None)
+        if partner is not None and stamp_ns - partner[0] <= keep_ns:
+            newest = self._recent[-1]
+            row = pair_features(np.array([0.0, (stamp_ns - partner[0]) / NS_PER_S]),
+                                np.stack([partner[1], newest[1]]),
+                                np.stack([partner[2], newest[2]]), np.array([0]),
+                                np.array([1]))[0]
             self._features.append((stamp_ns, row))
         window_ns = int(self.window_s * NS_PER_S)
         while self._features and self._features[0][0] < stamp_ns - window_ns:
