@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.image_decode import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_LIMIT
 from alpamayo_ros.core.param_schema import (FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
                                             STRING_ARRAY, ParamSpec, check_fields)
 from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NUM_CAMERAS
@@ -84,6 +85,10 @@ CORE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("core.base_offset_rpy", FLOAT_ARRAY, [0.0, 0.0, 0.0],
               "Rear-axle base frame roll/pitch/yaw in the odometry child frame [rad].",
               minimum=-math.pi, maximum=math.pi, length=3),
+    ParamSpec("core.base_offset_tolerance", FLOAT, 0.3,
+              "WARN when base_offset_xyz x differs by more than this from the rear-axle "
+              "position the odometry shows on curves (core.base_offset estimate) [m].",
+              minimum=0.01, maximum=10.0),
     ParamSpec("core.max_input_age", FLOAT, 0.5,
               "Skip a tick when now - t0 (newest usable frame) exceeds this, on the node "
               "clock [s]; also the STALE limit of the input diagnostics.",
@@ -116,6 +121,10 @@ CORE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("core.output_image_size", INT_ARRAY, [0, 0],
               "(width, height) every frame is resized to [px]; [0, 0] = native size.",
               minimum=0, maximum=8192, length=2),
+    ParamSpec("core.max_image_pixels", INT, DEFAULT_MAX_IMAGE_PIXELS,
+              "A frame whose size (message fields, JPEG/PNG header) exceeds this many pixels "
+              "is refused before it is decoded (DecodeError); default 8K UHD, 7680 x 4320.",
+              minimum=1024, maximum=MAX_IMAGE_PIXELS_LIMIT),
 )
 _ROWS_BY_FIELD = {"camera_indices": CAMERA_INDICES_PARAMETER,
                   **{p.name[len(CORE_PREFIX):]: p for p in CORE_PARAMETERS}}
@@ -156,9 +165,13 @@ class PlannerConfig:
     interpolation: str = "spline"
     # Pose of the rear-axle base frame in the odometry child frame: translation [m] and
     # roll/pitch/yaw [rad] (extrinsic xyz). E.g. CARLA's actor origin is the vehicle centre,
-    # so base_offset_xyz = (-wheelbase/2-ish, 0, -height) there.
+    # so base_offset_xyz x is negative there, about -wheelbase/2 (docs/parameters.md;
+    # core.base_offset estimates it from the odometry).
     base_offset_xyz: tuple = (0.0, 0.0, 0.0)
     base_offset_rpy: tuple = (0.0, 0.0, 0.0)
+    # Largest accepted difference between base_offset_xyz x and the rear-axle position
+    # estimated from the odometry on curves (core.base_offset) before a warning [m].
+    base_offset_tolerance: float = 0.3
     # Skip a tick when now - t0 exceeds this [s].
     max_input_age: float = 0.5
     # Skip a tick when now - newest odometry stamp exceeds this [s].
@@ -179,6 +192,9 @@ class PlannerConfig:
     # Optional (width, height) every frame is resized to [px]; None = native size (then all
     # 16 frames must already share one size, else the tick is skipped).
     output_image_size: Optional[tuple] = None
+    # Frames larger than this many pixels (from their header) are refused undecoded: a
+    # hostile 600-byte JPEG claiming 20000x20000 px would cost seconds and GBs.
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     def __post_init__(self) -> None:
         # Normalise list inputs (YAML / ROS parameters give lists) to tuples.

@@ -4,10 +4,18 @@
 tool hand to the core. `decode_image` turns it into a contiguous (H, W, 3) uint8 RGB array.
 `DecodeCache` keeps decoded frames keyed by (camera slot, stamp ns) so each frame is
 decoded at most once while it stays in the cache (at 10 Hz, 12 of the 16 frames of a tick
-were used by the previous tick).
+were used by the previous tick); a frame that cannot be decoded is remembered as such, so
+it is tried once, not on every tick that selects it.
+
+Hostile frames are cheap: the size is known before any pixel is decoded (raw: the message
+fields; JPEG: simplejpeg.decode_jpeg_header; PNG and the PIL fallback: PIL's lazy
+Image.open, which reads only the header) and a frame above `max_pixels`
+(core.max_image_pixels) is refused with a DecodeError. A 632-byte JPEG whose header
+claims 20000x20000 px cost 3.8 s of CPU and 1.2 GB per decode before this check.
 """
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import time
@@ -34,6 +42,11 @@ RAW_ENCODINGS = {
 }
 COMPRESSED_ENCODINGS = ("jpeg", "png")
 SUPPORTED_ENCODINGS = tuple(RAW_ENCODINGS) + COMPRESSED_ENCODINGS
+# Default pixel limit of one frame: 8K UHD (7680 x 4320), four times a 4K frame; the
+# largest limit allowed (core.max_image_pixels) stays below PIL's own decompression-bomb
+# error (2 x PIL.Image.MAX_IMAGE_PIXELS = 178,956,970 px), so PIL never refuses first.
+DEFAULT_MAX_IMAGE_PIXELS = 7680 * 4320
+MAX_IMAGE_PIXELS_LIMIT = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -139,11 +152,21 @@ def _as_byte_array(data, encoding: str) -> np.ndarray:
                           f"{type(data).__name__}: {exc}") from exc
 
 
-def _decode_raw(image: EncodedImage, encoding: str) -> np.ndarray:
+def _check_pixels(encoding: str, height: int, width: int, max_pixels: Optional[int],
+                  source: str) -> None:
+    """DecodeError when height x width exceeds max_pixels (None = no limit)."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise DecodeError(f"{encoding} image of {width}x{height} px (WxH, {source}): have "
+                          f"{height * width} pixels, need <= {max_pixels} "
+                          "(core.max_image_pixels); not decoded")
+
+
+def _decode_raw(image: EncodedImage, encoding: str, max_pixels: Optional[int]) -> np.ndarray:
     bpp, channels = RAW_ENCODINGS[encoding]
     h, w = int(image.height), int(image.width)
     if h <= 0 or w <= 0:
         raise DecodeError(f"{encoding} image needs a positive size, have {h}x{w} (HxW)")
+    _check_pixels(encoding, h, w, max_pixels, "message fields")
     step = int(image.step) if image.step else w * bpp
     if step < w * bpp:
         raise DecodeError(f"{encoding} image step too small: have {step} bytes per row, "
@@ -162,20 +185,31 @@ def _decode_raw(image: EncodedImage, encoding: str) -> np.ndarray:
     return out
 
 
-def _decode_compressed(image: EncodedImage, encoding: str) -> np.ndarray:
+def _decode_compressed(image: EncodedImage, encoding: str,
+                       max_pixels: Optional[int]) -> np.ndarray:
     raw = _as_byte_array(image.data, encoding).tobytes()
     if not raw:
         raise DecodeError(f"{encoding} image has no data")
     try:
         if encoding == "jpeg" and simplejpeg is not None:
+            h, w = simplejpeg.decode_jpeg_header(raw)[:2]
+            _check_pixels(encoding, h, w, max_pixels, "JPEG header")
             rgb = simplejpeg.decode_jpeg(raw, colorspace="RGB")
         else:
             from PIL import Image  # PIL decodes PNG and is the JPEG fallback
-            with Image.open(io.BytesIO(raw)) as pil:
+            # Image.open reads only the header (size, format); pixels are decoded by convert.
+            try:
+                opened = Image.open(io.BytesIO(raw))
+            except Image.DecompressionBombError as exc:  # above 2 x PIL's MAX_IMAGE_PIXELS
+                raise DecodeError(f"{encoding} image refused from its header: {exc}; need <= "
+                                  f"{max_pixels} pixels (core.max_image_pixels)") from exc
+            with opened as pil:
                 fmt = (pil.format or "").lower()
                 if fmt != encoding:
                     raise DecodeError(f"data is {fmt or 'not an image'}, "
                                       f"but encoding says {encoding}")
+                _check_pixels(encoding, pil.height, pil.width, max_pixels,
+                              f"{fmt.upper()} header")
                 rgb = np.asarray(pil.convert("RGB"))
     except DecodeError:
         raise
@@ -188,13 +222,18 @@ def _decode_compressed(image: EncodedImage, encoding: str) -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
-def decode_image(image: EncodedImage) -> np.ndarray:
-    """Decode to a contiguous (H, W, 3) uint8 RGB array; raises DecodeError."""
+def decode_image(image: EncodedImage,
+                 max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode to a contiguous (H, W, 3) uint8 RGB array; raises DecodeError.
+
+    A frame larger than max_pixels (None = no limit) is refused from its header, before
+    any pixel is decoded or allocated.
+    """
     encoding = normalised_encoding(image.encoding)
     if encoding in RAW_ENCODINGS:
-        return _decode_raw(image, encoding)
+        return _decode_raw(image, encoding, max_pixels)
     if encoding in COMPRESSED_ENCODINGS:
-        return _decode_compressed(image, encoding)
+        return _decode_compressed(image, encoding, max_pixels)
     raise DecodeError(f"unsupported image encoding {image.encoding!r}; supported: "
                       f"{', '.join(SUPPORTED_ENCODINGS)}")
 
@@ -212,21 +251,31 @@ class DecodeCache:
     """LRU of decoded frames keyed by (camera slot, stamp ns); thread-safe.
 
     `get_or_decode` decodes (and optionally resizes) on a miss and counts decodes and hits.
+    A DecodeError is remembered for its key as well (in an LRU of its own, so bad frames
+    never evict good ones): the same frame raises the same error again without a second
+    decode (`failures` counts the first attempts, `failure_hits` the repeats).
     `clear()` starts a new epoch: a decode that was running during the clear does not
     store its (now stale) result.
+
+    decoder: the decoding function; default `decode_image` with `max_pixels`.
     """
 
     def __init__(self, capacity: int,
-                 decoder: Callable[[EncodedImage], np.ndarray] = decode_image) -> None:
+                 decoder: Optional[Callable[[EncodedImage], np.ndarray]] = None,
+                 max_pixels: Optional[int] = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, have {capacity}")
         self._capacity = int(capacity)
-        self._decoder = decoder
+        self._decoder = decoder if decoder is not None else functools.partial(
+            decode_image, max_pixels=max_pixels)
         self._entries: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._failed: "OrderedDict[tuple, str]" = OrderedDict()
         self._lock = threading.Lock()
         self._epoch = 0
         self.decodes = 0
         self.hits = 0
+        self.failures = 0
+        self.failure_hits = 0
         self.decode_seconds = 0.0
 
     def __len__(self) -> int:
@@ -236,31 +285,50 @@ class DecodeCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._failed.clear()
             self._epoch += 1
+
+    def _remember(self, entries: OrderedDict, key: tuple, value, epoch: int) -> list:
+        """Store under the lock when the epoch is unchanged; the evicted entries."""
+        evicted = []
+        if epoch == self._epoch:
+            entries[key] = value
+            entries.move_to_end(key)
+            while len(entries) > self._capacity:
+                evicted.append(entries.popitem(last=False))
+        return evicted
 
     def get_or_decode(self, key: tuple, image: EncodedImage,
                       size_wh: Optional[tuple] = None) -> np.ndarray:
-        """The decoded frame for key (decoding `image` on a miss); raises DecodeError."""
+        """The decoded frame for key (decoding `image` on a miss); raises DecodeError,
+        also for a key whose decode failed before (without decoding again)."""
         with self._lock:
             cached = self._entries.get(key)
             if cached is not None:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return cached
+            failed = self._failed.get(key)
+            if failed is not None:
+                self._failed.move_to_end(key)
+                self.failure_hits += 1
+                raise DecodeError(failed)
             epoch = self._epoch
         start = time.perf_counter()
-        rgb = self._decoder(image)
-        if size_wh is not None:
-            rgb = resize_rgb(rgb, size_wh)
+        try:
+            rgb = self._decoder(image)
+            if size_wh is not None:
+                rgb = resize_rgb(rgb, size_wh)
+        except DecodeError as exc:
+            with self._lock:
+                self.failures += 1
+                self._remember(self._failed, key, str(exc), epoch)
+                self.decode_seconds += time.perf_counter() - start
+            raise
         rgb.setflags(write=False)  # shared across ticks: nobody may modify it
-        evicted = []
         with self._lock:
             self.decodes += 1
-            if epoch == self._epoch:
-                self._entries[key] = rgb
-                self._entries.move_to_end(key)
-                while len(self._entries) > self._capacity:
-                    evicted.append(self._entries.popitem(last=False))
+            evicted = self._remember(self._entries, key, rgb, epoch)
         # Freeing evicted frames (MBs each) is part of the cost of this decode.
         del evicted
         elapsed = time.perf_counter() - start

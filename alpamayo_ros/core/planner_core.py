@@ -180,7 +180,8 @@ class PlannerCore:
                          for _ in range(NUM_CAMERAS)]
         self._odometry = StampedBuffer(int(config.odometry_buffer_duration * NS_PER_S),
                                        config.odometry_buffer_max_entries)
-        self._decode_cache = DecodeCache(config.decode_cache_size)
+        self._decode_cache = DecodeCache(config.decode_cache_size,
+                                         max_pixels=config.max_image_pixels)
         self._base_offset = Pose.from_xyz_rpy(config.base_offset_xyz, config.base_offset_rpy)
         self._limits = OutputCheckLimits(config.first_waypoint_abs_tolerance,
                                          config.first_waypoint_rel_tolerance,

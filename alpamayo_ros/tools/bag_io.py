@@ -1,4 +1,8 @@
-"""rosbag2 reading and writing with `rosbags` (no ROS graph), and message <-> core adapters.
+"""rosbag2 reading and writing (no ROS graph), and message <-> core adapters.
+
+`rosbags` parses metadata, reads sqlite3 bags, writes bags and (de)serialises CDR; mcap
+files are read front to back with every CRC checked (tools.mcap_stream), so a damaged
+bag gives its messages up to the damage and then a BagError saying where (BagReader).
 
 rosbags deserialises to its own dataclasses (not rclpy messages), so this module is the
 bag-side twin of the node's alpamayo_ros/ros/convert.py: the same core checks for inbound
@@ -122,6 +126,15 @@ class BagMessage:
     msg: Any
 
 
+@dataclass(frozen=True)
+class BagConnection:
+    """One topic of a bag: name, message type and number of messages."""
+
+    topic: str
+    msgtype: str
+    msgcount: int
+
+
 def storage_of(path: Path) -> str:
     """'mcap' or 'sqlite3' from the bag's files (metadata.yaml says it too)."""
     path = Path(path)
@@ -134,92 +147,200 @@ def storage_of(path: Path) -> str:
     raise BagError(f"{path}: no .mcap or .db3 file found; need a rosbag2 directory")
 
 
+def _split_order(path: Path) -> tuple:
+    """Sort key of rosbag2's split files <name>_<n>.mcap by n (then by name)."""
+    stem, _, number = path.stem.rpartition("_")
+    return (stem, int(number)) if number.isdigit() else (path.stem, -1)
+
+
+def _metadata_topics(path: Path) -> dict:
+    """(topic, type) -> message count from metadata.yaml; {} when it cannot be read."""
+    import yaml
+    try:
+        info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        return {(t["topic_metadata"]["name"], t["topic_metadata"]["type"]):
+                int(t.get("message_count", 0)) for t in info["topics_with_message_count"]}
+    except Exception:  # missing or broken metadata: the storage files are all there is
+        return {}
+
+
 class BagReader:
     """Context manager over one rosbag2 directory (mcap or sqlite3).
 
-    Errors in the bag (missing directory, missing/broken metadata, truncated storage file,
-    undecodable message) raise BagError with the path and the cause.
+    mcap (uncompressed bag files, rosbag2's default): messages are read front to back by
+    tools.mcap_stream, every CRC checked. Topics, counts and times come from metadata.yaml
+    through rosbags when rosbags can open the bag; when it cannot (a file cut short has no
+    summary, metadata.yaml is missing), from a pass over the readable part of the files
+    (topics of metadata.yaml included when it is readable). A damaged file gives its
+    messages up to the damage, then BagError ("bag_0.mcap is truncated at byte N after M
+    messages: ..."), so a replay keeps the ticks it made.
+    sqlite3 (and zstd-compressed bags): rosbags; after the last message sqlite's
+    `PRAGMA quick_check` runs, and a damaged database is a BagError too. sqlite3 bags
+    carry no checksums: bytes altered inside a message are found only when the message no
+    longer deserialises.
+
+    Errors (missing directory, unreadable metadata and storage, damage, undecodable
+    message) raise BagError with the path and the cause.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._reader = None
+        self._reader = None                       # rosbags Reader (sqlite3, compressed)
+        self._mcap_files: list[Path] = []         # or: mcap files read by mcap_stream
+        self._open_error: Optional[str] = None    # why rosbags could not open the bag
+        self._connections: list[BagConnection] = []
+        self._by_id: dict[int, BagConnection] = {}
+        self._start_ns = 0
+        self._end_ns = 0
 
     def __enter__(self) -> "BagReader":
         from rosbags.rosbag2 import Reader
         if not self.path.exists():
             raise BagError(f"{self.path}: bag does not exist")
+        if self.path.is_dir():
+            mcap_files = sorted(self.path.glob("*.mcap"), key=_split_order)
+        else:  # rosbags also opens a bare storage file
+            mcap_files = [self.path] if self.path.suffix == ".mcap" else []
         try:
-            self._reader = Reader(self.path)
-            self._reader.open()
+            reader = Reader(self.path)
+            reader.open()
         except Exception as exc:  # rosbags raises ReaderError, OSError, sqlite3/mcap errors
-            raise BagError(f"{self.path}: cannot open bag: {exc}") from exc
+            if not mcap_files:
+                raise BagError(f"{self.path}: cannot open bag: {exc}") from exc
+            self._mcap_files, self._open_error = mcap_files, str(exc)
+            self._summarise_mcap()
+            return self
+        self._connections = [BagConnection(c.topic, c.msgtype, c.msgcount)
+                             for c in reader.connections]
+        self._by_id = {c.id: conn for c, conn in zip(reader.connections, self._connections)}
+        self._start_ns, self._end_ns = int(reader.start_time), int(reader.end_time)
+        if mcap_files and not reader.compression_mode:  # "" or None: not compressed
+            self._mcap_files = mcap_files
+            reader.close()
+        else:
+            self._reader = reader
         return self
+
+    def _summarise_mcap(self) -> None:
+        """Topics, counts and times from the readable part of the mcap files."""
+        from alpamayo_ros.tools import mcap_stream
+        counts = dict.fromkeys(_metadata_topics(self.path), 0)
+        start = end = None
+        for path in self._mcap_files:
+            summary, damage = mcap_stream.summarise(path)
+            for key, n in summary.channels.items():
+                counts[key] = counts.get(key, 0) + n
+            if summary.start_ns is not None:
+                start = summary.start_ns if start is None else min(start, summary.start_ns)
+                end = summary.end_ns if end is None else max(end, summary.end_ns)
+            if damage is not None:
+                break  # nothing after the first damage is read
+        self._connections = [BagConnection(t, ty, n) for (t, ty), n in counts.items()]
+        self._start_ns, self._end_ns = (start, end + 1) if start is not None else (0, 0)
 
     def __exit__(self, *exc) -> None:
         if self._reader is not None:
             try:
                 self._reader.close()
-            except Exception:  # a truncated file may fail again on close; nothing to keep
+            except Exception:  # a damaged file may fail again on close; nothing to keep
                 pass
             self._reader = None
 
     @property
     def topics(self) -> dict[str, str]:
         """topic -> message type name."""
-        return {c.topic: c.msgtype for c in self._reader.connections}
+        return {c.topic: c.msgtype for c in self._connections}
 
     @property
     def message_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for c in self._reader.connections:
+        for c in self._connections:
             out[c.topic] = out.get(c.topic, 0) + c.msgcount
         return out
 
     @property
     def start_time_ns(self) -> int:
-        return int(self._reader.start_time)
+        return self._start_ns
 
     @property
     def end_time_ns(self) -> int:
-        return int(self._reader.end_time)
+        return self._end_ns
 
-    def connections(self, topics: Optional[Iterable[str]] = None) -> list:
-        """rosbags connections of `topics` (all when None)."""
+    def connections(self, topics: Optional[Iterable[str]] = None) -> list[BagConnection]:
+        """Connections of `topics` (all when None)."""
         wanted = None if topics is None else set(topics)
-        return [c for c in self._reader.connections if wanted is None or c.topic in wanted]
+        return [c for c in self._connections if wanted is None or c.topic in wanted]
 
     def raw_messages(self, topics: Optional[Iterable[str]] = None
-                     ) -> Iterator[tuple[Any, int, bytes]]:
-        """(connection, log time ns, CDR bytes) in log-time order, not deserialised."""
+                     ) -> Iterator[tuple[BagConnection, int, bytes]]:
+        """(connection, log time ns, CDR bytes) in log-time order, not deserialised;
+        BagError after the messages before a damage."""
         conns = self.connections(topics)
         if not conns:
             return
+        if self._mcap_files:
+            yield from self._mcap_messages(conns)
+            return
         try:
-            yield from self._reader.messages(connections=conns)
-        except Exception as exc:  # truncated/corrupt storage
+            for conn, log_time, raw in self._reader.messages(
+                    connections=[c for c in self._reader.connections
+                                 if self._by_id[c.id] in conns]):
+                yield self._by_id[conn.id], log_time, raw
+        except Exception as exc:  # truncated/corrupt storage, "database disk image is malformed"
             raise BagError(f"{self.path}: bag is truncated or corrupt: {exc}") from exc
+        self._check_sqlite()
+
+    def _mcap_messages(self, conns: list[BagConnection]
+                       ) -> Iterator[tuple[BagConnection, int, bytes]]:
+        from alpamayo_ros.tools import mcap_stream
+        by_key = {(c.topic, c.msgtype): c for c in conns}
+        topics = {c.topic for c in conns}
+        count = 0
+        for path in self._mcap_files:
+            try:
+                for m in mcap_stream.read_messages(path, topics):
+                    conn = by_key.get((m.topic, m.msgtype))
+                    if conn is not None:
+                        count += 1
+                        yield conn, m.log_time_ns, m.data
+            except mcap_stream.McapDamage as damage:
+                raise BagError(f"{self.path}: {path.name} is {damage}") from damage
+            except OSError as exc:
+                raise BagError(f"{self.path}: cannot read {path.name}: {exc}") from exc
+        if self._open_error is not None:
+            raise BagError(f"{self.path}: cannot open bag: {self._open_error} (the {count} "
+                           "messages of its mcap files were read)")
+
+    def _check_sqlite(self) -> None:
+        """BagError when sqlite finds a database file damaged (b-tree structure)."""
+        import sqlite3
+        for db in sorted(self.path.glob("*.db3"), key=_split_order):
+            try:
+                con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+                try:
+                    rows = [str(r[0]) for r in con.execute("PRAGMA quick_check").fetchall()]
+                finally:
+                    con.close()
+            except sqlite3.Error as exc:
+                rows = [str(exc)]
+            if rows != ["ok"]:
+                text = "; ".join(" ".join(r.split()) for r in rows)
+                raise BagError(f"{self.path}: {db.name} is corrupt (sqlite quick_check: "
+                               f"{text[:300]})")
 
     def messages(self, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
-        """Messages of `topics` (all when None) in log-time order, deserialised."""
+        """Messages of `topics` (all when None) in log-time order, deserialised;
+        BagError after the messages before a damage."""
         store = typestore()
-        conns = self.connections(topics)
-        if not conns:
-            return
-        try:
-            for conn, log_time, raw in self._reader.messages(connections=conns):
-                try:
-                    msg = store.deserialize_cdr(raw, conn.msgtype)
-                except Exception as exc:  # corrupt payload: say which message
-                    raise BagError(f"{self.path}: cannot deserialise {conn.msgtype} on "
-                                   f"{conn.topic} at log time {log_time} ns: {exc}") from exc
-                stamp = getattr(getattr(msg, "header", None), "stamp", None)
-                yield BagMessage(conn.topic, conn.msgtype, int(log_time),
-                                 None if stamp is None else stamp_to_ns(stamp), msg)
-        except BagError:
-            raise
-        except Exception as exc:  # truncated mcap chunk, sqlite "database disk image is malformed"
-            raise BagError(f"{self.path}: bag is truncated or corrupt: {exc}") from exc
+        for conn, log_time, raw in self.raw_messages(topics):
+            try:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+            except Exception as exc:  # corrupt payload: say which message
+                raise BagError(f"{self.path}: cannot deserialise {conn.msgtype} on "
+                               f"{conn.topic} at log time {log_time} ns: {exc}") from exc
+            stamp = getattr(getattr(msg, "header", None), "stamp", None)
+            yield BagMessage(conn.topic, conn.msgtype, int(log_time),
+                             None if stamp is None else stamp_to_ns(stamp), msg)
 
 
 # --------------------------------------------------------------------------------------
@@ -322,6 +443,9 @@ def odometry_message(stamp_ns: int, frame_id: str, child_frame_id: str, xyz, qua
 class BagWriter:
     """Context manager writing a rosbag2 directory (metadata version 8, mcap or sqlite3).
 
+    mcap files get their chunk, data-section and summary CRCs once closed
+    (tools.mcap_stream.fill_crcs; rosbags writes none).
+
     `write(topic, msgtype, log_time_ns, msg)` adds the connection on first use; the log
     time is the bag's record time (for generated bags: the header stamp, i.e. an ideal,
     zero-latency recorder).
@@ -345,10 +469,15 @@ class BagWriter:
         self._writer.open()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            if exc_type is None and self.storage == "mcap":
+                # rosbags writes no CRCs; with them a reader can tell corrupted data.
+                from alpamayo_ros.tools import mcap_stream
+                for path in self.path.glob("*.mcap"):
+                    mcap_stream.fill_crcs(path)
 
     def write(self, topic: str, msgtype: str, log_time_ns: int, msg: Any) -> None:
         """Serialise a rosbags message and write it."""
