@@ -191,3 +191,24 @@ def test_diagnostic_array_conversion():
     assert planner.hardware_id == "planner"
     assert {kv.key: kv.value for kv in planner.values}["model_errors"] == "1"
     assert by_name["alpamayo_planner: odometry"].level == DiagnosticStatus.STALE
+
+
+@pytest.mark.parametrize("configured_x, level", [(0.0, Level.WARN), (-1.4, Level.OK)])
+def test_base_offset_estimate_is_reported_and_a_mismatch_warns(configured_x, level):
+    """Odometry of the actor origin 1.4 m ahead of the rear axle (carla-ros-bridge): the
+    diagnostics publish the estimate, and warn when core.base_offset_xyz disagrees."""
+    from test_core_base_offset import drive
+    stamps, xyz, quat = drive(rate_hz=50.0)
+    health = PlannerHealth(["cam0", "cam1", "cam2", "cam6"], "odometry", max_input_age_s=0.5,
+                           max_camera_skew_s=0.1, base_offset_xyz=(configured_x, 0.0, 0.0))
+    for stamp, p, q in zip(stamps, xyz, quat):
+        health.record_odometry_pose(int(stamp), p, q)
+    report = _by_name(health.reports(int(stamps[-1])))["base offset"]
+    assert report.level is level
+    assert float(report.values["estimated_x_m"]) == pytest.approx(-1.4, abs=0.05)
+    if level is Level.WARN:
+        assert "x must be negative" in report.message
+        assert health.base_offset_warning() == report.message
+    health.restart_odometry()
+    report = _by_name(health.reports(int(stamps[-1])))["base offset"]
+    assert report.level is Level.OK and "not estimated yet" in report.message

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from alpamayo_ros.core.base_offset import BaseOffsetEstimator, check_base_offset
 from alpamayo_ros.core.types import NS_PER_S
 
 
@@ -131,7 +132,8 @@ class PlannerHealth:
 
     def __init__(self, camera_names: Sequence[str], odometry_name: str,
                  max_input_age_s: float, max_camera_skew_s: float, rate_window_s: float = 2.0,
-                 max_stamp_lead_s: float = 0.5, clock_stop_s: float = 2.0):
+                 max_stamp_lead_s: float = 0.5, clock_stop_s: float = 2.0,
+                 base_offset_xyz=(0.0, 0.0, 0.0), base_offset_tolerance: float = 0.3):
         self._lock = threading.Lock()
         self.cameras = [InputTracker(n, rate_window_s) for n in camera_names]
         self.odometry = InputTracker(odometry_name, rate_window_s)
@@ -149,6 +151,10 @@ class PlannerHealth:
         self.extra: dict[str, str] = {}
         # (node clock, wall clock) [ns] when the node clock last advanced.
         self._clock_progress: Optional[tuple[int, int]] = None
+        # Where the odometry puts the rear axle, against core.base_offset_xyz.
+        self.base_offset = BaseOffsetEstimator()
+        self.base_offset_xyz = tuple(base_offset_xyz)
+        self.base_offset_tolerance = base_offset_tolerance
         self.latency = LatencyStats()
         self.model_time = LatencyStats()
         self.counts = {o: 0 for o in TickOutcome}
@@ -177,6 +183,37 @@ class PlannerHealth:
     def reject_odometry(self, reason: str, receive_ns: Optional[int] = None) -> None:
         with self._lock:
             self.odometry.reject(reason, receive_ns)
+
+    def record_odometry_pose(self, stamp_ns: int, xyz, quat_xyzw) -> None:
+        """An accepted odometry pose, for the base offset estimate."""
+        with self._lock:
+            self.base_offset.add(stamp_ns, xyz, quat_xyzw)
+
+    def restart_odometry(self) -> None:
+        """The odometry was discontinuous (time jump, frame change): restart the estimate."""
+        with self._lock:
+            self.base_offset.reset()
+
+    def base_offset_warning(self) -> Optional[str]:
+        """The mismatch warning of the current estimate, or None."""
+        with self._lock:
+            estimate = self.base_offset.estimate()
+        return check_base_offset(estimate, self.base_offset_xyz, self.base_offset_tolerance)
+
+    def _base_offset_report(self) -> HealthReport:
+        estimate = self.base_offset.estimate()
+        values = {"configured_x_m": f"{self.base_offset_xyz[0]:+.3f}",
+                  "estimate": estimate.describe()}
+        if estimate.ok:
+            values.update(estimated_x_m=f"{estimate.x_m:+.3f}",
+                          stderr_m=f"{estimate.stderr_m:.3f}",
+                          curve_s=f"{estimate.curve_s:.1f}")
+        warning = check_base_offset(estimate, self.base_offset_xyz, self.base_offset_tolerance)
+        if warning:
+            return HealthReport("base offset", Level.WARN, warning, values)
+        return HealthReport("base offset", Level.OK,
+                            estimate.describe() if estimate.ok else
+                            f"not estimated yet: {estimate.describe()}", values)
 
     def record_clock_jitter(self, backwards_s: float) -> None:
         """The node clock stepped back by less than the reset tolerance (not a reset)."""
@@ -298,6 +335,7 @@ class PlannerHealth:
             clock = self._clock_report(now_ns, wall_ns)
             if clock is not None:
                 out.append(clock)
+            out.append(self._base_offset_report())
 
             skew = self.camera_skew_s()
             sync_values = {"camera_skew_s": "none" if skew is None else f"{skew:.3f}",

@@ -81,7 +81,9 @@ class PlannerNode(Node):
                                      max_input_age_s=config.max_input_age,
                                      max_camera_skew_s=values["diagnostics.max_camera_skew"],
                                      max_stamp_lead_s=config.max_stamp_lead,
-                                     clock_stop_s=max(2.0, 2 * values["diagnostics.period"]))
+                                     clock_stop_s=max(2.0, 2 * values["diagnostics.period"]),
+                                     base_offset_xyz=config.base_offset_xyz,
+                                     base_offset_tolerance=config.base_offset_tolerance)
         self._jitter_ns = int(round(config.time_jump_tolerance * NS_PER_S))
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alpamayo_infer")
         self._closing = threading.Event()
@@ -148,6 +150,8 @@ class PlannerNode(Node):
     def _on_odometry(self, msg: Odometry) -> None:
         sample = convert.odometry_to_sample(msg)
         result = self._core.add_odometry(sample)
+        if result.frame_change is not None or result.time_jump is not None:
+            self._health.restart_odometry()
         if result.frame_change is not None:
             self._health.record_frame_change(str(result.frame_change))
             self.get_logger().warning(str(result.frame_change),
@@ -158,6 +162,7 @@ class PlannerNode(Node):
                                    throttle_duration_sec=_LOG_THROTTLE_S)
             return
         self._health.record_odometry(self._now_ns(), sample.stamp_ns)
+        self._health.record_odometry_pose(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
 
     def _on_time_jump(self, jump: TimeJump) -> None:
         self._health.record_time_jump()
@@ -249,6 +254,9 @@ class PlannerNode(Node):
                                     now_ns,
                                     hardware_id=self.get_fully_qualified_name(),
                                     prefix=self.get_fully_qualified_name())
+        warning = self._health.base_offset_warning()
+        if warning:
+            self.get_logger().warning(warning, throttle_duration_sec=60.0)
         try:
             self._pub_diag.publish(array)
         except Exception:
