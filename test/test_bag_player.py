@@ -94,3 +94,26 @@ def test_live_planner_on_played_bag_is_recorded(tmp_path, ros_process):
         assert START_NS <= t0 <= START_NS + 6_000_000_000
         assert p.log_time_ns >= t0
         assert abs(p.msg.v0 - 10.0) < 0.05
+
+
+@pytest.mark.parametrize("names", [("SIGINT",), ("SIGINT", "SIGTERM", "SIGINT")],
+                         ids=["sigint", "3xmixed"])
+def test_signals_stop_the_player_cleanly(tmp_path, ros_node, ros_process, names):
+    """Ctrl-C once or more while playing: status 0, no KeyboardInterrupt traceback (the
+    wait loop of main used to raise one), the recorder closed."""
+    import signal
+
+    from nav_msgs.msg import Odometry
+    write_bag(tmp_path / "bag", duration_s=30.0)
+    _, odo_inbox = ros_node.subscribe(make_bag.DEFAULT_ODOMETRY_TOPIC, Odometry, qos=_reliable())
+    player = ros_process("bag_player", params={
+        "bag": str(tmp_path / "bag"), "wait_for_subscribers": 1,
+        "topics": [make_bag.DEFAULT_ODOMETRY_TOPIC], "record_path": str(tmp_path / "rec")})
+    assert len(odo_inbox.wait_for(20, timeout=20.0)) >= 20  # playing
+    for name in names:
+        if player.is_running():
+            player.popen.send_signal(getattr(signal, name))
+    assert player.wait_exit(timeout=5.0) == 0, player.describe()
+    out = player.output()
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    assert "recorded nothing" in out
