@@ -128,3 +128,26 @@ def test_use_bag_clock_plays_the_recorded_clock_only(tmp_path, ros_node, ros_pro
     with bag_io.BagReader(tmp_path / "bag") as reader:
         recorded = [bag_io.stamp_to_ns(m.msg.clock) for m in reader.messages(["/clock"])]
     assert clock == recorded  # exactly the recorded values, nothing generated in between
+
+
+@pytest.mark.parametrize("names", [("SIGINT",), ("SIGINT", "SIGTERM", "SIGINT")],
+                         ids=["sigint", "3xmixed"])
+def test_signals_stop_the_player_cleanly(tmp_path, ros_node, ros_process, names):
+    """Ctrl-C once or more while playing: status 0, no KeyboardInterrupt traceback (the
+    wait loop of main used to raise one), the recorder closed."""
+    import signal
+
+    from nav_msgs.msg import Odometry
+    write_bag(tmp_path / "bag", duration_s=30.0)
+    _, odo_inbox = ros_node.subscribe(make_bag.DEFAULT_ODOMETRY_TOPIC, Odometry, qos=_reliable())
+    player = ros_process("bag_player", params={
+        "bag": str(tmp_path / "bag"), "wait_for_subscribers": 1,
+        "topics": [make_bag.DEFAULT_ODOMETRY_TOPIC], "record_path": str(tmp_path / "rec")})
+    assert len(odo_inbox.wait_for(20, timeout=20.0)) >= 20  # playing
+    for name in names:
+        if player.is_running():
+            player.popen.send_signal(getattr(signal, name))
+    assert player.wait_exit(timeout=5.0) == 0, player.describe()
+    out = player.output()
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out
+    assert "recorded nothing" in out

@@ -448,3 +448,36 @@ def test_odometry_faults_never_give_an_ok_plan_with_impossible_motion(rig_factor
                              and int(_values(s)["odometry_frame_changes"]) > 0,
                              what="frame changes in the diagnostics")
     assert "'odom'" in _values(status)["last_odometry_frame_change"]
+
+
+@pytest.mark.parametrize("timeout_s, finished", [(0.2, False), (5.0, True)],
+                         ids=["abandoned", "waited"])
+def test_close_during_a_model_call_publishes_nothing_more(rig_factory, timeout_s, finished):
+    """close() returns within its timeout (False: the call is abandoned) or once the call
+    ended (True); either way the call's result is never published, although the context
+    stays valid (a lifecycle deactivation, or close() before rclpy shuts down)."""
+    model = FlakyModel(delay_s=1.5)
+    rig = rig_factory(model=model)
+    t = 0.0
+    while model.active == 0:  # drive until a model call runs
+        assert t < 20.0, "no model call"
+        rig.run(t, t + 0.1)
+        t += 0.1
+    calls = model.calls
+
+    def planned(plans):  # plans of ticks that called the model
+        return len([p for p in plans if p.status != PlannerOutput.STATUS_SKIPPED])
+
+    started = time.monotonic()
+    assert rig.node.close(timeout_s=timeout_s) is finished
+    assert time.monotonic() - started < timeout_s + 1.0
+    deadline = time.monotonic() + 5.0
+    while model.active and time.monotonic() < deadline:  # the abandoned call ends on its own
+        time.sleep(0.02)
+    assert model.active == 0 and model.calls == calls
+    rig.run(t, t + 1.0)  # ticks after close() start nothing
+    assert model.calls == calls
+    assert rig.context.ok()
+    rig.wait_plans(lambda ps: planned(ps) >= calls - 1)  # every earlier call's plan
+    with pytest.raises(AssertionError):  # but none of the call running at close()
+        rig.wait_plans(lambda ps: planned(ps) >= calls, timeout=1.0)

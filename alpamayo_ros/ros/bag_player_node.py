@@ -43,6 +43,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros.convert import message_class
 from alpamayo_ros.ros.qos import CLOCK_QOS
+from alpamayo_ros.ros.shutdown import ShutdownSignals
 from alpamayo_ros.ros.spin import spin_until_shutdown
 from alpamayo_ros.tools import bag_io
 
@@ -255,6 +256,10 @@ class BagPlayerNode(Node):
 
 
 def main(argv: Optional[list] = None) -> int:
+    # SIGINT/SIGTERM shut down through rclpy and never raise KeyboardInterrupt in this
+    # thread's wait loop (ros/shutdown.py); the recorder is closed either way.
+    signals = ShutdownSignals()
+    signals.install()
     rclpy.init(args=argv if argv is not None else sys.argv)
     node = None
     try:
@@ -286,6 +291,7 @@ def main(argv: Optional[list] = None) -> int:
             node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+        signals.ignore_from_now()
     return 0
 
 

@@ -5,7 +5,7 @@ alpamayo_ros.core.planner_core; message conversion in convert.py / markers.py /
 diagnostics.py; parameters in params.py; the model in model_loader.py.
 
 Threads: one SingleThreadedExecutor runs the sensor callbacks and the timers; the planning
-timer only hands a tick to a one-worker thread pool and returns, so frames and odometry
+timer only hands a tick to a daemon worker thread and returns, so frames and odometry
 keep flowing while the model runs. A tick that arrives while the worker is busy is dropped
 and counted (TickGate), never queued. With rclpy's MultiThreadedExecutor instead, the
 launch-equivalence test (test_launch_planner.py) failed in about half of ten runs on this
@@ -13,13 +13,16 @@ project's 2-core machine: the node fell behind 50 Hz odometry plus four cameras 
 every tick for odometry gaps or staleness; with this executor it passed 6 runs of 6. Its
 threads only contend for the GIL, and every callback here is short; the callback groups
 stay correct under either executor.
+
+Shutdown (close): nothing is published once it began (PublishGate); a model call still
+running after WORKER_STOP_TIMEOUT_S is abandoned, its result never published, and
+run_node leaves the process (ros/spin.py, ros/shutdown.py).
 """
 from __future__ import annotations
 
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Callable, Optional
 
@@ -50,6 +53,8 @@ from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
+from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, PublishGate, WorkerThread,
+                                       shutdown_logger)
 from alpamayo_ros.ros.spin import run_node
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
@@ -85,8 +90,9 @@ class PlannerNode(Node):
                                      base_offset_xyz=config.base_offset_xyz,
                                      base_offset_tolerance=config.base_offset_tolerance)
         self._jitter_ns = int(round(config.time_jump_tolerance * NS_PER_S))
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alpamayo_infer")
+        self._worker = WorkerThread("alpamayo_infer")
         self._closing = threading.Event()
+        self._publish_gate = PublishGate()
 
         self._pub_plan = self.create_publisher(PlannerOutput, "alpamayo/plan", PLAN_QOS)
         self._pub_path = self.create_publisher(Path, "alpamayo/path", PLAN_QOS)
@@ -196,7 +202,7 @@ class PlannerNode(Node):
         self._health.record_tick()
         try:
             self._worker.submit(self._plan, now_ns, tick_wall_s)
-        except RuntimeError:  # the pool is shutting down
+        except RuntimeError:  # the worker is stopped (shutting down)
             self._gate.leave()
 
     def _plan(self, now_ns: int, tick_wall_s: float) -> None:
@@ -208,8 +214,9 @@ class PlannerNode(Node):
                 result = self._core.skipped(now_ns, exc)
             else:
                 result = self._core.run(prepared)
-            if not self._closing.is_set():
-                self._publish(result)
+            with self._publish_gate.open() as allowed:
+                if allowed:  # never after close() began, never while it runs
+                    self._publish(result)
         except Exception as exc:  # a bug here must not kill the worker or the node
             if not self.context.ok():
                 return  # shutting down: publishers are gone, nothing to report
@@ -263,19 +270,27 @@ class PlannerNode(Node):
             if self.context.ok():
                 raise  # a real failure; during shutdown the publisher is simply gone
 
-    def close(self) -> None:
-        """Stop planning and wait for a running inference to finish."""
+    def close(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> bool:
+        """Stop planning: no tick starts and nothing is published from now on; wait up to
+        timeout_s for a running model call. False: the call is still running and is
+        abandoned (its result is never published; the worker is a daemon thread)."""
         self._closing.set()
-        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._publish_gate.close()
+        if self._worker.stop(timeout_s):
+            return True
+        shutdown_logger(self).warning(f"a model call is still running after {timeout_s:g} s "
+                                      "of shutdown: abandoned, its result is not published")
+        return False
 
 
-def main(args: Optional[list] = None) -> int:
+def main(args: Optional[list] = None, model_loader: Callable = load_model) -> int:
     """Entry point of the planner_node executable; returns the process exit status.
 
     2: invalid parameters or checkpoint (a readable message on stderr, no traceback).
+    model_loader: as PlannerNode's (test scripts run the executable with a slow model).
     """
-    return run_node(NODE_NAME, PlannerNode, SingleThreadedExecutor, args,
-                    parameter_specs=PLANNER_PARAMETERS)
+    return run_node(NODE_NAME, partial(PlannerNode, model_loader=model_loader),
+                    SingleThreadedExecutor, args, parameter_specs=PLANNER_PARAMETERS)
 
 
 if __name__ == "__main__":
