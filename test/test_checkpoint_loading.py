@@ -250,3 +250,117 @@ def test_cuda_on_a_cpu_machine_names_the_parameter_and_the_flags(tiny_root):
     message = str(info.value)
     for needed in ("model.device", "model.device:=cpu", "device:=cpu", "--device cpu"):
         assert needed in message, needed
+
+
+# ------------------------------------------------------------------ damaged files (issue 9)
+def _weights(root):
+    return root / "checkpoint" / "model.safetensors"
+
+
+def _header_size(path):
+    return int.from_bytes(path.read_bytes()[:8], "little")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d[:len(d) // 2], r"is truncated: have \d+ bytes, need \d+ \(header \d+ \+ tensor"),
+    (lambda d: d[:100], r"is truncated or not a safetensors file: have 100 bytes, need at "
+                        r"least \d+ for its header"),
+    (lambda d: d[:4], r"is not a safetensors file: have 4 bytes, need at least 8"),
+    (lambda d: b"", r"is not a safetensors file: have 0 bytes, need at least 8"),
+    (lambda d: bytes(range(256)) * 8, r"header length field says \d+ bytes, need at most "
+                                      r"100000000"),
+    (lambda d: (50).to_bytes(8, "little") + b"x" * 60,
+     r"its 50-byte header is not a safetensors JSON header"),
+], ids=["half", "in_header", "4_bytes", "empty", "garbage", "garbage_header"])
+def test_damaged_safetensors_are_refused_before_loading(root, damage, message):
+    path = _weights(root)
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CheckpointError, match=message) as info:
+        locate_checkpoint(root / "checkpoint")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncation_numbers_are_the_files(root):
+    path = _weights(root)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1000])
+    with pytest.raises(CheckpointError) as info:
+        locate_checkpoint(root / "checkpoint")
+    header = 8 + _header_size(path)
+    assert (f"have {len(data) - 1000} bytes, need {len(data)} (header {header} + tensor data "
+            f"{len(data) - header})") in str(info.value)
+
+
+def test_a_damaged_shard_is_named(root):
+    _shard(root / "checkpoint")
+    shard = root / "checkpoint" / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-8])
+    with pytest.raises(CheckpointError, match="model-00002-of-00002.safetensors is truncated"):
+        locate_checkpoint(root / "checkpoint")
+
+
+def test_weights_safetensors_cannot_parse_are_a_checkpoint_error(root):
+    """A complete file whose header names an unknown dtype passes the size check; the
+    loader's error comes back as a CheckpointError naming the file."""
+    path = _weights(root)
+    data = path.read_bytes()
+    size = _header_size(path)
+    header = json.loads(data[8:8 + size])
+    name = next(k for k in header if k != "__metadata__")
+    header[name]["dtype"] = "X"
+    text = json.dumps(header, separators=(",", ":")).encode()
+    path.write_bytes(data[:8] + text.ljust(size) + data[8 + size:])
+    with pytest.raises(CheckpointError, match=r"cannot read the weights .*model.safetensors: "
+                                              r"Error while deserializing header"):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint", device="cpu")
+
+
+def test_config_that_is_not_text_is_a_checkpoint_error(root):
+    (root / "checkpoint" / "config.json").write_bytes(b"\xff\xfe\x00 not json")
+    with pytest.raises(CheckpointError, match=r"checkpoint/config.json is not valid JSON: not "
+                                              r"UTF-8 text"):
+        locate_checkpoint(root / "checkpoint")
+
+
+def test_damaged_tokenizer_json_is_a_checkpoint_error(root):
+    (root / "base_vlm" / "tokenizer.json").write_text("{garbage")
+    with pytest.raises(CheckpointError, match=r"cannot load the tokenizer from .*base_vlm: "):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint", device="cpu")
+
+
+@pytest.mark.parametrize("unreadable", ["checkpoint/config.json", "checkpoint/model.safetensors",
+                                        "base_vlm/config.json"])
+def test_unreadable_files_are_named(root, monkeypatch, unreadable):
+    """Permission denied (simulated: the tests may run as root, who may read anything)."""
+    import builtins
+    from pathlib import Path
+
+    target = root / unreadable
+    real_open = builtins.open
+    real_read_text = Path.read_text
+
+    def deny(path):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+
+    def open_(file, *args, **kwargs):
+        deny(file)
+        return real_open(file, *args, **kwargs)
+
+    def read_text(self, *args, **kwargs):
+        deny(self)
+        return real_read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(Path, "read_text", read_text)
+    with pytest.raises(CheckpointError, match=f"cannot read {target}: Permission denied"):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint", device="cpu")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root reads files whatever their permissions")
+def test_a_file_without_read_permission_is_named(root):
+    config = root / "checkpoint" / "config.json"
+    config.chmod(0)
+    with pytest.raises(CheckpointError, match=f"cannot read {config}: Permission denied"):
+        locate_checkpoint(root / "checkpoint")

@@ -5,6 +5,10 @@ The official release (``nvidia/Alpamayo-R1-10B``) is a ``config.json`` with
 ``model.safetensors.index.json`` naming the shards. This module only finds, checks and reads
 those files (no torch modules are built here; see ``modeling.py``). Nothing is fetched from
 the hub: every path must exist locally, and pickle formats (.bin/.pt) are refused.
+Every problem is a CheckpointError (a ConfigError: one line, exit status 2 in the node and
+the replay) that names the file: unreadable files, JSON that is not JSON, and weights that
+are truncated or not safetensors at all, found from their header before anything heavy is
+loaded (check_safetensors_file: the header gives the size the file must have).
 """
 from __future__ import annotations
 
@@ -47,9 +51,16 @@ class CheckpointFiles:
 
 def _read_json(path: Path) -> dict:
     """Parse one JSON object file of a checkpoint or processor directory (CheckpointError
-    if it is not valid JSON or not an object)."""
+    if it cannot be read, is not UTF-8 JSON or not an object)."""
     try:
-        value = json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON: not UTF-8 text ({exc.reason} at "
+                              f"byte {exc.start})") from exc
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
@@ -129,11 +140,66 @@ def find_weight_files(checkpoint_dir: Path | str) -> tuple[tuple[Path, ...], Opt
 
 
 def locate_checkpoint(checkpoint_dir: Path | str) -> CheckpointFiles:
-    """Check a checkpoint directory and return its config and weight files."""
+    """Check a checkpoint directory and return its config and weight files.
+
+    Every weight file is checked to be a complete safetensors file (check_safetensors_file)
+    before anything heavy is loaded.
+    """
     checkpoint_dir = Path(checkpoint_dir).expanduser().resolve()
     config = read_checkpoint_config(checkpoint_dir)
     files, index_path, weight_map = find_weight_files(checkpoint_dir)
+    for path in files:
+        check_safetensors_file(path)
     return CheckpointFiles(checkpoint_dir, config, files, index_path, weight_map)
+
+
+# The safetensors format: an 8-byte little-endian header length n, n bytes of JSON header
+# ({tensor name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}),
+# then the data; offsets are relative to the end of the header. The safetensors library
+# refuses headers above 100 MB.
+_SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def check_safetensors_file(path: Path | str) -> None:
+    """CheckpointError unless `path` is a readable, complete safetensors file.
+
+    Reads only the header (a few kilobytes to a few megabytes): the length field, the JSON
+    header and the largest tensor end offset give the size the file must have, so a
+    truncated download says how many bytes it has and needs.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            length_field = handle.read(8)
+            if len(length_field) < 8:
+                raise CheckpointError(f"{path} is not a safetensors file: have {size} bytes, "
+                                      "need at least 8 (the header length)")
+            header_size = int.from_bytes(length_field, "little")
+            if header_size > _SAFETENSORS_MAX_HEADER:
+                raise CheckpointError(
+                    f"{path} is not a safetensors file: its header length field says "
+                    f"{header_size} bytes, need at most {_SAFETENSORS_MAX_HEADER}")
+            if 8 + header_size > size:
+                raise CheckpointError(
+                    f"{path} is truncated or not a safetensors file: have {size} bytes, "
+                    f"need at least {8 + header_size} for its header")
+            header = handle.read(header_size)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        meta = json.loads(header.decode("utf-8"))
+        ends = [int(entry["data_offsets"][1]) for name, entry in meta.items()
+                if name != "__metadata__"]
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError,
+            TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors file: its {header_size}-byte "
+                              f"header is not a safetensors JSON header ({exc})") from exc
+    need = 8 + header_size + max(ends, default=0)
+    if size < need:
+        raise CheckpointError(
+            f"{path} is truncated: have {size} bytes, need {need} (header {8 + header_size} "
+            f"+ tensor data {need - 8 - header_size}); download or copy it again")
 
 
 def resolve_processor_dir(checkpoint_dir: Path | str, config: dict,
@@ -187,32 +253,45 @@ def compute_model_id(files: CheckpointFiles, length: int = 12) -> str:
     few kilobytes are read, never the weights.
     """
     digest = hashlib.sha256()
-    digest.update((files.checkpoint_dir / CONFIG_NAME).read_bytes())
-    if files.index_path is not None:
-        digest.update(files.index_path.read_bytes())
-    else:
-        digest.update(_read_safetensors_header(files.weight_files[0]))
+    try:
+        digest.update((files.checkpoint_dir / CONFIG_NAME).read_bytes())
+        if files.index_path is not None:
+            digest.update(files.index_path.read_bytes())
+        else:
+            digest.update(_read_safetensors_header(files.weight_files[0]))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
     return digest.hexdigest()[:length]
 
 
 def _read_safetensors_header(path: Path) -> bytes:
-    with open(path, "rb") as handle:
-        size = int.from_bytes(handle.read(8), "little")
-        if size <= 0 or size > 100_000_000:
-            raise CheckpointError(f"{path} is not a safetensors file (header size {size})")
-        return handle.read(size)
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size <= 0 or size > _SAFETENSORS_MAX_HEADER:
+                raise CheckpointError(f"{path} is not a safetensors file (header size {size})")
+            return handle.read(size)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def load_state_dict(files: CheckpointFiles, device: Any = "cpu", dtype: Any = None) -> dict:
     """Read every tensor of the checkpoint (official names) with safetensors.
 
     dtype: cast floating tensors to it (None keeps the stored dtype); ints are kept.
+    A file safetensors cannot read (damaged after locate_checkpoint's size check, or
+    unreadable) raises CheckpointError naming it.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     state: dict = {}
     for path in files.weight_files:
-        part = load_file(str(path), device=str(device))
+        try:
+            part = load_file(str(path), device=str(device))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read the weights {path}: "
+                                  f"{' '.join(str(exc).split())}") from exc
         if dtype is not None:
             part = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in part.items()}
         overlap = state.keys() & part.keys()

@@ -151,8 +151,10 @@ def load_extended_tokenizer(processor_dir, *, traj_vocab_size: int = 4000,
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True,
                                                   trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot load the tokenizer from {directory}: {exc}") from exc
+    except Exception as exc:  # the tokenizers library raises plain Exception, e.g.
+        # "key must be a string at line 1 column 2" for a damaged tokenizer.json
+        raise CheckpointError(f"cannot load the tokenizer from {directory}: "
+                              f"{' '.join(str(exc).split())}") from exc
     if not getattr(tokenizer, "chat_template", None):
         raise CheckpointError(f"tokenizer in {directory} has no chat template "
                               f"(chat_template.jinja or tokenizer_config.json)")

@@ -29,7 +29,8 @@ def declare_and_read(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
     validator: values -> normalised values (raises ConfigError); default: the planner's
     `validate_parameters` for the planner table, else `validate(values, specs)`.
     Overrides of the wrong type for int, bool, string and array parameters, found by rclpy,
-    become one ConfigError with have/need text, like the validator's.
+    become one ConfigError with have/need text, like the validator's. Parameters named
+    `*_topic` / `*_topics` are then checked as ROS topic names (check_topic_names).
     """
     # rclpy imports stay here so this module imports without a ROS installation.
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -75,7 +76,43 @@ def declare_and_read(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
             errors.append(f"{spec.name}: have {have!r}, need {spec.range_text()}")
     if errors:
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(errors))
-    return validator(values)
+    values = validator(values)
+    check_topic_names(node, {spec.name: values[spec.name] for spec in specs
+                             if spec.name.endswith(TOPIC_SUFFIXES)})
+    return values
+
+
+# Parameters whose names end so hold topic names (a string, or an array of strings).
+TOPIC_SUFFIXES = ("_topic", "_topics")
+
+
+def check_topic_names(node, topics: Mapping[str, Any]) -> None:
+    """ConfigError, one line per bad name, unless every topic name of `topics` (parameter
+    name -> name or list of names) is valid for `node` by ROS's rules, after expansion
+    against its namespace and remapping (node.resolve_topic_name).
+
+    rclpy would refuse such a name only when the subscription or publisher is created,
+    with a multi-line InvalidTopicNameException or an RCLError that names no parameter.
+    """
+    from rclpy._rclpy_pybind11 import RCLError
+    from rclpy.exceptions import NameValidationException
+
+    errors = []
+    for name, value in topics.items():
+        items = [(name, value)] if isinstance(value, str) else [
+            (f"{name}[{i}]", v) for i, v in enumerate(value)]
+        for label, topic in items:
+            try:
+                node.resolve_topic_name(topic)
+            except (RCLError, NameValidationException) as exc:
+                # RCLError text: "failed to resolve name: <why>, at <rcl source file>".
+                why = str(exc).split("failed to resolve name: ")[-1].split(", at /")[0]
+                errors.append(f"{label}: have {topic!r}, need a valid ROS topic name "
+                              f"({' '.join(why.split())})")
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    if errors:
+        raise ConfigError("invalid topic names:\n  " + "\n  ".join(errors))
 
 
 def normalise_parameter_files(args: Sequence[str], node_name: str,
