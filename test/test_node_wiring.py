@@ -382,11 +382,12 @@ def test_clock_jump_clears_the_buffers_and_names_the_cause(monkeypatch, ros_doma
         warnings, resets = [], []
         monkeypatch.setattr(node, "get_logger", lambda: SimpleNamespace(
             warning=lambda text, **_: warnings.append(text)))
-        monkeypatch.setattr(node._core, "reset", lambda now_ns, why: resets.append(why))
+        monkeypatch.setattr(node._configured.core, "reset",
+                            lambda now_ns, why: resets.append(why))
         node._on_clock_jump(TimeJump(ClockChange.ROS_TIME_NO_CHANGE, Duration(nanoseconds=-1)))
         node._on_clock_jump(TimeJump(ClockChange.ROS_TIME_NO_CHANGE,
                                      Duration(nanoseconds=-900_000_000)))
-        assert resets == [] and node._health.clock_jitter == 2
+        assert resets == [] and node._configured.health.clock_jitter == 2
         node._on_clock_jump(TimeJump(ClockChange.ROS_TIME_NO_CHANGE, Duration(seconds=-2)))
         node._on_clock_jump(TimeJump(ClockChange.ROS_TIME_ACTIVATED, Duration(seconds=0)))
         assert len(resets) == 2

@@ -17,6 +17,7 @@ class TickGate:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._busy = False
         self.accepted = 0
         self.dropped = 0
@@ -42,3 +43,9 @@ class TickGate:
             if not self._busy:
                 raise RuntimeError("TickGate.leave() called while not busy")
             self._busy = False
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no inference runs (at most `timeout` s); True when idle."""
+        with self._lock:
+            return self._idle.wait_for(lambda: not self._busy, timeout)

@@ -22,24 +22,20 @@ from alpamayo_ros.core.planner_params import PLANNER_PARAMETERS, validate_parame
 Validator = Callable[[Mapping[str, Any]], dict]
 
 
-def declare_and_read(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
-                     validator: Optional[Validator] = None) -> dict[str, Any]:
-    """Declare every parameter of `specs` on an rclpy node and return the validated values.
+def declare_parameters(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS
+                       ) -> tuple[dict[str, Any], list[str]]:
+    """Declare every parameter of `specs` on an rclpy node (with descriptors).
 
-    validator: values -> normalised values (raises ConfigError); default: the planner's
-    `validate_parameters` for the planner table, else `validate(values, specs)`.
-    Overrides of the wrong type for int, bool, string and array parameters, found by rclpy,
-    become one ConfigError with have/need text, like the validator's. Parameters named
-    `*_topic` / `*_topics` are then checked as ROS topic names (check_topic_names).
+    Returns (declared values, problems): overrides of the wrong type for int, bool, string
+    and array parameters, or out of a ROS range, are problems with have/need text (the
+    parameter keeps its default), so a managed node can come up and fail its configure
+    transition with the reason instead of dying at construction.
     """
     # rclpy imports stay here so this module imports without a ROS installation.
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.parameter import Parameter
 
-    if validator is None:
-        validator = (validate_parameters if specs is PLANNER_PARAMETERS
-                     else lambda values: validate(values, specs))
     rclpy_types = {BOOL: Parameter.Type.BOOL, INT: Parameter.Type.INTEGER,
                    FLOAT: Parameter.Type.DOUBLE, STRING: Parameter.Type.STRING,
                    INT_ARRAY: Parameter.Type.INTEGER_ARRAY,
@@ -74,8 +70,20 @@ def declare_and_read(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
             override = getattr(node, "_parameter_overrides", {}).get(spec.name)
             have = override.value if override is not None else "?"
             errors.append(f"{spec.name}: have {have!r}, need {spec.range_text()}")
+    return values, errors
+
+
+def checked(node, values: Mapping[str, Any], errors: Sequence[str],
+            specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
+            validator: Optional[Validator] = None) -> dict[str, Any]:
+    """The validated values of declare_parameters' result; ConfigError listing every
+    problem (the declaration's and the validator's). Parameters named `*_topic` /
+    `*_topics` are then checked as ROS topic names of `node` (check_topic_names)."""
     if errors:
         raise ConfigError("invalid parameters:\n  " + "\n  ".join(errors))
+    if validator is None:
+        validator = (validate_parameters if specs is PLANNER_PARAMETERS
+                     else lambda v: validate(v, specs))
     values = validator(values)
     check_topic_names(node, {spec.name: values[spec.name] for spec in specs
                              if spec.name.endswith(TOPIC_SUFFIXES)})
@@ -113,6 +121,18 @@ def check_topic_names(node, topics: Mapping[str, Any]) -> None:
         raise ConfigError(errors[0])
     if errors:
         raise ConfigError("invalid topic names:\n  " + "\n  ".join(errors))
+
+
+def declare_and_read(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
+                     validator: Optional[Validator] = None) -> dict[str, Any]:
+    """Declare every parameter of `specs` on an rclpy node and return the validated values.
+
+    validator: values -> normalised values (raises ConfigError); default: the planner's
+    `validate_parameters` for the planner table, else `validate(values, specs)`.
+    Raises ConfigError with have/need text for every problem.
+    """
+    values, errors = declare_parameters(node, specs)
+    return checked(node, values, errors, specs, validator)
 
 
 def normalise_parameter_files(args: Sequence[str], node_name: str,

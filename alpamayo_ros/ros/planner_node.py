@@ -20,11 +20,14 @@ run_node leaves the process (ros/spin.py, ros/shutdown.py).
 """
 from __future__ import annotations
 
+import enum
+import gc
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
@@ -32,20 +35,20 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
-from alpamayo_ros.core.errors import DecodeError, InputNotReady
+from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
 from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
-from alpamayo_ros.core.planner_health import PlannerHealth, TickOutcome
+from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth, TickOutcome
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
-from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.core.types import NS_PER_S, ModelDescription
 from alpamayo_ros.msg import PlannerOutput
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
@@ -53,217 +56,319 @@ from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
-from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, PublishGate, WorkerThread,
-                                       shutdown_logger)
+from alpamayo_ros.ros.shutdown import WORKER_STOP_TIMEOUT_S, WorkerThread, shutdown_logger
 from alpamayo_ros.ros.spin import run_node
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
 _LOG_THROTTLE_S = 5.0
+# How long deactivate waits for a running model call (its result is dropped) [s].
+DRAIN_TIMEOUT_S = 30.0
 
 
-class PlannerNode(Node):
-    """Alpamayo-R1 planner node (see module docstring).
+class PlannerNode(LifecycleNode):
+    """Alpamayo-R1 planner node, a managed (lifecycle) node; see the module docstring.
 
     model_loader: builds (model, description) from the validated parameters; tests inject
-    failing or slow models through it. Raises ConfigError for invalid parameters.
+    failing or slow models through it. With autostart (the default) the constructor runs
+    configure and activate and raises ConfigError when configure fails.
     """
 
     def __init__(self, *, model_loader: Callable = load_model, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        self._values = values = params.declare_and_read(self)
-        config = planner_config(values)
-        model, self._model_desc = model_loader(values)
-        self._core = PlannerCore(config, model, self._model_desc.options,
-                                 on_time_jump=self._on_time_jump)
-        self._camera_topics = [self.resolve_topic_name(t) for t in values["camera_topics"]]
-        self._base_frame = values["base_frame_id"]
-        self._output_context = OutputContext(self._base_frame, tuple(self._camera_topics),
-                                             tuple(config.camera_indices), self._model_desc)
-        self._gate = TickGate()
-        self._health = PlannerHealth(list(config.slot_names), "odometry",
-                                     max_input_age_s=config.max_input_age,
-                                     max_camera_skew_s=values["diagnostics.max_camera_skew"],
-                                     max_stamp_lead_s=config.max_stamp_lead,
-                                     clock_stop_s=max(2.0, 2 * values["diagnostics.period"]),
-                                     base_offset_xyz=config.base_offset_xyz,
-                                     base_offset_tolerance=config.base_offset_tolerance)
-        self._jitter_ns = int(round(config.time_jump_tolerance * NS_PER_S))
-        self._worker = WorkerThread("alpamayo_infer")
+        self._declared, self._declare_errors = params.declare_parameters(self)
+        self._model_loader = model_loader
+        self._phase = Phase.UNCONFIGURED
+        self._phase_since = time.monotonic()
+        self._last_error = ""
+        self._load_s: Optional[float] = None
+        self._warmup_s: Optional[float] = None
+        self._active = False
         self._closing = threading.Event()
-        self._publish_gate = PublishGate()
-
-        self._pub_plan = self.create_publisher(PlannerOutput, "alpamayo/plan", PLAN_QOS)
-        self._pub_path = self.create_publisher(Path, "alpamayo/path", PLAN_QOS)
-        self._pub_path_odom = self.create_publisher(Path, "alpamayo/path_odom", PLAN_QOS)
-        self._pub_coc = self.create_publisher(String, "alpamayo/coc", PLAN_QOS)
-        self._pub_markers = (self.create_publisher(MarkerArray, "alpamayo/markers", PLAN_QOS)
-                             if values["markers.enabled"] else None)
+        self._publish_lock = threading.Lock()  # publishing vs. deactivate / close
+        self._configured: Optional[_Configured] = None
+        # Diagnostics run on wall time in every state (they go on, and say so, when /clock
+        # stops or while the model loads).
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
                                                DIAGNOSTICS_QOS)
-
-        sensors = ReentrantCallbackGroup()
-        for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
-                                                      values["camera_transports"])):
-            msg_type, to_encoded = ((Image, convert.image_to_encoded) if transport == "raw"
-                                    else (CompressedImage, convert.compressed_to_encoded))
-            self.create_subscription(msg_type, topic, partial(self._on_image, slot, to_encoded),
-                                     CAMERA_SUBSCRIPTION_QOS, callback_group=sensors)
-        self.create_subscription(Odometry, values["odometry_topic"], self._on_odometry,
-                                 ODOMETRY_SUBSCRIPTION_QOS, callback_group=sensors)
-        timers = MutuallyExclusiveCallbackGroup()
-        self.create_timer(1.0 / values["rate_hz"], self._on_tick, callback_group=timers)
-        # Diagnostics run on wall time, so they go on (and say so) when /clock stops.
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
-        self.create_timer(values["diagnostics.period"], self._on_diagnostics,
-                          callback_group=timers, clock=self._wall_clock)
-        # A backwards jump of the node clock beyond time_jump_tolerance (sim time restarted,
-        # bag looped) invalidates every buffered stamp: clear the buffers instead of planning
-        # on mixed data. Smaller backward steps (a bag's /clock rounding) are jitter.
-        self._jump_callback = self.get_clock().create_jump_callback(
-            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
-                          on_clock_change=True), post_callback=self._on_clock_jump)
+        period = self._declared.get("diagnostics.period", 1.0)
+        self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
+                          self._on_diagnostics, clock=self._wall_clock)
+        autostart = self._declared.get("autostart", True)
+        if autostart is True:
+            self._autostart()
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self) -> None:
+        """configure + activate; ConfigError with the reason when configure fails."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise ConfigError(self._last_error or "configure failed")
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise ConfigError(self._last_error or "activate failed")
+
+    def _set_phase(self, phase: "Phase", publish: bool = False) -> None:
+        self._phase, self._phase_since = phase, time.monotonic()
+        if publish:  # the executor may be blocked by the transition: publish right away
+            self._on_diagnostics()
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Validate the parameters, load the model and warm it up, create the inputs (the
+        buffers fill while inactive) and outputs. FAILURE with the readable error."""
+        try:
+            values = params.checked(self, self._declared, self._declare_errors)
+            config = planner_config(values)
+            self._set_phase(Phase.LOADING, publish=True)
+            start = time.perf_counter()
+            model, description = self._model_loader(values)
+            self._load_s = time.perf_counter() - start
+            self._set_phase(Phase.WARMING_UP, publish=True)
+            self._warmup_s = _warm_up(model, description, config)
+            self._configured = _Configured.create(self, values, config, model, description)
+        except Exception as exc:  # every cause ends the transition with its reason
+            self._last_error = (str(exc) if isinstance(exc, ConfigError)
+                                else f"{type(exc).__name__}: {exc}")
+            self.get_logger().error(f"configure failed: {self._last_error}")
+            self._release()
+            self._set_phase(Phase.CONFIGURE_FAILED, publish=True)
+            return TransitionCallbackReturn.FAILURE
+        self._last_error = ""
+        c = self._configured
         self.get_logger().info(
-            f"planning at {values['rate_hz']:g} Hz with {self._model_desc.model_id} "
-            f"({values['model.backend']}, {self._model_desc.device}); cameras "
-            f"{list(zip(config.camera_indices, self._camera_topics))}, odometry "
+            f"configured: {description.model_id} ({values['model.backend']}, "
+            f"{description.device}) loaded in {self._load_s:.2f} s, warm-up "
+            f"{self._warmup_s:.2f} s; planning at {values['rate_hz']:g} Hz once active; "
+            f"cameras {list(zip(config.camera_indices, c.camera_topics))}, odometry "
             f"{self.resolve_topic_name(values['odometry_topic'])}")
+        self._set_phase(Phase.INACTIVE, publish=True)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Start planning (the lifecycle publishers go live)."""
+        result = super().on_activate(state)
+        with self._publish_lock:
+            self._active = True
+        self._set_phase(Phase.ACTIVE)
+        self.get_logger().info(f"planning at {self._configured.values['rate_hz']:g} Hz")
+        return result
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Stop planning: no tick starts and nothing is published from now on; a running
+        model call is waited for (drained, its result dropped) up to DRAIN_TIMEOUT_S."""
+        self._stop_planning(DRAIN_TIMEOUT_S)
+        self._set_phase(Phase.INACTIVE)
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Destroy the inputs, outputs and the model (its memory, GPU memory included, is
+        returned)."""
+        self._release()
+        self._set_phase(Phase.UNCONFIGURED)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_planning(WORKER_STOP_TIMEOUT_S)
+        self._release()
+        self._set_phase(Phase.FINALIZED)
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self._stop_planning(WORKER_STOP_TIMEOUT_S)
+        self._release()
+        self._set_phase(Phase.UNCONFIGURED)
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_planning(self, timeout_s: float) -> bool:
+        """No publish after this returns; True when no model call is running any more."""
+        with self._publish_lock:
+            self._active = False
+        c = self._configured
+        return c is None or c.gate.wait_idle(timeout_s)
+
+    def _release(self) -> None:
+        """Destroy what configure created and drop the model."""
+        c, self._configured = self._configured, None
+        if c is None:
+            return
+        c.destroy(self)
+        close = getattr(c.model, "close", None)
+        if close is not None:
+            close()
+        del c
+        gc.collect()
 
     # ------------------------------------------------------------------ inputs
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
     def _on_image(self, slot: int, to_encoded: Callable, msg) -> None:
+        c = self._configured
+        if c is None:
+            return
         arrival_s = time.perf_counter()
         stamp_ns = convert.time_to_ns(msg.header.stamp)
         try:
             image = to_encoded(msg)
         except DecodeError as exc:
-            self._reject_camera(slot, str(exc))
+            self._reject_camera(c, slot, str(exc))
             return
-        result = self._core.add_image(slot, stamp_ns, image, arrival_s)
+        result = c.core.add_image(slot, stamp_ns, image, arrival_s)
         if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
-            self._reject_camera(slot, result.reason)
+            self._reject_camera(c, slot, result.reason)
         else:
-            self._health.record_camera(slot, self._now_ns(), stamp_ns)
+            c.health.record_camera(slot, self._now_ns(), stamp_ns)
 
-    def _reject_camera(self, slot: int, reason: str) -> None:
-        self._health.reject_camera(slot, reason, self._now_ns())
-        self.get_logger().warning(f"{self._camera_topics[slot]}: frame rejected: {reason}",
-                               throttle_duration_sec=_LOG_THROTTLE_S)
+    def _reject_camera(self, c: "_Configured", slot: int, reason: str) -> None:
+        c.health.reject_camera(slot, reason, self._now_ns())
+        self.get_logger().warning(f"{c.camera_topics[slot]}: frame rejected: {reason}",
+                                  throttle_duration_sec=_LOG_THROTTLE_S)
 
     def _on_odometry(self, msg: Odometry) -> None:
+        c = self._configured
+        if c is None:
+            return
         sample = convert.odometry_to_sample(msg)
-        result = self._core.add_odometry(sample)
+        result = c.core.add_odometry(sample)
         if result.frame_change is not None or result.time_jump is not None:
-            self._health.restart_odometry()
+            c.health.restart_odometry()
         if result.frame_change is not None:
-            self._health.record_frame_change(str(result.frame_change))
+            c.health.record_frame_change(str(result.frame_change))
             self.get_logger().warning(str(result.frame_change),
                                       throttle_duration_sec=_LOG_THROTTLE_S)
         if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
-            self._health.reject_odometry(result.reason, self._now_ns())
+            c.health.reject_odometry(result.reason, self._now_ns())
             self.get_logger().warning(f"odometry rejected: {result.reason}",
-                                   throttle_duration_sec=_LOG_THROTTLE_S)
+                                      throttle_duration_sec=_LOG_THROTTLE_S)
             return
-        self._health.record_odometry(self._now_ns(), sample.stamp_ns)
-        self._health.record_odometry_pose(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
+        c.health.record_odometry(self._now_ns(), sample.stamp_ns)
+        c.health.record_odometry_pose(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
 
     def _on_time_jump(self, jump: TimeJump) -> None:
-        self._health.record_time_jump()
+        c = self._configured
+        if c is not None:
+            c.health.record_time_jump()
         self.get_logger().warning(str(jump), throttle_duration_sec=_LOG_THROTTLE_S)
 
     def _on_clock_jump(self, jump) -> None:
         # Called only for what the JumpThreshold asks for: a backward jump, or a switch
         # between system and ROS time (ROS_TIME_ACTIVATED / DEACTIVATED).
+        c = self._configured
+        if c is None:
+            return
         back_ns = -jump.delta.nanoseconds
         if jump.clock_change == ClockChange.ROS_TIME_NO_CHANGE:
-            if back_ns <= self._jitter_ns:
-                self._health.record_clock_jitter(back_ns / NS_PER_S)
+            if back_ns <= c.jitter_ns:
+                c.health.record_clock_jitter(back_ns / NS_PER_S)
                 return
             what = f"the node clock jumped back {back_ns / NS_PER_S:.3f} s"
         else:
             what = f"the node clock changed its time source ({jump.clock_change.name})"
-        self._core.reset(self._now_ns(), what)
-        self._health.record_reset()
+        c.core.reset(self._now_ns(), what)
+        c.health.record_reset()
         self.get_logger().warning(f"{what}: cleared all buffers",
                                   throttle_duration_sec=_LOG_THROTTLE_S)
 
     # ------------------------------------------------------------------ planning
     def _on_tick(self) -> None:
-        if self._closing.is_set():
+        c = self._configured
+        if c is None or not self._active or self._closing.is_set():
             return
         tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
-        if not self._gate.try_enter():
-            self._health.record_dropped_tick()
+        if not c.gate.try_enter():
+            c.health.record_dropped_tick()
             return
-        self._health.record_tick()
+        c.health.record_tick()
         try:
-            self._worker.submit(self._plan, now_ns, tick_wall_s)
-        except RuntimeError:  # the worker is stopped (shutting down)
-            self._gate.leave()
+            c.worker.submit(self._plan, c, now_ns, tick_wall_s)
+        except RuntimeError:  # the worker is stopped (cleanup or shutdown)
+            c.gate.leave()
 
-    def _plan(self, now_ns: int, tick_wall_s: float) -> None:
+    def _plan(self, c: "_Configured", now_ns: int, tick_wall_s: float) -> None:
         """Worker thread: prepare + run + publish one tick; never raises."""
         try:
             try:
-                prepared = self._core.prepare(now_ns, tick_wall_s)
+                prepared = c.core.prepare(now_ns, tick_wall_s)
             except InputNotReady as exc:
-                result = self._core.skipped(now_ns, exc)
+                result = c.core.skipped(now_ns, exc)
             else:
-                result = self._core.run(prepared)
-            with self._publish_gate.open() as allowed:
-                if allowed:  # never after close() began, never while it runs
-                    self._publish(result)
+                result = c.core.run(prepared)
+            with self._publish_lock:
+                # Never after deactivate/close began, never while they run.
+                if self._active and not self._closing.is_set():
+                    self._publish(c, result)
         except Exception as exc:  # a bug here must not kill the worker or the node
             if not self.context.ok():
                 return  # shutting down: publishers are gone, nothing to report
-            self._health.record_outcome(TickOutcome.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
+            c.health.record_outcome(TickOutcome.MODEL_ERROR, f"{type(exc).__name__}: {exc}")
             self.get_logger().error(f"planning tick failed: {type(exc).__name__}: {exc}")
         finally:
-            self._gate.leave()
+            c.gate.leave()
 
-    def _publish(self, result: PlanResult) -> None:
+    def _publish(self, c: "_Configured", result: PlanResult) -> None:
         latency_s = (self._now_ns() - output_stamp_ns(result)) / NS_PER_S
         arrival_s = result.newest_frame_arrival_s
         latency_wall_s = 0.0 if arrival_s is None else time.perf_counter() - arrival_s
-        msg = convert.plan_to_msg(result, self._output_context, latency_s=latency_s,
+        msg = convert.plan_to_msg(result, c.output_context, latency_s=latency_s,
                                   latency_wall_s=latency_wall_s)
-        self._pub_plan.publish(msg)
+        c.pub_plan.publish(msg)
         model_time = result.timings.model_call if result.status != PlanStatus.SKIPPED else None
-        self._health.record_outcome(_OUTCOMES[result.status], result.reason,
-                                    latency_s=latency_wall_s if result.ok else None,
-                                    model_time_s=model_time,
-                                    reason_code=result.reason_code.name)
+        c.health.record_outcome(_OUTCOMES[result.status], result.reason,
+                                latency_s=latency_wall_s if result.ok else None,
+                                model_time_s=model_time, reason_code=result.reason_code.name)
         if result.status == PlanStatus.MODEL_ERROR:
             self.get_logger().error(f"model error: {result.reason}")
         elif not result.ok:
             self.get_logger().warning(f"no plan ({result.status.name}): {result.reason}",
-                                   throttle_duration_sec=_LOG_THROTTLE_S)
+                                      throttle_duration_sec=_LOG_THROTTLE_S)
         if not result.ok:  # nothing of a failed tick reaches the path/CoC consumers
             return
-        path, path_odom = convert.plan_to_paths(result, self._base_frame)
-        self._pub_path.publish(path)
-        self._pub_path_odom.publish(path_odom)
-        self._pub_coc.publish(convert.plan_to_coc(result))
-        if self._pub_markers is not None:
-            self._pub_markers.publish(plan_to_markers(
-                result, self._base_frame, self._values["markers.coc_text_height"]))
+        path, path_odom = convert.plan_to_paths(result, c.base_frame)
+        c.pub_path.publish(path)
+        c.pub_path_odom.publish(path_odom)
+        c.pub_coc.publish(convert.plan_to_coc(result))
+        if c.pub_markers is not None:
+            c.pub_markers.publish(plan_to_markers(
+                result, c.base_frame, c.values["markers.coc_text_height"]))
+
+    # ------------------------------------------------------------------ diagnostics
+    def _lifecycle_report(self) -> HealthReport:
+        """State of the node: unconfigured, loading, warming up, inactive, active (with the
+        load and warm-up durations), or why configure failed."""
+        in_phase = time.monotonic() - self._phase_since
+        values = {"state": self._phase.value, "in_state_s": f"{in_phase:.1f}"}
+        for key, seconds in (("load_s", self._load_s), ("warmup_s", self._warmup_s)):
+            if seconds is not None:
+                values[key] = f"{seconds:.2f}"
+        if self._last_error:
+            values["last_error"] = self._last_error
+        level, message = {
+            Phase.UNCONFIGURED: (Level.STALE, "unconfigured: waiting for configure"),
+            Phase.LOADING: (Level.OK, f"loading the model ({in_phase:.0f} s so far)"),
+            Phase.WARMING_UP: (Level.OK, f"warming up (model loaded in {self._load_s or 0:.1f} "
+                                         f"s; {in_phase:.0f} s so far)"),
+            Phase.INACTIVE: (Level.WARN, "inactive: configured, not planning"),
+            Phase.ACTIVE: (Level.OK, "active"),
+            Phase.CONFIGURE_FAILED: (Level.ERROR, f"configure failed: {self._last_error}"),
+            Phase.FINALIZED: (Level.STALE, "finalized"),
+        }[self._phase]
+        return HealthReport("lifecycle", level, message, values)
 
     def _on_diagnostics(self) -> None:
         now_ns = self._now_ns()
-        info = {"model_id": self._model_desc.model_id, "device": self._model_desc.device,
-                "backend": self._values["model.backend"]}
-        array = to_diagnostic_array(self._health.reports(now_ns, info,
-                                                         self._wall_clock.now().nanoseconds),
-                                    now_ns,
+        reports = [self._lifecycle_report()]
+        c = self._configured
+        if c is not None:
+            info = {"model_id": c.description.model_id, "device": c.description.device,
+                    "backend": c.values["model.backend"]}
+            reports += c.health.reports(now_ns, info, self._wall_clock.now().nanoseconds)
+            warning = c.health.base_offset_warning()
+            if warning:
+                self.get_logger().warning(warning, throttle_duration_sec=60.0)
+        array = to_diagnostic_array(reports, now_ns,
                                     hardware_id=self.get_fully_qualified_name(),
                                     prefix=self.get_fully_qualified_name())
-        warning = self._health.base_offset_warning()
-        if warning:
-            self.get_logger().warning(warning, throttle_duration_sec=60.0)
         try:
             self._pub_diag.publish(array)
         except Exception:
@@ -271,16 +376,127 @@ class PlannerNode(Node):
                 raise  # a real failure; during shutdown the publisher is simply gone
 
     def close(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> bool:
-        """Stop planning: no tick starts and nothing is published from now on; wait up to
-        timeout_s for a running model call. False: the call is still running and is
-        abandoned (its result is never published; the worker is a daemon thread)."""
+        """Stop planning for good: no tick starts and nothing is published from now on;
+        wait up to timeout_s for a running model call. False: the call is still running and
+        is abandoned (its result is never published; the worker is a daemon thread)."""
         self._closing.set()
-        self._publish_gate.close()
-        if self._worker.stop(timeout_s):
+        self._stop_planning(0.0)
+        c = self._configured
+        if c is None or c.worker.stop(timeout_s):
             return True
         shutdown_logger(self).warning(f"a model call is still running after {timeout_s:g} s "
                                       "of shutdown: abandoned, its result is not published")
         return False
+
+
+class Phase(enum.Enum):
+    """What the node is doing, as /diagnostics reports it."""
+
+    UNCONFIGURED = "unconfigured"
+    LOADING = "loading"
+    WARMING_UP = "warming up"
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    CONFIGURE_FAILED = "configure failed"
+    FINALIZED = "finalized"
+
+
+def _warm_up(model, description: ModelDescription, config) -> float:
+    """The model's warm-up (graph capture, allocation) on frames of the configured size;
+    seconds it took (0 for models without one)."""
+    warmup = getattr(model, "warmup", None)
+    if warmup is None:
+        return 0.0
+    width, height = config.output_image_size or (1920, 1080)
+    return float(warmup(description.options, (height, width)))
+
+
+@dataclass
+class _Configured:
+    """Everything configure creates and cleanup destroys."""
+
+    values: dict
+    config: Any
+    model: Any
+    description: ModelDescription
+    core: PlannerCore
+    health: PlannerHealth
+    gate: TickGate
+    worker: WorkerThread
+    camera_topics: list
+    base_frame: str
+    output_context: OutputContext
+    jitter_ns: int
+    pub_plan: Any
+    pub_path: Any
+    pub_path_odom: Any
+    pub_coc: Any
+    pub_markers: Any
+    entities: list  # subscriptions and timers
+    jump_callback: Any
+
+    @classmethod
+    def create(cls, node: "PlannerNode", values: dict, config, model,
+               description: ModelDescription) -> "_Configured":
+        camera_topics = [node.resolve_topic_name(t) for t in values["camera_topics"]]
+        health = PlannerHealth(list(config.slot_names), "odometry",
+                               max_input_age_s=config.max_input_age,
+                               max_camera_skew_s=values["diagnostics.max_camera_skew"],
+                               max_stamp_lead_s=config.max_stamp_lead,
+                               clock_stop_s=max(2.0, 2 * values["diagnostics.period"]),
+                               base_offset_xyz=config.base_offset_xyz,
+                               base_offset_tolerance=config.base_offset_tolerance)
+        publish = node.create_lifecycle_publisher
+        c = cls(values=values, config=config, model=model, description=description,
+                core=PlannerCore(config, model, description.options,
+                                 on_time_jump=node._on_time_jump),
+                health=health, gate=TickGate(), worker=WorkerThread("alpamayo_infer"),
+                camera_topics=camera_topics, base_frame=values["base_frame_id"],
+                output_context=OutputContext(values["base_frame_id"], tuple(camera_topics),
+                                             tuple(config.camera_indices), description),
+                jitter_ns=int(round(config.time_jump_tolerance * NS_PER_S)),
+                pub_plan=publish(PlannerOutput, "alpamayo/plan", PLAN_QOS),
+                pub_path=publish(Path, "alpamayo/path", PLAN_QOS),
+                pub_path_odom=publish(Path, "alpamayo/path_odom", PLAN_QOS),
+                pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),
+                pub_markers=(publish(MarkerArray, "alpamayo/markers", PLAN_QOS)
+                             if values["markers.enabled"] else None),
+                entities=[], jump_callback=None)
+        sensors = ReentrantCallbackGroup()
+        for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
+                                                      values["camera_transports"])):
+            msg_type, to_encoded = ((Image, convert.image_to_encoded) if transport == "raw"
+                                    else (CompressedImage, convert.compressed_to_encoded))
+            c.entities.append(node.create_subscription(
+                msg_type, topic, partial(node._on_image, slot, to_encoded),
+                CAMERA_SUBSCRIPTION_QOS, callback_group=sensors))
+        c.entities.append(node.create_subscription(
+            Odometry, values["odometry_topic"], node._on_odometry, ODOMETRY_SUBSCRIPTION_QOS,
+            callback_group=sensors))
+        c.entities.append(node.create_timer(1.0 / values["rate_hz"], node._on_tick,
+                                            callback_group=MutuallyExclusiveCallbackGroup()))
+        # A backwards jump of the node clock beyond time_jump_tolerance (sim time restarted,
+        # bag looped) invalidates every buffered stamp: clear the buffers instead of
+        # planning on mixed data. Smaller backward steps (a bag's /clock rounding) are
+        # jitter.
+        c.jump_callback = node.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
+                          on_clock_change=True), post_callback=node._on_clock_jump)
+        return c
+
+    def destroy(self, node: "PlannerNode") -> None:
+        """Stop the worker (a running call is abandoned), destroy inputs and outputs."""
+        self.worker.stop(0.0)
+        for entity in self.entities:
+            destroy = (node.destroy_timer if hasattr(entity, "timer_period_ns")
+                       else node.destroy_subscription)
+            destroy(entity)
+        if self.jump_callback is not None:
+            self.jump_callback.unregister()
+        for pub in (self.pub_plan, self.pub_path, self.pub_path_odom, self.pub_coc,
+                    self.pub_markers):
+            if pub is not None:
+                node.destroy_lifecycle_publisher(pub)
 
 
 def main(args: Optional[list] = None, model_loader: Callable = load_model) -> int:
