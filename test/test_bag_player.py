@@ -104,11 +104,14 @@ def _carla_style_bag(path):
 
 def test_a_recorded_clock_is_not_played_next_to_the_players_own(tmp_path, ros_node,
                                                                   ros_process):
+    from nav_msgs.msg import Odometry
     from rosgraph_msgs.msg import Clock
     _carla_style_bag(tmp_path / "bag")
     _, clock_inbox = ros_node.subscribe("/clock", Clock, qos=_reliable(5000))
+    ros_node.subscribe(make_bag.DEFAULT_ODOMETRY_TOPIC, Odometry, qos=_reliable())
     player = ros_process("bag_player", params={
-        "bag": str(tmp_path / "bag"), "rate": 2.0, "linger": 0.2, "clock_hz": 50.0})
+        "bag": str(tmp_path / "bag"), "rate": 2.0, "linger": 0.2, "clock_hz": 50.0,
+        "wait_for_subscribers": 1, "topics": [make_bag.DEFAULT_ODOMETRY_TOPIC, "/clock"]})
     assert player.wait_exit(timeout=20.0) == 0, player.describe()
     clock = np.array([bag_io.stamp_to_ns(c.clock) for c in clock_inbox.messages])
     assert len(clock) > 30
@@ -122,7 +125,7 @@ def test_use_bag_clock_plays_the_recorded_clock_only(tmp_path, ros_node, ros_pro
     _, clock_inbox = ros_node.subscribe("/clock", Clock, qos=_reliable(5000))
     player = ros_process("bag_player", params={
         "bag": str(tmp_path / "bag"), "rate": 2.0, "linger": 0.2, "use_bag_clock": True,
-        "wait_for_subscribers": 1})
+        "wait_for_subscribers": 1, "topics": ["/clock"]})
     assert player.wait_exit(timeout=20.0) == 0, player.describe()
     clock = [bag_io.stamp_to_ns(c.clock) for c in clock_inbox.messages]
     with bag_io.BagReader(tmp_path / "bag") as reader:

@@ -482,3 +482,45 @@ def test_close_during_a_model_call_publishes_nothing_more(rig_factory, timeout_s
     rig.wait_plans(lambda ps: planned(ps) >= calls - 1)  # every earlier call's plan
     with pytest.raises(AssertionError):  # but none of the call running at close()
         rig.wait_plans(lambda ps: planned(ps) >= calls, timeout=1.0)
+
+
+def test_cleanup_releases_the_model(ros_domain_id):
+    """cleanup destroys what configure made and drops the model (its close() runs; a
+    runtime then returns its memory, GPU memory included)."""
+    import gc
+    import weakref
+
+    from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
+
+    class ClosableModel(ConstantVelocityModel):
+        closed = 0
+
+        def close(self):
+            ClosableModel.closed += 1
+
+    refs = []
+
+    def loader(values):
+        model = ClosableModel()
+        refs.append(weakref.ref(model))
+        return model, ModelDescription("", "closable", "cpu", "float64",
+                                       P.inference_options(values))
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    node = PlannerNode(model_loader=loader, context=context, parameter_overrides=[
+        Parameter("model.backend", value="constant_velocity")])
+    try:
+        assert refs[0]() is not None and node._configured is not None
+        from rclpy.lifecycle import TransitionCallbackReturn
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert node._configured is None and ClosableModel.closed == 1
+        assert refs[0]() is None
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS  # a new model
+        assert len(refs) == 2 and refs[1]() is not None
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

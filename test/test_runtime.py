@@ -315,3 +315,18 @@ def test_prompt_is_rendered_once_per_image_grid(runtime, monkeypatch):
                 runtime.token_ids, model_input.history_xyz)
             assert torch.equal(prepared.input_ids, need)
     assert len(calls) == 3  # 64x96, 96x64, then 64x96 again
+
+
+def test_close_releases_the_network(tmp_path):
+    """A lifecycle cleanup calls close(): the weights are dropped (on CUDA their memory
+    goes back to the device)."""
+    import gc
+    import weakref
+
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny", seed=1)
+    runtime = AlpamayoRuntime.from_pretrained(str(checkpoint), device="cpu")
+    network = weakref.ref(runtime.network)
+    runtime.close()
+    gc.collect()
+    assert network() is None

@@ -14,6 +14,7 @@ tested against. ``warmup`` captures the graphs before the first real call.
 """
 from __future__ import annotations
 
+import gc
 import importlib.util
 import logging
 import threading
@@ -217,6 +218,18 @@ class AlpamayoRuntime:
         if self._engine is None:
             return dict(cuda_graphs=False, states=[], vision={}, messages=list(self.log.messages))
         return self._engine.report()
+
+    def close(self) -> None:
+        """Release the weights, caches and captured graphs (a lifecycle cleanup): on CUDA
+        the memory goes back to the device. The runtime cannot predict afterwards."""
+        with self._predict_lock:
+            self._engine = None
+            self._pixel_buffer = None
+            self._unfused_prompt = None
+            self.network = None
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def clear_vision_cache(self) -> None:
         """Forget the vision features of earlier frames (e.g. after a clock jump, when frame

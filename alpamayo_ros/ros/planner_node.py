@@ -1,8 +1,20 @@
-"""The `alpamayo_planner` node: wires ROS topics, a timer and a worker thread to PlannerCore.
+"""The `alpamayo_planner` node: a lifecycle node wiring ROS topics, a timer and a worker
+thread to PlannerCore.
 
 Wiring only. Buffers, frame selection, history, the model call and output checks live in
 alpamayo_ros.core.planner_core; message conversion in convert.py / markers.py /
 diagnostics.py; parameters in params.py; the model in model_loader.py.
+
+Lifecycle (managed node, as Nav2 and Autoware run heavy nodes): parameters are declared at
+construction; `configure` checks them, loads the model and warms it up ("loading" and
+"warming up" in /diagnostics, with their durations; a bad checkpoint fails the transition
+with the readable error) and subscribes to the inputs, so the buffers fill while inactive;
+`activate` starts planning (the outputs are lifecycle publishers); `deactivate` stops it
+and waits for a running model call, whose result is dropped; `cleanup` destroys inputs,
+outputs and the model (model.close() returns its memory); `shutdown` works from any
+state. With `autostart` (default) the node configures and activates itself, so the plain
+executable and `ros2 launch` plan with no manager; a failing configure then ends the
+process with status 2. /diagnostics run on wall time in every state.
 
 Threads: one SingleThreadedExecutor runs the sensor callbacks and the timers; the planning
 timer only hands a tick to a daemon worker thread and returns, so frames and odometry
@@ -14,9 +26,9 @@ every tick for odometry gaps or staleness; with this executor it passed 6 runs o
 threads only contend for the GIL, and every callback here is short; the callback groups
 stay correct under either executor.
 
-Shutdown (close): nothing is published once it began (PublishGate); a model call still
-running after WORKER_STOP_TIMEOUT_S is abandoned, its result never published, and
-run_node leaves the process (ros/spin.py, ros/shutdown.py).
+Shutdown (close): nothing is published once it began (PublishGate, open only while
+active); a model call still running after WORKER_STOP_TIMEOUT_S is abandoned, its result
+never published, and run_node leaves the process (ros/spin.py, ros/shutdown.py).
 """
 from __future__ import annotations
 
@@ -56,7 +68,8 @@ from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
-from alpamayo_ros.ros.shutdown import WORKER_STOP_TIMEOUT_S, WorkerThread, shutdown_logger
+from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, PublishGate, WorkerThread,
+                                       shutdown_logger)
 from alpamayo_ros.ros.spin import run_node
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
@@ -84,9 +97,10 @@ class PlannerNode(LifecycleNode):
         self._last_error = ""
         self._load_s: Optional[float] = None
         self._warmup_s: Optional[float] = None
-        self._active = False
         self._closing = threading.Event()
-        self._publish_lock = threading.Lock()  # publishing vs. deactivate / close
+        # Open only while active: closed by deactivate and close (never while a publish
+        # runs, none after they return).
+        self._publish_gate = PublishGate(closed=True)
         self._configured: Optional[_Configured] = None
         # Diagnostics run on wall time in every state (they go on, and say so, when /clock
         # stops or while the model loads).
@@ -147,8 +161,8 @@ class PlannerNode(LifecycleNode):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start planning (the lifecycle publishers go live)."""
         result = super().on_activate(state)
-        with self._publish_lock:
-            self._active = True
+        if not self._closing.is_set():
+            self._publish_gate.reopen()
         self._set_phase(Phase.ACTIVE)
         self.get_logger().info(f"planning at {self._configured.values['rate_hz']:g} Hz")
         return result
@@ -181,8 +195,7 @@ class PlannerNode(LifecycleNode):
 
     def _stop_planning(self, timeout_s: float) -> bool:
         """No publish after this returns; True when no model call is running any more."""
-        with self._publish_lock:
-            self._active = False
+        self._publish_gate.close()
         c = self._configured
         return c is None or c.gate.wait_idle(timeout_s)
 
@@ -272,7 +285,7 @@ class PlannerNode(LifecycleNode):
     # ------------------------------------------------------------------ planning
     def _on_tick(self) -> None:
         c = self._configured
-        if c is None or not self._active or self._closing.is_set():
+        if c is None or self._publish_gate.closed:
             return
         tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
@@ -294,9 +307,8 @@ class PlannerNode(LifecycleNode):
                 result = c.core.skipped(now_ns, exc)
             else:
                 result = c.core.run(prepared)
-            with self._publish_lock:
-                # Never after deactivate/close began, never while they run.
-                if self._active and not self._closing.is_set():
+            with self._publish_gate.open() as allowed:
+                if allowed:  # never after deactivate/close began, never while they run
                     self._publish(c, result)
         except Exception as exc:  # a bug here must not kill the worker or the node
             if not self.context.ok():

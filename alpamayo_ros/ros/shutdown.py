@@ -193,9 +193,9 @@ class PublishGate:
                 publisher.publish(msg)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, closed: bool = False) -> None:
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = closed
 
     @contextmanager
     def open(self) -> Iterator[bool]:
@@ -206,6 +206,11 @@ class PublishGate:
         """After this returns no `open()` block is running and every later one yields False."""
         with self._lock:
             self._closed = True
+
+    def reopen(self) -> None:
+        """Let publishing happen again (a lifecycle node activated after a deactivate)."""
+        with self._lock:
+            self._closed = False
 
     @property
     def closed(self) -> bool:
