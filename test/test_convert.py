@@ -155,6 +155,8 @@ def test_plan_message_is_complete_and_stamped_with_t0(plan):
                               camera_indices=(0, 1, 2, 6), model=_describe(), latency_s=0.25)
     assert isinstance(msg, PlannerOutput)
     assert convert.time_to_ns(msg.header.stamp) == plan.t0_ns
+    # tick_stamp: the planning tick the output answers (the closed-loop lockstep matches it).
+    assert convert.time_to_ns(msg.tick_stamp) == plan.now_ns
     assert msg.header.frame_id == "base_link" and msg.odom_frame_id == "odom"
     assert msg.status == PlannerOutput.STATUS_OK and len(msg.candidates) == 2
     cand = msg.candidates[0]

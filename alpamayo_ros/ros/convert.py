@@ -134,6 +134,7 @@ def plan_to_msg(result: PlanResult, *, base_frame_id: str, odom_frame_id: str,
     msg.header.frame_id = base_frame_id
     msg.status = int(result.status)
     msg.status_reason = result.reason
+    msg.tick_stamp = ns_to_time(result.now_ns)
     msg.odom_frame_id = odom_frame_id
     if result.t0_pose_odom is not None:
         msg.t0_pose_odom = core_pose_to_msg(result.t0_pose_odom)
