@@ -252,3 +252,19 @@ def test_non_finite_odometry_brakes_and_holds_the_wheel():
     bad = OdometryInput(S // 20, "map", np.array([np.nan, 0, 0]), np.array([0, 0, 0, 1.0]), 10.0)
     r = ctl.step(bad)
     assert r.command.brake == 1.0 and r.command.throttle == 0.0 and "not finite" in r.cause
+
+
+def test_plans_a_car_cannot_drive_are_refused():
+    ctl = TrackingController(ControllerConfig(max_plan_speed=40.0, max_plan_lateral_accel=6.0))
+    ctl.step(odom(0.0, 0.0))
+    d = offer(ctl, straight_plan(t0_ns=0, v0=60.0))
+    assert not d.accepted and "speed 60.0 m/s above max_plan_speed 40" in d.reason
+    # 10 m/s on a 5 m radius: 20 m/s^2 sideways.
+    phi = 10.0 * OFFSETS / 5.0
+    xyz = np.stack([5 * np.sin(phi), 5 * (1 - np.cos(phi)), np.zeros(64)], axis=1)
+    sharp = ReferencePlan(t0_ns=0, tick_ns=0, odom_frame_id="map", t0_pose=Pose.identity(),
+                          offsets_s=OFFSETS, xyz_t0=xyz, yaw_t0=phi, speed=np.full(64, 10.0),
+                          acceleration=np.zeros(64), v0=10.0)
+    d = offer(ctl, sharp)
+    assert not d.accepted and "lateral acceleration 20.0 m/s^2" in d.reason
+    assert ctl.counters.refusals == {"dynamics": 2}

@@ -38,6 +38,8 @@ class ControllerConfig:
     max_plan_age: float = 1.0
     max_anchor_error: float = 2.0
     max_t0_ahead: float = 0.2
+    max_plan_speed: float = 40.0
+    max_plan_lateral_accel: float = 6.0
     # Stops.
     stop_deceleration: float = 3.0
     standstill_speed: float = 0.2
@@ -52,6 +54,7 @@ class ControllerConfig:
         positive = ("wheelbase", "max_wheel_angle", "full_throttle_accel", "full_brake_decel",
                     "lookahead_min", "lookahead_max", "steer_rate_limit",
                     "throttle_rate_limit", "max_plan_age", "max_anchor_error",
+                    "max_plan_speed", "max_plan_lateral_accel",
                     "stop_deceleration", "standstill_speed", "max_position_jump",
                     "max_yaw_jump", "odometry_timeout")
         for name in positive:

@@ -13,8 +13,6 @@ Along the path (`project`, `point_at_distance`): the waypoints as a polyline.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
 import numpy as np
 
 from alpamayo_ros.core.errors import AlpamayoError
@@ -171,11 +169,3 @@ class ReferencePlan:
                 return float(np.arctan2(d[1], d[0]))
         return float(self.yaws[-1])
 
-
-def anchor_error_m(plan: ReferencePlan, odometry_position_at_t0: Optional[np.ndarray]
-                   ) -> Optional[float]:
-    """Distance [m] between the plan's t0 pose and the base position the controller's own
-    odometry had at t0 (None when the controller has no odometry near t0)."""
-    if odometry_position_at_t0 is None:
-        return None
-    return float(np.hypot(*(plan.t0_pose.position[:2] - odometry_position_at_t0[:2])))

@@ -2,8 +2,9 @@
 
 Plan intake (`offer_plan`): only OK plans with finite, consistent arrays, in the odometry
 frame, anchored where this controller's odometry had the base at t0 (within
-max_anchor_error), newer than the tracked one and not from before the last odometry reset
-replace the tracked plan. Anything else is refused with a reason and the tracked plan stays.
+max_anchor_error), within the speed and lateral acceleration a car can drive, newer than
+the tracked one and not from before the last odometry reset replace the tracked plan.
+Anything else is refused with a reason and the tracked plan stays.
 
 Per odometry sample (`step`): a jump in position or yaw, time going back or a new
 odometry frame resets (the plan is dropped: its anchoring belongs to the old world);
@@ -159,6 +160,17 @@ class TrackingController:
                 return self._refuse(
                     "future", f"plan refused: t0 is {ahead:.3f} s ahead of the newest "
                     f"odometry (max_t0_ahead {self.config.max_t0_ahead:g} s)")
+        top_speed = float(np.max(np.abs(plan.speeds)))
+        if top_speed > self.config.max_plan_speed:
+            return self._refuse("dynamics", f"plan refused: speed {top_speed:.1f} m/s above "
+                                f"max_plan_speed {self.config.max_plan_speed:g} m/s")
+        # Lateral acceleration from the plan's own motion: speed x yaw rate.
+        yaw_rate = np.diff(plan.yaws) / np.diff(plan.times_s)
+        lateral = float(np.max(np.abs(plan.speeds[1:] * yaw_rate)))
+        if lateral > self.config.max_plan_lateral_accel:
+            return self._refuse("dynamics", f"plan refused: lateral acceleration {lateral:.1f} "
+                                f"m/s^2 above max_plan_lateral_accel "
+                                f"{self.config.max_plan_lateral_accel:g} m/s^2")
         at_t0 = self._position_at(plan.t0_ns)
         if at_t0 is not None:
             error = float(np.hypot(*(plan.t0_pose.position[:2] - at_t0)))

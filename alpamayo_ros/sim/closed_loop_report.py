@@ -14,6 +14,8 @@ Metrics (report["metrics"]):
   when they reach the controller: tick - t0 in lockstep (the simulator is held at the tick
   until the plan arrives), recorder receipt time - t0 in real-time mode.
 * ticks_missing: planning ticks (multiples of the period) with no output at all.
+* max_tracked_plan_age_s, stale_plans_tracked: plan ages the controller reported while
+  tracking (its /diagnostics) and how many exceeded max_plan_age (must be 0).
 * stops: each controlled stop of the controller (/diagnostics): start time, cause, and
   whether it ended (tracking resumed).
 * off_road_events: times the rear axle left the asphalt (beyond the road edge by more
@@ -171,6 +173,7 @@ def compute_report(record: RunRecord, route: Route, *, rear_axle_offset_x: float
         "ticks_expected": len(expected),
         "ticks_missing": [round(m / NS_PER_S, 3) for m in missing],
         "max_tracked_plan_age_s": max(tracked_ages) if tracked_ages else None,
+        "stale_plans_tracked": sum(a > max_plan_age_s for a in tracked_ages),
         "stops": stops_from_diagnostics(record.diagnostics),
         "off_road_events": off_events,
         "commands": record.commands,
@@ -183,7 +186,8 @@ def compute_report(record: RunRecord, route: Route, *, rear_axle_offset_x: float
     return {"format": REPORT_FORMAT, "route": route.describe(), "run": dict(run or {}),
             "metrics": metrics,
             "skip_reasons_first": skipped[:5],
-            "series": {"t_s": t.round(4).tolist(), "lateral_m": proj.lateral.round(4).tolist(),
+            "series": {"t_s": t.round(4).tolist(), "station_m": proj.s.round(3).tolist(),
+                       "lateral_m": proj.lateral.round(4).tolist(),
                        "speed_mps": record.speed.round(4).tolist(),
                        "target_speed_mps": target.round(4).tolist()},
             "path": {"x": axle[:, 0].round(3).tolist(), "y": axle[:, 1].round(3).tolist()}}
@@ -238,6 +242,7 @@ class Tolerances:
     speed_abs_mps: float = 0.1
     jerk_abs: float = 2.0
     relative: float = 0.2
+    progress_relative: float = 0.05
 
 
 def compare(current: Mapping, golden: Mapping, tol: Tolerances = Tolerances()
@@ -252,15 +257,15 @@ def compare(current: Mapping, golden: Mapping, tol: Tolerances = Tolerances()
     c, g = current["metrics"], golden["metrics"]
     regressions, notes = [], []
 
-    def worse(name, allowed_abs, higher_is_worse=True):
+    def worse(name, allowed_abs, higher_is_worse=True, relative=tol.relative):
         cv, gv = c.get(name), g.get(name)
         if gv is None:
             return
         if cv is None:
             regressions.append(f"{name}: missing (golden {gv})")
             return
-        limit = (gv + allowed_abs + tol.relative * abs(gv) if higher_is_worse
-                 else gv - allowed_abs - tol.relative * abs(gv))
+        limit = (gv + allowed_abs + relative * abs(gv) if higher_is_worse
+                 else gv - allowed_abs - relative * abs(gv))
         bad = cv > limit if higher_is_worse else cv < limit
         line = f"{name}: golden {gv:.4g} -> {cv:.4g} (limit {limit:.4g})"
         (regressions if bad else notes).append(line)
@@ -269,7 +274,8 @@ def compare(current: Mapping, golden: Mapping, tol: Tolerances = Tolerances()
     worse("lateral_deviation_max_m", 2 * tol.lateral_abs_m)
     worse("speed_error_rms_mps", tol.speed_abs_mps)
     worse("max_jerk_mps3", tol.jerk_abs)
-    worse("route_progress_m", tol.progress_abs_m, higher_is_worse=False)
+    worse("route_progress_m", tol.progress_abs_m, higher_is_worse=False,
+          relative=tol.progress_relative)
     for name in ("off_road_events",):
         if c[name] > g[name]:
             regressions.append(f"{name}: golden {g[name]} -> {c[name]}")

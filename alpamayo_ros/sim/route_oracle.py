@@ -56,8 +56,11 @@ class RouteOracle:
         times = np.arange(n_int + 1) * _DT
         stations, speeds, accels = [s], [v], [0.0]
         for _ in range(n_int):
-            target = float(self.route.target_speed(s, self.deceleration)[0])
-            a = float(np.clip((target - v) / 0.5, -self.deceleration, self.acceleration))
+            # Follow the target speed (a braking curve at `deceleration` ahead of lower
+            # limits) within one step; a quarter more braking keeps up with the curve.
+            target = float(self.route.target_speed(s + v * _DT, self.deceleration)[0])
+            a = float(np.clip((target - v) / _DT, -1.25 * self.deceleration,
+                              self.acceleration))
             if v + a * _DT < 0.0:
                 a = -v / _DT
             s += v * _DT + 0.5 * a * _DT * _DT
@@ -87,7 +90,8 @@ class RouteOracle:
         xyz_odom = np.column_stack([xy[pick], np.zeros(len(pick))])
         cos, sin = np.cos(path_heading[pick]), np.sin(path_heading[pick])
         rot = np.zeros((len(pick), 3, 3))
-        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = cos, -sin, sin, cos, 1
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 2, 2] = cos, -sin, 1.0
+        rot[:, 1, 0], rot[:, 1, 1] = sin, cos
         xyz_t0, _ = to_local_frame(xyz_odom, rot, t0_pose)
         yaw_t0 = path_heading[pick] - yaw
         ds = np.gradient(stations)
