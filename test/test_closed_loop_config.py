@@ -116,6 +116,10 @@ def test_launch_files_declare_their_arguments_and_run_the_stack_specs():
     assert carla_launch.BRIDGE_ARGUMENTS[
         "synchronous_mode_wait_for_vehicle_control_command"] == "True"
     assert "fixed_delta_seconds" in carla_launch.LAUNCH_ARGUMENTS
+    # What the launch files start are the specs the tool and the tests run as processes.
+    launch_dir = ros_harness.REPO_ROOT / "launch"
+    assert "sim_stack(" in (launch_dir / "sim_closed_loop.launch.py").read_text()
+    assert "carla_stack(" in (launch_dir / "carla_closed_loop.launch.py").read_text()
     specs = stack.sim_stack("alpamayo", checkpoint="/ckpt")
     assert [s.executable for s in specs] == ["carla_sim", "planner_node", "controller_node"]
     for spec in specs + stack.carla_stack(checkpoint="/ckpt"):

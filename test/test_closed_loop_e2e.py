@@ -112,6 +112,21 @@ def test_controller_tracks_straight_curve_and_stop_on_oracle_plans(oracle_run, s
     assert (oracle_run / "report.png").stat().st_size > 10_000
 
 
+def test_route_oracle_on_the_default_route_at_10_mps(ros_env, tmp_path):
+    out = tmp_path / "default"
+    proc = run_tool(ros_env, "-o", out, "--planner", "route_oracle", "--duration", 30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = report_of(out)
+    assert_clean(report)
+    m = report["metrics"]
+    assert report["run"]["initial_speed_mps"] == 10.0
+    assert m["lateral_deviation_rms_m"] < 0.2 and m["lateral_deviation_max_m"] < 0.35
+    assert m["route_progress_m"] > 280.0 and m["off_road_events"] == 0
+    assert m["plans_ok"] == m["plans_total"] >= 59
+    s = after(report, 4.0)  # R 50, 30 and 100 m curves at 10 m/s
+    assert rms(s["speed_mps"] - s["target_speed_mps"]) < 0.1
+
+
 def test_golden_regression_exit_codes(ros_env, oracle_run, short_route, tmp_path):
     # The same run again: passes against the first (and drives the same trajectory).
     again = tmp_path / "again"
