@@ -18,8 +18,8 @@ from nav_msgs.msg import Odometry  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
-from alpamayo_ros.ros.carla_sim_node import BRIDGE_QOS  # noqa: E402
 from alpamayo_ros.ros.convert import ns_to_time, time_to_ns  # noqa: E402
+from alpamayo_ros.ros.qos import BRIDGE_QOS  # noqa: E402
 
 CONFIG = ros_harness.REPO_ROOT / "config" / "carla_sim.yaml"
 PREFIX = "/carla/ego_vehicle"

@@ -23,9 +23,9 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 
 from alpamayo_ros.msg import PlannerOutput, TrajectoryCandidate  # noqa: E402
 from alpamayo_ros.ros import control_convert  # noqa: E402
-from alpamayo_ros.ros.controller_node import COMMAND_QOS, ODOMETRY_QOS  # noqa: E402
 from alpamayo_ros.ros.convert import ns_to_duration, ns_to_time, time_to_ns  # noqa: E402
-from alpamayo_ros.ros.qos import CLOCK_QOS, PLAN_QOS  # noqa: E402
+from alpamayo_ros.ros.qos import (BRIDGE_QOS, CLOCK_QOS, CONTROL_ODOMETRY_QOS,  # noqa: E402
+                                  PLAN_QOS)
 
 CONFIG = ros_harness.REPO_ROOT / "config" / "controller.yaml"
 S = 1_000_000_000
@@ -91,12 +91,12 @@ class Harness:
     def __init__(self, ros_node):
         n = ros_node.node
         self.ros_node = ros_node
-        self.odom = n.create_publisher(Odometry, ODOM, ODOMETRY_QOS)
+        self.odom = n.create_publisher(Odometry, ODOM, CONTROL_ODOMETRY_QOS)
         self.plan = n.create_publisher(PlannerOutput, "/alpamayo/plan", PLAN_QOS)
         self.clock = n.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.command_sub, self.commands = ros_node.subscribe(CMD, CarlaEgoVehicleControl,
-                                                             qos=COMMAND_QOS)
-        _, self.run_states = ros_node.subscribe("/carla/control", CarlaControl, qos=COMMAND_QOS)
+                                                             qos=BRIDGE_QOS)
+        _, self.run_states = ros_node.subscribe("/carla/control", CarlaControl, qos=BRIDGE_QOS)
         _, self.diagnostics = ros_node.subscribe("/diagnostics", DiagnosticArray, qos=PLAN_QOS)
 
     def wait_connected(self, proc):
@@ -104,6 +104,13 @@ class Harness:
         for pub in (self.odom, self.plan):
             self.ros_node.wait_for_publisher_match(pub, timeout=20.0)
         self.ros_node.wait_for_subscription_match(self.command_sub, timeout=20.0)
+        # Discovery is matched on both sides only when a command comes back: until then the
+        # controller's writer may not know our reader yet (volatile: that command is lost).
+        # Odometry stamped 0 is answered again each time (same stamp, no time passes).
+        deadline = time.monotonic() + 20.0
+        while not self.commands.wait_for(1, 0.5):
+            assert time.monotonic() < deadline, proc.describe()
+            self.odom.publish(odometry(0, 0.0))
 
     def send(self, odom_msg, timeout=10.0):
         """Publish one odometry sample and wait for the command answering it."""

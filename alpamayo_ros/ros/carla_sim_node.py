@@ -34,7 +34,6 @@ from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -42,7 +41,7 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import ns_to_time, time_to_ns
-from alpamayo_ros.ros.qos import CLOCK_QOS
+from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS
 from alpamayo_ros.ros.spin import spin_until_shutdown
 from alpamayo_ros.ros.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
@@ -52,9 +51,6 @@ from alpamayo_ros.sim.vehicle_model import VehicleParams
 from alpamayo_ros.tools import scenario as sc
 
 NODE_NAME = "carla_sim"
-# The bridge's publishers and subscriptions use a plain depth-10 (reliable) profile.
-BRIDGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                        reliability=ReliabilityPolicy.RELIABLE)
 _POLL_S = 0.002
 
 

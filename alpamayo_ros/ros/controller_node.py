@@ -23,7 +23,6 @@ from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from alpamayo_ros.control.lockstep import LockstepGate
 from alpamayo_ros.control.tracking_controller import (Mode, OdometryInput, StepResult,
@@ -35,16 +34,11 @@ from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros import control_convert
 from alpamayo_ros.ros.convert import time_to_ns
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
-from alpamayo_ros.ros.qos import DIAGNOSTICS_QOS, PLAN_QOS
+from alpamayo_ros.ros.qos import (BRIDGE_QOS, CONTROL_ODOMETRY_QOS, DIAGNOSTICS_QOS,
+                                  PLAN_QOS)
 from alpamayo_ros.ros.spin import run_node
 
 NODE_NAME = "alpamayo_controller"
-# The bridge's topics are reliable (keep last 10); odometry is queued deeper so that a
-# short executor stall loses no sample (each one must get its command in lockstep).
-ODOMETRY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                          reliability=ReliabilityPolicy.RELIABLE)
-COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                         reliability=ReliabilityPolicy.RELIABLE)
 _LOG_THROTTLE_S = 5.0
 
 
@@ -56,12 +50,12 @@ class ControllerNode(Node):
         self._controller = TrackingController(CP.controller_config(values))
         topics = self._topics = CP.topic_names(values)
         self._pub_cmd = self.create_publisher(CarlaEgoVehicleControl, topics["control"],
-                                              COMMAND_QOS)
+                                              BRIDGE_QOS)
         self._pub_ackermann = None
         if values["ackermann.enabled"]:
             if control_convert.ACKERMANN_AVAILABLE:
                 self._pub_ackermann = self.create_publisher(
-                    control_convert.AckermannDriveStamped, topics["ackermann"], COMMAND_QOS)
+                    control_convert.AckermannDriveStamped, topics["ackermann"], BRIDGE_QOS)
             else:
                 self.get_logger().warning("ackermann.enabled but ackermann_msgs is not "
                                           "installed: no AckermannDriveStamped output")
@@ -73,7 +67,7 @@ class ControllerNode(Node):
             if values["lockstep.pause_topic"]:
                 self._pub_pause = self.create_publisher(CarlaControl,
                                                         values["lockstep.pause_topic"],
-                                                        COMMAND_QOS)
+                                                        BRIDGE_QOS)
         self._held: Optional[OdometryInput] = None
         self._held_since = 0.0
         self._last: Optional[StepResult] = None
@@ -84,7 +78,8 @@ class ControllerNode(Node):
         self._input_lags = 0
         self._refusal_logged: tuple = (None, 0.0)
         self._warned_no_tick = False
-        self.create_subscription(Odometry, topics["odometry"], self._on_odometry, ODOMETRY_QOS)
+        self.create_subscription(Odometry, topics["odometry"], self._on_odometry,
+                                 CONTROL_ODOMETRY_QOS)
         self.create_subscription(PlannerOutput, topics["plan"], self._on_plan, PLAN_QOS)
         self.create_timer(values["diagnostics.period"], self._publish_diagnostics)
         self.create_timer(0.05, self._watchdog)

@@ -23,10 +23,9 @@ from scipy.spatial.transform import Rotation
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.msg import PlannerOutput, TrajectoryCandidate
 from alpamayo_ros.ros import closed_loop_params as CP
-from alpamayo_ros.ros.controller_node import ODOMETRY_QOS
 from alpamayo_ros.ros.convert import (core_pose_to_msg, ns_to_duration, ns_to_time,
                                       poses_to_msgs, time_to_ns)
-from alpamayo_ros.ros.qos import PLAN_QOS
+from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, PLAN_QOS
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.route_oracle import RouteOracle
@@ -46,7 +45,8 @@ class RouteOracleNode(Node):
         # Odometry of the last plan_delay + 1 s (stamp ns, message), oldest first.
         self._history: deque = deque()
         self._pub = self.create_publisher(PlannerOutput, "alpamayo/plan", PLAN_QOS)
-        self.create_subscription(Odometry, v["odometry_topic"], self._on_odometry, ODOMETRY_QOS)
+        self.create_subscription(Odometry, v["odometry_topic"], self._on_odometry,
+                                 CONTROL_ODOMETRY_QOS)
         self.create_timer(1.0 / v["rate_hz"], self._on_tick)
         self.get_logger().info(f"route oracle at {v['rate_hz']:g} Hz, delay "
                                f"{v['plan_delay']:g} s, odometry {v['odometry_topic']}")

@@ -39,7 +39,8 @@ from alpamayo_ros.tools.closed_loop_stack import (PLANNERS, command_line, config
 from alpamayo_ros.tools.replay import read_parameter_file
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
-_STOP_TIMEOUT_S = 10.0
+# SIGINT -> exit; generous for a loaded 2-core machine (a Python node tears down slowly).
+_STOP_TIMEOUT_S = 20.0
 
 
 def _parse_size(text: str) -> tuple[int, int]:
