@@ -41,7 +41,8 @@ def steer_to_wheel_angle(steer: float, max_wheel_angle_rad: float) -> float:
 
 
 def rate_limit(previous: float, wanted: float, max_rate_per_s: float, dt_s: float) -> float:
-    """Move from previous towards wanted by at most max_rate * dt."""
+    """Move from previous towards wanted by at most max_rate * dt (a slew limiter: one clip,
+    scipy's filters would need a state of their own for this)."""
     step = max_rate_per_s * max(dt_s, 0.0)
     return float(np.clip(wanted, previous - step, previous + step))
 
