@@ -16,8 +16,8 @@ Metrics (report["metrics"]):
 * ticks_missing: planning ticks (multiples of the period) with no output at all.
 * max_tracked_plan_age_s, stale_plans_tracked: plan ages the controller reported while
   tracking (its /diagnostics) and how many exceeded max_plan_age (must be 0).
-* stops: each controlled stop of the controller (/diagnostics): start time, cause, and
-  whether it ended (tracking resumed).
+* stops: each controlled stop of the controller (/diagnostics): start time (the odometry
+  stamp the controller reported), cause, and when tracking resumed (None: it did not).
 * off_road_events: times the rear axle left the asphalt (beyond the road edge by more
   than half the vehicle's width).
 * odometry_sha256: digest of the odometry stream (stamps and poses): equal digests =
@@ -110,9 +110,13 @@ def stops_from_diagnostics(diagnostics: Sequence[Mapping]) -> list[dict]:
     cause changes; `ended_s` when tracking resumed."""
     stops: list[dict] = []
     current = None
-    for d in sorted(diagnostics, key=lambda d: (d["t_ns"], d["log_ns"])):
+    def when(d):  # the odometry stamp the status is about; else the message stamp
+        stamp = d["values"].get("stamp", "")
+        return float(stamp) if stamp else d["t_ns"] / NS_PER_S
+
+    for d in sorted(diagnostics, key=lambda d: (when(d), d["log_ns"])):
         mode, cause = d["values"].get("mode", ""), d["values"].get("cause", "")
-        t = d["t_ns"] / NS_PER_S
+        t = when(d)
         if mode in _STOP_MODES:
             key = cause if mode != "odometry_lost" else "odometry lost"
             if current is None or current["cause"] != key:
