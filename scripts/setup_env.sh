@@ -10,6 +10,10 @@
 #   PYTHON     interpreter that creates the venv (default python3.11, else python3)
 #   BUILD_DIR  cmake build directory (default <repo>/build for the default venv,
 #              <repo>/build/venv-<hash> for any other venv, so two venvs never share a cache)
+#   ALPAMAYO_TEST_INTERFACES=1  also build the test-only interface packages under
+#              test/interfaces/ (carla_msgs: the messages of carla-ros-bridge the closed-loop
+#              controller and the CI simulator use) into the venv; scripts/run_tests.sh and
+#              .ci/run set it. A real ROS install uses the bridge's own carla_msgs instead.
 #
 # Idempotent: pip runs only when the hash of the requirements files (and the Python
 # version) differs from the one recorded in the venv; the cmake build/install runs only
@@ -29,7 +33,8 @@ if [[ -z "${BUILD_DIR:-}" ]]; then
   fi
 fi
 STATE_DIR="$VENV_DIR/.alpamayo_setup"
-EXECUTABLES=(planner_node synthetic_sensors replay bag_player make_tiny_checkpoint make_scenario_bag)
+EXECUTABLES=(planner_node synthetic_sensors replay bag_player make_tiny_checkpoint make_scenario_bag
+             controller_node carla_sim route_oracle closed_loop)
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -141,6 +146,33 @@ if [[ "$(cat "$STATE_DIR/install.sha256" 2>/dev/null || true)" != "$src_hash" ]]
   echo "$src_hash" > "$STATE_DIR/install.sha256"
 else
   log "sources unchanged since the last install, skipping cmake"
+fi
+
+# --- 4b. test-only interface packages (ALPAMAYO_TEST_INTERFACES=1) ------------------------
+# Same plain-cmake build as above, one build directory per package, skipped when unchanged.
+if [[ "${ALPAMAYO_TEST_INTERFACES:-0}" == "1" ]]; then
+  for pkg_dir in "$REPO_DIR"/test/interfaces/*/; do
+    pkg="$(basename "$pkg_dir")"
+    pkg_build="$BUILD_DIR/test_interfaces/$pkg"
+    pkg_hash="$(cd "$pkg_dir" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum |
+      { cat; echo "$VENV_DIR $pkg_build"; } | sha256sum | cut -c1-64)"
+    if [[ "$(cat "$STATE_DIR/test_interface_$pkg.sha256" 2>/dev/null || true)" == "$pkg_hash" ]]; then
+      log "test interface $pkg unchanged, skipping cmake"
+      continue
+    fi
+    log "building test-only interface package $pkg into $VENV_DIR"
+    mkdir -p "$pkg_build"
+    (
+      export AMENT_PREFIX_PATH="$VENV_DIR" VIRTUAL_ENV="$VENV_DIR" PATH="$VENV_DIR/bin:$PATH"
+      cmake -S "$pkg_dir" -B "$pkg_build" -DCMAKE_INSTALL_PREFIX="$VENV_DIR" \
+        -DCMAKE_PREFIX_PATH="$VENV_DIR" -DPython3_EXECUTABLE="$VPY" \
+        -DPython3_FIND_VIRTUALENV=ONLY -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
+        > "$pkg_build/configure.log" 2>&1 &&
+      cmake --build "$pkg_build" --parallel "$(nproc)" > "$pkg_build/build.log" 2>&1 &&
+      cmake --install "$pkg_build" > "$pkg_build/install.log" 2>&1
+    ) || { tail -n 40 "$pkg_build"/*.log >&2; die "test interface $pkg failed to build (logs: $pkg_build)"; }
+    echo "$pkg_hash" > "$STATE_DIR/test_interface_$pkg.sha256"
+  done
 fi
 
 # --- 5. console shims: $VENV_DIR/bin/alpamayo-<name> ---------------------------------------

@@ -26,9 +26,13 @@ EXECUTABLES = {
     "bag_player": "alpamayo_ros.ros.bag_player_node",
     "make_tiny_checkpoint": "alpamayo_ros.model.tiny_checkpoint",
     "make_scenario_bag": "alpamayo_ros.tools.make_bag",
+    "controller_node": "alpamayo_ros.ros.controller_node",
+    "carla_sim": "alpamayo_ros.ros.carla_sim_node",
+    "route_oracle": "alpamayo_ros.ros.route_oracle_node",
+    "closed_loop": "alpamayo_ros.tools.closed_loop",
 }
 # Executables without rclpy that answer --help quickly.
-TOOLS = ("replay", "make_tiny_checkpoint", "make_scenario_bag")
+TOOLS = ("replay", "make_tiny_checkpoint", "make_scenario_bag", "closed_loop")
 MESSAGES = sorted(p.stem for p in (REPO / "msg").glob("*.msg"))
 
 

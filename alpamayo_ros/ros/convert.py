@@ -22,8 +22,9 @@ from std_msgs.msg import String
 from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
                                             checked_raw_image)
 from alpamayo_ros.core.odometry import OdometrySample
+from alpamayo_ros.core.geometry import Pose as CorePose
 from alpamayo_ros.core.plan_message import (MsgData, OutputContext, coc_data, path_data,
-                                            planner_output_data)
+                                            planner_output_data, pose_data, poses_data)
 from alpamayo_ros.core.plan_result import PlanResult
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.msg import PlannerOutput
@@ -99,6 +100,16 @@ def _ros_value(value: Any) -> Any:
 def to_ros_message(data: MsgData):
     """The rclpy message of a plain-data description (core.plan_message)."""
     return message_class(data.type)(**{k: _ros_value(v) for k, v in data.fields.items()})
+
+
+def poses_to_msgs(xyz: np.ndarray, rot: np.ndarray) -> list:
+    """(N, 3) positions [m] + (N, 3, 3) rotations -> N geometry_msgs/Pose."""
+    return [to_ros_message(p) for p in poses_data(xyz, rot)]
+
+
+def core_pose_to_msg(pose: CorePose):
+    """A core Pose -> geometry_msgs/Pose."""
+    return to_ros_message(pose_data(pose.position, pose.quaternion_xyzw))
 
 
 def plan_to_msg(result: PlanResult, context: OutputContext, *, latency_s: float,

@@ -97,7 +97,8 @@ TOPIC_SUFFIXES = ("_topic", "_topics")
 def check_topic_names(node, topics: Mapping[str, Any]) -> None:
     """ConfigError, one line per bad name, unless every topic name of `topics` (parameter
     name -> name or list of names) is valid for `node` by ROS's rules, after expansion
-    against its namespace and remapping (node.resolve_topic_name).
+    against its namespace and remapping (node.resolve_topic_name). Empty names are left to
+    the node's validator ("" may mean "derived", e.g. from a role name).
 
     rclpy would refuse such a name only when the subscription or publisher is created,
     with a multi-line InvalidTopicNameException or an RCLError that names no parameter.
@@ -110,6 +111,8 @@ def check_topic_names(node, topics: Mapping[str, Any]) -> None:
         items = [(name, value)] if isinstance(value, str) else [
             (f"{name}[{i}]", v) for i, v in enumerate(value)]
         for label, topic in items:
+            if topic == "":
+                continue  # unset: the node derives the topic (or its validator refuses "")
             try:
                 node.resolve_topic_name(topic)
             except (RCLError, NameValidationException) as exc:

@@ -33,6 +33,14 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 
+# carla-ros-bridge's publishers and subscriptions (a plain depth-10 profile: reliable).
+BRIDGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                        reliability=ReliabilityPolicy.RELIABLE)
+# The closed-loop controller's odometry: reliable like the bridge's publisher, queued deeper
+# so that a short executor stall loses no sample (each one gets its command in lockstep).
+CONTROL_ODOMETRY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                  reliability=ReliabilityPolicy.RELIABLE)
+
 # /clock published by tests or the bag player: keep last 1, reliable (as rosbag2 does).
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                        reliability=ReliabilityPolicy.RELIABLE)

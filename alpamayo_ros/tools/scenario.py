@@ -357,20 +357,20 @@ def _grid(t_start: float, t_end: float, rate_hz: float, phase_s: float) -> np.nd
 
 _SKY_TOP = np.array([70, 120, 200], dtype=np.float32)
 _SKY_HORIZON = np.array([190, 210, 235], dtype=np.float32)
-_HAZE = np.array([175, 180, 185], dtype=np.float32)
+HAZE = np.array([175, 180, 185], dtype=np.float32)
 # Ground colours by kind: 0 / 1 = checker tiles, 2 = painted line.
 _GROUND_COLORS = np.array([[95, 95, 100], [120, 118, 112], [235, 235, 225]], dtype=np.float32)
 _MAX_GROUND_RANGE_M = 120.0
-_FOG_LEVELS = 16
+FOG_LEVELS = 16
 # Ground texture on an integer grid of 5 cm cells: tiles are 64 cells (3.2 m), lines
 # 3 cells (15 cm) wide every 256 cells (12.8 m). Powers of two keep it to shifts and
 # masks; the offset (a multiple of 256) keeps cell numbers positive so truncation floors.
-_CELL_PER_M = 20.0
+CELL_PER_M = 20.0
 _CELL_OFFSET = float(1 << 22)
 
 
 @dataclass(frozen=True)
-class _CameraGeometry:
+class CameraGeometry:
     focal_px: float
     first_ground_row: int     # rows >= this see the ground (pinhole with zero pitch)
     sky: np.ndarray           # (first_ground_row, W, 3) uint8 sky gradient
@@ -379,16 +379,22 @@ class _CameraGeometry:
     fog_row: np.ndarray       # (H - first_ground_row, W) int32 3 * fog level (_ground_lut row)
 
 
-@lru_cache(maxsize=1)
-def _ground_lut() -> np.ndarray:
-    """(FOG_LEVELS * 3, 3) uint8: ground colour of each (fog level, kind)."""
-    w = (np.arange(_FOG_LEVELS, dtype=np.float32) / (_FOG_LEVELS - 1))[:, None, None]
-    lut = _GROUND_COLORS[None] * (1.0 - w) + _HAZE[None, None] * w
+def fog_lut(colors: np.ndarray) -> np.ndarray:
+    """(FOG_LEVELS * K, 3) uint8: each of K ground colours blended into the haze per fog
+    level; row 3 * level + kind when K = 3 (CameraGeometry.fog_row assumes 3 kinds)."""
+    w = (np.arange(FOG_LEVELS, dtype=np.float32) / (FOG_LEVELS - 1))[:, None, None]
+    lut = np.asarray(colors, np.float32)[None] * (1.0 - w) + HAZE[None, None] * w
     return lut.reshape(-1, 3).round().astype(np.uint8)
 
 
+@lru_cache(maxsize=1)
+def _ground_lut() -> np.ndarray:
+    """(FOG_LEVELS * 3, 3) uint8: ground colour of each (fog level, kind)."""
+    return fog_lut(_GROUND_COLORS)
+
+
 @lru_cache(maxsize=32)
-def _camera_geometry(index: int, width: int, height: int) -> _CameraGeometry:
+def camera_geometry(index: int, width: int, height: int) -> CameraGeometry:
     """Per-pixel ground intersections in the base frame (fixed per camera and size)."""
     place = RIG_CAMERAS[index]
     focal = (width / 2.0) / math.tan(math.radians(place.fov_deg) / 2.0)
@@ -408,28 +414,28 @@ def _camera_geometry(index: int, width: int, height: int) -> _CameraGeometry:
     gy = place.xyz[1] + syaw * fwd + cyaw * left
     rng = np.hypot(fwd, left)
     fog = np.clip((rng - 30.0) / (_MAX_GROUND_RANGE_M - 30.0), 0.0, 1.0) ** 1.5
-    fog_level = np.round(fog * (_FOG_LEVELS - 1)).astype(np.int32)
+    fog_level = np.round(fog * (FOG_LEVELS - 1)).astype(np.int32)
     v_sky = np.arange(row0, dtype=np.float64)
     w_sky = np.clip((cy - v_sky) / max(cy, 1.0), 0.0, 1.0)[:, None]
     sky_rows = _SKY_HORIZON * (1.0 - w_sky) + _SKY_TOP * w_sky
     sky = np.ascontiguousarray(
         np.broadcast_to(sky_rows[:, None, :], (row0, width, 3)).astype(np.uint8))
-    return _CameraGeometry(
+    return CameraGeometry(
         focal_px=focal, first_ground_row=row0, sky=sky,
-        ground_x=(gx * _CELL_PER_M).astype(np.float32),
-        ground_y=(gy * _CELL_PER_M).astype(np.float32),
+        ground_x=(gx * CELL_PER_M).astype(np.float32),
+        ground_y=(gy * CELL_PER_M).astype(np.float32),
         fog_row=3 * fog_level)
 
 
 def render_view(spec: CameraSpec, x: float, y: float, yaw: float,
                 boxes: Sequence[Box] = ()) -> np.ndarray:
     """Render camera ``spec`` for the base pose (x, y [m], yaw [rad]) in the odom frame."""
-    geo = _camera_geometry(spec.index, spec.width, spec.height)
+    geo = camera_geometry(spec.index, spec.width, spec.height)
     image = np.empty((spec.height, spec.width, 3), dtype=np.uint8)
     image[:geo.first_ground_row] = geo.sky
     c, s = np.float32(math.cos(yaw)), np.float32(math.sin(yaw))
-    ox = np.float32(x * _CELL_PER_M + _CELL_OFFSET)
-    oy = np.float32(y * _CELL_PER_M + _CELL_OFFSET)
+    ox = np.float32(x * CELL_PER_M + _CELL_OFFSET)
+    oy = np.float32(y * CELL_PER_M + _CELL_OFFSET)
     # World ground cell of each pixel (float32 keeps 5 cm cells exact within ~40 km).
     qx = (c * geo.ground_x - s * geo.ground_y + ox).astype(np.int32)
     qy = (s * geo.ground_x + c * geo.ground_y + oy).astype(np.int32)

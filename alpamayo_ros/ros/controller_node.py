@@ -1,0 +1,259 @@
+"""The `alpamayo_controller` node: follows the planner's plans with the bridge's vehicle command.
+
+Wiring only; the control logic is alpamayo_ros.control.tracking_controller, the lockstep
+rule alpamayo_ros.control.lockstep, message conversion control_convert.py, parameters
+closed_loop_params.py.
+
+In: odometry (/carla/<role>/odometry), plans (alpamayo/plan). Out: one
+carla_msgs/CarlaEgoVehicleControl per odometry sample on /carla/<role>/vehicle_control_cmd
+(stamped with that sample's stamp), optionally AckermannDriveStamped, /diagnostics (one
+status, published periodically and at once on every mode change), and in lockstep
+CarlaControl PAUSE/PLAY while a planning tick's output is awaited. A watchdog on the node
+clock brakes fully when odometry stops arriving.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import Optional
+
+from carla_msgs.msg import CarlaControl, CarlaEgoVehicleControl
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from alpamayo_ros.control.lockstep import LockstepGate
+from alpamayo_ros.control.tracking_controller import (Mode, OdometryInput, StepResult,
+                                                      TrackingController)
+from alpamayo_ros.core.planner_health import HealthReport, Level
+from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.msg import PlannerOutput
+from alpamayo_ros.ros import closed_loop_params as CP
+from alpamayo_ros.ros import control_convert
+from alpamayo_ros.ros.convert import time_to_ns
+from alpamayo_ros.ros.diagnostics import to_diagnostic_array
+from alpamayo_ros.ros.qos import (BRIDGE_QOS, CONTROL_ODOMETRY_QOS, DIAGNOSTICS_QOS,
+                                  PLAN_QOS)
+from alpamayo_ros.ros.spin import run_node
+
+NODE_NAME = "alpamayo_controller"
+_LOG_THROTTLE_S = 5.0
+
+
+class ControllerNode(Node):
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        values = self._values = CP.declare_and_read(self, CP.CONTROLLER_PARAMETERS,
+                                                    CP.controller_cross_checks)
+        self._controller = TrackingController(CP.controller_config(values))
+        topics = self._topics = CP.topic_names(values)
+        self._pub_cmd = self.create_publisher(CarlaEgoVehicleControl, topics["control"],
+                                              BRIDGE_QOS)
+        self._pub_ackermann = None
+        if values["ackermann.enabled"]:
+            if control_convert.ACKERMANN_AVAILABLE:
+                self._pub_ackermann = self.create_publisher(
+                    control_convert.AckermannDriveStamped, topics["ackermann"], BRIDGE_QOS)
+            else:
+                self.get_logger().warning("ackermann.enabled but ackermann_msgs is not "
+                                          "installed: no AckermannDriveStamped output")
+        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self._gate: Optional[LockstepGate] = None
+        self._pub_pause = None
+        if values["lockstep.enabled"]:
+            self._gate = LockstepGate(int(round(values["lockstep.planning_period"] * NS_PER_S)))
+            if values["lockstep.pause_topic"]:
+                self._pub_pause = self.create_publisher(CarlaControl,
+                                                        values["lockstep.pause_topic"],
+                                                        BRIDGE_QOS)
+        self._held: Optional[OdometryInput] = None
+        self._held_since = 0.0
+        self._last: Optional[StepResult] = None
+        self._last_odom_receipt_ns: Optional[int] = None
+        self._odometry_lost = False
+        self._plans = {"received": 0, "ok": 0, "tracked": 0}
+        self._lockstep_breaks = 0
+        self._input_lags = 0
+        self._refusal_logged: tuple = (None, 0.0)
+        self._warned_no_tick = False
+        self.create_subscription(Odometry, topics["odometry"], self._on_odometry,
+                                 CONTROL_ODOMETRY_QOS)
+        self.create_subscription(PlannerOutput, topics["plan"], self._on_plan, PLAN_QOS)
+        self.create_timer(values["diagnostics.period"], self._publish_diagnostics)
+        self.create_timer(0.05, self._watchdog)
+        # The lockstep timeout runs on the wall clock: sim time stands still while waiting.
+        self.create_timer(0.05, self._check_hold_timeout,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f"following {self.resolve_topic_name(topics['plan'])} with odometry "
+            f"{topics['odometry']} -> {topics['control']}; lockstep "
+            f"{'on, period %g s' % values['lockstep.planning_period'] if self._gate else 'off'}")
+
+    # ------------------------------------------------------------------ inputs
+    def _on_odometry(self, msg: Odometry) -> None:
+        odom = control_convert.odometry_input(msg)
+        self._last_odom_receipt_ns = self.get_clock().now().nanoseconds
+        if self._odometry_lost:
+            self._odometry_lost = False
+            self.get_logger().info("odometry back")
+        gate = self._gate
+        if gate is not None:
+            if self._held is not None:
+                # The simulator stepped without our command (its own timeout): lockstep is
+                # broken for that tick; answer the newest state from now on.
+                self._lockstep_breaks += 1
+                self.get_logger().warning(
+                    f"lockstep broken: odometry {odom.stamp_ns / NS_PER_S:.3f} s arrived while "
+                    f"waiting for the plan of tick {self._held.stamp_ns / NS_PER_S:.3f} s")
+                self._release(publish=False)
+            if self._last is not None and odom.stamp_ns < self._last.stamp_ns:
+                gate.reset()  # sim time went back: ticks restart on the new time line
+            if gate.must_wait(odom.stamp_ns):
+                self._held = odom
+                self._held_since = time.monotonic()
+                gate.waits += 1
+                self._send_run_state(CarlaControl.PAUSE)
+                return
+        self._control(odom)
+
+    def _on_plan(self, msg: PlannerOutput) -> None:
+        self._plans["received"] += 1
+        ok = msg.status == PlannerOutput.STATUS_OK
+        self._plans["ok"] += int(ok)
+        tick_ns = time_to_ns(msg.tick_stamp)
+        decision = self._controller.offer_plan(
+            status_ok=ok, status_text=f"status {msg.status}: {msg.status_reason}",
+            make_plan=lambda: control_convert.reference_plan(msg))
+        if decision.accepted:
+            self._plans["tracked"] += 1
+        elif ok:
+            self._log_refusal(decision.reason)
+        if self._gate is not None:
+            if tick_ns == 0 and not self._warned_no_tick:
+                self._warned_no_tick = True
+                self.get_logger().error("planner output without tick_stamp: lockstep cannot "
+                                        "match it to a tick (waits run into lockstep.timeout)")
+            self._gate.note_output(tick_ns)
+            newest_ns = time_to_ns(msg.inputs.odometry_newest)
+            if ok and newest_ns and newest_ns != tick_ns:
+                # The planner ticked before it had taken the tick's own odometry: the run is
+                # not exactly repeatable (see tick_settle of the CI simulator).
+                self._input_lags += 1
+                self.get_logger().warning(
+                    f"lockstep: plan of tick {tick_ns / NS_PER_S:.3f} s used odometry up to "
+                    f"{newest_ns / NS_PER_S:.3f} s", throttle_duration_sec=_LOG_THROTTLE_S)
+            if self._held is not None and not self._gate.must_wait(self._held.stamp_ns):
+                self._release(publish=True)
+
+    def _log_refusal(self, reason: str) -> None:
+        """Each new kind of refusal at once; repeats of the same at most every 5 s."""
+        kind = reason.split(":")[0:2]
+        now = time.monotonic()
+        if kind != self._refusal_logged[0] or now - self._refusal_logged[1] > _LOG_THROTTLE_S:
+            self._refusal_logged = (kind, now)
+            self.get_logger().warning(reason)
+
+    # ------------------------------------------------------------------ outputs
+    def _release(self, publish: bool) -> None:
+        held, self._held = self._held, None
+        if publish and held is not None:
+            self._control(held)
+        self._send_run_state(CarlaControl.PLAY)
+
+    def _check_hold_timeout(self) -> None:
+        if self._held is None:
+            return
+        waited = time.monotonic() - self._held_since
+        if waited > self._values["lockstep.timeout"]:
+            self._gate.timeouts += 1
+            self.get_logger().warning(
+                f"lockstep: no planner output for tick {self._held.stamp_ns / NS_PER_S:.3f} s "
+                f"after {waited:.1f} s (wall); sending the command without it")
+            self._release(publish=True)
+
+    def _send_run_state(self, command: int) -> None:
+        if self._pub_pause is not None:
+            self._pub_pause.publish(CarlaControl(command=command))
+
+    def _control(self, odom: OdometryInput) -> None:
+        result = self._controller.step(odom)
+        previous = self._last
+        self._last = result
+        self._pub_cmd.publish(control_convert.vehicle_control(result.command, odom.stamp_ns))
+        if self._pub_ackermann is not None:
+            self._pub_ackermann.publish(control_convert.ackermann_drive(
+                result.wheel_angle, result.reference_speed or 0.0,
+                result.reference_acceleration or 0.0, odom.stamp_ns))
+        if result.event:
+            text = f"t={odom.stamp_ns / NS_PER_S:.3f} s: {result.event}"
+            # (rclpy fixes the severity per call site: one call per severity)
+            if result.mode == Mode.TRACKING:
+                self.get_logger().info(text)
+            else:
+                self.get_logger().warning(text)
+        if previous is None or previous.mode != result.mode or result.event:
+            self._publish_diagnostics()
+
+    def _watchdog(self) -> None:
+        if self._last_odom_receipt_ns is None or self._odometry_lost:
+            return
+        silent = (self.get_clock().now().nanoseconds - self._last_odom_receipt_ns) / NS_PER_S
+        if silent > self._values["odometry.timeout"]:
+            self._odometry_lost = True
+            stamp = self._last.stamp_ns if self._last is not None else 0
+            self._pub_cmd.publish(control_convert.vehicle_control(
+                self._controller.standstill_command(), stamp))
+            self.get_logger().error(f"no odometry for {silent:.2f} s: full brake")
+            self._publish_diagnostics()
+
+    def _publish_diagnostics(self) -> None:
+        r, c = self._last, self._controller.counters
+        if self._odometry_lost:
+            level, message = Level.ERROR, "odometry lost: full brake"
+        elif r is None:
+            level, message = Level.WARN, "no odometry yet"
+        elif r.mode == Mode.TRACKING:
+            level, message = Level.OK, "tracking"
+        else:
+            level, message = Level.WARN, f"{r.mode.value}: {r.cause}"
+
+        def fmt(v):
+            return "" if v is None else f"{v:.4f}"
+
+        values = {"mode": "odometry_lost" if self._odometry_lost else
+                  (r.mode.value if r else "none"),
+                  "cause": r.cause if r else "", "stamp": fmt(r.stamp_ns / NS_PER_S if r else None),
+                  "plan_age": fmt(r.plan_age_s if r else None),
+                  "reference_speed": fmt(r.reference_speed if r else None),
+                  "lateral_error": fmt(r.lateral_error_m if r else None),
+                  "plans_received": str(self._plans["received"]),
+                  "plans_ok": str(self._plans["ok"]),
+                  "plans_tracked": str(self._plans["tracked"]),
+                  "plans_refused": str(c.plans_refused),
+                  "last_refusal": self._controller.last_refusal,
+                  "resets": str(c.resets), "stops": str(c.stops)}
+        if self._gate is not None:
+            values.update(lockstep_waits=str(self._gate.waits),
+                          lockstep_timeouts=str(self._gate.timeouts),
+                          lockstep_breaks=str(self._lockstep_breaks),
+                          lockstep_input_lags=str(self._input_lags))
+        report = HealthReport("tracking", level, message, values)
+        now = self.get_clock().now().nanoseconds
+        try:
+            self._pub_diag.publish(to_diagnostic_array(
+                [report], now, hardware_id=self.get_fully_qualified_name(),
+                prefix=self.get_fully_qualified_name()))
+        except Exception:
+            if self.context.ok():
+                raise
+
+
+def main(args: Optional[list] = None) -> int:
+    """Entry point of the controller_node executable (2: invalid parameters)."""
+    return run_node(NODE_NAME, ControllerNode, SingleThreadedExecutor, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

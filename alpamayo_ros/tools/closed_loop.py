@@ -1,0 +1,276 @@
+"""alpamayo-closed-loop: drive the CI simulator with a planner and the controller, report.
+
+    alpamayo-closed-loop --planner route_oracle --duration 30 -o /tmp/cl
+    alpamayo-closed-loop --planner alpamayo --checkpoint /tmp/tiny -o /tmp/cl_tiny
+    alpamayo-closed-loop --planner route_oracle -o /tmp/cl2 --golden /tmp/cl/report.json
+
+Runs the processes of tools/closed_loop_stack.sim_stack (carla_sim, planner_node or
+route_oracle, controller_node: the executables and parameter files of
+launch/sim_closed_loop.launch.py) for --duration seconds of sim time, in lockstep
+(default) or real-time mode; the simulator records a bag (OUT/bag). Then it writes
+OUT/report.json and OUT/report.png (sim/closed_loop_report.py) and, with --golden, compares
+against a previous report.
+
+Exit codes (those of alpamayo-replay): 0 = success (and no regression), 1 = regression
+against --golden, 2 = error (a process failed or crashed, bad arguments, unreadable bag).
+Process output goes to OUT/logs/<node>.log. No rclpy in this module: it only starts and
+stops processes, and reads the bag afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.sim.closed_loop_report import (Tolerances, compare, compute_report,
+                                                  load_report, read_bag, write_plot)
+from alpamayo_ros.sim.route import Route
+from alpamayo_ros.tools.closed_loop_stack import (PLANNERS, command_line, config_dir, describe,
+                                                 sim_stack)
+from alpamayo_ros.tools.replay import read_parameter_file
+
+EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+# SIGINT -> exit; generous for a loaded 2-core machine (a Python node tears down slowly).
+_STOP_TIMEOUT_S = 20.0
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need WIDTHxHEIGHT, have {text!r}") from None
+    return w, h
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alpamayo-closed-loop", description=__doc__.splitlines()[0])
+    p.add_argument("-o", "--output", type=Path, required=True, help="output directory (new)")
+    p.add_argument("--planner", choices=PLANNERS, default="route_oracle")
+    p.add_argument("--checkpoint", default="", help="checkpoint directory (--planner alpamayo)")
+    p.add_argument("--device", default="cpu", help="torch device of --planner alpamayo")
+    p.add_argument("--route", type=Path, default=None,
+                   help="route JSON (docs/closed_loop.md); default: the package's route")
+    p.add_argument("--duration", type=float, default=30.0, help="sim seconds to drive")
+    p.add_argument("--mode", choices=("lockstep", "realtime"), default="lockstep")
+    p.add_argument("--plan-rate", type=float, default=2.0, help="planning rate [Hz]")
+    p.add_argument("--initial-speed", type=float, default=None,
+                   help="start speed [m/s]; default: the route's first speed limit")
+    p.add_argument("--camera-size", type=_parse_size, default=(320, 180), help="WxH [px]")
+    p.add_argument("--plan-delay", type=float, default=0.0,
+                   help="route_oracle only: t0 of each plan this long before its tick [s]")
+    p.add_argument("--no-gate", action="store_true",
+                   help="synchronous simulator without the controller's lockstep gate")
+    p.add_argument("--planner-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="extra planner parameter (YAML value), e.g. model.max_coc_tokens=16")
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="wall seconds after which the run is aborted (exit 2)")
+    p.add_argument("--golden", type=Path, default=None, help="previous report.json")
+    p.add_argument("--from-bag", action="store_true",
+                   help="run nothing: rebuild OUT/report.json from OUT/bag (same options as "
+                        "the run) and compare with --golden")
+    d = Tolerances()
+    p.add_argument("--lateral-tolerance", type=float, default=d.lateral_abs_m)
+    p.add_argument("--relative-tolerance", type=float, default=d.relative)
+    return p
+
+
+class Processes:
+    """The run's processes, each in its own process group, output to a log file."""
+
+    def __init__(self, log_dir: Path, env: dict) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def first_failure(self) -> Optional[str]:
+        for name, proc in self.procs:
+            rc = proc.poll()
+            if rc is not None and rc != 0:
+                return f"{name} exited with {rc} (log: {self.log_dir / (name + '.log')})"
+        return None
+
+    def stop(self) -> dict[str, Optional[int]]:
+        """SIGINT to every group still running, SIGKILL after a timeout; return codes."""
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                _signal(proc, signal.SIGINT)
+        codes = {}
+        for name, proc in self.procs:
+            try:
+                codes[name] = proc.wait(_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGKILL)
+                proc.wait(_STOP_TIMEOUT_S)
+                codes[name] = None  # had to be killed
+        return codes
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_processes(specs, log_dir: Path, timeout_s: float, commands: Optional[dict] = None,
+                  env: Optional[dict] = None) -> tuple[Optional[str], dict]:
+    """Start the specs (the simulator first), wait until the simulator exits, stop the
+    others. commands: node name -> argv replacing command_line(spec) (tests use it); env:
+    the processes' environment (default: this one).
+    Returns (error or None, exit code per node; None = had to be killed)."""
+    procs = Processes(log_dir, dict(os.environ if env is None else env))
+    wall_start = time.monotonic()
+    error = None
+    try:
+        for spec in specs:
+            procs.start(spec.node_name, (commands or {}).get(spec.node_name)
+                        or command_line(spec))
+        simulator = procs.procs[0][1]
+        while simulator.poll() is None:
+            error = procs.first_failure()
+            if error is not None:
+                break
+            if time.monotonic() - wall_start > timeout_s:
+                error = f"run did not finish within {timeout_s:g} s (wall)"
+                break
+            time.sleep(0.1)
+        if error is None:
+            error = procs.first_failure()
+    finally:
+        codes = procs.stop()
+    crashed = {n: c for n, c in codes.items() if c != 0}
+    if error is None and crashed:
+        error = f"processes did not shut down cleanly: {crashed}"
+    return error, codes
+
+
+def report_from_bag(out: Path, route: Route, specs, *, planning_period_s: float, gate: bool,
+                    run_info: dict) -> dict:
+    """report.json content of the bag in out/bag (see sim/closed_loop_report.py)."""
+    record = read_bag(out / "bag")
+    controller = read_parameter_file(config_dir() / "controller.yaml", specs[2].node_name)
+    return compute_report(record, route,
+                          rear_axle_offset_x=float(controller["vehicle.rear_axle_offset_xyz"][0]),
+                          planning_period_s=planning_period_s, lockstep=gate,
+                          max_plan_age_s=float(controller["plan.max_age"]), run=run_info)
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.output
+    if args.from_bag:
+        if not (out / "bag").is_dir():
+            print(f"closed_loop: error: --from-bag needs {out / 'bag'}", file=sys.stderr)
+            return EXIT_ERROR
+    elif out.exists() and any(out.iterdir()):
+        print(f"closed_loop: error: {out} exists and is not empty", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        route = Route.load(args.route)
+    except ConfigError as exc:
+        print(f"closed_loop: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.planner == "alpamayo" and not args.checkpoint:
+        print("closed_loop: error: --planner alpamayo needs --checkpoint", file=sys.stderr)
+        return EXIT_ERROR
+    lockstep = args.mode == "lockstep"
+    gate = lockstep and not args.no_gate
+    if args.plan_delay > 0 and args.planner != "route_oracle":
+        print("closed_loop: error: --plan-delay needs --planner route_oracle", file=sys.stderr)
+        return EXIT_ERROR
+    initial_speed = (args.initial_speed if args.initial_speed is not None
+                     else float(route.segments[0].speed_limit))
+    width, height = args.camera_size
+    sim = {"duration": args.duration, "record_path": str(out / "bag"),
+           "initial_speed": initial_speed, "camera_width": width, "camera_height": height,
+           "route_file": str(args.route.resolve()) if args.route else ""}
+    planner_extra = ({"route_file": sim["route_file"], "plan_delay": args.plan_delay}
+                     if args.planner == "route_oracle" else {})
+    for item in args.planner_param:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"closed_loop: error: --planner-param needs NAME=VALUE, have {item!r}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        planner_extra[name] = yaml.safe_load(value)
+    specs = sim_stack(args.planner, rate_hz=args.plan_rate, lockstep=lockstep,
+                      checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
+                      device=args.device, sim=sim, planner_extra=planner_extra,
+                      controller_extra={"lockstep.enabled": gate,
+                                        "diagnostics.period": 0.5})
+    out.mkdir(parents=True, exist_ok=True)
+    wall_start = time.monotonic()
+    error, codes = None, {}
+    if not args.from_bag:
+        error, codes = run_processes(specs, out / "logs", args.timeout)
+    wall = time.monotonic() - wall_start
+    run_info = {"planner": args.planner, "mode": args.mode, "lockstep_gate": gate,
+                "duration_s": args.duration, "plan_rate_hz": args.plan_rate,
+                "initial_speed_mps": initial_speed, "plan_delay_s": args.plan_delay,
+                "checkpoint": args.checkpoint, "processes": describe(specs),
+                "exit_codes": codes}
+    try:
+        report = report_from_bag(out, route, specs, planning_period_s=1.0 / args.plan_rate,
+                                 gate=gate, run_info=run_info)
+    except Exception as exc:  # an unreadable or empty bag: the run failed
+        print(f"closed_loop: error: cannot build the report from {out / 'bag'}: {exc}"
+              + (f" ({error})" if error else ""), file=sys.stderr)
+        return EXIT_ERROR
+    if args.from_bag and (out / "report.json").is_file():
+        previous = json.loads((out / "report.json").read_text())
+        report["run"] = previous.get("run", report["run"])
+        wall = previous.get("timings", {}).get("wall_s", wall)
+    report["timings"] = {"wall_s": round(wall, 3)}
+    report["error"] = error
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    write_plot(report, route, out / "report.png")
+    m = report["metrics"]
+    print(f"closed_loop: {args.planner} {args.mode}, {m['duration_s']:.1f} s sim in {wall:.1f} s "
+          f"wall: lateral RMS {m['lateral_deviation_rms_m']:.3f} m (max "
+          f"{m['lateral_deviation_max_m']:.3f}), speed error RMS {m['speed_error_rms_mps']:.3f} "
+          f"m/s, progress {m['route_progress_m']:.1f} m, plans {m['plans_ok']}/"
+          f"{m['plans_total']} OK, stops {len(m['stops'])}, off-road {m['off_road_events']}; "
+          f"{out / 'report.json'}")
+    if error is not None:
+        print(f"closed_loop: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.golden is not None:
+        try:
+            golden = load_report(args.golden)
+            regressions, notes = compare(report, golden, Tolerances(
+                lateral_abs_m=args.lateral_tolerance, relative=args.relative_tolerance))
+        except ValueError as exc:
+            print(f"closed_loop: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        for line in regressions:
+            print(f"REGRESSION  {line}")
+        for line in notes:
+            print(f"note        {line}")
+        print("PASS" if not regressions else f"FAIL ({len(regressions)} regressions)")
+        return EXIT_REGRESSION if regressions else EXIT_OK
+    return EXIT_OK
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

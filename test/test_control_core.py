@@ -1,0 +1,270 @@
+"""The ROS-free controller: plan anchoring and interpolation, control laws, the lockstep rule
+and the TrackingController's decisions (bad plans, odometry jumps, stale plans, stops)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from alpamayo_ros.control import laws
+from alpamayo_ros.control.config import ControllerConfig
+from alpamayo_ros.control.lockstep import LockstepGate
+from alpamayo_ros.control.reference_plan import PlanRejected, ReferencePlan
+from alpamayo_ros.control.tracking_controller import Mode, OdometryInput, TrackingController
+from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.geometry import Pose
+
+S = 1_000_000_000
+OFFSETS = np.round(np.arange(1, 65) * 0.1, 10)
+
+
+def straight_plan(t0_ns=0, pose=Pose.identity(), v0=10.0, accel=0.0, frame="map", tick_ns=None):
+    """A straight plan in the t0 frame: speed v0 + accel * t (not below 0)."""
+    speed = np.maximum(v0 + accel * OFFSETS, 0.0)
+    x = v0 * OFFSETS + 0.5 * accel * OFFSETS ** 2
+    xyz = np.stack([x, np.zeros(64), np.zeros(64)], axis=1)
+    return ReferencePlan(t0_ns=t0_ns, tick_ns=t0_ns if tick_ns is None else tick_ns,
+                         odom_frame_id=frame, t0_pose=pose, offsets_s=OFFSETS, xyz_t0=xyz,
+                         yaw_t0=np.zeros(64), speed=speed, acceleration=np.full(64, accel),
+                         v0=v0)
+
+
+def odom(t_s, x, y=0.0, yaw=0.0, speed=10.0, frame="map", offset_x=-1.42):
+    """Odometry of the actor origin for a rear axle at (x, y, yaw)."""
+    ax = x - offset_x * math.cos(yaw)
+    ay = y - offset_x * math.sin(yaw)
+    return OdometryInput(int(round(t_s * S)), frame, np.array([ax, ay, 0.0]),
+                         Rotation.from_euler("z", yaw).as_quat(), speed)
+
+
+# ------------------------------------------------------------------ reference plan
+def test_plan_is_anchored_at_its_t0_pose_and_read_at_its_age():
+    pose = Pose.from_xyz_rpy((100.0, 50.0, 0.0), (0.0, 0.0, math.pi / 2))
+    plan = straight_plan(t0_ns=10 * S, pose=pose, v0=10.0, accel=-2.0)
+    # Heading north from (100, 50): the waypoint at t0+1 s is 9 m north.
+    s = plan.state_at(11 * S)
+    np.testing.assert_allclose(s.position, [100.0, 59.0], atol=1e-9)
+    assert s.speed == pytest.approx(8.0) and s.acceleration == pytest.approx(-2.0)
+    assert s.yaw == pytest.approx(math.pi / 2)
+    # At t0 itself the plan is at the t0 pose with v0; 0.5 s old -> the 0.5 s point.
+    assert plan.state_at(10 * S).speed == pytest.approx(10.0)
+    half = plan.state_at(10 * S + S // 2)
+    np.testing.assert_allclose(half.position, [100.0, 50.0 + 5.0 - 0.25], atol=1e-9)
+    assert half.speed == pytest.approx(9.0)
+    late = plan.state_at(20 * S)
+    assert late.beyond_horizon and late.speed == pytest.approx(plan.speeds[-1])
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda a: a.update(xyz_t0=np.full((64, 3), np.nan)), "non-finite poses"),
+    (lambda a: a.update(speed=np.ones(10)), "disagree"),
+    (lambda a: a.update(offsets_s=np.full(64, 0.1)), "strictly increasing"),
+    (lambda a: a.update(t0_pose=Pose(np.array([np.inf, 0, 0]), np.eye(3))), "non-finite t0"),
+])
+def test_plans_that_cannot_be_trajectories_are_rejected(mutate, message):
+    args = dict(t0_ns=0, tick_ns=0, odom_frame_id="map", t0_pose=Pose.identity(),
+                offsets_s=OFFSETS, xyz_t0=np.zeros((64, 3)), yaw_t0=np.zeros(64),
+                speed=np.zeros(64), acceleration=np.zeros(64))
+    mutate(args)
+    with pytest.raises(PlanRejected, match=message):
+        ReferencePlan(**args)
+
+
+def test_projection_lateral_sign_and_straight_extrapolation():
+    plan = straight_plan()
+    p = plan.project([20.0, 1.5])
+    assert p.s == pytest.approx(20.0) and p.lateral == pytest.approx(1.5)  # + = left
+    assert plan.project([20.0, -0.5]).lateral == pytest.approx(-0.5)
+    end = plan.point_at_distance(plan.arc_lengths[-1] + 10.0)
+    np.testing.assert_allclose(end.position, [plan.arc_lengths[-1] + 10.0, 0.0], atol=1e-9)
+
+
+# ------------------------------------------------------------------ laws
+def test_pure_pursuit_steers_towards_the_target_and_holds_a_circle():
+    assert laws.pure_pursuit_angle([0, 0], 0.0, [10, 0], 2.85) == pytest.approx(0.0)
+    assert laws.pure_pursuit_angle([0, 0], 0.0, [10, 2], 2.85) > 0  # left
+    # A target on the circle of radius R through the axle, tangent to the heading:
+    # exactly the Ackermann angle atan(L / R).
+    radius, wheelbase = 50.0, 2.85
+    phi = 0.2
+    target = [radius * math.sin(phi), radius * (1 - math.cos(phi))]
+    assert laws.pure_pursuit_angle([0, 0], 0.0, target, wheelbase) == pytest.approx(
+        math.atan(wheelbase / radius))
+
+
+def test_steer_sign_is_carla_plus_right():
+    left = math.radians(10.0)
+    assert laws.wheel_angle_to_steer(left, math.radians(70.0)) == pytest.approx(-1 / 7)
+    assert laws.steer_to_wheel_angle(-1 / 7, math.radians(70.0)) == pytest.approx(left)
+    assert laws.wheel_angle_to_steer(math.radians(-90), math.radians(70.0)) == 1.0
+
+
+def test_speed_pi_feeds_forward_and_does_not_wind_up():
+    pi = laws.SpeedPI(kp=1.0, ki=1.0, integral_limit=10.0)
+    assert pi.update(10.0, 10.0, 0.5, 0.05, -8.0, 3.0) == pytest.approx(0.5)
+    for _ in range(100):  # saturated at +3: the integral must not grow
+        pi.update(20.0, 0.0, 0.0, 0.05, -8.0, 3.0)
+    assert pi.integral == pytest.approx(0.0)
+    assert laws.acceleration_to_pedals(1.5, 3.0, 8.0, 0.15) == (0.5, 0.0)
+    assert laws.acceleration_to_pedals(-0.1, 3.0, 8.0, 0.15) == (0.0, 0.0)  # coast
+    assert laws.acceleration_to_pedals(-4.0, 3.0, 8.0, 0.15) == (0.0, 0.5)
+
+
+def test_lockstep_gate_waits_at_unanswered_ticks_only():
+    gate = LockstepGate(S // 2)
+    assert not gate.is_tick(0) and gate.is_tick(S // 2) and not gate.is_tick(S // 2 + S // 20)
+    assert gate.must_wait(S // 2)
+    gate.note_output(S // 2)  # any status answers the tick
+    assert not gate.must_wait(S // 2) and gate.must_wait(S)
+    gate.note_output(S)
+    gate.reset()
+    assert gate.must_wait(S // 2)
+    with pytest.raises(ValueError):
+        LockstepGate(0)
+
+
+def test_controller_config_validates():
+    with pytest.raises(ConfigError, match="wheelbase"):
+        ControllerConfig(wheelbase=-1.0)
+    with pytest.raises(ConfigError, match="lookahead_min"):
+        ControllerConfig(lookahead_min=10.0, lookahead_max=5.0)
+    with pytest.raises(ConfigError, match="unknown"):
+        ControllerConfig.from_dict({"gain": 1.0})
+
+
+# ------------------------------------------------------------------ tracking controller
+def offer(ctl, plan, ok=True):
+    return ctl.offer_plan(status_ok=ok, status_text="status 1: skipped", make_plan=lambda: plan)
+
+
+def test_no_plan_is_a_controlled_stop_with_its_cause_then_standstill():
+    ctl = TrackingController(ControllerConfig())
+    r = ctl.step(odom(0.0, 0.0, speed=10.0))
+    assert r.mode == Mode.STOPPING and r.cause == "no plan received yet"
+    assert "controlled stop" in r.event and r.command.throttle == 0.0
+    r = ctl.step(odom(1.0, 9.0, speed=6.0))
+    assert r.command.brake > 0 and r.reference_speed == pytest.approx(7.0)
+    r = ctl.step(odom(5.0, 20.0, speed=0.0))
+    assert r.mode == Mode.STOPPED and r.command.brake == pytest.approx(0.5)
+
+
+def test_plan_age_compensation_reads_the_plan_at_now_plus_preview():
+    cfg = ControllerConfig(preview_time=0.0)
+    ctl = TrackingController(cfg)
+    ctl.step(odom(10.0, 0.0, speed=10.0))
+    plan = straight_plan(t0_ns=10 * S, v0=10.0, accel=-2.0)
+    assert offer(ctl, plan).accepted
+    # The plan is 0.5 s old when the vehicle is where it planned to be at t0 + 0.5 s.
+    r = ctl.step(odom(10.5, 4.75, speed=9.0))
+    assert r.mode == Mode.TRACKING and r.plan_age_s == pytest.approx(0.5)
+    assert r.reference_speed == pytest.approx(9.0) and r.reference_acceleration == -2.0
+    assert abs(r.lateral_error_m) < 1e-9 and abs(r.command.steer) < 1e-9
+
+
+def test_skipped_or_invalid_outputs_never_replace_the_tracked_plan():
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(0.0, 0.0))
+    good = straight_plan(t0_ns=0)
+    assert offer(ctl, good).accepted
+    d = offer(ctl, straight_plan(t0_ns=S // 2), ok=False)
+    assert not d.accepted and "not tracked" in d.reason and ctl.plan is good
+
+    def broken():
+        raise PlanRejected("plan has non-finite poses")
+    d = ctl.offer_plan(status_ok=True, status_text="", make_plan=broken)
+    assert not d.accepted and "non-finite" in d.reason and ctl.plan is good
+    older = offer(ctl, straight_plan(t0_ns=-S // 2))
+    assert not older.accepted and "not newer" in older.reason
+
+
+def test_plan_in_an_unrelatable_frame_is_refused_and_the_car_stops_with_the_reason():
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(0.0, 0.0, speed=10.0))
+    d = offer(ctl, straight_plan(t0_ns=0, frame="odom"))
+    assert not d.accepted and "'odom' cannot be related to the odometry frame 'map'" in d.reason
+    r = ctl.step(odom(0.05, 0.5, speed=9.9))
+    assert r.mode == Mode.STOPPING and ctl.counters.refusals == {"frame": 1}
+
+
+def test_plan_anchored_far_from_the_odometry_at_t0_is_refused():
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(0.0, 0.0))
+    far = straight_plan(t0_ns=0, pose=Pose.from_xyz_rpy((30.0, 0.0, 0.0), (0, 0, 0)))
+    d = offer(ctl, far)
+    assert not d.accepted and "30.00 m from where the odometry" in d.reason
+    assert offer(ctl, straight_plan(t0_ns=0)).accepted
+
+
+def test_stale_plan_stops_the_car_with_the_cause():
+    ctl = TrackingController(ControllerConfig(max_plan_age=1.0))
+    ctl.step(odom(0.0, 0.0))
+    offer(ctl, straight_plan(t0_ns=0))
+    assert ctl.step(odom(0.9, 9.0)).mode == Mode.TRACKING
+    r = ctl.step(odom(1.05, 10.5))
+    assert r.mode == Mode.STOPPING and r.cause.startswith("plan stale: age 1.05 s")
+    assert ctl.plan is None
+
+
+@pytest.mark.parametrize("jump", ["teleport", "time_back", "yaw"])
+def test_odometry_jumps_reset_without_a_steering_spike(jump):
+    cfg = ControllerConfig()
+    ctl = TrackingController(cfg)
+    # Track a left curve so the wheel is turned when the jump happens.
+    radius = 30.0
+    t = OFFSETS
+    phi = 10.0 * t / radius
+    xyz = np.stack([radius * np.sin(phi), radius * (1 - np.cos(phi)), np.zeros(64)], axis=1)
+    plan = ReferencePlan(t0_ns=0, tick_ns=0, odom_frame_id="map", t0_pose=Pose.identity(),
+                         offsets_s=t, xyz_t0=xyz, yaw_t0=phi, speed=np.full(64, 10.0),
+                         acceleration=np.zeros(64), v0=10.0)
+    ctl.step(odom(0.0, 0.0))
+    assert offer(ctl, plan).accepted
+    steers = []
+    for k in range(1, 20):
+        ts = 0.05 * k
+        a = 10.0 * ts / radius
+        steers.append(ctl.step(odom(ts, radius * math.sin(a), radius * (1 - math.cos(a)), a)
+                               ).command.steer)
+    assert steers[-1] < -0.05  # turning left
+    if jump == "teleport":
+        r = ctl.step(odom(1.0, 200.0, 50.0, 1.0))
+        assert "jumped" in r.cause
+    elif jump == "time_back":
+        r = ctl.step(odom(0.2, 0.0, 0.0, 0.0))
+        assert "time went back" in r.cause
+    else:
+        r = ctl.step(odom(1.0, 9.9, 1.7, 2.5))
+        assert "yaw jumped" in r.cause
+    assert r.mode == Mode.STOPPING and "plan dropped" in r.cause and ctl.plan is None
+    assert ctl.counters.resets == 1
+    # No spike: the command moves by at most the rate limit per step, towards straight.
+    assert abs(r.command.steer - steers[-1]) <= cfg.steer_rate_limit * 0.05 + 1e-9
+    # A plan anchored before the reset is refused.
+    d = offer(ctl, straight_plan(t0_ns=int(0.1 * S)))
+    assert not d.accepted and "before the odometry reset" in d.reason
+
+
+def test_non_finite_odometry_brakes_and_holds_the_wheel():
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(0.0, 0.0))
+    bad = OdometryInput(S // 20, "map", np.array([np.nan, 0, 0]), np.array([0, 0, 0, 1.0]), 10.0)
+    r = ctl.step(bad)
+    assert r.command.brake == 1.0 and r.command.throttle == 0.0 and "not finite" in r.cause
+
+
+def test_plans_a_car_cannot_drive_are_refused():
+    ctl = TrackingController(ControllerConfig(max_plan_speed=40.0, max_plan_lateral_accel=6.0))
+    ctl.step(odom(0.0, 0.0))
+    d = offer(ctl, straight_plan(t0_ns=0, v0=60.0))
+    assert not d.accepted and "speed 60.0 m/s above max_plan_speed 40" in d.reason
+    # 10 m/s on a 5 m radius: 20 m/s^2 sideways.
+    phi = 10.0 * OFFSETS / 5.0
+    xyz = np.stack([5 * np.sin(phi), 5 * (1 - np.cos(phi)), np.zeros(64)], axis=1)
+    sharp = ReferencePlan(t0_ns=0, tick_ns=0, odom_frame_id="map", t0_pose=Pose.identity(),
+                          offsets_s=OFFSETS, xyz_t0=xyz, yaw_t0=phi, speed=np.full(64, 10.0),
+                          acceleration=np.zeros(64), v0=10.0)
+    d = offer(ctl, sharp)
+    assert not d.accepted and "lateral acceleration 20.0 m/s^2" in d.reason
+    assert ctl.counters.refusals == {"dynamics": 2}
