@@ -27,6 +27,9 @@ import ros_harness  # noqa: E402
 _SESSION_LOG_DIR = Path(tempfile.mkdtemp(prefix="alpamayo_ros_test_logs_"))
 os.environ.setdefault("ROS_LOG_DIR", str(_SESSION_LOG_DIR))
 os.environ.setdefault("HOME", str(_SESSION_LOG_DIR))
+# User caches (the weight digest cache of model.checkpoint) go to this run's directory, not
+# into the caller's ~/.cache; node processes inherit it.
+os.environ["XDG_CACHE_HOME"] = str(_SESSION_LOG_DIR / "cache")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ros_harness.DDS_PROFILE))
 
