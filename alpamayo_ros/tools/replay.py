@@ -551,14 +551,16 @@ def aggregate_metrics(ticks: Sequence[Mapping], horizons: Sequence[float] = DEFA
     return out
 
 
-def run_bag_job(job: BagJob) -> dict:
+def run_bag_job(job: BagJob, model: Optional[PlannerModel] = None) -> dict:
     """Replay one bag and write its output bag / plot; picklable entry point for workers.
 
+    model: the PlannerModel to use (a worker that holds one loaded, e.g. the Ray actors of
+    tools/ray_replay.py); None loads it with `load_model` (cached per process).
     Returns {"result": deterministic part, "timings": wall-clock part}. Never raises for
     bag or parameter problems: they come back as status "error".
     """
     try:
-        replay = BagReplay(job)
+        replay = BagReplay(job, model=model)
     except (AlpamayoError, OSError) as exc:
         return {"result": {"bag": job.bag, "status": "error", "error": str(exc), "ticks": []},
                 "timings": {"bag": job.bag, "wall_s": 0.0, "ticks": []}}
