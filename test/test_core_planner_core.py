@@ -10,7 +10,7 @@ from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
 from alpamayo_ros.core.planner_core import InsertStatus, PlannerCore, PlanStatus
 from alpamayo_ros.core.types import (InferenceOptions, ModelOutput, StageTimings,
                                      TrajectorySample)
-from test_core_support import EPOCH_NS, Scenario, now_ns, rgb_image
+from core_scenarios import EPOCH_NS, Scenario, now_ns, rgb_image
 
 
 def make_core(model=None, **config):
