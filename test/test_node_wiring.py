@@ -183,9 +183,16 @@ class Rig:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; have statuses {describe()}") from None
 
-    def wait_outputs_settled(self):
-        """Wait until every OK plan received so far has its path and markers received too
-        (they are published right after the plan, on other topics); returns the plans."""
+    def drain(self, t_from, t_to):
+        """Advance /clock only to t_to, a diagnostics time between two ticks, then wait
+        until every tick the node accepted has published its plan, and every OK plan its
+        path and markers. Nothing is published after that (no tick comes before the
+        clock moves again); returns the plans."""
+        self.clock_only(t_from, t_to)
+        report = _values(self.status_at("planner", t_to))
+        accepted = int(report["ticks"]) - int(report["dropped_ticks"])
+        self.wait_plans(lambda ps: len(ps) >= accepted, what=f"{accepted} plans")
+
         def settled():
             ok = len(_ok(self.plans.messages))
             return len(self.paths.messages) == ok and len(self.markers.messages) == ok
@@ -248,8 +255,8 @@ def _ok(plans):
 def test_plans_flow_and_are_stamped_with_t0(rig_factory):
     rig = rig_factory()
     rig.run(0.0, 3.0)
-    rig.wait_plans(lambda ps: len(_ok(ps)) >= 3)
-    plans = rig.wait_outputs_settled()
+    plans = rig.drain(3.01, 3.5)
+    assert len(_ok(plans)) >= 3
     for plan in _ok(plans):
         t0 = time_to_ns(plan.header.stamp)
         assert t0 in {time_to_ns(s) for s in plan.inputs.frame_stamps}
@@ -319,10 +326,9 @@ def test_model_failure_is_reported_and_the_node_keeps_serving(rig_factory, error
     model = FlakyModel(fail_calls={1, 2}, error=error)
     rig = rig_factory(model=model)
     rig.run(0.0, 3.5)
-    rig.wait_plans(lambda ps: any(p.status == PlannerOutput.STATUS_MODEL_ERROR for p in ps)
-                   and len(_ok(ps)) >= 2)
     # A failed tick never reaches the path consumers: paths and markers only for OK plans.
-    plans = rig.wait_outputs_settled()
+    plans = rig.drain(3.51, 4.5)
+    assert len(_ok(plans)) >= 2
     failed = [p for p in plans if p.status == PlannerOutput.STATUS_MODEL_ERROR]
     assert str(error) in failed[0].status_reason
     assert failed[0].candidates == []
