@@ -149,6 +149,41 @@ class PacedDriver:
         raise AssertionError(f"timed out after {WAIT_S:.0f} s waiting for the node's "
                              f"diagnostics at t = {t:.2f} s; newest report times {newest} s")
 
+    def handshake(self, plans_inbox, t_start=-2.0):
+        """Before the drive, at negative scenario times (no sensor data yet): move the node's
+        clock 0.1 s at a time until one of its plans and one of its reports arrived, so every
+        later one is delivered (a reliable writer sends only to readers it has matched).
+        Returns how many plans the node published before that (lost to us)."""
+        t, since = t_start, self._since
+        while True:
+            assert t < -0.5, "no plan and report of the node arrived in the hand-shake"
+            self.driver.publish_clock(t)
+            try:
+                plans_inbox.wait_until(lambda plans: len(plans) > 0, WAIT_S / 15, "a plan")
+                self.inbox.wait_until(lambda arrays: len(arrays) > since, WAIT_S / 15,
+                                      "a report")
+                break
+            except AssertionError:
+                t = round(t + self.chunk_s, 6)
+        t = round(t + self.chunk_s, 6)
+        # Ticks come every 2 chunks (5 Hz), reports every chunk: a report between two ticks.
+        period = 2 * self.chunk_s
+        last_tick = round(np.floor(t / period + 1e-6) * period, 6)
+        report_time = round(last_tick + self.chunk_s, 6)
+        self.driver.publish_clock(report_time)
+        values = _planner_values([self.report_at(report_time)])
+        accepted = int(values["ticks"]) - int(values["dropped_ticks"])
+        published = sum(int(values[k]) for k in ("planned", "skipped", "invalid_output",
+                                                 "model_errors"))
+        if accepted > published:
+            # The last tick's plan is on its way: skipped, so stamped with its tick time,
+            # the node's clock when the tick ran (last_tick or later; earlier ticks before).
+            tick_ns = int(self.driver.scenario.stamp_ns(last_tick))
+            plans_inbox.wait_until(lambda plans: any(time_to_ns(p.header.stamp) >= tick_ns
+                                                     for p in plans),
+                                   WAIT_S, "the plan of the last hand-shake tick")
+        return accepted - len(plans_inbox.messages)
+
     def _send_data(self, t):
         clock, self.driver.clock_publisher = self.driver.clock_publisher, None
         try:
@@ -181,21 +216,22 @@ class PacedDriver:
             self._handled_last = handled
 
 
-def _accepted_ticks(diagnostics):
-    """Ticks the node accepted (ran or skipped, not dropped) by its newest planner report."""
+def _planner_values(diagnostics):
+    """Key-values of the newest planner report among the diagnostics arrays."""
     planner = [s for a in diagnostics for s in a.status if s.name.endswith("planner")]
-    values = {kv.key: kv.value for kv in planner[-1].values}
-    return int(values["ticks"]) - int(values["dropped_ticks"])
+    return {kv.key: kv.value for kv in planner[-1].values}
 
 
-def wait_all_planned(plans, diagnostics, per_ok_plan=()):
+def wait_all_planned(plans, diagnostics, per_ok_plan=(), lost=0):
     """With the clock standing still: wait until every tick the node accepted by its newest
-    report (one still arriving included) has published its plan, and each inbox of
-    `per_ok_plan` (paths, CoC: one message per OK plan) has caught up with the OK plans."""
+    report (one still arriving included) has published its plan (less `lost`, published
+    before the hand-shake), and each inbox of `per_ok_plan` (paths, CoC: one message per
+    OK plan) has caught up with the OK plans."""
     messages = diagnostics.messages
     for _ in range(10):
         seen = len(messages)
-        accepted = _accepted_ticks(messages)
+        values = _planner_values(messages)
+        accepted = int(values["ticks"]) - int(values["dropped_ticks"]) - lost
         got = plans.wait_until(lambda got: len(got) >= accepted, WAIT_S,
                                f"a plan for each of the {accepted} accepted ticks")
         for inbox in per_ok_plan:
@@ -256,13 +292,14 @@ def recording(ros_domain_id, ros_env, tiny_checkpoint, tmp_path_factory):
         inboxes = {name: inbox for name, (_, inbox) in subscriptions.items()}
         wait_for_links(node, driver, [sub for sub, _ in subscriptions.values()])
         paced = PacedDriver(driver, inboxes["diagnostics"], node)
+        lost = paced.handshake(inboxes["plan"])
         driver.advance_to(0.0)
         paced.run(0.0, SIM_SECONDS)
         paced.run(SIM_SECONDS, MAX_SIM_SECONDS,
                   until=lambda: len(_ok(inboxes["plan"].messages)) >= MIN_OK_PLANS)
         # The clock stands still now: the inference in flight finishes and publishes.
         wait_all_planned(inboxes["plan"], inboxes["diagnostics"],
-                         [inboxes[k] for k in ("path", "path_odom", "coc")])
+                         [inboxes[k] for k in ("path", "path_odom", "coc")], lost)
         proc.assert_running()
         order = ("diagnostics", "plan", "path", "path_odom", "coc")  # reports before plans
         recorded = {k: list(inboxes[k].messages) for k in order}
@@ -410,6 +447,7 @@ def test_bad_inputs_time_jumps_and_silence_through_a_process(ros_process, ros_no
                                                       qos=PLAN_QOS)
     wait_for_links(ros_node, driver, [plans_sub, paths_sub, diagnostics_sub])
     paced = PacedDriver(driver, diagnostics, ros_node)
+    lost = paced.handshake(plans)
 
     def bad_frames(slot, t, msg):
         if 3.0 <= t < 4.0 and slot == 1:
@@ -438,7 +476,7 @@ def test_bad_inputs_time_jumps_and_silence_through_a_process(ros_process, ros_no
     driver.frame_filter, driver.odometry_msg = None, original
     driver.advance_to(0.0)
     paced.run(0.0, 3.0)
-    wait_all_planned(plans, diagnostics, [paths])
+    wait_all_planned(plans, diagnostics, [paths], lost)
     proc.assert_running()
     got = list(plans.messages)
     reasons = " | ".join(p.status_reason for p in got)
