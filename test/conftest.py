@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: ROS domains, node processes, an rclpy test node, fixture data.
+"""Shared pytest fixtures: ROS domains, node processes and an rclpy test node.
 
 Fixtures
 --------
@@ -6,7 +6,8 @@ ros_domain_id (module)   a ROS_DOMAIN_ID in 1..101 held by this test module only
 ros_env (module)         environment for processes on that domain (see ros_harness.ros_environment)
 ros_process (function)   factory that starts node executables; stops them after the test
 ros_node (function)      ros_harness.RosTestNode on the module's domain
-golden_fixtures_dir      /.../shared/fixtures/alpamayo_tiny_a, or skip when it is absent
+
+The golden fixture set of the official model is loaded by fixture_set.py.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ import ros_harness  # noqa: E402
 _SESSION_LOG_DIR = Path(tempfile.mkdtemp(prefix="alpamayo_ros_test_logs_"))
 os.environ.setdefault("ROS_LOG_DIR", str(_SESSION_LOG_DIR))
 os.environ.setdefault("HOME", str(_SESSION_LOG_DIR))
+# User caches (the weight digest cache of model.checkpoint) go to this run's directory, not
+# into the caller's ~/.cache; node processes inherit it.
+os.environ["XDG_CACHE_HOME"] = str(_SESSION_LOG_DIR / "cache")
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ros_harness.DDS_PROFILE))
 
@@ -156,29 +160,3 @@ def ros_node(ros_domain_id: int, request: pytest.FixtureRequest) -> Iterator[ros
         yield node
     finally:
         node.close()
-
-
-# --------------------------------------------------------------------------- fixture data
-
-
-def shared_dir() -> Path | None:
-    """The read-only shared data directory: $ALPAMAYO_SHARED_DIR, <repo>/../shared or
-    /work/shared, the first that exists; None when none does (then fixture tests skip)."""
-    candidates = [os.environ.get("ALPAMAYO_SHARED_DIR"), ros_harness.REPO_ROOT.parent / "shared", "/work/shared"]
-    for c in candidates:
-        if c and Path(c).is_dir():
-            return Path(c)
-    return None
-
-
-@pytest.fixture(scope="session")
-def golden_fixtures_dir() -> Path:
-    """Golden fixtures of the official model (set A); skips the test when absent."""
-    base = shared_dir()
-    path = base / "fixtures" / "alpamayo_tiny_a" if base else None
-    if path is None or not (path / "checkpoint" / "config.json").is_file():
-        pytest.skip(
-            "golden fixtures not found: need <shared>/fixtures/alpamayo_tiny_a with "
-            "checkpoint/config.json, where <shared> is $ALPAMAYO_SHARED_DIR, ../shared or /work/shared"
-        )
-    return path

@@ -304,6 +304,16 @@ class _Inbox:
             self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
             return list(self.messages)
 
+    def wait_until(self, predicate: Callable[[list[Any]], bool], timeout: float,
+                   what: str) -> list[Any]:
+        """The messages once ``predicate(messages)`` holds; HarnessError naming ``what``
+        (and the number of messages) after ``timeout`` seconds."""
+        with self.cond:
+            if not self.cond.wait_for(lambda: predicate(list(self.messages)), timeout):
+                raise HarnessError(f"timed out after {timeout:.1f} s waiting for {what} "
+                                   f"({len(self.messages)} messages received)")
+            return list(self.messages)
+
 
 class RosTestNode:
     """An rclpy node in its own Context on ``domain_id``, spun on a background thread.

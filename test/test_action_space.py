@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -252,7 +251,21 @@ def test_fixture_future_to_action_and_round_trip():
                                atol=ATOL)
     torch.testing.assert_close(out["rot"], expected["future_traj_roundtrip_rot"], rtol=RTOL,
                                atol=ATOL)
-    # The round trip stays close to the recorded future (smooth left curve at 8 m/s).
-    gap = (out["xyz"] - inputs["ego_future_xyz"][:, 0]).abs().max().item()
-    assert gap < 0.05 and math.isfinite(gap)
-    assert np.all(np.diff(out["yaw"][0].numpy()) > 0)  # left curve: yaw grows
+    # The round trip follows the recorded future as closely as the official one does:
+    # positions and headings, whatever the set's motion (the bound is the set's own gap).
+    future_xyz = inputs["ego_future_xyz"][:, 0]
+    future_yaw = torch.atan2(inputs["ego_future_rot"][:, 0, :, 1, 0],
+                             inputs["ego_future_rot"][:, 0, :, 0, 0])
+    official_rot = expected["future_traj_roundtrip_rot"]
+    official_yaw = torch.atan2(official_rot[..., 1, 0], official_rot[..., 0, 0])
+    gap = (out["xyz"] - future_xyz).abs().max().item()
+    official_gap = (expected["future_traj_roundtrip_xyz"] - future_xyz).abs().max().item()
+    assert math.isfinite(gap) and gap <= official_gap + ATOL
+    yaw_gap = _angle_gap(out["yaw"], future_yaw)
+    assert yaw_gap <= _angle_gap(official_yaw, future_yaw) + ATOL
+
+
+def _angle_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest absolute difference of two heading sequences [rad], modulo 2 pi."""
+    d = a - b
+    return torch.atan2(torch.sin(d), torch.cos(d)).abs().max().item()

@@ -1,12 +1,18 @@
-"""Checkpoint directory checks: files, shards, processor directory, names, tokenizer ids."""
+"""Checkpoint directory checks: files, shards, processor directory, names, tokenizer ids,
+and the model id (content hash of config and weights, with its digest cache)."""
 import json
+import logging
+import os
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
 from alpamayo_ros.core.errors import CheckpointError, ConfigError
+from alpamayo_ros.model import checkpoint as checkpoint_module
 from alpamayo_ros.model.checkpoint import (compute_model_id, locate_checkpoint,
                                            resolve_processor_dir)
 from alpamayo_ros.model.runtime import AlpamayoRuntime, choose_vlm_attention
@@ -190,6 +196,114 @@ def test_model_id_follows_config_and_weight_index(root):
     assert second != first
     _shard(ckpt)
     assert compute_model_id(locate_checkpoint(ckpt)) not in (first, second)
+
+
+# ----------------------------------------------------------------- model id names the weights
+
+
+@pytest.fixture
+def digest_cache(tmp_path, monkeypatch):
+    """A private XDG cache directory; returns the digest cache file path and a list that
+    records every file actually hashed."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    hashed = []
+    real = checkpoint_module._sha256_file
+
+    def counting(path):
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(checkpoint_module, "_sha256_file", counting)
+    return tmp_path / "xdg" / "alpamayo_ros" / "weight_digests.json", hashed
+
+
+def test_model_id_tells_weights_with_equal_configs_apart(tiny_root, tmp_path, digest_cache):
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    other = write_tiny_checkpoint(tmp_path / "seed1", seed=1)
+    same = write_tiny_checkpoint(tmp_path / "seed0", seed=0)
+    ckpt = tiny_root / "checkpoint"
+    # Same config and tensor layout: only the weights differ.
+    assert (other / "config.json").read_bytes() == (ckpt / "config.json").read_bytes()
+    ids = [compute_model_id(locate_checkpoint(p)) for p in (ckpt, other, same)]
+    assert ids[0] != ids[1]
+    assert ids[0] == ids[2]  # same seed, another directory: same weights, same id
+
+
+def test_model_id_changes_with_one_tensor_value(root, digest_cache):
+    ckpt = root / "checkpoint"
+    before = compute_model_id(locate_checkpoint(ckpt))
+    state = load_file(str(ckpt / "model.safetensors"))
+    state["action_out_proj.bias"] = state["action_out_proj.bias"] + 1e-6
+    save_file(state, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    assert compute_model_id(locate_checkpoint(ckpt)) != before
+
+
+def test_weight_digests_are_cached_by_path_size_and_mtime(root, digest_cache, caplog):
+    cache_file, hashed = digest_cache
+    ckpt = root / "checkpoint"
+    with caplog.at_level(logging.INFO, logger="alpamayo_ros.model.checkpoint"):
+        first = compute_model_id(locate_checkpoint(ckpt))
+    assert hashed == ["model.safetensors"]
+    assert re.search(r"hashed 1 weight file\(s\), [0-9.]+ GB, in [0-9.]+ s", caplog.text)
+    cached = json.loads(cache_file.read_text())["files"]
+    assert list(cached) == [str((ckpt / "model.safetensors").resolve())]
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="alpamayo_ros.model.checkpoint"):
+        assert compute_model_id(locate_checkpoint(ckpt)) == first
+    assert hashed == ["model.safetensors"]  # second load: digest from the cache
+    assert "hashed" not in caplog.text
+
+    # A touched file (new mtime, same bytes) is hashed again; the id stays.
+    stat = (ckpt / "model.safetensors").stat()
+    os.utime(ckpt / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert compute_model_id(locate_checkpoint(ckpt)) == first
+    assert hashed == ["model.safetensors"] * 2
+
+
+def test_runtime_loads_reuse_the_cached_digest(root, digest_cache, caplog):
+    _, hashed = digest_cache
+    with caplog.at_level(logging.INFO, logger="alpamayo_ros.model.checkpoint"):
+        a = AlpamayoRuntime.from_pretrained(root / "checkpoint")
+        b = AlpamayoRuntime.from_pretrained(root / "checkpoint")
+    assert a.model_id == b.model_id == compute_model_id(locate_checkpoint(root / "checkpoint"))
+    assert hashed == ["model.safetensors"]
+    assert len(re.findall("hashed 1 weight file", caplog.text)) == 1
+
+
+def test_a_broken_or_unwritable_cache_never_breaks_loading(root, digest_cache, tmp_path,
+                                                           monkeypatch, caplog):
+    cache_file, hashed = digest_cache
+    ckpt = root / "checkpoint"
+    expected = compute_model_id(locate_checkpoint(ckpt))
+    for garbage in ("{not json", "[1, 2]", '{"version": 99, "files": {}}'):
+        cache_file.write_text(garbage)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="alpamayo_ros.model.checkpoint"):
+            assert compute_model_id(locate_checkpoint(ckpt)) == expected
+        assert "ignoring the weight digest cache" in caplog.text
+        assert json.loads(cache_file.read_text())["version"] == 1  # rewritten, usable again
+    assert len(hashed) == 4
+    # A cache directory that cannot be created (its parent is a file): hashed, logged, no error.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alpamayo_ros.model.checkpoint"):
+        assert compute_model_id(locate_checkpoint(ckpt)) == expected
+    assert "cannot write the weight digest cache" in caplog.text
+    assert len(hashed) == 5
+
+
+def test_cache_keeps_other_files_and_drops_deleted_ones(root, tmp_path, digest_cache):
+    cache_file, _ = digest_cache
+    ckpt = root / "checkpoint"
+    compute_model_id(locate_checkpoint(ckpt))
+    _shard(ckpt)  # deletes model.safetensors, writes two shards
+    compute_model_id(locate_checkpoint(ckpt))
+    names = sorted(Path(k).name for k in json.loads(cache_file.read_text())["files"])
+    assert names == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
 
 
 def test_attention_choice():

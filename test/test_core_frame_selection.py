@@ -5,7 +5,7 @@ import pytest
 from alpamayo_ros.core.config import PlannerConfig
 from alpamayo_ros.core.errors import InputNotReady
 from alpamayo_ros.core.frame_selection import select_frames
-from test_core_support import EPOCH_NS, NS, camera_stamps
+from core_scenarios import EPOCH_NS, NS, camera_stamps
 
 DESCRIBE = [PlannerConfig().describe_slot(s) for s in range(4)]
 

@@ -7,7 +7,7 @@ from alpamayo_ros.core.errors import InputNotReady
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.history import OdometryTrack, build_history
 from alpamayo_ros.core.types import HISTORY_OFFSETS
-from test_core_support import EPOCH_NS, NS, CircleMotion, odometry_samples
+from core_scenarios import EPOCH_NS, NS, CircleMotion, odometry_samples
 
 
 def track_of(samples):

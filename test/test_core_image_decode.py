@@ -268,7 +268,7 @@ def test_planner_core_uses_the_configured_limit_and_tries_a_bad_frame_once(monke
     from alpamayo_ros.core.config import PlannerConfig
     from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
     from alpamayo_ros.core.planner_core import PlannerCore, PlanStatus
-    from test_core_support import Scenario, now_ns
+    from core_scenarios import Scenario, now_ns
 
     headers = []
     real_header = image_decode.simplejpeg.decode_jpeg_header

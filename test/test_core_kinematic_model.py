@@ -5,7 +5,7 @@ import pytest
 from alpamayo_ros.core.errors import ModelInputError
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
 from alpamayo_ros.core.types import HISTORY_OFFSETS, InferenceOptions, ModelInput
-from test_core_support import CircleMotion
+from core_scenarios import CircleMotion
 
 
 def history_of(motion, t0=3.0):

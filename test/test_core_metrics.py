@@ -5,7 +5,7 @@ import pytest
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.history import OdometryTrack
 from alpamayo_ros.core.metrics import displacement_errors, future_xyz_t0_frame
-from test_core_support import EPOCH_NS, NS, CircleMotion, odometry_samples
+from core_scenarios import EPOCH_NS, NS, CircleMotion, odometry_samples
 
 
 def track_of(samples):

@@ -11,7 +11,7 @@ from alpamayo_ros.core.plan_result import ReasonCode
 from alpamayo_ros.core.planner_core import InsertStatus, PlannerCore, PlanStatus
 from alpamayo_ros.core.types import (InferenceOptions, ModelOutput, StageTimings,
                                      TrajectorySample)
-from test_core_support import EPOCH_NS, NS, Scenario, now_ns, odometry, rgb_image
+from core_scenarios import EPOCH_NS, NS, Scenario, now_ns, odometry, rgb_image
 
 
 def make_core(model=None, **config):

@@ -22,20 +22,25 @@ def test_drops_while_busy_and_counts():
 def test_only_one_of_many_concurrent_ticks_runs():
     gate = TickGate()
     release = threading.Event()
+    decided = threading.Semaphore(0)  # one release per tick that has called try_enter
     started = []
 
     def tick():
-        if gate.try_enter():
+        entered = gate.try_enter()
+        decided.release()
+        if entered:
             started.append(1)
-            release.wait(5)
+            assert release.wait(10), "the test never released the running tick"
             gate.leave()
 
     threads = [threading.Thread(target=tick) for _ in range(8)]
     for t in threads:
         t.start()
-    while gate.accepted + gate.dropped < 8:
-        pass
+    # Every tick has tried the gate while the first one still holds it.
+    assert all(decided.acquire(timeout=10) for _ in threads)
+    assert gate.busy and gate.accepted == 1 and gate.dropped == 7
     release.set()
     for t in threads:
-        t.join()
-    assert len(started) == 1 and gate.accepted == 1 and gate.dropped == 7
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)
+    assert len(started) == 1 and not gate.busy

@@ -152,15 +152,20 @@ def _fixture_frames():
     return fixture_set.load_inputs()["image_frames"]
 
 
+def _fixture_config() -> ImageProcessorConfig:
+    """The set's processor config with its checkpoint's pixel bounds, as the official model
+    (and AlpamayoRuntime) builds it."""
+    cfg = fixture_set.checkpoint_config()
+    return ImageProcessorConfig.from_dir(fixture_set.base_vlm_dir(),
+                                         min_pixels=cfg.get("min_pixels"),
+                                         max_pixels=cfg.get("max_pixels"))
+
+
 @fixture_set.requires_fixtures
 def test_fixture_pixel_values_are_bit_exact():
     expected_json = fixture_set.load_expected()
     expected_grid = fixture_set.load_expected_tensors()["image_grid_thw"]
-    processor_dir = fixture_set.base_vlm_dir()
-    cfg = fixture_set.checkpoint_config()
-    config = ImageProcessorConfig.from_dir(processor_dir, min_pixels=cfg["min_pixels"],
-                                           max_pixels=cfg["max_pixels"])
-    values, grid = preprocess_frames(_fixture_frames(), config)
+    values, grid = preprocess_frames(_fixture_frames(), _fixture_config())
     assert torch.equal(grid, expected_grid)
     assert list(values.shape) == expected_json["pixel_values_shape"]
     assert np.array_equal(values.numpy(), fixture_set.pixel_values())
@@ -171,10 +176,7 @@ def test_fixture_pixel_values_are_bit_exact():
 @fixture_set.requires_fixtures
 def test_fixture_pixel_values_from_a_list_of_read_only_frames():
     """The planner passes its cached (read-only) frames as a list: same bits, no batch copy."""
-    cfg = fixture_set.checkpoint_config()
-    config = ImageProcessorConfig.from_dir(fixture_set.base_vlm_dir(),
-                                           min_pixels=cfg["min_pixels"],
-                                           max_pixels=cfg["max_pixels"])
+    config = _fixture_config()
     frames = [np.ascontiguousarray(f.permute(1, 2, 0).numpy())
               for f in _fixture_frames().flatten(0, 1)]
     for frame in frames:
@@ -193,20 +195,22 @@ def test_list_input_refuses_frames_of_different_sizes():
 
 @fixture_set.requires_fixtures
 def test_fixture_pixel_values_from_hwc_numpy_and_integer_resize_path():
+    config = _fixture_config()
     frames = _fixture_frames().flatten(0, 1)
     grid_h, grid_w = fixture_set.load_expected_tensors()["image_grid_thw"][0, 1:].tolist()
     hwc = frames.permute(0, 2, 3, 1).contiguous().numpy()
-    values, _ = preprocess_frames(hwc)
+    values, _ = preprocess_frames(hwc, config)
     assert np.array_equal(values.numpy(), fixture_set.pixel_values())
-    resized = resize_bicubic_uint8(frames, 16 * grid_h, 16 * grid_w, use_native=False)
-    assert np.array_equal(normalize_and_patchify(resized, ImageProcessorConfig()).numpy(),
+    resized = resize_bicubic_uint8(frames, config.patch_size * grid_h,
+                                   config.patch_size * grid_w, use_native=False)
+    assert np.array_equal(normalize_and_patchify(resized, config).numpy(),
                           fixture_set.pixel_values())
 
 
 @fixture_set.requires_fixtures
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_fixture_pixel_values_on_cuda():
-    values, grid = preprocess_frames(_fixture_frames(), device="cuda")
+    values, grid = preprocess_frames(_fixture_frames(), _fixture_config(), device="cuda")
     assert values.device.type == "cuda" and grid.device.type == "cuda"
     assert np.array_equal(values.cpu().numpy(), fixture_set.pixel_values())
 
@@ -217,8 +221,11 @@ def test_fixture_pixel_values_on_cuda():
 def test_config_from_fixture_dir_reads_size_keys_and_overrides():
     raw = json.loads((fixture_set.base_vlm_dir() / "preprocessor_config.json").read_text())
     config = ImageProcessorConfig.from_dir(fixture_set.base_vlm_dir())
-    assert config.min_pixels == raw["size"]["shortest_edge"]
-    assert config.max_pixels == raw["size"]["longest_edge"]
+    # transformers writes the bounds as size.shortest_edge / longest_edge, older files as
+    # min_pixels / max_pixels; the set has one of the two.
+    size = raw.get("size") or {}
+    assert config.min_pixels == raw.get("min_pixels", size.get("shortest_edge"))
+    assert config.max_pixels == raw.get("max_pixels", size.get("longest_edge"))
     assert config.patch_size == raw["patch_size"] and config.merge_size == raw["merge_size"]
     overridden = ImageProcessorConfig.from_dir(fixture_set.base_vlm_dir(), min_pixels=1024,
                                                max_pixels=2048)

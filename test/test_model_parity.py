@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fixture_set import (load_expected, load_expected_tensors, load_inputs, pixel_values,
-                         require_fixture_dir, requires_fixtures)
+from fixture_set import (base_vlm_dir, load_expected, load_expected_tensors, load_inputs,
+                         pixel_values, require_fixture_dir, requires_fixtures)
 
 from alpamayo_ros.core.types import InferenceOptions, ModelInput
 from alpamayo_ros.model import generation
@@ -30,7 +30,10 @@ def runtime():
     from alpamayo_ros.model.runtime import AlpamayoRuntime
 
     torch.set_num_threads(1)
-    return AlpamayoRuntime.from_pretrained(require_fixture_dir() / "checkpoint")
+    processor_dir = base_vlm_dir()  # skips when the set lacks it
+    runtime = AlpamayoRuntime.from_pretrained(require_fixture_dir() / "checkpoint")
+    assert runtime.processor_dir == processor_dir.resolve()  # found through vlm_name_or_path
+    return runtime
 
 
 def _model_input():
@@ -196,51 +199,65 @@ def test_forced_real_decoding_cross_check(runtime, path):
                                expected["forced_generate_pred_rot"][0, 0, 0].numpy(),
                                atol=ROT_TOL, rtol=0)
     assert samples[0].coc == facts["forced_generate_extra_cot"][0][0][0]
-    assert samples[0].coc_truncated is False
+    # The reasoning ended (was not truncated) iff the continuation closes it.
+    assert samples[0].coc_truncated is (runtime.token_ids.cot_end not in continuation[:stop])
     assert samples[0].coc_token_count == stop
 
 
 @pytest.mark.parametrize("path", ["eager", "fast"])
 def test_stochastic_rollout_facts(runtime, path, monkeypatch):
-    """No <|traj_future_start|> within the budget: offset = seq_len, CoC "", truncated."""
+    """Sampling with the set's call arguments: the recorded shapes, and per sample the
+    official rule for where the expert attends and what CoC comes out, whether or not the
+    sample ended its reasoning within the budget (random weights rarely do; which samples
+    do depends on the random stream, which differs from the official one); both paths."""
     monkeypatch.setattr(runtime, "fast_path", path == "fast")
     facts = load_expected()["stochastic_rollout"]
     num_samples = int(re.search(r"num_traj_samples=(\d+)", facts["call"]).group(1))
     budget = int(re.search(r"max_generation_length=(\d+)", facts["call"]).group(1))
     seed = int(re.search(r"manual_seed\((\d+)\)", facts["call"]).group(1))
+    assert list(facts["pred_xyz_shape"][2:3]) == [num_samples]
     options = InferenceOptions(num_samples=num_samples, max_coc_tokens=budget, seed=seed)
     model_input = _model_input()
+    ids = runtime.token_ids
     with torch.inference_mode():
         prepared = runtime.prepare_inputs(model_input)
         raw = runtime.run_prepared(prepared, options, generator=runtime.make_generator(seed))
     assert raw.path == path
     prompt_len = prepared.input_ids.shape[1]
-    assert raw.tokens.shape == (num_samples, budget)
-    assert not bool(raw.found.any())
-    assert raw.cache_len == prompt_len + budget - 1
-    assert raw.offsets.tolist() == [prompt_len + budget] * num_samples  # = seq_len
-
+    assert raw.tokens.shape[0] == num_samples and raw.tokens.shape[1] <= budget
     output = runtime.predict(model_input, options)
-    assert len(output.samples) == facts["pred_xyz_shape"][2]
-    expected_cot = facts["extra_cot"][0][0]
-    for sample, cot in zip(output.samples, expected_cot):
+    assert len(output.samples) == num_samples
+    for row, sample in enumerate(output.samples):
+        tokens = raw.tokens[row]
+        ends = (tokens == ids.traj_future_start).nonzero().flatten()
+        assert bool(raw.found[row]) is (len(ends) > 0)
+        if len(ends):  # offset = first <|traj_future_start|> + 1
+            assert int(raw.offsets[row]) == prompt_len + int(ends[0]) + 1
+        else:  # the official fallback: offset = sequence length, CoC "" and truncated
+            assert raw.tokens.shape[1] == budget
+            assert int(raw.offsets[row]) == prompt_len + budget
+            assert sample.coc == "" and sample.coc_truncated
+            assert sample.coc_token_count == budget
         assert sample.xyz.shape == tuple(facts["pred_xyz_shape"][3:])
         assert sample.rot.shape == tuple(facts["pred_rot_shape"][3:])
-        assert sample.coc == cot and sample.coc_truncated and sample.coc_token_count == budget
         np.testing.assert_allclose(sample.rot @ np.swapaxes(sample.rot, 1, 2),
                                    np.broadcast_to(np.eye(3), sample.rot.shape), atol=1e-5)
         assert facts["pred_xyz_z_equals_history_z_t0"]
         np.testing.assert_allclose(sample.xyz[:, 2], model_input.history_xyz[-1, 2], atol=1e-6)
+    if not bool(raw.found.any()):
+        assert raw.cache_len == prompt_len + budget - 1
     assert output.v0 == pytest.approx(float(load_expected_tensors()["v0"][0]), rel=1e-5)
 
 
 def test_bfloat16_weights_keep_float32_fourier_and_stay_close():
     """bf16 (the CUDA default) on the same path: Fourier angles and the action-space
-    buffers stay float32, and the trajectory stays near the float32 official one (bf16 has
-    an 8-bit mantissa, so only a loose bound: 0.25 m over 6.4 s)."""
+    buffers stay float32, and the trajectory stays near the float32 official one. bf16 has
+    an 8-bit mantissa (relative precision 2^-8 = 0.4 %), so only a loose bound: 0.5 % of
+    the official path's length (0.23 m on set A's 46 m path; observed 0.04 m there)."""
     from alpamayo_ros.model.runtime import AlpamayoRuntime
 
     expected, inputs = load_expected_tensors(), load_inputs()
+    base_vlm_dir()  # skips when the set lacks it
     runtime = AlpamayoRuntime.from_pretrained(require_fixture_dir() / "checkpoint",
                                               dtype=torch.bfloat16)
     net = runtime.network

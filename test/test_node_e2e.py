@@ -3,10 +3,16 @@ a tiny random checkpoint (CPU), fed by this test process with a sim clock and ex
 
 Scenario: constant 8 m/s on a 40 m left circle; cameras at 10 and 30 Hz with different
 phases; odometry at 50 Hz. Every OK plan is checked against the analytic motion.
+
+No fixed sleeps and no wall-clock bounds: the driver sends sim time in 0.1 s chunks and
+moves the node's clock only once the node has taken the chunk's sensor messages
+(PacedDriver), so its queues never overflow and its clock never runs ahead of its inputs,
+however slow the machine. The recording ends once every tick the node accepted has
+published its plan.
 """
 from __future__ import annotations
 
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -19,6 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from nav_msgs.msg import Path  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
+from alpamayo_ros.core.config import CAMERA_NAMES_BY_INDEX  # noqa: E402
 from alpamayo_ros.core.types import FRAME_OFFSETS, HISTORY_OFFSETS  # noqa: E402
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.core import planner_params as P  # noqa: E402
@@ -33,10 +40,215 @@ TOPICS = P.PARAMETERS_BY_NAME["camera_topics"].default
 RATES = (10.0, 30.0, 10.0, 30.0)
 PHASES = (0.0, 0.004, 0.033, 0.017)
 SIM_SECONDS = 7.0
-# Sim time runs at about wall speed while the CPU model takes 0.4-2 s per plan, so on a slow
-# or loaded machine the drive goes on (up to this long) until enough plans came back.
-MAX_SIM_SECONDS = 40.0
+# Sim time runs as fast as the node follows it while the CPU model takes 0.4-2 s of wall
+# time per plan, so the drive goes on (up to this long) until enough plans came back.
+MAX_SIM_SECONDS = 60.0
 MIN_OK_PLANS = 4
+WAIT_S = 60.0  # timeout of every wait (a loaded 2-core machine runs the model slowly)
+DIAGNOSTICS_PERIOD_S = 0.1
+
+
+class _CountingPublisher:
+    """A publisher that counts what it sent (everything else is the wrapped one's)."""
+
+    def __init__(self, publisher):
+        self._publisher, self.count = publisher, 0
+
+    def publish(self, msg):
+        self.count += 1
+        self._publisher.publish(msg)
+
+    def __getattr__(self, name):
+        return getattr(self._publisher, name)
+
+
+class PacedDriver:
+    """Steps a ScenarioPublisher's sim time no faster than a node in another process
+    handles it, without sleeping.
+
+    Sim time goes in chunks of `chunk_s` (= the node's diagnostics period). Per chunk: the
+    chunk's sensor messages; then K sequential calls of the node's get_parameters service,
+    K = the most messages any of its sensor queues can hold now; then one /clock message
+    at the chunk's end; then the node's report (/diagnostics, stamped with its clock) is
+    awaited. rclpy's executor takes at most one message per subscription per wait cycle,
+    before it serves services, so K answered calls mean the node has taken everything sent
+    so far: its clock never runs ahead of its sensor queues (its /clock reader keeps only
+    the newest message, its sensor readers queue theirs), however slow the machine or busy
+    the model. The reports' message counts (stored + rejected per input) check this.
+    Reports received before the last `mark()` are ignored (after a rewind, older reports
+    carry later stamps).
+    """
+
+    MAX_QUEUE = 110  # calls that empty the deepest queue (odometry: 100)
+    MAX_LOST = 5  # best-effort messages an input may lose after the start
+
+    def __init__(self, driver, diagnostics_inbox, test_node, node_name="/alpamayo_planner",
+                 chunk_s=DIAGNOSTICS_PERIOD_S):
+        from rcl_interfaces.srv import GetParameters
+
+        self.driver, self.inbox, self.chunk_s = driver, diagnostics_inbox, chunk_s
+        driver.camera_publishers[:] = [_CountingPublisher(p) for p in driver.camera_publishers]
+        driver.odometry_publisher = _CountingPublisher(driver.odometry_publisher)
+        # The node names its camera inputs by index (core.config), as the scenario's cameras.
+        self._inputs = [CAMERA_NAMES_BY_INDEX[spec.index] for spec in driver.scenario.cameras]
+        self._inputs.append("odometry")
+        self._since = 0
+        self._handled_last = [0] * len(self._inputs)
+        self._missing_at_start = None
+        self._request = GetParameters.Request(names=["rate_hz"])
+        self._client = test_node.node.create_client(GetParameters,
+                                                    f"{node_name}/get_parameters")
+        assert self._client.wait_for_service(timeout_sec=20.0), "node has no parameter service"
+
+    def mark(self):
+        self._since = len(self.inbox.messages)
+
+    def _sent(self):
+        return [p.count for p in self.driver.camera_publishers] + [
+            self.driver.odometry_publisher.count]
+
+    def _handled(self, array):
+        """Messages the node took (stored or rejected) per input, by one report."""
+        out = {}
+        for status in array.status:
+            for name in self._inputs:
+                if status.name.endswith(name):
+                    values = {kv.key: kv.value for kv in status.values}
+                    out[name] = int(values["received"]) + int(values["rejected"])
+        return [out.get(name, 0) for name in self._inputs]
+
+    def _executor_cycles(self, count):
+        """`count` answered service calls, one after the other: as many executor cycles."""
+        for _ in range(count):
+            done = threading.Event()
+            future = self._client.call_async(self._request)
+            future.add_done_callback(lambda _: done.set())
+            assert done.wait(WAIT_S), "the node's parameter service did not answer"
+
+    def report_at(self, t):
+        """The node's first report stamped in (t - chunk_s, t] after the mark; /clock at t
+        is sent again while none comes (it is best effort: the node may have missed it)."""
+        scenario = self.driver.scenario
+        target, window = int(scenario.stamp_ns(t)), int(round(self.chunk_s * S))
+        since = self._since
+
+        def find(arrays):
+            return next((a for a in arrays[since:]
+                         if 0 <= target - time_to_ns(a.header.stamp) < window), None)
+
+        slices = 30
+        for _ in range(slices):
+            try:
+                arrays = self.inbox.wait_until(lambda arrays: find(arrays) is not None,
+                                               WAIT_S / slices, "a report")
+                return find(arrays)
+            except AssertionError:
+                self.driver.publish_clock(t)
+        newest = [round((time_to_ns(a.header.stamp) - scenario.start_stamp_ns) / S, 3)
+                  for a in self.inbox.messages[since:][-5:]]
+        raise AssertionError(f"timed out after {WAIT_S:.0f} s waiting for the node's "
+                             f"diagnostics at t = {t:.2f} s; newest report times {newest} s")
+
+    def handshake(self, plans_inbox, t_start=-2.0):
+        """Before the drive, at negative scenario times (no sensor data yet): move the node's
+        clock 0.1 s at a time until one of its plans and one of its reports arrived, so every
+        later one is delivered (a reliable writer sends only to readers it has matched).
+        Returns how many plans the node published before that (lost to us)."""
+        t, since = t_start, self._since
+        while True:
+            assert t < -0.5, "no plan and report of the node arrived in the hand-shake"
+            self.driver.publish_clock(t)
+            try:
+                plans_inbox.wait_until(lambda plans: len(plans) > 0, WAIT_S / 15, "a plan")
+                self.inbox.wait_until(lambda arrays: len(arrays) > since, WAIT_S / 15,
+                                      "a report")
+                break
+            except AssertionError:
+                t = round(t + self.chunk_s, 6)
+        t = round(t + self.chunk_s, 6)
+        # Ticks come every 2 chunks (5 Hz), reports every chunk: a report between two ticks.
+        period = 2 * self.chunk_s
+        last_tick = round(np.floor(t / period + 1e-6) * period, 6)
+        report_time = round(last_tick + self.chunk_s, 6)
+        self.driver.publish_clock(report_time)
+        values = _planner_values([self.report_at(report_time)])
+        accepted = int(values["ticks"]) - int(values["dropped_ticks"])
+        published = sum(int(values[k]) for k in ("planned", "skipped", "invalid_output",
+                                                 "model_errors"))
+        if accepted > published:
+            # The last tick's plan is on its way: skipped, so stamped with its tick time,
+            # the node's clock when the tick ran (last_tick or later; earlier ticks before).
+            tick_ns = int(self.driver.scenario.stamp_ns(last_tick))
+            plans_inbox.wait_until(lambda plans: any(time_to_ns(p.header.stamp) >= tick_ns
+                                                     for p in plans),
+                                   WAIT_S, "the plan of the last hand-shake tick")
+        return accepted - len(plans_inbox.messages)
+
+    def _send_data(self, t):
+        clock, self.driver.clock_publisher = self.driver.clock_publisher, None
+        try:
+            self.driver.advance_to(t)  # every sensor sample up to t, no /clock
+        finally:
+            self.driver.clock_publisher = clock
+
+    def run(self, t_from, t_to, clock_only=False, until=None):
+        """Sim time from t_from to t_to in chunks (only /clock if clock_only); stops early
+        once until() is true."""
+        for t in np.arange(t_from + self.chunk_s, t_to + 1e-9, self.chunk_s):
+            if until is not None and until():
+                return
+            t = round(float(t), 6)
+            if not clock_only:
+                self._send_data(t)
+            sent = self._sent()
+            pending = max(n - h for n, h in zip(sent, self._handled_last))
+            self._executor_cycles(min(pending, self.MAX_QUEUE) + 1)
+            self.driver.publish_clock(t)
+            handled = self._handled(self.report_at(t))
+            missing = [n - h for n, h in zip(sent, handled)]
+            if self._missing_at_start is None:  # lost before the node's readers matched
+                self._missing_at_start = missing
+            # Everything sent before the clock was taken, but for a few best-effort losses.
+            assert all(m - m0 <= self.MAX_LOST for m, m0 in zip(missing,
+                                                                self._missing_at_start)), (
+                f"at t = {t:.2f} s the node has taken {handled} messages of {self._inputs}, "
+                f"sent {sent}")
+            self._handled_last = handled
+
+
+def _planner_values(diagnostics):
+    """Key-values of the newest planner report among the diagnostics arrays."""
+    planner = [s for a in diagnostics for s in a.status if s.name.endswith("planner")]
+    return {kv.key: kv.value for kv in planner[-1].values}
+
+
+def wait_all_planned(plans, diagnostics, per_ok_plan=(), lost=0):
+    """With the clock standing still: wait until every tick the node accepted by its newest
+    report (one still arriving included) has published its plan (less `lost`, published
+    before the hand-shake), and each inbox of `per_ok_plan` (paths, CoC: one message per
+    OK plan) has caught up with the OK plans."""
+    messages = diagnostics.messages
+    for _ in range(10):
+        seen = len(messages)
+        values = _planner_values(messages)
+        accepted = int(values["ticks"]) - int(values["dropped_ticks"]) - lost
+        got = plans.wait_until(lambda got: len(got) >= accepted, WAIT_S,
+                               f"a plan for each of the {accepted} accepted ticks")
+        for inbox in per_ok_plan:
+            inbox.wait_until(lambda msgs: len(msgs) >= len(_ok(got)), WAIT_S,
+                             f"one message per OK plan ({len(_ok(got))})")
+        if len(messages) == seen:
+            return
+    raise AssertionError("the node kept reporting: is its clock still moving?")
+
+
+def wait_for_links(node, driver, subscriptions):
+    """Before the first message: our publishers (sensors, /clock) and the subscriptions
+    to the node's outputs are matched, so nothing early is lost."""
+    for pub in driver.camera_publishers + [driver.odometry_publisher, driver.clock_publisher]:
+        node.wait_for_publisher_match(pub, timeout=20.0)
+    for sub in subscriptions:
+        node.wait_for_subscription_match(sub, timeout=20.0)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +267,15 @@ def _scenario():
 @pytest.fixture(scope="module")
 def recording(ros_domain_id, ros_env, tiny_checkpoint, tmp_path_factory):
     """Run planner_node (tiny model) for at least SIM_SECONDS of scenario time and until
-    MIN_OK_PLANS plans arrived (at most MAX_SIM_SECONDS); record its outputs."""
+    MIN_OK_PLANS plans arrived (at most MAX_SIM_SECONDS); record its outputs. The process
+    is stopped before the tests read the recording, so it cannot plan on (and publish
+    into) the other tests of this module, which share its ROS domain."""
     log_dir = tmp_path_factory.mktemp("e2e")
     command = ros_harness.resolve_executable("planner_node") + ros_harness.ros_args(
         params_file=ros_harness.REPO_ROOT / "config" / "planner.yaml",
         params={"use_sim_time": True, "rate_hz": 5.0, "model.device": "cpu",
                 "model.checkpoint_dir": str(tiny_checkpoint), "model.max_coc_tokens": 8,
-                "model.num_samples": 2, "diagnostics.period": 0.5})
+                "model.num_samples": 2, "diagnostics.period": DIAGNOSTICS_PERIOD_S})
     env = dict(ros_env, OMP_NUM_THREADS="1")
     proc = ros_harness.RosProcess("planner_node", command, env, log_dir / "planner.log").start()
     node = ros_harness.RosTestNode(ros_domain_id, name="e2e_driver")
@@ -70,26 +284,29 @@ def recording(ros_domain_id, ros_env, tiny_checkpoint, tmp_path_factory):
         scenario = _scenario()
         driver = ScenarioPublisher(node.node, scenario, TOPICS, ["rgb8", "bgr8", "bgra8", "rgb8"],
                                    publish_clock=True)
-        inboxes = {name: node.subscribe(topic, msg_type, qos=PLAN_QOS)[1] for name, topic, msg_type in (
+        subscriptions = {name: node.subscribe(topic, msg_type, qos=PLAN_QOS)
+                         for name, topic, msg_type in (
             ("plan", "/alpamayo/plan", PlannerOutput), ("path", "/alpamayo/path", Path),
             ("path_odom", "/alpamayo/path_odom", Path), ("coc", "/alpamayo/coc", String),
             ("diagnostics", "/diagnostics", DiagnosticArray))}
-        for pub in driver.camera_publishers + [driver.odometry_publisher]:
-            node.wait_for_publisher_match(pub, timeout=20.0)
-        for t in np.arange(0.0, MAX_SIM_SECONDS, 0.01):
-            if t >= SIM_SECONDS and len(_ok(inboxes["plan"].messages)) >= MIN_OK_PLANS:
-                break
-            driver.advance_to(float(t))
-            time.sleep(0.01)
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and not _ok(inboxes["plan"].messages):
-            time.sleep(0.1)
-        time.sleep(1.5)  # the inference in flight finishes and publishes
+        inboxes = {name: inbox for name, (_, inbox) in subscriptions.items()}
+        wait_for_links(node, driver, [sub for sub, _ in subscriptions.values()])
+        paced = PacedDriver(driver, inboxes["diagnostics"], node)
+        lost = paced.handshake(inboxes["plan"])
+        driver.advance_to(0.0)
+        paced.run(0.0, SIM_SECONDS)
+        paced.run(SIM_SECONDS, MAX_SIM_SECONDS,
+                  until=lambda: len(_ok(inboxes["plan"].messages)) >= MIN_OK_PLANS)
+        # The clock stands still now: the inference in flight finishes and publishes.
+        wait_all_planned(inboxes["plan"], inboxes["diagnostics"],
+                         [inboxes[k] for k in ("path", "path_odom", "coc")], lost)
         proc.assert_running()
-        yield scenario, {k: list(v.messages) for k, v in inboxes.items()}, proc
+        order = ("diagnostics", "plan", "path", "path_odom", "coc")  # reports before plans
+        recorded = {k: list(inboxes[k].messages) for k in order}
     finally:
         node.close()
         proc.stop()
+    yield scenario, recorded, proc
 
 
 def _ok(plans):
@@ -220,15 +437,19 @@ def test_bad_inputs_time_jumps_and_silence_through_a_process(ros_process, ros_no
     reaches a plan; it recovers after each."""
     proc = ros_process("planner_node", params={
         "use_sim_time": True, "rate_hz": 5.0, "model.backend": "constant_velocity",
-        "camera_transports": ["raw", "compressed", "raw", "raw"]})
+        "camera_transports": ["raw", "compressed", "raw", "raw"],
+        "diagnostics.period": DIAGNOSTICS_PERIOD_S})
     proc.wait_for_output("planning at", timeout=30.0)
     scenario = sc.circle_8mps(duration_s=30.0, cameras=sc.default_cameras(width=32, height=32))
     driver = ScenarioPublisher(ros_node.node, scenario, TOPICS, ["rgb8", "jpeg", "rgb8", "rgb8"],
                                publish_clock=True)
-    _, plans = ros_node.subscribe("/alpamayo/plan", PlannerOutput, qos=PLAN_QOS)
-    _, paths = ros_node.subscribe("/alpamayo/path", Path, qos=PLAN_QOS)
-    for pub in driver.camera_publishers + [driver.odometry_publisher]:
-        ros_node.wait_for_publisher_match(pub, timeout=20.0)
+    plans_sub, plans = ros_node.subscribe("/alpamayo/plan", PlannerOutput, qos=PLAN_QOS)
+    paths_sub, paths = ros_node.subscribe("/alpamayo/path", Path, qos=PLAN_QOS)
+    diagnostics_sub, diagnostics = ros_node.subscribe("/diagnostics", DiagnosticArray,
+                                                      qos=PLAN_QOS)
+    wait_for_links(ros_node, driver, [plans_sub, paths_sub, diagnostics_sub])
+    paced = PacedDriver(driver, diagnostics, ros_node)
+    lost = paced.handshake(plans)
 
     def bad_frames(slot, t, msg):
         if 3.0 <= t < 4.0 and slot == 1:
@@ -247,19 +468,17 @@ def test_bad_inputs_time_jumps_and_silence_through_a_process(ros_process, ros_no
 
     driver.frame_filter, driver.odometry_msg = bad_frames, bad_odometry
 
-    def run(t_from, t_to, clock_only=False):
-        for t in np.arange(t_from, t_to, 0.01):
-            (driver.publish_clock if clock_only else driver.advance_to)(float(t))
-            time.sleep(0.004)
-
-    run(0.0, 9.0)
-    run(9.0, 10.5, clock_only=True)  # silence: stale inputs
+    driver.advance_to(0.0)
+    paced.run(0.0, 9.0)
+    paced.run(9.0, 10.5, clock_only=True)  # silence: stale inputs
     # A bag loop: the same drive again, stamps and /clock 20 s earlier.
     scenario.start_stamp_ns -= 20 * S
     driver.rewind()
+    paced.mark()
     driver.frame_filter, driver.odometry_msg = None, original
-    run(0.0, 3.0)
-    time.sleep(1.0)
+    driver.advance_to(0.0)
+    paced.run(0.0, 3.0)
+    wait_all_planned(plans, diagnostics, [paths], lost)
     proc.assert_running()
     got = list(plans.messages)
     reasons = " | ".join(p.status_reason for p in got)

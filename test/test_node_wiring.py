@@ -3,9 +3,14 @@
 The PlannerNode runs in its own rclpy Context and a SingleThreadedExecutor (as in main);
 the test drives it over DDS from the ros_node fixture with a sim clock and a scripted scenario
 (ScenarioPublisher, explicit header stamps). Models are injected through the node's
-model_loader so failures (exceptions, CUDA OOM) and slow inference can be provoked.
+model_loader so failures (exceptions, CUDA OOM) and a busy worker can be provoked.
 The constant-velocity model keeps these tests light; the real tiny model runs in
 test_node_e2e.py.
+
+No fixed sleeps and no wall-clock bounds: the rig steps sim time and waits, after each
+/clock message, until the node's clock shows it (a jump callback on the node's clock); a
+busy model holds the worker until the test releases it; outputs and diagnostics are
+awaited as messages. Wall time only bounds the waits (timeouts).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import Path  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
+from rclpy.clock import JumpThreshold  # noqa: E402
+from rclpy.duration import Duration  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
@@ -34,32 +41,58 @@ from alpamayo_ros.tools import scenario as sc  # noqa: E402
 
 pytestmark = pytest.mark.ros
 TOPICS = P.PARAMETERS_BY_NAME["camera_topics"].default
+TIMEOUT_S = 10.0  # for every wait; generous, as the machine may be loaded
 
 
 class FlakyModel(ConstantVelocityModel):
-    """Constant-velocity model that raises on chosen calls and can be slow (wall seconds)."""
+    """Constant-velocity model that raises on chosen calls and, with held=True, keeps each
+    call (and so the node's worker) busy until the test lets it return: ``allow(n)`` lets
+    n calls return, ``release_all()`` every call from then on."""
 
-    def __init__(self, fail_calls=(), error=None, delay_s=0.0):
+    def __init__(self, fail_calls=(), error=None, held=False):
         super().__init__()
-        self.fail_calls, self.error, self.delay_s = set(fail_calls), error, delay_s
+        self.fail_calls, self.error = set(fail_calls), error
         self.calls = 0
         self.active = 0
         self.max_active = 0
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._permits = 0
+        self._free = not held
+
+    def allow(self, n=1):
+        with self._cond:
+            self._permits += n
+            self._cond.notify_all()
+
+    def release_all(self):
+        with self._cond:
+            self._free = True
+            self._cond.notify_all()
+
+    def wait_calls(self, n, timeout=TIMEOUT_S):
+        """True once the n-th call has begun."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.calls >= n, timeout)
 
     def predict(self, model_input, options=None, initial_noise=None):
-        with self._lock:
+        with self._cond:
             self.calls += 1
             call = self.calls
             self.active += 1
             self.max_active = max(self.max_active, self.active)
+            self._cond.notify_all()
         try:
-            time.sleep(self.delay_s)
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._free or self._permits > 0,
+                                           TIMEOUT_S * 6):
+                    raise TimeoutError("a held model call was never let return by the test")
+                if not self._free:
+                    self._permits -= 1
             if call in self.fail_calls:
                 raise self.error
             return super().predict(model_input)
         finally:
-            with self._lock:
+            with self._cond:
                 self.active -= 1
 
 
@@ -99,6 +132,12 @@ class Rig:
         self.markers = self._record("/alpamayo/markers", MarkerArray)
         for pub in self.driver.camera_publishers + [self.driver.odometry_publisher]:
             ros_node.wait_for_publisher_match(pub)
+        # Every /clock message moves the node's clock; the jump callback wakes wait_clock.
+        self._clock_changed = threading.Condition()
+        self._jump_handle = self.node.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=Duration(nanoseconds=1),
+                          min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_clock_jump)
 
     def _spin(self):
         from alpamayo_ros.ros.spin import spin_until_shutdown
@@ -108,46 +147,92 @@ class Rig:
         _, inbox = self.test.subscribe(topic, msg_type, qos=PLAN_QOS)
         return inbox
 
-    def run(self, t_from, t_to, dt=0.01, wall_per_step=0.005):
-        """Advance scenario (sim) time from t_from to t_to [s], pacing on the wall clock."""
+    def _on_clock_jump(self, _jump):
+        with self._clock_changed:
+            self._clock_changed.notify_all()
+
+    def wait_clock(self, t):
+        """Wait until the node's clock reads scenario time t exactly (its /clock message
+        was processed); the message is sent again if it seems lost (best-effort /clock)."""
+        target = int(self.scenario.stamp_ns(t))
+        clock = self.node.get_clock()
+        for _ in range(5):
+            with self._clock_changed:
+                if self._clock_changed.wait_for(lambda: clock.now().nanoseconds == target,
+                                                TIMEOUT_S / 5):
+                    return
+            self.driver.publish_clock(t)
+        raise AssertionError(f"the node's clock never reached t = {t:.2f} s: it reads "
+                             f"{(clock.now().nanoseconds - self.scenario.start_stamp_ns) / 1e9:.3f} s")
+
+    def run(self, t_from, t_to, dt=0.01):
+        """Advance scenario (sim) time from t_from to t_to [s], one /clock step at a time."""
         for t in np.arange(t_from, t_to + 1e-9, dt):
             self.driver.advance_to(float(t))
-            time.sleep(wall_per_step)
+            self.wait_clock(float(t))
 
-    def clock_only(self, t_from, t_to, dt=0.01, wall_per_step=0.005):
+    def clock_only(self, t_from, t_to, dt=0.01):
         """Advance /clock only (the sensors stay silent)."""
         for t in np.arange(t_from, t_to + 1e-9, dt):
             self.driver.publish_clock(float(t))
-            time.sleep(wall_per_step)
+            self.wait_clock(float(t))
 
-    def wait_plans(self, predicate, timeout=10.0, what="plans"):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate(list(self.plans.messages)):
-                return list(self.plans.messages)
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}; have statuses "
-                             f"{[(m.status, m.status_reason[:60]) for m in self.plans.messages]}")
+    def wait_plans(self, predicate, timeout=TIMEOUT_S, what="plans"):
+        def describe():
+            return [(m.status, m.status_reason[:60]) for m in self.plans.messages]
+        try:
+            return self.plans.wait_until(predicate, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; have statuses {describe()}") from None
 
-    def wait_status(self, predicate, timeout=10.0, what="diagnostics"):
+    def drain(self, t_from, t_to):
+        """Advance /clock only to t_to, a diagnostics time between two ticks, then wait
+        until every tick the node accepted has published its plan, and every OK plan its
+        path and markers. Nothing is published after that (no tick comes before the
+        clock moves again); returns the plans."""
+        self.clock_only(t_from, t_to)
+        report = _values(self.status_at("planner", t_to))
+        accepted = int(report["ticks"]) - int(report["dropped_ticks"])
+        self.wait_plans(lambda ps: len(ps) >= accepted, what=f"{accepted} plans")
+
+        def settled():
+            ok = len(_ok(self.plans.messages))
+            return len(self.paths.messages) == ok and len(self.markers.messages) == ok
+
+        self.test.wait_until(settled, TIMEOUT_S, "a path and markers for every OK plan")
+        return list(self.plans.messages)
+
+    def wait_status(self, predicate, timeout=TIMEOUT_S, what="diagnostics"):
         """The first DiagnosticStatus (of any array received so far) matching predicate."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for array in list(self.diagnostics.messages):
-                for status in array.status:
-                    if predicate(status):
-                        return status
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}")
+        def found(arrays):
+            return next((s for a in arrays for s in a.status if predicate(s)), None)
 
-    def last_status(self, name_suffix):
-        for array in reversed(self.diagnostics.messages):
-            for status in array.status:
-                if status.name.endswith(name_suffix):
-                    return status
-        raise AssertionError(f"no diagnostics named *{name_suffix}")
+        return found(self.diagnostics.wait_until(lambda arrays: found(arrays) is not None,
+                                                 timeout, what))
+
+    def diagnostics_mark(self):
+        """Position in the diagnostics stream; status_at(..., since=mark) looks only after
+        it (after a rewind, older arrays carry later stamps)."""
+        return len(self.diagnostics.messages)
+
+    def status_at(self, name_suffix, t, since=0):
+        """The status *name_suffix of the first diagnostics array stamped in [t, t + 1 s)
+        of scenario time and received after `since`; waits for it. (Arrays of an earlier
+        timeline, still arriving after a rewind, carry later stamps.)"""
+        target = int(self.scenario.stamp_ns(t))
+
+        def found(arrays):
+            return next((s for a in arrays[since:]
+                         if 0 <= time_to_ns(a.header.stamp) - target < 1_000_000_000
+                         for s in a.status if s.name.endswith(name_suffix)), None)
+
+        arrays = self.diagnostics.wait_until(lambda arrays: found(arrays) is not None,
+                                             TIMEOUT_S, f"diagnostics *{name_suffix} at "
+                                             f"t >= {t:.2f} s")
+        return found(arrays)
 
     def close(self):
+        self.model.release_all()  # a held model call must end for the worker to stop
         self.node.close()
         rclpy.shutdown(context=self.context)
         self._thread.join(5.0)
@@ -180,7 +265,8 @@ def _ok(plans):
 def test_plans_flow_and_are_stamped_with_t0(rig_factory):
     rig = rig_factory()
     rig.run(0.0, 3.0)
-    plans = rig.wait_plans(lambda ps: len(_ok(ps)) >= 3)
+    plans = rig.drain(3.01, 3.5)
+    assert len(_ok(plans)) >= 3
     for plan in _ok(plans):
         t0 = time_to_ns(plan.header.stamp)
         assert t0 in {time_to_ns(s) for s in plan.inputs.frame_stamps}
@@ -189,36 +275,64 @@ def test_plans_flow_and_are_stamped_with_t0(rig_factory):
         assert plan.timing.latency_wall > 0.0 and plan.timing.tick_to_model_start > 0.0
         assert time_to_ns(plan.tick_stamp) >= t0
     assert len(rig.paths.messages) >= 3
-    assert rig.last_status("planner").level == DiagnosticStatus.OK
+    assert rig.status_at("planner", 3.0).level == DiagnosticStatus.OK
     ok_t0 = {time_to_ns(p.header.stamp) for p in _ok(plans)}
     assert rig.markers.messages
     for array in rig.markers.messages:
         lines = [m for m in array.markers if m.type == Marker.LINE_STRIP]
+        # Drawn in the odometry frame at t0: they stay where the plan was made.
         assert lines and not any(m.frame_locked for m in lines)
         assert all(m.header.frame_id == plans[-1].odom_frame_id for m in lines)
         assert time_to_ns(lines[0].header.stamp) in ok_t0
 
 
+def _accepted(status):
+    values = _values(status)
+    return int(values["ticks"]) - int(values["dropped_ticks"])
+
+
 def test_ticks_while_the_model_runs_are_dropped_not_queued(rig_factory):
-    model = FlakyModel(delay_s=0.6)
+    """A model call holds the worker while 2 s of 20 Hz ticks and sensor data arrive: every
+    one of those ticks is dropped and counted, and sensor callbacks keep running. When the
+    call returns, the next call serves the next tick, not one of the busy period (nothing
+    was queued)."""
+    model = FlakyModel(held=True)
     rig = rig_factory(model=model, params={"rate_hz": 20.0})
-    started = time.monotonic()
-    rig.run(0.0, 4.0)  # >= 2 s of wall time: ~80 ticks of sim time, each inference 0.6 s
-    rig.wait_plans(lambda ps: len(_ok(ps)) >= 1)
-    time.sleep(1.0)
-    rig.run(4.0, 4.6)  # let a diagnostics period pass after the last inference
-    wall = time.monotonic() - started
-    values = _values(rig.last_status("planner"))
+    rig.run(0.0, 2.0)
+    assert model.wait_calls(1), "no tick reached the model"
+    rig.run(2.01, 2.5)
+    before = rig.status_at("planner", 2.5)
+    odometry_before = rig.status_at("odometry", 2.5)
+    rig.run(2.51, 4.5)  # 40 tick periods while the first call still runs
+    busy = rig.status_at("planner", 4.5)
+    odometry_busy = rig.status_at("odometry", 4.5)
+    assert model.calls == 1 and model.active == 1  # still inside the first call
+    ticks = int(_values(busy)["ticks"]) - int(_values(before)["ticks"])
+    assert ticks >= 38 and _accepted(busy) == _accepted(before)  # every tick was dropped
+    # Sensor callbacks kept flowing while the worker was busy: odometry at 50 Hz sim rate.
+    received = (int(_values(odometry_busy)["received"])
+                - int(_values(odometry_before)["received"]))
+    assert received >= 95
+
+    # The first call returns with the clock standing still; the next call needs a new tick.
+    model.allow(1)
+    rig.wait_plans(lambda ps: len(_ok(ps)) >= 1, what="the plan of the first call")
+    rig.run(4.51, 4.55)  # one tick
+    assert model.wait_calls(2), "the tick after the busy period did not reach the model"
+    rig.run(4.56, 5.0)  # the second call holds the worker: these ticks are dropped
+    after = rig.status_at("planner", 5.0)
+    # Exactly one tick was accepted since the busy period: the one the second call serves.
+    # A queue would have started the second call on a tick of the busy period instead and
+    # dropped this one.
+    assert _accepted(after) - _accepted(busy) == 1
+    assert model.calls == 2 and model.max_active == 1
+
+    model.release_all()
+    rig.run(5.01, 5.5)
+    # Every model call published one plan (skipped ticks never reach the model).
+    rig.wait_plans(lambda ps: len([p for p in ps if p.status != PlannerOutput.STATUS_SKIPPED])
+                   == model.calls >= 3, what="one plan per model call")
     assert model.max_active == 1
-    assert int(values["dropped_ticks"]) >= 10
-    # Every accepted tick ran the model once (counted by the model), no backlog.
-    assert model.calls <= int(values["ticks"]) - int(values["dropped_ticks"])
-    # Serial 0.6 s inferences: no more calls than fit into the wall time (a queue of the
-    # ~80 ticks would show up here). The bound follows the wall time of a loaded machine.
-    assert model.calls <= wall / model.delay_s + 1
-    # Sensor callbacks kept flowing while the model slept: odometry at ~50 Hz sim rate.
-    odometry = _values(rig.last_status("odometry"))
-    assert int(odometry["received"]) >= 150
 
 
 @pytest.mark.parametrize("error", [RuntimeError("boom in the expert"),
@@ -227,12 +341,12 @@ def test_model_failure_is_reported_and_the_node_keeps_serving(rig_factory, error
     model = FlakyModel(fail_calls={1, 2}, error=error)
     rig = rig_factory(model=model)
     rig.run(0.0, 3.5)
-    plans = rig.wait_plans(lambda ps: any(p.status == PlannerOutput.STATUS_MODEL_ERROR
-                                          for p in ps) and len(_ok(ps)) >= 2)
+    # A failed tick never reaches the path consumers: paths and markers only for OK plans.
+    plans = rig.drain(3.51, 4.5)
+    assert len(_ok(plans)) >= 2
     failed = [p for p in plans if p.status == PlannerOutput.STATUS_MODEL_ERROR]
     assert str(error) in failed[0].status_reason
     assert failed[0].candidates == []
-    # A failed tick never reaches the path consumers.
     assert len(rig.paths.messages) == len(_ok(plans))
     # Reported even when later ticks succeeded before the next diagnostics period.
     status = rig.wait_status(lambda s: s.level == DiagnosticStatus.ERROR
@@ -256,10 +370,11 @@ def test_unsupported_encoding_is_rejected_and_never_planned(rig_factory):
     assert "no frame received yet" in plans[-1].status_reason
     assert plans[-1].reason_code == PlannerOutput.REASON_NO_FRAME
     # The camera's status names the rejection, not mere staleness.
-    camera = rig.wait_status(lambda s: s.name.endswith("cross_right_120fov")
-                             and s.level == DiagnosticStatus.ERROR, what="a camera error")
+    camera = rig.status_at("cross_right_120fov", 3.0)
+    assert camera.level == DiagnosticStatus.ERROR
     assert "every message rejected" in camera.message and "16UC1" in camera.message
-    assert int(_values(camera)["rejected"]) >= 1
+    assert "16UC1" in _values(camera)["last_reject_reason"]
+    assert int(_values(camera)["rejected"]) > 10
 
 
 def test_corrupt_jpeg_skips_the_tick_then_recovers(rig_factory):
@@ -319,7 +434,7 @@ def test_non_finite_odometry_is_rejected(rig_factory):
     for plan in _ok(plans):
         assert all(np.isfinite(p.position.x) for p in plan.inputs.history_poses)
         assert all(np.isfinite(p.position.x) for c in plan.candidates for p in c.poses)
-    odometry = _values(rig.last_status("odometry"))
+    odometry = _values(rig.status_at("odometry", 4.0))
     assert int(odometry["rejected"]) == 10  # 0.2 s at 50 Hz
     assert "non-finite" in odometry["last_reject_reason"]
 
@@ -328,17 +443,14 @@ def test_stale_inputs_skip_ticks(rig_factory):
     rig = rig_factory()
     rig.run(0.0, 2.5)
     rig.wait_plans(lambda ps: len(_ok(ps)) >= 1)
-    # The clock goes on, the sensors go silent.
-    for t in np.arange(2.5, 4.0, 0.01):
-        rig.driver.publish_clock(float(t))
-        time.sleep(0.005)
+    rig.clock_only(2.51, 4.0)  # the clock goes on, the sensors go silent
     plans = rig.wait_plans(lambda ps: any("stale" in p.status_reason for p in ps))
     stale = [p for p in plans if "stale" in p.status_reason]
     assert all(p.status == PlannerOutput.STATUS_SKIPPED for p in stale)
     ok_stamps = [time_to_ns(p.header.stamp) for p in _ok(plans)]
     assert max(ok_stamps) <= rig.scenario.stamp_ns(2.5)
-    rig.clock_only(4.0, 4.6)  # one more diagnostics period, sensors still silent
-    assert rig.last_status("front_wide_120fov").level == DiagnosticStatus.STALE
+    rig.clock_only(4.01, 4.5)  # one more diagnostics period, sensors still silent
+    assert rig.status_at("front_wide_120fov", 4.5).level == DiagnosticStatus.STALE
 
 
 def test_stamps_going_backwards_clear_the_buffers(rig_factory):
@@ -349,6 +461,7 @@ def test_stamps_going_backwards_clear_the_buffers(rig_factory):
     start = rig.scenario.start_stamp_ns
     rig.scenario.start_stamp_ns = start - 10 * 1_000_000_000
     rig.driver.rewind()
+    mark = rig.diagnostics_mark()
     n_before = len(rig.plans.messages)
     rig.run(0.0, 3.0)
     plans = rig.wait_plans(lambda ps: len(_ok(ps[n_before:])) >= 2)
@@ -360,8 +473,8 @@ def test_stamps_going_backwards_clear_the_buffers(rig_factory):
             # Planned on the new timeline only: every frame and history pose is after it.
             assert all(restart_ns <= time_to_ns(s) <= t0 for s in plan.inputs.frame_stamps)
             assert time_to_ns(plan.inputs.odometry_newest) <= t0 + 1_000_000_000
-    rig.run(3.0, 3.6)
-    assert int(_values(rig.last_status("planner"))["input_resets"]) >= 1
+    rig.run(3.01, 3.5)
+    assert int(_values(rig.status_at("planner", 3.5, since=mark))["input_resets"]) >= 1
 
 
 def test_clock_jump_clears_the_buffers_and_names_the_cause(monkeypatch, ros_domain_id):
@@ -406,15 +519,16 @@ def test_clock_jitter_is_not_a_reset(rig_factory):
     rig = rig_factory()
     for t in np.arange(0.0, 3.0 + 1e-9, 0.01):
         rig.driver.advance_to(float(t))
+        rig.wait_clock(float(t))
         rig.driver.publish_clock(float(t) - 0.5e-6)
-        time.sleep(0.005)
+        rig.wait_clock(float(t) - 0.5e-6)
     plans = rig.wait_plans(lambda ps: len(_ok(ps)) >= 5)
     assert all(p.reason_code != PlannerOutput.REASON_CLOCK_RESET for p in plans)
-    clock = rig.wait_status(lambda s: s.name.endswith("node clock")
-                            and int(_values(s)["jitter_steps"]) > 10,
-                            what="jitter counted in the diagnostics")
+    rig.clock_only(3.01, 3.5)
+    clock = rig.status_at("node clock", 3.5)
+    assert int(_values(clock)["jitter_steps"]) > 10
     assert float(_values(clock)["largest_jitter_s"]) < 1e-5
-    assert _values(rig.last_status("planner"))["input_resets"] == "0"
+    assert _values(rig.status_at("planner", 3.5))["input_resets"] == "0"
 
 
 def test_odometry_faults_never_give_an_ok_plan_with_impossible_motion(rig_factory):
@@ -433,8 +547,8 @@ def test_odometry_faults_never_give_an_ok_plan_with_impossible_motion(rig_factor
 
     rig.driver.odometry_filter = fault
     rig.run(0.0, 6.0)
-    plans = rig.wait_plans(lambda ps: any(time_to_ns(p.tick_stamp) >= rig.scenario.stamp_ns(5.8)
-                                          for p in ps), timeout=20.0)
+    plans = rig.drain(6.01, 6.5)
+    assert any(time_to_ns(p.tick_stamp) >= rig.scenario.stamp_ns(5.8) for p in plans)
     ok = _ok(plans)
     assert ok and all(abs(p.v0 - 8.0) < 0.05 for p in ok)
     codes = {p.reason_code for p in plans if p.status != PlannerOutput.STATUS_OK}
@@ -445,10 +559,9 @@ def test_odometry_faults_never_give_an_ok_plan_with_impossible_motion(rig_factor
                   <= rig.scenario.stamp_ns(3.4)]
     assert after_jump and all(p.reason_code == PlannerOutput.REASON_ODOMETRY_DISCONTINUITY
                               for p in after_jump)
-    status = rig.wait_status(lambda s: s.name.endswith("planner")
-                             and int(_values(s)["odometry_frame_changes"]) > 0,
-                             what="frame changes in the diagnostics")
-    assert "'odom'" in _values(status)["last_odometry_frame_change"]
+    status = _values(rig.status_at("planner", 6.5))
+    assert int(status["odometry_frame_changes"]) > 0
+    assert "'odom'" in status["last_odometry_frame_change"]
 
 
 @pytest.mark.parametrize("timeout_s, finished", [(0.2, False), (5.0, True)],
@@ -457,31 +570,37 @@ def test_close_during_a_model_call_publishes_nothing_more(rig_factory, timeout_s
     """close() returns within its timeout (False: the call is abandoned) or once the call
     ended (True); either way the call's result is never published, although the context
     stays valid (a lifecycle deactivation, or close() before rclpy shuts down)."""
-    model = FlakyModel(delay_s=1.5)
+    model = FlakyModel(held=True)
+    model.allow(2)  # two calls return, the third holds the worker
     rig = rig_factory(model=model)
     t = 0.0
-    while model.active == 0:  # drive until a model call runs
-        assert t < 20.0, "no model call"
+    while model.calls < 3:  # drive until the third model call runs
+        assert t < 20.0, "no third model call"
         rig.run(t, t + 0.1)
-        t += 0.1
-    calls = model.calls
+        t += 0.11
+    assert model.active == 1
+    rig.wait_plans(lambda ps: len(_ok(ps)) >= 2, what="the plans of the first two calls")
 
-    def planned(plans):  # plans of ticks that called the model
-        return len([p for p in plans if p.status != PlannerOutput.STATUS_SKIPPED])
-
+    release = None
+    if finished:  # the held call returns while close() waits for it
+        release = threading.Timer(0.5, model.release_all)
+        release.start()
     started = time.monotonic()
     assert rig.node.close(timeout_s=timeout_s) is finished
     assert time.monotonic() - started < timeout_s + 1.0
-    deadline = time.monotonic() + 5.0
-    while model.active and time.monotonic() < deadline:  # the abandoned call ends on its own
-        time.sleep(0.02)
-    assert model.active == 0 and model.calls == calls
+    if release is not None:
+        release.join()
+    model.release_all()  # the abandoned call ends on its own
+    rig.test.wait_until(lambda: model.active == 0, TIMEOUT_S, "the held call to end")
     rig.run(t, t + 1.0)  # ticks after close() start nothing
-    assert model.calls == calls
+    assert model.calls == 3
     assert rig.context.ok()
-    rig.wait_plans(lambda ps: planned(ps) >= calls - 1)  # every earlier call's plan
-    with pytest.raises(AssertionError):  # but none of the call running at close()
-        rig.wait_plans(lambda ps: planned(ps) >= calls, timeout=1.0)
+    # Give a wrongly published result time to arrive, then check none did.
+    with pytest.raises(AssertionError):
+        rig.wait_plans(lambda ps: len([p for p in ps
+                                       if p.status != PlannerOutput.STATUS_SKIPPED]) >= 3,
+                       timeout=1.0)
+    assert len(_ok(rig.plans.messages)) == 2
 
 
 def test_cleanup_releases_the_model(ros_domain_id):

@@ -143,8 +143,11 @@ def test_tiny_processor_files_are_deterministic(tmp_path):
 
 @fixture_set.requires_fixtures
 def test_tiny_template_renders_the_fixture_prompt(tiny):
+    """Our own chat template renders the official template's prompt (the set's images)."""
     _, tokenizer, _ = tiny
-    assert render_prompt_text(tokenizer, 16) == fixture_set.load_expected()["prompt_text"]
+    num_images = fixture_set.load_expected_tensors()["image_grid_thw"].shape[0]
+    assert render_prompt_text(tokenizer, num_images) == \
+        fixture_set.load_expected()["prompt_text"]
 
 
 def test_fuse_refuses_wrong_slot_count(tiny):

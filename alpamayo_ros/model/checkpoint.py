@@ -9,11 +9,24 @@ Every problem is a CheckpointError (a ConfigError: one line, exit status 2 in th
 the replay) that names the file: unreadable files, JSON that is not JSON, and weights that
 are truncated or not safetensors at all, found from their header before anything heavy is
 loaded (check_safetensors_file: the header gives the size the file must have).
+
+Model identity (``compute_model_id``): SHA-256 of config.json, the weight index and the
+SHA-256 of every weight file's bytes, so two checkpoints with equal configs but different
+weights (fine-tunes, seeds) get different ids. Hashing a 22 GB checkpoint takes tens of
+seconds, so each file's digest is cached in a user cache file keyed by (absolute path,
+size, mtime): ``$XDG_CACHE_HOME/alpamayo_ros/weight_digests.json`` (default
+``~/.cache``), never in the checkpoint directory, which may be read-only. A missing,
+unreadable or corrupt cache file only costs a re-hash; an unwritable one is reported in
+the log and skipped. The time a hash took is logged (logger ``alpamayo_ros.model.checkpoint``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +42,10 @@ MODEL_TYPE = "alpamayo_r1"
 REQUIRED_PROCESSOR_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json",
                             "preprocessor_config.json")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+DIGEST_CACHE_NAME = "weight_digests.json"
+_DIGEST_CACHE_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -247,32 +264,110 @@ def read_processor_config(processor_dir: Path | str) -> dict:
 
 
 def compute_model_id(files: CheckpointFiles, length: int = 12) -> str:
-    """Short content hash of config.json plus the weight index (names, shapes, offsets).
+    """Short content hash naming the config and the weights of a checkpoint.
 
-    For a single-file checkpoint the safetensors JSON header stands in for the index. Only a
-    few kilobytes are read, never the weights.
+    SHA-256 over config.json, the weight index (sharded checkpoints) and, per weight file
+    in index order, its name and the SHA-256 of its bytes (header and tensor data). File
+    digests come from the user cache when (path, size, mtime) are unchanged (see the module
+    docstring).
     """
     digest = hashlib.sha256()
     try:
         digest.update((files.checkpoint_dir / CONFIG_NAME).read_bytes())
         if files.index_path is not None:
             digest.update(files.index_path.read_bytes())
-        else:
-            digest.update(_read_safetensors_header(files.weight_files[0]))
+        digests = weight_file_digests(files.weight_files)
     except OSError as exc:
         raise CheckpointError(f"cannot read {exc.filename}: {exc.strerror or exc}") from exc
+    for path, file_digest in zip(files.weight_files, digests):
+        digest.update(f"\0{path.name}\0{file_digest}".encode())
     return digest.hexdigest()[:length]
 
 
-def _read_safetensors_header(path: Path) -> bytes:
+def weight_digest_cache_path() -> Path:
+    """``$XDG_CACHE_HOME/alpamayo_ros/weight_digests.json`` (XDG default ``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "alpamayo_ros" / DIGEST_CACHE_NAME
+
+
+def weight_file_digests(paths: tuple[Path, ...] | list[Path]) -> list[str]:
+    """SHA-256 hex digest of each file's bytes, from the cache where it is still valid.
+
+    A file is hashed again when its size or mtime differ from the cached entry; new digests
+    are written back. The time spent hashing is logged.
+    """
+    cache_path = weight_digest_cache_path()
+    entries = _read_digest_cache(cache_path)
+    out, hashed, hashed_bytes = [], [], 0
+    start = time.perf_counter()
+    for path in paths:
+        key = str(Path(path).resolve())
+        stat = os.stat(key)
+        entry = entries.get(key)
+        if (isinstance(entry, dict) and entry.get("size") == stat.st_size
+                and entry.get("mtime_ns") == stat.st_mtime_ns
+                and isinstance(entry.get("sha256"), str)):
+            out.append(entry["sha256"])
+            continue
+        value = _sha256_file(Path(key))
+        entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": value}
+        out.append(value)
+        hashed.append(key)
+        hashed_bytes += stat.st_size
+    if hashed:
+        elapsed = time.perf_counter() - start
+        log.info("hashed %d weight file(s), %.3f GB, in %.2f s (digests cached in %s)",
+                 len(hashed), hashed_bytes / 1e9, elapsed, cache_path)
+        _write_digest_cache(cache_path, entries, updated=hashed)
+    else:
+        log.debug("weight digests of %d file(s) taken from %s", len(out), cache_path)
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _read_digest_cache(cache_path: Path) -> dict:
+    """The cached entries {absolute path: {size, mtime_ns, sha256}}; {} when the file is
+    absent, unreadable or not in the expected format (then it is rewritten later)."""
     try:
-        with open(path, "rb") as handle:
-            size = int.from_bytes(handle.read(8), "little")
-            if size <= 0 or size > _SAFETENSORS_MAX_HEADER:
-                raise CheckpointError(f"{path} is not a safetensors file (header size {size})")
-            return handle.read(size)
+        data = json.loads(cache_path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the weight digest cache %s: %s", cache_path, exc)
+        return {}
+    if (not isinstance(data, dict) or data.get("version") != _DIGEST_CACHE_VERSION
+            or not isinstance(data.get("files"), dict)):
+        log.warning("ignoring the weight digest cache %s: not a version %d cache file",
+                    cache_path, _DIGEST_CACHE_VERSION)
+        return {}
+    return dict(data["files"])
+
+
+def _write_digest_cache(cache_path: Path, entries: dict, updated: list[str]) -> None:
+    """Merge ``updated`` into the cache file as it is now (another process may have written
+    it meanwhile), drop entries of files that no longer exist, and replace the file
+    atomically. Failures are logged, never raised: the cache only saves time."""
+    try:
+        merged = _read_digest_cache(cache_path)
+        merged = {k: v for k, v in merged.items() if os.path.exists(k)}
+        merged.update({k: entries[k] for k in updated})
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_path.parent, prefix=".weight_digests.",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"version": _DIGEST_CACHE_VERSION, "files": merged}, handle,
+                          indent=1, sort_keys=True)
+            os.replace(tmp, cache_path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        log.warning("cannot write the weight digest cache %s: %s", cache_path, exc)
 
 
 def load_state_dict(files: CheckpointFiles, device: Any = "cpu", dtype: Any = None) -> dict:

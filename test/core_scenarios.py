@@ -1,4 +1,7 @@
-"""Shared helpers of the core tests (no tests here): analytic motion, images, feeding a core."""
+"""Helpers of the core tests (no tests here): an analytic circle drive, its odometry
+samples, raw test images, camera stamp grids and a Scenario that feeds a PlannerCore in
+stamp order.
+"""
 from __future__ import annotations
 
 import numpy as np
