@@ -15,7 +15,6 @@ awaited as messages. Wall time only bounds the waits (timeouts).
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -275,7 +274,14 @@ def test_plans_flow_and_are_stamped_with_t0(rig_factory):
         assert plan.timing.latency_wall > 0.0 and plan.timing.tick_to_model_start > 0.0
         assert time_to_ns(plan.tick_stamp) >= t0
     assert len(rig.paths.messages) >= 3
-    assert rig.status_at("planner", 3.0).level == DiagnosticStatus.OK
+    planner = rig.status_at("planner", 3.0)
+    # OK; or WARN for a tick dropped while the worker was busy, which happens when a loaded
+    # machine steps sim time faster than the worker runs (test_ticks_while_the_model_runs_...
+    # covers drops). Nothing else.
+    if planner.level != DiagnosticStatus.OK:
+        assert planner.level == DiagnosticStatus.WARN, (planner.message, _values(planner))
+        assert planner.message.endswith("dropped while the model was busy"), planner.message
+    assert _values(planner)["last_outcome"] == "planned"
     ok_t0 = {time_to_ns(p.header.stamp) for p in _ok(plans)}
     assert rig.markers.messages
     for array in rig.markers.messages:
@@ -567,8 +573,8 @@ def test_odometry_faults_never_give_an_ok_plan_with_impossible_motion(rig_factor
 @pytest.mark.parametrize("timeout_s, finished", [(0.2, False), (5.0, True)],
                          ids=["abandoned", "waited"])
 def test_close_during_a_model_call_publishes_nothing_more(rig_factory, timeout_s, finished):
-    """close() returns within its timeout (False: the call is abandoned) or once the call
-    ended (True); either way the call's result is never published, although the context
+    """close() gives up after its timeout (False: the call is abandoned) or returns once
+    the call ended (True); either way the call's result is never published, although the context
     stays valid (a lifecycle deactivation, or close() before rclpy shuts down)."""
     model = FlakyModel(held=True)
     model.allow(2)  # two calls return, the third holds the worker
@@ -581,15 +587,18 @@ def test_close_during_a_model_call_publishes_nothing_more(rig_factory, timeout_s
     assert model.active == 1
     rig.wait_plans(lambda ps: len(_ok(ps)) >= 2, what="the plans of the first two calls")
 
-    release = None
-    if finished:  # the held call returns while close() waits for it
-        release = threading.Timer(0.5, model.release_all)
-        release.start()
-    started = time.monotonic()
-    assert rig.node.close(timeout_s=timeout_s) is finished
-    assert time.monotonic() - started < timeout_s + 1.0
-    if release is not None:
-        release.join()
+    outcome = []
+    closer = threading.Thread(target=lambda: outcome.append(rig.node.close(timeout_s=timeout_s)))
+    closer.start()
+    if finished:  # close() waits for the held call: it returns only after the release
+        closer.join(0.3)
+        assert closer.is_alive() and not outcome
+        model.release_all()
+    closer.join(TIMEOUT_S)
+    assert outcome == [finished]
+    # Waited: the call ended before close() returned. Abandoned: close() returned (after its
+    # timeout) although the call is still held.
+    assert model.active == (0 if finished else 1)
     model.release_all()  # the abandoned call ends on its own
     rig.test.wait_until(lambda: model.active == 0, TIMEOUT_S, "the held call to end")
     rig.run(t, t + 1.0)  # ticks after close() start nothing
