@@ -65,10 +65,13 @@ def test_base_offset_config_reaches_the_history():
                           - scenario.motion.base_pose(2.91).position) < 0.01
 
 
+@pytest.mark.parametrize("threads", [0, 3])
 @pytest.mark.parametrize("camera_rate", [10.0, 30.0])
-def test_each_frame_decoded_once_across_ticks(camera_rate):
+def test_each_frame_decoded_once_across_ticks(camera_rate, threads):
+    """At the tick (no decode-ahead), one after another or in parallel: 16 frames on the
+    first tick, then the 4 new ones; every frame decoded once."""
     scenario = Scenario(camera_rates=(camera_rate,) * 4)
-    core = make_core()
+    core = make_core(decode_threads=threads, decode_ahead=False)
     decodes = []
     for k in range(20):
         t = 2.0 + 0.1 * k
@@ -80,7 +83,63 @@ def test_each_frame_decoded_once_across_ticks(camera_rate):
     assert all(d == 4 for d in decodes[1:]), decodes
     counters = core.counters()
     assert counters.decodes == 16 + 4 * 19
-    assert counters.decode_cache_hits == 12 * 19
+    if threads == 0:  # (pool jobs that find their frame decoded count as hits as well)
+        assert counters.decode_cache_hits == 12 * 19
+
+
+@pytest.mark.parametrize("camera_rate", [10.0, 30.0])
+def test_decode_ahead_leaves_nothing_to_decode_at_the_tick(camera_rate):
+    """Once two ticks showed the tick rhythm, frames are decoded as they arrive (those a
+    tick then would select, when its t0 is the one expected next): with the decoding
+    threads idle, the tick decodes nothing and plans on the very frames a core decoding
+    at the tick uses. Decode-ahead adds little work: t0s between two ticks' ones
+    (30 Hz cameras, 10 Hz ticks) are not decoded ahead."""
+    scenario, same = (Scenario(camera_rates=(camera_rate,) * 4) for _ in range(2))
+    ahead, at_tick = make_core(decode_ahead=True), make_core(decode_ahead=False)
+    for k in range(14):
+        t = 2.0 + 0.1 * k
+        scenario.advance(ahead, t)
+        same.advance(at_tick, t)
+        assert ahead._decoder.wait_idle(10.0)
+        prepared = ahead.prepare(now_ns(t + 0.005))
+        reference = at_tick.prepare(now_ns(t + 0.005))
+        assert reference.decodes == (16 if k == 0 else 4)
+        assert prepared.decodes == (reference.decodes if k < 2 else 0), k
+        assert prepared.model_input.frame_keys == reference.model_input.frame_keys
+        for mine, theirs in zip(prepared.model_input.frames, reference.model_input.frames):
+            np.testing.assert_array_equal(mine, theirs)
+    assert ahead._decoder.prefetched >= 4 * 12
+    extra = ahead.counters().decodes - at_tick.counters().decodes
+    assert 0 <= extra <= (0 if camera_rate == 10.0 else 4 * 12), extra
+    ahead.close()
+    # After close(), ticks still work (decoding on the calling thread).
+    scenario.advance(ahead, 3.5)
+    assert ahead.tick(now_ns(3.505)).status == PlanStatus.OK
+
+
+def test_a_restarted_stream_never_gets_a_frame_decoded_before_the_restart():
+    """Decoded frames are keyed by (epoch, slot, stamp): when the drive restarts from 0
+    (a bag loop) the same stamps carry other images, and no frame decoded (or queued for
+    decoding ahead) on the old timeline stands in for them."""
+    class Brighter(Scenario):
+        def image(self, slot, stamp_ns):
+            return rgb_image(*self.image_size, value=stamp_ns // 1_000_000 + 17 * slot + 100)
+
+    scenario = Scenario()
+    core = make_core(decode_ahead=True)
+    for t in np.arange(2.0, 3.05, 0.1):  # ticks: decoding ahead is on
+        scenario.advance(core, t)
+        before = core.prepare(now_ns(t + 0.005))
+    assert core._decoder.prefetched > 0
+    Brighter().advance(core, 3.0)
+    assert core._decoder.wait_idle(10.0)
+    after = core.prepare(now_ns(3.005))
+    assert core.counters().time_jumps >= 4  # every stream restarted
+    assert after.model_input.frame_keys[0][0] != before.model_input.frame_keys[0][0]
+    assert [k[1:] for k in after.model_input.frame_keys] == \
+        [k[1:] for k in before.model_input.frame_keys]  # the same stamps...
+    for new, old in zip(after.model_input.frames, before.model_input.frames):
+        assert int(new[0, 0, 0]) == (int(old[0, 0, 0]) + 100) % 256  # ...other images
 
 
 def test_a_single_late_frame_is_rejected_for_its_stream_alone():

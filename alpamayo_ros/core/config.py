@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.image_decode import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_LIMIT
-from alpamayo_ros.core.param_schema import (FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
+from alpamayo_ros.core.param_schema import (BOOL, FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
                                             STRING_ARRAY, ParamSpec, check_fields)
 from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NUM_CAMERAS
 
@@ -118,6 +118,13 @@ CORE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("core.decode_cache_size", INT, 48,
               "Decoded frames kept across ticks (12 of 16 frames repeat at 10 Hz).",
               minimum=16, maximum=10000),
+    ParamSpec("core.decode_threads", INT, 4,
+              "Threads decoding camera frames off the tick: ahead of it and in parallel "
+              "(0 = every frame is decoded in the tick, one after another).",
+              minimum=0, maximum=64),
+    ParamSpec("core.decode_ahead", BOOL, True,
+              "After each frame, queue the decodes of the frames a tick then would select, "
+              "so a tick finds them decoded (needs decode_threads >= 1)."),
     ParamSpec("core.output_image_size", INT_ARRAY, [0, 0],
               "(width, height) every frame is resized to [px]; [0, 0] = native size.",
               minimum=0, maximum=8192, length=2),
@@ -189,6 +196,10 @@ class PlannerConfig:
     max_backward_motion: float = 0.5
     # Decoded frames kept across ticks, keyed by (camera slot, stamp).
     decode_cache_size: int = 48
+    # Threads decoding frames off the tick; decode_ahead: decode what a tick would select
+    # as frames arrive (see core/frame_decoder.py).
+    decode_threads: int = 4
+    decode_ahead: bool = True
     # Optional (width, height) every frame is resized to [px]; None = native size (then all
     # 16 frames must already share one size, else the tick is skipped).
     output_image_size: Optional[tuple] = None

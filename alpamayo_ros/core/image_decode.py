@@ -255,7 +255,9 @@ class DecodeCache:
     never evict good ones): the same frame raises the same error again without a second
     decode (`failures` counts the first attempts, `failure_hits` the repeats).
     `clear()` starts a new epoch: a decode that was running during the clear does not
-    store its (now stale) result.
+    store its (now stale) result. A key is decoded by one thread at a time: a second
+    caller for a key being decoded waits for that decode (decode-ahead threads and the
+    tick share the cache, see core/frame_decoder.py).
 
     decoder: the decoding function; default `decode_image` with `max_pixels`.
     """
@@ -271,6 +273,8 @@ class DecodeCache:
         self._entries: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
         self._failed: "OrderedDict[tuple, str]" = OrderedDict()
         self._lock = threading.Lock()
+        self._decoded = threading.Condition(self._lock)  # a decode in flight ended
+        self._in_flight: set = set()
         self._epoch = 0
         self.decodes = 0
         self.hits = 0
@@ -281,6 +285,14 @@ class DecodeCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
+
+    def contains(self, key: tuple, touch: bool = False) -> bool:
+        """True when key is decoded (or its decode failed) or being decoded now; touch:
+        count a decoded key as just used (LRU), as for a frame still wanted."""
+        with self._lock:
+            if touch and key in self._entries:
+                self._entries.move_to_end(key)
+            return key in self._entries or key in self._failed or key in self._in_flight
 
     def clear(self) -> None:
         with self._lock:
@@ -303,17 +315,22 @@ class DecodeCache:
         """The decoded frame for key (decoding `image` on a miss); raises DecodeError,
         also for a key whose decode failed before (without decoding again)."""
         with self._lock:
-            cached = self._entries.get(key)
-            if cached is not None:
-                self._entries.move_to_end(key)
-                self.hits += 1
-                return cached
-            failed = self._failed.get(key)
-            if failed is not None:
-                self._failed.move_to_end(key)
-                self.failure_hits += 1
-                raise DecodeError(failed)
+            while True:
+                cached = self._entries.get(key)
+                if cached is not None:
+                    self._entries.move_to_end(key)
+                    self.hits += 1
+                    return cached
+                failed = self._failed.get(key)
+                if failed is not None:
+                    self._failed.move_to_end(key)
+                    self.failure_hits += 1
+                    raise DecodeError(failed)
+                if key not in self._in_flight:
+                    break
+                self._decoded.wait()  # another thread decodes this key: use its result
             epoch = self._epoch
+            self._in_flight.add(key)
         start = time.perf_counter()
         try:
             rgb = self._decoder(image)
@@ -324,14 +341,25 @@ class DecodeCache:
                 self.failures += 1
                 self._remember(self._failed, key, str(exc), epoch)
                 self.decode_seconds += time.perf_counter() - start
+                self._done_locked(key)
+            raise
+        except BaseException:
+            with self._lock:
+                self._done_locked(key)
             raise
         rgb.setflags(write=False)  # shared across ticks: nobody may modify it
         with self._lock:
             self.decodes += 1
             evicted = self._remember(self._entries, key, rgb, epoch)
+            self._done_locked(key)
         # Freeing evicted frames (MBs each) is part of the cost of this decode.
         del evicted
         elapsed = time.perf_counter() - start
         with self._lock:
             self.decode_seconds += elapsed
         return rgb
+
+    def _done_locked(self, key: tuple) -> None:
+        """The decode of key ended (stored or not): wake the threads waiting for it."""
+        self._in_flight.discard(key)
+        self._decoded.notify_all()

@@ -20,6 +20,7 @@ or simply `result = core.tick(now_ns)`.
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from alpamayo_ros.core.config import PlannerConfig
-from alpamayo_ros.core.errors import DecodeError, InputNotReady, OdometryError
+from alpamayo_ros.core.errors import InputNotReady, OdometryError
+from alpamayo_ros.core.frame_decoder import FrameDecodeError, FrameDecoder, FrameJob
 from alpamayo_ros.core.frame_selection import FrameSelection, select_frames
 from alpamayo_ros.core.geometry import Pose, from_local_frame
 from alpamayo_ros.core.history import (HISTORY_SPAN_NS, HistoryResult, MotionLimits,
@@ -159,6 +161,23 @@ class PreparedInputs:
         return self.selection.t0_ns
 
 
+def _frame_jobs(selection: FrameSelection, cameras: list, epoch: int
+                ) -> tuple[list[FrameJob], Optional[float]]:
+    """(cache key (epoch, slot, stamp), undecoded frame) of the 16 selected frames in
+    model order, and the arrival time of the newest one (None if unknown). The epoch in
+    the key keeps a restarted stream's frames (same stamps, other images) apart."""
+    jobs = []
+    newest = (-1, None)  # (stamp, arrival) of the newest frame used
+    for index, stamp in enumerate(selection.frame_stamps_ns):
+        slot = index // FRAMES_PER_CAMERA
+        stamps, items = cameras[slot]
+        image, arrival_s = items[int(np.searchsorted(stamps, stamp))]
+        if arrival_s is not None and (stamp, arrival_s) > newest:
+            newest = (int(stamp), arrival_s)
+        jobs.append(((epoch, slot, int(stamp)), image))
+    return jobs, newest[1]
+
+
 class PlannerCore:
     """Buffers sensor data and turns it into PlanResults with a PlannerModel.
 
@@ -180,8 +199,9 @@ class PlannerCore:
                          for _ in range(NUM_CAMERAS)]
         self._odometry = StampedBuffer(int(config.odometry_buffer_duration * NS_PER_S),
                                        config.odometry_buffer_max_entries)
-        self._decode_cache = DecodeCache(config.decode_cache_size,
-                                         max_pixels=config.max_image_pixels)
+        self._decoder = FrameDecoder(DecodeCache(config.decode_cache_size,
+                                                 max_pixels=config.max_image_pixels),
+                                     config.output_image_size, config.decode_threads)
         self._base_offset = Pose.from_xyz_rpy(config.base_offset_xyz, config.base_offset_rpy)
         self._limits = OutputCheckLimits(config.first_waypoint_abs_tolerance,
                                          config.first_waypoint_rel_tolerance,
@@ -202,6 +222,10 @@ class PlannerCore:
         # Bumped whenever decoded frames are dropped (a restarted stream reuses stamps): the
         # first part of the frame keys that let a model reuse its work on a frame.
         self._frame_epoch = 0
+        # t0 of the last prepared tick and the last few steps between ticks' t0 [ns]: where
+        # the next tick's t0 will be, so frames are decoded ahead only for that selection.
+        self._last_t0_ns: Optional[int] = None
+        self._t0_steps: collections.deque = collections.deque(maxlen=5)
         self._motion_limits = MotionLimits(config.max_speed, config.max_acceleration,
                                            config.max_yaw_rate)
         self._lead_ns = int(round(config.max_stamp_lead * NS_PER_S))
@@ -229,7 +253,40 @@ class PlannerCore:
                 InsertStatus.REJECTED, f"{source}: zero stamp (header.stamp not set)"))
         inserted = self._insert(self._cameras[camera_slot], source, int(stamp_ns),
                                 (image, arrival_s))
+        if self.config.decode_ahead and inserted.status in (InsertStatus.ADDED,
+                                                            InsertStatus.REPLACED):
+            self._decode_ahead()
         return self._count("frames", inserted)
+
+    def _decode_ahead(self) -> None:
+        """Queue the decodes of the frames a tick at this moment would select (the
+        tick's own select_frames; see core/frame_decoder.py), once that selection's t0 is
+        near the one expected at the next tick (from the last ticks' t0 steps). Cameras
+        faster than the ticks give t0s between two ticks' ones whose frames no tick uses:
+        those are not decoded ahead."""
+        with self._lock:
+            cameras = [b.snapshot() for b in self._cameras]
+            epoch = self._frame_epoch
+            last_t0, steps = self._last_t0_ns, sorted(self._t0_steps)
+        try:
+            selection = select_frames([c[0] for c in cameras], self.config.frame_tolerance,
+                                      self._slot_descriptions)
+        except InputNotReady:
+            return  # a camera has no frame yet, or a gap: the tick will say so
+        if last_t0 is None or not steps:
+            return  # until two ticks show their rhythm, frames are decoded at the tick
+        # t0 moves in steps of the cameras' frame interval: half of it is the margin.
+        intervals = [np.median(np.diff(c[0][-8:])) for c in cameras if len(c[0]) > 1]
+        margin = 0.5 * max(intervals, default=0.0)
+        if selection.t0_ns < last_t0 + steps[len(steps) // 2] - margin:
+            return
+        self._decoder.prefetch(_frame_jobs(selection, cameras, epoch)[0])
+
+    def _note_tick_t0(self, t0_ns: int) -> None:
+        """Remember a tick's t0 (under the lock) for _decode_ahead."""
+        last, self._last_t0_ns = self._last_t0_ns, t0_ns
+        if last is not None and 0 < t0_ns - last <= 2 * NS_PER_S:
+            self._t0_steps.append(t0_ns - last)
 
     def add_odometry(self, sample: OdometrySample) -> InsertResult:
         """Buffer an odometry pose (checked_odometry: refused or normalised, the rule the
@@ -279,8 +336,9 @@ class PlannerCore:
                 buffer.clear()
                 if buffer is not self._odometry:
                     # Decoded frames are keyed by stamp, which a restarted stream reuses.
-                    self._decode_cache.clear()
+                    self._decoder.clear()
                     self._frame_epoch += 1
+                    self._last_t0_ns = None
                 for stamp, earlier in pending[:-1]:
                     buffer.add(stamp, earlier)
                 pending.clear()
@@ -312,9 +370,14 @@ class PlannerCore:
         for buffer in self._cameras:
             buffer.clear()
         self._odometry.clear()
-        self._decode_cache.clear()
+        self._decoder.clear()
         self._backward.clear()
         self._frame_epoch += 1
+        self._last_t0_ns = None
+
+    def close(self) -> None:
+        """Stop the frame decoding threads (queued decodes are dropped)."""
+        self._decoder.close()
 
     def reset(self, now_ns: Optional[int] = None, why: str = "a reset") -> None:
         """Drop all buffered data and cached frames (e.g. when the node clock jumped back).
@@ -348,8 +411,9 @@ class PlannerCore:
         """A copy of the counters (decode counts included)."""
         with self._lock:
             snapshot = replace(self._counters)
-        snapshot.decodes = self._decode_cache.decodes
-        snapshot.decode_cache_hits = self._decode_cache.hits
+        cache = self._decoder.cache
+        snapshot.decodes = cache.decodes
+        snapshot.decode_cache_hits = cache.hits
         return snapshot
 
     # ------------------------------------------------------------------ planning
@@ -423,6 +487,7 @@ class PlannerCore:
             # around its old t0 would otherwise blame the cameras that are fine).
             self._check_camera_age(now_ns, [c[0] for c in cameras], describe)
             selection = select_frames([c[0] for c in cameras], cfg.frame_tolerance, describe)
+            self._note_tick_t0(selection.t0_ns)
             # Only the odometry the history can use (the gap check looks one sample
             # further back than t0-1.5 s).
             track = self.odometry_track(selection.t0_ns - HISTORY_SPAN_NS)
@@ -450,14 +515,13 @@ class PlannerCore:
                                 max_odometry_gap=cfg.max_odometry_gap,
                                 limits=self._motion_limits)
         history_at = time.perf_counter()
-        frames, decodes, decode_seconds, arrival_s = self._decode_selected(selection, cameras,
-                                                                           describe)
+        jobs, arrival_s = _frame_jobs(selection, cameras, frame_epoch)
+        frames, decodes, decode_seconds = self._decode_selected(jobs, describe)
         end = time.perf_counter()
         timings = TickTimings(input_preparation=end - start, selection=selected_at - start,
                               history=history_at - selected_at, decode=decode_seconds,
                               tick_to_model_start=end - tick_wall_s)
-        keys = tuple((frame_epoch, i // FRAMES_PER_CAMERA, int(stamp))
-                     for i, stamp in enumerate(selection.frame_stamps_ns))
+        keys = tuple(key for key, _ in jobs)
         model_input = ModelInput(frames=frames, history_xyz=history.xyz,
                                  history_rot=history.rot, frame_keys=keys)
         return PreparedInputs(now_ns=int(now_ns), selection=selection, history=history,
@@ -465,27 +529,19 @@ class PlannerCore:
                               odom_frame_id=odom_frame_id, prepared_wall_s=end,
                               newest_frame_arrival_s=arrival_s)
 
-    def _decode_selected(self, selection: FrameSelection, cameras: list, describe: tuple
-                         ) -> tuple[tuple, int, float, Optional[float]]:
-        """The 16 (H, W, 3) uint8 frames of the selection (camera-major, oldest first),
-        decodes done, seconds decoding, arrival time of the newest frame (None if unknown)."""
-        cache = self._decode_cache
-        decodes_before, seconds_before = cache.decodes, cache.decode_seconds
-        size = self.config.output_image_size
-        frames = []
-        newest = (-1, None)  # (stamp, arrival) of the newest frame used
-        for index, stamp in enumerate(selection.frame_stamps_ns):
-            slot = index // FRAMES_PER_CAMERA
-            stamps, items = cameras[slot]
-            image, arrival_s = items[int(np.searchsorted(stamps, stamp))]
-            if arrival_s is not None and (stamp, arrival_s) > newest:
-                newest = (int(stamp), arrival_s)
-            try:
-                frames.append(cache.get_or_decode((slot, int(stamp)), image, size))
-            except DecodeError as exc:
-                raise InputNotReady(f"{describe[slot]}: frame at "
-                                    f"{int(stamp)} ns cannot be decoded: {exc}",
-                                    ReasonCode.DECODE_ERROR) from exc
+    def _decode_selected(self, jobs: list[FrameJob], describe: tuple
+                         ) -> tuple[tuple, int, float]:
+        """The 16 (H, W, 3) uint8 frames of the jobs (camera-major, oldest first), frames
+        not decoded yet at the start (decoded now, in parallel, or waited for), seconds
+        spent on that."""
+        start = time.perf_counter()
+        try:
+            frames, decodes = self._decoder.decode(jobs)
+        except FrameDecodeError as exc:
+            _, slot, stamp = exc.key
+            raise InputNotReady(f"{describe[slot]}: frame at {stamp} ns cannot be "
+                                f"decoded: {exc}", ReasonCode.DECODE_ERROR) from exc
+        decode_seconds = time.perf_counter() - start
         shapes = {f.shape for f in frames}
         if len(shapes) > 1:
             per_slot = ", ".join(
@@ -497,8 +553,7 @@ class PlannerCore:
                                 ReasonCode.SIZE_MISMATCH)
         # The cached frames go to the model as a tuple (ModelInput accepts one): stacking
         # them would copy 100 MB per tick at 1080x1920 only for the model to resize them.
-        return (tuple(frames), cache.decodes - decodes_before,
-                cache.decode_seconds - seconds_before, newest[1])
+        return tuple(frames), decodes, decode_seconds
 
     def run(self, prepared: PreparedInputs) -> PlanResult:
         """Run the model on prepared inputs and build the PlanResult (never raises for

@@ -205,6 +205,7 @@ class PlannerNode(LifecycleNode):
         if c is None:
             return
         c.destroy(self)
+        c.core.close()
         close = getattr(c.model, "close", None)
         if close is not None:
             close()

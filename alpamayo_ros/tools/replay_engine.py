@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -186,7 +187,9 @@ class BagReplay:
         self.job = job
         self.values = values = job.values
         self.options = job.options
-        self.config = planner_config(values)
+        # Decoding ahead pays off when frames arrive in real time before a tick; a replay
+        # reads them as fast as it can, so it decodes at the tick (in parallel) instead.
+        self.config = dataclasses.replace(planner_config(values), decode_ahead=False)
         self.inference = inference_options(values)
         if model is None:
             model, description = load_model(values)
@@ -244,6 +247,7 @@ class BagReplay:
             if self.epochs:
                 self._finish_epoch(run_remaining=False)
         finally:
+            self.core.close()
             if self._progress is not None:
                 self._progress.close()
         result.update(self._summary())
