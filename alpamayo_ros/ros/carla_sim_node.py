@@ -221,6 +221,9 @@ class CarlaSimNode(Node):
         odom = self._odometry(stamp)
         self._pub_odom.publish(odom)
         if self._recorder is not None:
+            # A publisher announced just after the start (the graph reports a node's
+            # subscriptions and publishers separately) is still recorded from then on.
+            self._recorder.discover_missing()
             self._recorder.write(self._odometry_topic, odom, t_ns)
         if self.sim.cameras_due():
             self._publish_cameras(stamp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -55,6 +56,7 @@ class TopicRecorder:
         self._clock_ns = clock_ns
         self._follow = [t for t in follow if t]
         self._subs: dict[str, Any] = {}
+        self._last_discovery = 0.0
 
     def write(self, topic: str, msg: Any, log_time_ns: int) -> None:
         msgtype = msgtype_of(msg)
@@ -76,6 +78,16 @@ class TopicRecorder:
                 self._subs[topic] = self._node.create_subscription(
                     cls, topic, lambda raw, t=topic, m=msgtype: self._bag.write(
                         t, m, self._clock_ns(), raw), RECORD_QOS, raw=True)
+
+    def discover_missing(self, min_interval_s: float = 0.2) -> None:
+        """discover(), at most every min_interval_s wall seconds and only while a followed
+        topic is not subscribed yet (cheap enough to call on every simulation step)."""
+        if len(self._subs) == len(self._follow):
+            return
+        now = time.monotonic()
+        if now - self._last_discovery >= min_interval_s:
+            self._last_discovery = now
+            self.discover()
 
     def all_matched(self) -> bool:
         """Every followed topic that has publishers is subscribed and matched."""
