@@ -23,6 +23,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from alpamayo_ros.core.errors import ModelRuntimeError
 from alpamayo_ros.model.modeling import AlpamayoR1Network, expert_velocity
+from alpamayo_ros.model.static_cache import append_to_layer
 
 
 class PreallocatedKVLayer(CacheLayerMixin):
@@ -56,19 +57,7 @@ class PreallocatedKVLayer(CacheLayerMixin):
                cache_kwargs: Optional[dict[str, Any]] = None):
         if not self.is_initialized:
             self.lazy_initialization(key_states)
-        start, count = self.length, key_states.shape[-2]
-        end = start + count
-        if end > self.capacity:
-            raise ModelRuntimeError(
-                f"KV cache overflow: have room for {self.capacity} tokens, need {end}")
-        batch = key_states.shape[0]
-        if batch not in (1, self.rows):
-            raise ModelRuntimeError(f"KV cache has {self.rows} rows, got a batch of {batch}")
-        # A batch-1 write (the prefill) is broadcast into every sample row.
-        self.keys[:, :, start:end] = key_states
-        self.values[:, :, start:end] = value_states
-        self.length = end
-        return self.keys[:batch, :, :end], self.values[:batch, :, :end]
+        return append_to_layer(self, key_states, value_states)
 
     def get_mask_sizes(self, cache_position: torch.Tensor) -> tuple[int, int]:
         return self.length + cache_position.shape[0], 0

@@ -44,6 +44,26 @@ def round_capacity(slots: int) -> int:
     return -(-int(slots) // CAPACITY_ALIGN) * CAPACITY_ALIGN
 
 
+
+def append_to_layer(layer, key_states: torch.Tensor, value_states: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write the new tokens after the `layer.length` cached ones of a preallocated cache
+    layer (keys/values of `layer.capacity` slots, `layer.rows` rows) and return the
+    filled part. A batch-1 write (the prompt) is broadcast into every sample row."""
+    start, count = layer.length, key_states.shape[-2]
+    end = start + count
+    if end > layer.capacity:
+        raise ModelRuntimeError(
+            f"KV cache overflow: have room for {layer.capacity} tokens, need {end}")
+    batch = key_states.shape[0]
+    if batch not in (1, layer.rows):
+        raise ModelRuntimeError(f"KV cache has {layer.rows} rows, got a batch of {batch}")
+    layer.keys[:, :, start:end] = key_states
+    layer.values[:, :, start:end] = value_states
+    layer.length = end
+    return layer.keys[:batch, :, :end], layer.values[:batch, :, :end]
+
+
 class StaticKVLayer(CacheLayerMixin):
     """One layer's keys and values: two zeroed (rows, kv_heads, capacity, head_dim) buffers."""
 
@@ -73,19 +93,7 @@ class StaticKVLayer(CacheLayerMixin):
             self.keys.index_copy_(2, slots, key_states)
             self.values.index_copy_(2, slots, value_states)
             return self.keys, self.values
-        start, count = self.length, key_states.shape[-2]
-        end = start + count
-        if end > self.capacity:
-            raise ModelRuntimeError(
-                f"KV cache overflow: have room for {self.capacity} tokens, need {end}")
-        batch = key_states.shape[0]
-        if batch not in (1, self.rows):
-            raise ModelRuntimeError(f"KV cache has {self.rows} rows, got a batch of {batch}")
-        # A batch-1 write (the prompt) is broadcast into every sample row.
-        self.keys[:, :, start:end] = key_states
-        self.values[:, :, start:end] = value_states
-        self.length = end
-        return self.keys[:batch, :, :end], self.values[:batch, :, :end]
+        return append_to_layer(self, key_states, value_states)
 
     def get_mask_sizes(self, cache_position: torch.Tensor) -> tuple[int, int]:
         if self.static:
