@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from alpamayo_ros.core.param_schema import param_literal
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_NAME = "alpamayo_ros"
 DDS_PROFILE = REPO_ROOT / "config" / "fastdds_large_messages.xml"
@@ -115,20 +117,8 @@ def ros_args(
     for src, dst in (remaps or {}).items():
         out += ["-r", f"{src}:={dst}"]
     for name, value in (params or {}).items():
-        out += ["-p", f"{name}:={_param_literal(value)}"]
+        out += ["-p", f"{name}:={param_literal(value)}"]
     return out
-
-
-def _param_literal(value: Any) -> str:
-    """A parameter value as the YAML literal that ``-p name:=value`` parses."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_param_literal(v) for v in value) + "]"
-    if isinstance(value, str):
-        # Quote so that strings such as "1", "true" or "" stay strings.
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value)
 
 
 # --------------------------------------------------------------------------- domain ids

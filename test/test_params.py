@@ -247,3 +247,14 @@ def test_declare_and_read_with_a_one_sided_bound():
         bad.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_param_literal_keeps_the_type_on_the_command_line():
+    """`-p name:=value` literals (launch-less process starts in tools and tests)."""
+    assert S.param_literal(True) == "true" and S.param_literal(False) == "false"
+    assert S.param_literal("1") == "'1'" and S.param_literal("") == "''"
+    assert S.param_literal("it's") == "'it''s'"
+    assert S.param_literal([1.5, 2]) == "[1.5,2]" and S.param_literal(("a", "b")) == "['a','b']"
+    for value in (True, "true", "1", "", "it's", [1.5, 2.0], ["a", "b"], 3, 0.25):
+        assert yaml.safe_load(S.param_literal(value)) == (list(value) if isinstance(
+            value, tuple) else value)

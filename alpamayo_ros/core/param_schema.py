@@ -203,3 +203,15 @@ def update_docs(path: Path, specs: Sequence[ParamSpec], generator: str) -> bool:
     if new != text:
         path.write_text(new)
     return new != text
+
+
+def param_literal(value: Any) -> str:
+    """A parameter value as the YAML literal that ``--ros-args -p name:=value`` parses back
+    to the same type (strings quoted, so "1", "true" or "" stay strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(param_literal(v) for v in value) + "]"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return repr(value)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from alpamayo_ros.core.param_schema import param_literal
+
 PACKAGE = "alpamayo_ros"
 PLANNERS = ("route_oracle", "constant_velocity", "alpamayo")
 ROLE_NAME = "ego_vehicle"
@@ -101,17 +103,6 @@ def carla_stack(*, rate_hz: float = 2.0, checkpoint: str = "", device: str = "cu
     extra = {"model.processor_dir": processor} if processor else {}
     return [planner_spec("alpamayo", rate_hz, checkpoint, device, extra),
             controller_spec(rate_hz, lockstep=True)]
-
-
-def param_literal(value: Any) -> str:
-    """A value as the YAML literal of `-p name:=value`."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(param_literal(v) for v in value) + "]"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return repr(value)
 
 
 def executable_path(name: str) -> Path:
