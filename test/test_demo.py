@@ -30,6 +30,8 @@ def test_demo_plans_with_the_tiny_model_and_draws_a_png(tmp_path, ros_domain_id)
     assert plans and all(abs(float(v0) - 8.0) < 0.5 for v0 in plans)  # curved_drive starts at 8 m/s
     summary = re.search(r"summary: (\d+) plans OK", done.stdout)
     assert summary and int(summary.group(1)) == len(plans)
+    walls = re.findall(r"latency=[\d.]+ s sim, ([\d.]+) s wall", done.stdout)
+    assert len(walls) == len(plans) and all(float(w) > 0 for w in walls)
     with Image.open(tmp_path / "out" / "demo_topdown.png") as png:
         assert png.format == "PNG" and png.size[0] >= 400
 

@@ -116,7 +116,8 @@ def describe_plan(plan) -> str:
     coc = cand.coc.replace("\n", " ")
     return (f"t0={t0:.3f} s  v0={plan.v0:5.2f} m/s  first=({first.x:6.2f}, {first.y:6.2f}) m "
             f"@+0.1 s  last=({last.x:6.2f}, {last.y:6.2f}) m @+6.4 s  "
-            f"latency={plan.timing.latency:.3f} s (model {plan.timing.model_total:.3f} s)  "
+            f"latency={plan.timing.latency:.3f} s sim, {plan.timing.latency_wall:.3f} s wall "
+            f"(model {plan.timing.model_total:.3f} s)  "
             f"CoC={coc[:60]!r}")
 
 
@@ -251,9 +252,13 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     png = output_dir / "demo_topdown.png"
     write_topdown_png(ok, np.asarray(odometry, dtype=float).reshape(-1, 2), png)
+    # Sim time (the scenario's /clock, slower than the wall clock on a busy machine) and
+    # wall time from the newest used frame's arrival.
     latencies = np.array([p.timing.latency for p in ok])
+    walls = np.array([p.timing.latency_wall for p in ok])
     print(f"summary: {len(ok)} plans OK, {len(plans) - len(ok)} other ticks; latency "
-          f"p50 {np.percentile(latencies, 50):.3f} s, max {latencies.max():.3f} s; "
+          f"p50 {np.percentile(latencies, 50):.3f} s sim / {np.percentile(walls, 50):.3f} s "
+          f"wall, max {latencies.max():.3f} s sim / {walls.max():.3f} s wall; "
           f"model {ok[-1].model.model_id} ({ok[-1].model.checkpoint or args.backend}); "
           f"top-down view: {png}")
     return 0
