@@ -264,22 +264,27 @@ class PlannerCore:
         near the one expected at the next tick (from the last ticks' t0 steps). Cameras
         faster than the ticks give t0s between two ticks' ones whose frames no tick uses:
         those are not decoded ahead."""
+        if self._decoder.threads == 0:
+            return
         with self._lock:
+            last_t0, steps = self._last_t0_ns, sorted(self._t0_steps)
+            if last_t0 is None or not steps:
+                return  # until two ticks show their rhythm, frames are decoded at the tick
             cameras = [b.snapshot() for b in self._cameras]
             epoch = self._frame_epoch
-            last_t0, steps = self._last_t0_ns, sorted(self._t0_steps)
+        if any(len(c[0]) < 2 for c in cameras):
+            return  # the tick will say which camera lacks frames
+        # t0 (the oldest of the cameras' newest stamps) moves in steps of the cameras'
+        # frame interval: half of it is the margin. Checked before the selection, which
+        # most frames of cameras faster than the ticks then skip.
+        margin = 0.5 * max(np.median(np.diff(c[0][-8:])) for c in cameras)
+        if min(int(c[0][-1]) for c in cameras) < last_t0 + steps[len(steps) // 2] - margin:
+            return
         try:
             selection = select_frames([c[0] for c in cameras], self.config.frame_tolerance,
                                       self._slot_descriptions)
         except InputNotReady:
-            return  # a camera has no frame yet, or a gap: the tick will say so
-        if last_t0 is None or not steps:
-            return  # until two ticks show their rhythm, frames are decoded at the tick
-        # t0 moves in steps of the cameras' frame interval: half of it is the margin.
-        intervals = [np.median(np.diff(c[0][-8:])) for c in cameras if len(c[0]) > 1]
-        margin = 0.5 * max(intervals, default=0.0)
-        if selection.t0_ns < last_t0 + steps[len(steps) // 2] - margin:
-            return
+            return  # a gap: the tick will say so
         self._decoder.prefetch(_frame_jobs(selection, cameras, epoch)[0])
 
     def _note_tick_t0(self, t0_ns: int) -> None:
