@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -25,7 +26,31 @@ from alpamayo_ros.core.types import (DEFAULT_CAMERA_INDICES, INFERENCE_PARAMETER
 
 # Name of the planner node: its parameter-file section and its ROS node name.
 NODE_NAME = "alpamayo_planner"
-MODEL_BACKENDS = ("alpamayo", "constant_velocity")
+
+
+@dataclass(frozen=True)
+class ModelBackend:
+    """One value of model.backend: its loader ("module:function" taking the parameter
+    values and the InferenceOptions, returning (PlannerModel, ModelDescription); imported
+    only when chosen, so torch loads only for the real model), whether it needs
+    model.checkpoint_dir, and what it is (for the parameter's description)."""
+
+    name: str
+    loader: str
+    needs_checkpoint: bool
+    description: str
+
+
+# The one table of backends: the parameter's choices and description, the cross-check and
+# alpamayo_ros.model.backends.load_model all read it.
+MODEL_BACKEND_TABLE: tuple[ModelBackend, ...] = (
+    ModelBackend("alpamayo", "alpamayo_ros.model.backends:load_alpamayo", True,
+                 "the Alpamayo-R1 runtime"),
+    ModelBackend("constant_velocity", "alpamayo_ros.model.backends:load_constant_velocity",
+                 False, "a kinematic stand-in for dry runs and controller tests (no torch)"),
+)
+BACKENDS_BY_NAME: dict[str, ModelBackend] = {b.name: b for b in MODEL_BACKEND_TABLE}
+MODEL_BACKENDS = tuple(BACKENDS_BY_NAME)
 CAMERA_TRANSPORTS = ("raw", "compressed")
 MODEL_DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Parameters every ROS node has that are not the planner's own (accepted, not validated).
@@ -68,8 +93,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
     *CORE_PARAMETERS,
     # The model and its inference options.
     ParamSpec("model.backend", STRING, "alpamayo",
-              "\"alpamayo\" = the Alpamayo-R1 runtime; \"constant_velocity\" = a kinematic "
-              "stand-in for dry runs and controller tests (no torch).",
+              "; ".join(f"\"{b.name}\" = {b.description}" for b in MODEL_BACKEND_TABLE) + ".",
               choices=MODEL_BACKENDS),
     ParamSpec("model.checkpoint_dir", STRING, "",
               "Directory of the Alpamayo-R1 checkpoint (config.json + safetensors). Required "
@@ -110,9 +134,10 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     if not _DEVICE_RE.match(values["model.device"]):
         errors.append(f"model.device: have {values['model.device']!r}, "
                       "need cpu, cuda or cuda:N")
-    if values["model.backend"] == "alpamayo" and not values["model.checkpoint_dir"]:
+    backend = BACKENDS_BY_NAME.get(values["model.backend"])
+    if backend is not None and backend.needs_checkpoint and not values["model.checkpoint_dir"]:
         errors.append("model.checkpoint_dir: have \"\", need the checkpoint directory when "
-                      "model.backend is \"alpamayo\" (or set model.backend to "
+                      f"model.backend is \"{backend.name}\" (or set model.backend to "
                       "\"constant_velocity\" for a dry run)")
     return errors
 

@@ -15,6 +15,12 @@ from alpamayo_ros.core.param_schema import BOOL, FLOAT, INT, ParamSpec, check_fi
 
 # Stamps are int nanoseconds; this converts them to float seconds.
 NS_PER_S = 1_000_000_000
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (an rclpy message or a rosbags dataclass alike: both have
+    sec and nanosec) -> int ns, exact (no float round trip)."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 NUM_CAMERAS = 4
 FRAMES_PER_CAMERA = 4
 NUM_FRAMES = NUM_CAMERAS * FRAMES_PER_CAMERA

@@ -42,17 +42,16 @@ from functools import partial
 from typing import Any, Callable, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
-from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
+from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
@@ -61,10 +60,8 @@ from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth,
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription
-from alpamayo_ros.msg import PlannerOutput
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
-from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
@@ -227,7 +224,7 @@ class PlannerNode(LifecycleNode):
         except DecodeError as exc:
             self._reject_camera(c, slot, str(exc))
             return
-        result = c.core.add_image(slot, stamp_ns, image, arrival_s)
+        result = c.core.inputs.add_image(slot, stamp_ns, image, arrival_s)
         if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
             self._reject_camera(c, slot, result.reason)
         else:
@@ -243,7 +240,7 @@ class PlannerNode(LifecycleNode):
         if c is None:
             return
         sample = convert.odometry_to_sample(msg)
-        result = c.core.add_odometry(sample)
+        result = c.core.inputs.add_odometry(sample)
         if result.frame_change is not None or result.time_jump is not None:
             c.health.restart_odometry()
         if result.frame_change is not None:
@@ -278,7 +275,7 @@ class PlannerNode(LifecycleNode):
             what = f"the node clock jumped back {back_ns / NS_PER_S:.3f} s"
         else:
             what = f"the node clock changed its time source ({jump.clock_change.name})"
-        c.core.reset(self._now_ns(), what)
+        c.core.inputs.reset(self._now_ns(), what)
         c.health.record_reset()
         self.get_logger().warning(f"{what}: cleared all buffers",
                                   throttle_duration_sec=_LOG_THROTTLE_S)
@@ -323,27 +320,23 @@ class PlannerNode(LifecycleNode):
         latency_s = (self._now_ns() - output_stamp_ns(result)) / NS_PER_S
         arrival_s = result.newest_frame_arrival_s
         latency_wall_s = 0.0 if arrival_s is None else time.perf_counter() - arrival_s
-        msg = convert.plan_to_msg(result, c.output_context, latency_s=latency_s,
-                                  latency_wall_s=latency_wall_s)
-        c.pub_plan.publish(msg)
+        tick = OutputTick(result, c.output_context, latency_s, latency_wall_s,
+                          c.values["markers.coc_text_height"])
+        # One publisher per row of core.outputs.OUTPUTS; nothing of a failed tick but the
+        # PlannerOutput reaches the consumers (the builders return None).
+        for row, publisher in c.outputs:
+            data = row.build(tick)
+            if data is not None:
+                publisher.publish(convert.to_ros_message(data))
         model_time = result.timings.model_call if result.status != PlanStatus.SKIPPED else None
         c.health.record_outcome(_OUTCOMES[result.status], result.reason,
                                 latency_s=latency_wall_s if result.ok else None,
-                                model_time_s=model_time, reason_code=result.reason_code.name)
+                                model_time_s=model_time, reason_code=result.reason_code)
         if result.status == PlanStatus.MODEL_ERROR:
             self.get_logger().error(f"model error: {result.reason}")
         elif not result.ok:
             self.get_logger().warning(f"no plan ({result.status.name}): {result.reason}",
                                       throttle_duration_sec=_LOG_THROTTLE_S)
-        if not result.ok:  # nothing of a failed tick reaches the path/CoC consumers
-            return
-        path, path_odom = convert.plan_to_paths(result, c.base_frame)
-        c.pub_path.publish(path)
-        c.pub_path_odom.publish(path_odom)
-        c.pub_coc.publish(convert.plan_to_coc(result))
-        if c.pub_markers is not None:
-            c.pub_markers.publish(plan_to_markers(
-                result, c.base_frame, c.values["markers.coc_text_height"]))
 
     # ------------------------------------------------------------------ diagnostics
     def _lifecycle_report(self) -> HealthReport:
@@ -440,11 +433,7 @@ class _Configured:
     base_frame: str
     output_context: OutputContext
     jitter_ns: int
-    pub_plan: Any
-    pub_path: Any
-    pub_path_odom: Any
-    pub_coc: Any
-    pub_markers: Any
+    outputs: list  # (core.outputs.OutputRow, lifecycle publisher) per enabled row
     entities: list  # subscriptions and timers
     jump_callback: Any
 
@@ -468,12 +457,8 @@ class _Configured:
                 output_context=OutputContext(values["base_frame_id"], tuple(camera_topics),
                                              tuple(config.camera_indices), description),
                 jitter_ns=int(round(config.time_jump_tolerance * NS_PER_S)),
-                pub_plan=publish(PlannerOutput, "alpamayo/plan", PLAN_QOS),
-                pub_path=publish(Path, "alpamayo/path", PLAN_QOS),
-                pub_path_odom=publish(Path, "alpamayo/path_odom", PLAN_QOS),
-                pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),
-                pub_markers=(publish(MarkerArray, "alpamayo/markers", PLAN_QOS)
-                             if values["markers.enabled"] else None),
+                outputs=[(row, publish(convert.message_class(row.type), row.topic, PLAN_QOS))
+                         for row in enabled_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
         for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
@@ -506,10 +491,8 @@ class _Configured:
             destroy(entity)
         if self.jump_callback is not None:
             self.jump_callback.unregister()
-        for pub in (self.pub_plan, self.pub_path, self.pub_path_odom, self.pub_coc,
-                    self.pub_markers):
-            if pub is not None:
-                node.destroy_lifecycle_publisher(pub)
+        for _, publisher in self.outputs:
+            node.destroy_lifecycle_publisher(publisher)
 
 
 def main(args: Optional[list] = None, model_loader: Callable = load_model) -> int:

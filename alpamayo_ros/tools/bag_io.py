@@ -31,9 +31,9 @@ import numpy as np
 from alpamayo_ros.core.errors import AlpamayoError
 from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
                                             checked_raw_image)
-from alpamayo_ros.core.odometry import OdometrySample
+from alpamayo_ros.core.odometry import odometry_from_msg
 from alpamayo_ros.core.plan_message import MsgData
-from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.core.types import NS_PER_S, stamp_to_ns
 from alpamayo_ros.tools.scenario import encode_frame
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -93,11 +93,6 @@ def msg_class(msgtype: str):
 # --------------------------------------------------------------------------------------
 # Time
 # --------------------------------------------------------------------------------------
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time -> int ns."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
 
 def ns_to_stamp(ns: int):
@@ -362,14 +357,8 @@ def image_to_encoded(msg: Any, msgtype: str) -> EncodedImage:
     raise BagError(f"not an image message type: have {msgtype}, need one of {IMAGE_TYPES}")
 
 
-def odometry_to_sample(msg: Any) -> OdometrySample:
-    """nav_msgs/Odometry (rosbags dataclass) -> core OdometrySample, values as received
-    (core.odometry.checked_odometry applies the acceptance rule, as in the node)."""
-    p, q = msg.pose.pose.position, msg.pose.pose.orientation
-    return OdometrySample(stamp_to_ns(msg.header.stamp),
-                          np.array([p.x, p.y, p.z], dtype=np.float64),
-                          np.array([q.x, q.y, q.z, q.w], dtype=np.float64),
-                          msg.header.frame_id, msg.child_frame_id)
+# nav_msgs/Odometry -> core OdometrySample, values as received.
+odometry_to_sample = odometry_from_msg
 
 
 # --------------------------------------------------------------------------------------
@@ -386,8 +375,42 @@ def _bag_value(value: Any) -> Any:
 
 
 def to_bag_message(data: MsgData):
-    """The rosbags message of a plain-data description (core.plan_message)."""
-    return msg_class(data.type)(**{k: _bag_value(v) for k, v in data.fields.items()})
+    """The rosbags message of a plain-data description (core.plan_message). Fields the
+    description leaves out (ones newer ROS distributions added, e.g. Marker.texture) get
+    their default value."""
+    fields = {k: _bag_value(v) for k, v in data.fields.items()}
+    for name, default in _field_defaults(data.type):
+        if name not in fields:
+            fields[name] = default()
+    return msg_class(data.type)(**fields)
+
+
+_BASE_DEFAULTS = {"string": str, "wstring": str, "bool": bool, "float32": float,
+                  "float64": float}
+
+
+@lru_cache(maxsize=None)
+def _field_defaults(msgtype: str) -> tuple:
+    """(field name, factory of its default value) per field of a message type, from the
+    typestore's field definitions (rosbags has no default constructor)."""
+    from rosbags.interfaces import Nodetype
+    _, fields = typestore().fielddefs[msgtype]
+
+    def factory(kind, detail):
+        if kind == Nodetype.BASE:
+            return _BASE_DEFAULTS.get(detail[0], int)
+        if kind == Nodetype.NAME:
+            return lambda: to_bag_message(MsgData(detail, {}))
+        (elem_kind, elem_detail), count = detail
+        element = factory(elem_kind, elem_detail)
+        if elem_kind == Nodetype.BASE and elem_detail[0] not in _BASE_DEFAULTS:
+            dtype = np.uint8 if elem_detail[0] in ("byte", "char", "octet") else elem_detail[0]
+            n = count if kind == Nodetype.ARRAY else 0
+            return lambda: np.zeros(n, dtype=dtype)
+        n = count if kind == Nodetype.ARRAY else 0
+        return lambda: [element() for _ in range(n)]
+
+    return tuple((name, factory(kind, detail)) for name, (kind, detail) in fields)
 
 
 def pose_msg(xyz: Sequence[float], quat_xyzw: Sequence[float]):

@@ -1,10 +1,13 @@
 """Files written by the replay tool: output bag, per-tick CSV, PNG plots.
 
-The output bag holds what the live node would have published for each tick, from the same
-plain-data descriptions (core.plan_message) the node publishes:
+The output bag holds what the live node would have published for each tick: every row of
+core.outputs.OUTPUTS that the parameters enable (the node's own table and builders), on
+the topic under "/":
   /alpamayo/plan       alpamayo_ros/msg/PlannerOutput (every tick, skipped ones included)
   /alpamayo/path       nav_msgs/Path of the selected sample in the t0 base frame (OK ticks)
   /alpamayo/path_odom  nav_msgs/Path of the same sample in the odometry frame (OK ticks)
+  /alpamayo/coc        std_msgs/String, the selected sample's reasoning (OK ticks)
+  /alpamayo/markers    visualization_msgs/MarkerArray for RViz (OK ticks, markers.enabled)
 Header stamps are t0 (the tick time for ticks without t0); the bag log time is the tick time
 (stepped replay: planning takes no bag time). PlannerTiming.latency is therefore
 tick time - t0, and latency_wall is 0 (nothing arrives on a wall clock).
@@ -18,33 +21,36 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from alpamayo_ros.core.plan_message import (PATH_TYPE, PLANNER_OUTPUT_TYPE, OutputContext,
-                                            output_stamp_ns, path_data,
-                                            planner_output_data)
+from alpamayo_ros.core import outputs
+from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
+from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.tools import bag_io
 
-PLAN_TOPIC = "/alpamayo/plan"
-PATH_TOPIC = "/alpamayo/path"
-PATH_ODOM_TOPIC = "/alpamayo/path_odom"
+PLAN_TOPIC = "/" + outputs.PLAN_TOPIC
+PATH_TOPIC = "/" + outputs.PATH_TOPIC
+PATH_ODOM_TOPIC = "/" + outputs.PATH_ODOM_TOPIC
 
 
 def write_plan_bag(path: Path | str, results: Sequence[PlanResult], context: OutputContext,
-                   storage: str = "mcap") -> None:
-    """Write one PlannerOutput per tick and the selected paths of OK ticks."""
+                   values: Mapping, storage: str = "mcap") -> None:
+    """Write what the node publishes for each tick: the rows of core.outputs.OUTPUTS that
+    the parameter values enable (a PlannerOutput per tick, paths, CoC and markers of OK
+    ticks)."""
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)  # replay outputs are regenerated on every run
+    rows = enabled_outputs(values)
     with bag_io.BagWriter(path, storage) as writer:
         for r in results:
-            latency_s = (r.now_ns - output_stamp_ns(r)) / NS_PER_S
-            plan = planner_output_data(r, context, latency_s=latency_s)
-            writer.write(PLAN_TOPIC, PLANNER_OUTPUT_TYPE, r.now_ns, bag_io.to_bag_message(plan))
-            if r.status == PlanStatus.OK and r.selected is not None:
-                for topic, data in zip((PATH_TOPIC, PATH_ODOM_TOPIC),
-                                       path_data(r, context.base_frame_id)):
-                    writer.write(topic, PATH_TYPE, r.now_ns, bag_io.to_bag_message(data))
+            tick = OutputTick(r, context, latency_s=(r.now_ns - output_stamp_ns(r)) / NS_PER_S,
+                              marker_text_height=values["markers.coc_text_height"])
+            for row in rows:
+                data = row.build(tick)
+                if data is not None:
+                    writer.write("/" + row.topic, row.type, r.now_ns,
+                                 bag_io.to_bag_message(data))
 
 
 CSV_COLUMNS = ("bag", "tick", "epoch", "now_s", "t0_s", "status", "reason", "v0",
