@@ -275,7 +275,7 @@ class PlannerNode(LifecycleNode):
             what = f"the node clock jumped back {back_ns / NS_PER_S:.3f} s"
         else:
             what = f"the node clock changed its time source ({jump.clock_change.name})"
-        c.core.inputs.reset(self._now_ns(), what)
+        c.core.reset(self._now_ns(), what)
         c.health.record_reset()
         self.get_logger().warning(f"{what}: cleared all buffers",
                                   throttle_duration_sec=_LOG_THROTTLE_S)
