@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, STRING_ARRAY, ParamSpec,
                                             render_markdown_table, update_docs, validate)
 from alpamayo_ros.core.config import (CAMERA_INDICES_PARAMETER, CORE_PARAMETERS, CORE_PREFIX,
-                                      PlannerConfig)
+                                      DEFAULT_ODOMETRY_TOPIC, PlannerConfig, camera_topic)
 from alpamayo_ros.core.types import (DEFAULT_CAMERA_INDICES, INFERENCE_PARAMETERS,
                                      NUM_CAMERAS, InferenceOptions)
 
@@ -64,8 +64,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               "arrive while an inference runs are dropped and counted, never queued.",
               minimum=0.05, maximum=50.0),
     ParamSpec("camera_topics", STRING_ARRAY,
-              ["cameras/cross_left_120fov/image", "cameras/front_wide_120fov/image",
-               "cameras/cross_right_120fov/image", "cameras/front_tele_30fov/image"],
+              [camera_topic(index) for index in DEFAULT_CAMERA_INDICES],
               "Image topic of each model camera, in the order of camera_indices.",
               length=NUM_CAMERAS),
     CAMERA_INDICES_PARAMETER,
@@ -73,7 +72,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               "Per camera: \"raw\" = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), "
               "\"compressed\" = sensor_msgs/CompressedImage (JPEG or PNG).",
               choices=CAMERA_TRANSPORTS, length=NUM_CAMERAS),
-    ParamSpec("odometry_topic", STRING, "odometry",
+    ParamSpec("odometry_topic", STRING, DEFAULT_ODOMETRY_TOPIC,
               "nav_msgs/Odometry of the rear-axle base frame (pose in the odometry frame)."),
     ParamSpec("autostart", BOOL, True,
               "Configure (load and warm up the model) and activate at start, so the plain "

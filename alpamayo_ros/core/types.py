@@ -31,10 +31,12 @@ WAYPOINT_DT = 0.1
 # Frame target offsets relative to t0 [s], oldest first.
 FRAME_OFFSETS = (-0.3, -0.2, -0.1, 0.0)
 # History sample offsets relative to t0 [s]: -1.5 .. 0.0.
-HISTORY_OFFSETS = tuple(round(-1.5 + 0.1 * k, 10) for k in range(NUM_HISTORY))
+HISTORY_OFFSETS = tuple(round(HISTORY_DT * (k - NUM_HISTORY + 1), 10) for k in range(NUM_HISTORY))
 # Waypoint offsets relative to t0 [s]: 0.1 .. 6.4 (waypoint i at 0.1 * (i + 1)).
-WAYPOINT_OFFSETS = tuple(round(0.1 * (i + 1), 10) for i in range(NUM_WAYPOINTS))
+WAYPOINT_OFFSETS = tuple(round(WAYPOINT_DT * (i + 1), 10) for i in range(NUM_WAYPOINTS))
 DEFAULT_CAMERA_INDICES = (0, 1, 2, 6)
+# (height, width) of the release's camera images (the rig's 1920x1080 frames).
+CAMERA_IMAGE_SHAPE = (1080, 1920)
 
 
 # The parameter rows of InferenceOptions ("model.<field>"): rows of the planner's parameter
@@ -176,7 +178,7 @@ class PlannerModel(Protocol):
         ...
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920)) -> float:
+               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE) -> float:
         """Get ready to serve calls like ``options`` on frames of (height, width): allocate,
         capture, compile. Returns the seconds it took."""
         ...

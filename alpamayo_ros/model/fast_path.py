@@ -48,6 +48,7 @@ from typing import Callable, Hashable, Optional, Sequence
 import torch
 
 from alpamayo_ros.core.errors import ModelRuntimeError
+from alpamayo_ros.core.types import NUM_WAYPOINTS
 from alpamayo_ros.model.cuda_graphs import OnceLog, StepRunner
 from alpamayo_ros.model.generation import expert_position_ids
 from alpamayo_ros.model.modeling import AlpamayoR1Network
@@ -56,7 +57,7 @@ from alpamayo_ros.model.static_cache import (GROUPED_SDPA, StaticKVCache,
                                              attention_implementation, register_grouped_sdpa,
                                              round_capacity)
 
-NUM_ACTIONS = 64
+NUM_ACTIONS = NUM_WAYPOINTS  # one action token per waypoint
 
 
 @dataclass(frozen=True)

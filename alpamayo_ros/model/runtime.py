@@ -29,8 +29,9 @@ import torch
 from alpamayo_ros.core.errors import (AlpamayoError, ConfigError, ModelInputError,
                                       ModelRuntimeError)
 from alpamayo_ros.core.model_input import validate_model_input
-from alpamayo_ros.core.types import (NUM_WAYPOINTS, InferenceOptions, ModelInput, ModelOutput,
-                                     StageTimings, TrajectorySample)
+from alpamayo_ros.core.types import (CAMERA_IMAGE_SHAPE, HISTORY_OFFSETS, NUM_FRAMES,
+                                     NUM_HISTORY, NUM_WAYPOINTS, InferenceOptions, ModelInput,
+                                     ModelOutput, StageTimings, TrajectorySample)
 from alpamayo_ros.model import generation
 from alpamayo_ros.model.cuda_graphs import LOG, OnceLog
 from alpamayo_ros.model.fast_path import FastEngine, FastPathConfig
@@ -435,7 +436,7 @@ class AlpamayoRuntime:
         return ModelOutput(samples=samples, v0=v0, timings=timings, model_id=self.model_id)
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920)) -> float:
+               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE) -> float:
         """Prepare for serving calls like ``options`` with frames of ``frame_shape`` (H, W).
 
         Runs one call on synthetic frames with a two-token forced CoC: allocates the static
@@ -446,11 +447,12 @@ class AlpamayoRuntime:
         """
         height, width = (int(v) for v in frame_shape)
         start = time.perf_counter()
-        t = np.linspace(-1.5, 0.0, 16)
+        t = np.asarray(HISTORY_OFFSETS)
         model_input = ModelInput(
-            frames=np.zeros((16, height, width, 3), dtype=np.uint8),
-            history_xyz=np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1),
-            history_rot=np.tile(np.eye(3), (16, 1, 1)))
+            frames=np.zeros((NUM_FRAMES, height, width, 3), dtype=np.uint8),
+            history_xyz=np.stack([5.0 * t, np.zeros(NUM_HISTORY), np.zeros(NUM_HISTORY)],
+                                 axis=1),
+            history_rot=np.tile(np.eye(3), (NUM_HISTORY, 1, 1)))
         forced = torch.tensor([self.token_ids.cot_end, self.token_ids.traj_future_start])
         try:
             with self._predict_lock, torch.inference_mode():

@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from alpamayo_ros.core.config import DEFAULT_ODOMETRY_TOPIC
+from alpamayo_ros.core.outputs import PLAN_TOPIC
 from alpamayo_ros.core.types import NS_PER_S
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -216,8 +218,8 @@ def run_demo(args: argparse.Namespace) -> int:
         plans.append(msg)
         print(f"plan {len(plans):2d}: {describe_plan(msg)}", flush=True)
 
-    node.create_subscription(PlannerOutput, "/alpamayo/plan", on_plan, PLAN_QOS)
-    node.create_subscription(Odometry, "/odometry", lambda m: odometry.append(
+    node.create_subscription(PlannerOutput, "/" + PLAN_TOPIC, on_plan, PLAN_QOS)
+    node.create_subscription(Odometry, "/" + DEFAULT_ODOMETRY_TOPIC, lambda m: odometry.append(
         (m.pose.pose.position.x, m.pose.pose.position.y)), SENSOR_QOS)
     try:
         print(f"starting planner_node ({args.backend}, CPU) on ROS domain {domain_id} ...",

@@ -59,7 +59,7 @@ from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
 from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth, TickOutcome
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
-from alpamayo_ros.core.types import NS_PER_S, ModelDescription
+from alpamayo_ros.core.types import CAMERA_IMAGE_SHAPE, NS_PER_S, ModelDescription
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.model_loader import load_model
@@ -413,7 +413,7 @@ def _warm_up(model, description: ModelDescription, config) -> float:
     warmup = getattr(model, "warmup", None)
     if warmup is None:
         return 0.0
-    width, height = config.output_image_size or (1920, 1080)
+    width, height = config.output_image_size or CAMERA_IMAGE_SHAPE[::-1]
     return float(warmup(description.options, (height, width)))
 
 

@@ -17,6 +17,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from alpamayo_ros.ros.convert import ns_to_time
 from alpamayo_ros.ros.qos import CLOCK_QOS, SENSOR_QOS
+from alpamayo_ros.core.config import DEFAULT_ODOMETRY_TOPIC
 from alpamayo_ros.tools import scenario as sc
 
 
@@ -58,7 +59,7 @@ class ScenarioPublisher:
     """
 
     def __init__(self, node: Node, scenario: sc.Scenario, camera_topics: Sequence[str],
-                 encodings: Sequence[str], odometry_topic: str = "odometry",
+                 encodings: Sequence[str], odometry_topic: str = DEFAULT_ODOMETRY_TOPIC,
                  odometry_rate: float = 50.0, publish_clock: bool = False,
                  jpeg_quality: int = 90, newest_frame_only: bool = False) -> None:
         if len(camera_topics) != len(scenario.cameras) or len(encodings) != len(scenario.cameras):

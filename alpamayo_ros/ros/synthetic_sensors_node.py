@@ -21,7 +21,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from alpamayo_ros.core.types import NS_PER_S, NUM_CAMERAS
+from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NS_PER_S, NUM_CAMERAS
 from alpamayo_ros.core import param_schema as P
 from alpamayo_ros.core.planner_params import PARAMETERS_BY_NAME
 from alpamayo_ros.ros.params import declare_and_read
@@ -37,7 +37,7 @@ SENSOR_PARAMETERS: tuple[P.ParamSpec, ...] = (
     P.ParamSpec("duration", P.FLOAT, 120.0,
                 "Scenario length [s]; publishing stops at the end.", minimum=2.0,
                 maximum=86400.0),
-    P.ParamSpec("camera_indices", P.INT_ARRAY, [0, 1, 2, 6],
+    P.ParamSpec("camera_indices", P.INT_ARRAY, list(DEFAULT_CAMERA_INDICES),
                 "Alpamayo camera index per topic (rig placement of the rendered view).",
                 minimum=0, maximum=6, length=NUM_CAMERAS),
     P.ParamSpec("camera_topics", P.STRING_ARRAY,

@@ -34,6 +34,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from alpamayo_ros.core.outputs import PLAN_TOPIC
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.sim.route import Route
 
@@ -57,7 +58,7 @@ class RunRecord:
 
 
 def read_bag(path: Path | str, role_name: str = "ego_vehicle",
-             plan_topic: str = "/alpamayo/plan") -> RunRecord:
+             plan_topic: str = "/" + PLAN_TOPIC) -> RunRecord:
     from alpamayo_ros.tools import bag_io
     odom_topic = f"/carla/{role_name}/odometry"
     stamps, xy, yaw, speed, plans, diags = [], [], [], [], [], []

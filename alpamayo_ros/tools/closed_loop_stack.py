@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from alpamayo_ros.core.param_schema import param_literal
+from alpamayo_ros.core.types import CAMERA_IMAGE_SHAPE
 
 PACKAGE = "alpamayo_ros"
 PLANNERS = ("route_oracle", "constant_velocity", "alpamayo")
@@ -133,7 +134,8 @@ def describe(specs: Sequence[NodeSpec]) -> list[dict]:
              "overrides": dict(s.overrides)} for s in specs]
 
 
-def carla_objects(width: int = 1920, height: int = 1080, sensor_tick: float = 0.1) -> dict:
+def carla_objects(width: int = CAMERA_IMAGE_SHAPE[1], height: int = CAMERA_IMAGE_SHAPE[0],
+                  sensor_tick: float = 0.1) -> dict:
     """objects.json for carla_spawn_objects: the ego with the 4 Alpamayo cameras at the rig's
     poses and FOVs and the odometry pseudo sensor (config/carla_objects.json is this).
 

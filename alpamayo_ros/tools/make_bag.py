@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from alpamayo_ros.core import config
 from alpamayo_ros.core.config import CAMERA_NAMES_BY_INDEX
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError
 from alpamayo_ros.tools import bag_io
@@ -30,14 +31,14 @@ from alpamayo_ros.tools.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario,
                                          make_preset)
 from alpamayo_ros.core.types import NS_PER_S
 
-DEFAULT_ODOMETRY_TOPIC = "/odometry"
+DEFAULT_ODOMETRY_TOPIC = "/" + config.DEFAULT_ODOMETRY_TOPIC
 CLOCK_TOPIC = "/clock"
 CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
 
 
 def camera_topic(index: int, encoding: str) -> str:
     """Default topic of a camera: /cameras/<rig name>/image[/compressed]."""
-    base = f"/cameras/{CAMERA_NAMES_BY_INDEX[index]}/image"
+    base = "/" + config.camera_topic(index)
     return base + "/compressed" if encoding == "jpeg" else base
 
 

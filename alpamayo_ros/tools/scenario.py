@@ -43,7 +43,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NS_PER_S
 
 # --------------------------------------------------------------------------------------
 # Camera rig
@@ -518,7 +518,7 @@ def default_cameras(rate_hz: float = 10.0, width: int = 576, height: int = 320,
     """The four Alpamayo-R1 cameras (0, 1, 2, 6) with one rate, size and encoding."""
     return tuple(CameraSpec(index=i, rate_hz=rate_hz, phase_s=p, width=width, height=height,
                             encoding=encoding)
-                 for i, p in zip((0, 1, 2, 6), phases_s))
+                 for i, p in zip(DEFAULT_CAMERA_INDICES, phases_s))
 
 
 def curved_drive(duration_s: float = 20.0, **kwargs) -> Scenario:
