@@ -19,12 +19,10 @@ process with status 2. /diagnostics run on wall time in every state.
 Threads: one SingleThreadedExecutor runs the sensor callbacks and the timers; the planning
 timer only hands a tick to a daemon worker thread and returns, so frames and odometry
 keep flowing while the model runs. A tick that arrives while the worker is busy is dropped
-and counted (TickGate), never queued. With rclpy's MultiThreadedExecutor instead, the
-launch-equivalence test (test_launch_planner.py) failed in about half of ten runs on this
-project's 2-core machine: the node fell behind 50 Hz odometry plus four cameras and skipped
-every tick for odometry gaps or staleness; with this executor it passed 6 runs of 6. Its
-threads only contend for the GIL, and every callback here is short; the callback groups
-stay correct under either executor.
+and counted (TickGate), never queued. A MultiThreadedExecutor's threads would only contend
+for the GIL (every callback here is short) and, on a small machine, let the node fall
+behind 50 Hz odometry plus four cameras (docs/design.md, "Node threads", has the runs that
+showed it); the callback groups stay correct under either executor.
 
 Shutdown (close): nothing is published once it began (PublishGate, open only while
 active); a model call still running after WORKER_STOP_TIMEOUT_S is abandoned, its result

@@ -179,6 +179,18 @@ class _Epoch:
     tick_rows: list = field(default_factory=list)   # indices into the bag's tick list
 
 
+@dataclass
+class ReplayCounts:
+    """Messages of one bag (report `counts`): read, handed to the core per kind, logged
+    after their tick (late_messages), and refused (rejected, reasons in `rejections`)."""
+
+    messages: int = 0
+    images: int = 0
+    odometry: int = 0
+    late_messages: int = 0
+    rejected: int = 0
+
+
 @dataclass(frozen=True)
 class _ImageMessage:
     """A camera frame read from the bag, checked, waiting for its tick."""
@@ -302,8 +314,7 @@ class BagReplay:
         self.tick_predictions: list[Optional[np.ndarray]] = []
         self.results: list[PlanResult] = []
         self.epochs: list[_Epoch] = []
-        self.counts = {"messages": 0, "images": 0, "odometry": 0, "late_messages": 0,
-                       "rejected": 0}
+        self.counts = ReplayCounts()
         self.rejections: dict[str, int] = {}
         self._pending: list = []  # (stamp, sequence, _Payload) heap
         # The bag's one time line; per topic, messages off it in a row (a possible jump).
@@ -354,12 +365,12 @@ class BagReplay:
                               disable=None)  # None: off when stderr is not a terminal
 
     def _reject(self, topic: str, reason: str) -> None:
-        self.counts["rejected"] += 1
+        self.counts.rejected += 1
         key = f"{topic}: {reason}"[:300]
         self.rejections[key] = self.rejections.get(key, 0) + 1
 
     def _on_message(self, bm: bag_io.BagMessage, topics: _Topics) -> None:
-        self.counts["messages"] += 1
+        self.counts.messages += 1
         if bm.stamp_ns is None:
             self._reject(bm.topic, "message has no header stamp")
             return
@@ -402,7 +413,7 @@ class BagReplay:
         """Queue a message of the current epoch and run the ticks it makes safe."""
         epoch, stamp = self.epochs[-1], bm.stamp_ns
         if self._last_tick_ns is not None and stamp <= self._last_tick_ns:
-            self.counts["late_messages"] += 1
+            self.counts.late_messages += 1
         epoch.newest_stamp_ns = max(epoch.newest_stamp_ns, stamp)
         heapq.heappush(self._pending, (stamp, self._seq, payload))
         self._seq += 1
@@ -443,14 +454,14 @@ class BagReplay:
             stamp, _, payload = heapq.heappop(self._pending)
             if isinstance(payload, _OdometryMessage):
                 res = inputs.add_checked_odometry(payload.sample)
-                self.counts["odometry"] += 1
+                self.counts.odometry += 1
                 if res.accepted:
                     epoch.odo_stamps.append(stamp)
                     epoch.odo_xyz.append(payload.sample.xyz)
                     epoch.odo_quat.append(payload.sample.quat_xyzw)
             else:
                 res = inputs.add_image(payload.slot, stamp, payload.image)
-                self.counts["images"] += 1
+                self.counts.images += 1
             if not res.accepted:
                 self._reject("core", res.reason)
 
@@ -484,7 +495,7 @@ class BagReplay:
         reason_codes = collections.Counter(rec.reason_code.name for rec in self.ticks
                                            if rec.status is not PlanStatus.OK)
         return {
-            "counts": dict(self.counts),
+            "counts": asdict(self.counts),
             "rejections": dict(sorted(self.rejections.items())),
             "epochs": [{"index": e.index, "first_stamp_ns": e.first_stamp_ns,
                         "last_stamp_ns": e.newest_stamp_ns, "reason": e.reason,
