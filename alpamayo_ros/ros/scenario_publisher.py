@@ -126,8 +126,8 @@ class ScenarioPublisher:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         p.x, p.y, p.z = (float(x) for x in state.xyz)
         q.x, q.y, q.z, q.w = (float(x) for x in state.quat_xyzw)
-        msg.twist.twist.linear.x = float(state.linear_velocity[0])
-        msg.twist.twist.angular.z = float(state.angular_velocity[2])
+        msg.twist.twist.linear.x = float(state.speed)
+        msg.twist.twist.angular.z = float(state.yaw_rate)
         return msg
 
     def camera_msg(self, slot: int, t: float):

@@ -30,11 +30,10 @@ import numpy as np
 
 from alpamayo_ros.core.errors import AlpamayoError
 from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
-                                            checked_raw_image)
+                                            checked_raw_image, encode_frame)
 from alpamayo_ros.core.odometry import odometry_from_msg
 from alpamayo_ros.core.plan_message import MsgData
 from alpamayo_ros.core.types import NS_PER_S, stamp_to_ns
-from alpamayo_ros.tools.scenario import encode_frame
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -427,7 +426,7 @@ def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str,
     """RGB uint8 (H, W, 3) -> (msgtype, message).
 
     encoding: rgb8 / bgr8 / bgra8 (raw sensor_msgs/Image) or jpeg (CompressedImage); the
-    pixels are those of the live publisher (tools/scenario.encode_frame).
+    pixels are those of the live publisher (core.image_decode.encode_frame).
     """
     payload = encode_frame(rgb, encoding, jpeg_quality)  # ConfigError for other encodings
     if encoding == "jpeg":
