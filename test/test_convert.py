@@ -22,9 +22,9 @@ from alpamayo_ros.core.types import InferenceOptions, ModelDescription  # noqa: 
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.ros import convert  # noqa: E402
 from alpamayo_ros.ros.markers import plan_to_markers  # noqa: E402
-from alpamayo_ros.ros.scenario_publisher import encode_jpeg, rgb_to_image  # noqa: E402
-from alpamayo_ros.tools import bag_io  # noqa: E402
-from alpamayo_ros.tools import scenario as sc  # noqa: E402
+from alpamayo_ros.testbed.scenario_publisher import encode_jpeg, rgb_to_image  # noqa: E402
+from alpamayo_ros.bag import bag_io  # noqa: E402
+from alpamayo_ros.sim import scenario as sc  # noqa: E402
 
 S = 1_000_000_000
 
@@ -93,7 +93,7 @@ def test_compressed_images():
 def test_bag_replay_accepts_and_refuses_compressed_frames_as_the_node_does():
     from PIL import Image as PILImage
 
-    from alpamayo_ros.tools import bag_io
+    from alpamayo_ros.bag import bag_io
 
     rgb = np.full((16, 24, 3), 120, np.uint8)
     buf = io.BytesIO()

@@ -8,9 +8,11 @@ import pytest
 import yaml
 
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
-from alpamayo_ros.tools import bag_io, replay, replay_engine, replay_jobs, replay_report
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.tools import replay
+from alpamayo_ros.replay import engine as replay_engine, jobs as replay_jobs, report as replay_report
 from alpamayo_ros.core import outputs
-from alpamayo_ros.tools.replay_outputs import PATH_ODOM_TOPIC, PATH_TOPIC, PLAN_TOPIC
+from alpamayo_ros.replay.outputs import PATH_ODOM_TOPIC, PATH_TOPIC, PLAN_TOPIC
 from scenario_bags import job, parameters, write_bag
 
 

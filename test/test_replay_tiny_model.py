@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from alpamayo_ros.tools import make_bag, regression, replay, replay_jobs
+from alpamayo_ros.tools import make_bag, regression, replay
+from alpamayo_ros.replay import jobs as replay_jobs
 from scenario_bags import job, parameters, write_bag
 
 pytest.importorskip("torch")

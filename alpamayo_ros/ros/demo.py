@@ -228,7 +228,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"error: planner_node did not start:\n{planner.output()[-3000:]}",
                   file=sys.stderr)
             return 1
-        sensors = NodeProcess("synthetic_sensors", "alpamayo_ros.ros.synthetic_sensors_node",
+        sensors = NodeProcess("synthetic_sensors", "alpamayo_ros.testbed.synthetic_sensors_node",
                               sensor_args, env, log_dir / "synthetic_sensors.log")
         print(f"synthetic sensors: {args.scenario}, cameras at 10/15/20/30 Hz, odometry "
               f"50 Hz, sim time x{args.time_scale:g}; running {args.seconds:g} s ...",

@@ -59,7 +59,7 @@ class RunRecord:
 
 def read_bag(path: Path | str, role_name: str = "ego_vehicle",
              plan_topic: str = "/" + PLAN_TOPIC) -> RunRecord:
-    from alpamayo_ros.tools import bag_io
+    from alpamayo_ros.bag import bag_io
     odom_topic = f"/carla/{role_name}/odometry"
     stamps, xy, yaw, speed, plans, diags = [], [], [], [], [], []
     commands = 0

@@ -14,7 +14,7 @@ from functools import cached_property
 import numpy as np
 
 from alpamayo_ros.sim.route import Route
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 
 GRASS, ASPHALT, LINE = 0, 1, 2
 _COLORS = np.array([[70, 120, 55], [90, 90, 95], [235, 235, 225]], dtype=np.float32)

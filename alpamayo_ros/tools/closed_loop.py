@@ -34,7 +34,7 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.sim.closed_loop_report import (Tolerances, compare, compute_report,
                                                   load_report, read_bag, write_plot)
 from alpamayo_ros.sim.route import Route
-from alpamayo_ros.tools.closed_loop_stack import (PLANNERS, command_line, config_dir, describe,
+from alpamayo_ros.testbed.closed_loop_stack import (PLANNERS, command_line, config_dir, describe,
                                                  sim_stack)
 from alpamayo_ros.tools.replay import read_parameter_file
 

@@ -26,8 +26,8 @@ import numpy as np
 from alpamayo_ros.core import config
 from alpamayo_ros.core.config import CAMERA_NAMES_BY_INDEX
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError
-from alpamayo_ros.tools import bag_io
-from alpamayo_ros.tools.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario, default_cameras,
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.sim.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario, default_cameras,
                                          make_preset)
 from alpamayo_ros.core.types import NS_PER_S
 

@@ -22,10 +22,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from alpamayo_ros.core.errors import AlpamayoError
 from alpamayo_ros.core.parameter_file import read_parameter_file
 from alpamayo_ros.core.planner_params import MODEL_BACKENDS, NODE_NAME, validate_parameters
-from alpamayo_ros.tools import bag_io
-from alpamayo_ros.tools.replay_engine import BagJob, ReplayOptions
-from alpamayo_ros.tools.replay_jobs import make_jobs, run_jobs
-from alpamayo_ros.tools.replay_report import build_report, print_summary, report_json
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.replay.engine import BagJob, ReplayOptions
+from alpamayo_ros.replay.jobs import make_jobs, run_jobs
+from alpamayo_ros.replay.report import build_report, print_summary, report_json
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 
@@ -116,7 +116,7 @@ def run_cli(args: argparse.Namespace, runner: Runner = _local_runner) -> int:
         print(f"alpamayo-replay: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     report = build_report(values, options, outcomes)
-    from alpamayo_ros.tools.replay_outputs import write_csv, write_summary_plot
+    from alpamayo_ros.replay.outputs import write_csv, write_summary_plot
     (args.output_dir / "report.json").write_text(report_json(report))
     write_csv(args.output_dir / "ticks.csv", report)
     if not args.no_plot:

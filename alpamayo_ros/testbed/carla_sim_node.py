@@ -43,12 +43,12 @@ from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import ns_to_time, time_to_ns
 from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS
 from alpamayo_ros.ros.spin import spin_until_shutdown
-from alpamayo_ros.ros.topic_recorder import TopicRecorder
+from alpamayo_ros.testbed.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 
 NODE_NAME = "carla_sim"
 _POLL_S = 0.002

@@ -46,7 +46,7 @@ from alpamayo_ros.ros.qos import CLOCK_QOS
 from alpamayo_ros.ros.shutdown import ShutdownSignals
 from alpamayo_ros.ros.spin import spin_until_shutdown
 from alpamayo_ros.core.outputs import OUTPUTS
-from alpamayo_ros.tools import bag_io
+from alpamayo_ros.bag import bag_io
 
 NODE_NAME = "bag_player"
 # The planner's outputs that are always on (core.outputs.OUTPUTS) and /diagnostics.

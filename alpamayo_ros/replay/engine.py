@@ -46,8 +46,8 @@ from alpamayo_ros.core.plan_result import PlanResult, PlanStatus, ReasonCode
 from alpamayo_ros.core.planner_core import PlannerCore
 from alpamayo_ros.core.planner_params import inference_options, planner_config
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel
-from alpamayo_ros.tools import bag_io
-from alpamayo_ros.tools.replay_scoring import aggregate_metrics, ground_truth_track, score_ticks
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.replay.scoring import aggregate_metrics, ground_truth_track, score_ticks
 
 # Decimals kept for trajectory coordinates in the report [m] (1 um).
 COORD_DECIMALS = 6

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from alpamayo_ros.ros.convert import ns_to_time
 from alpamayo_ros.ros.qos import CLOCK_QOS, SENSOR_QOS
 from alpamayo_ros.core.config import DEFAULT_ODOMETRY_TOPIC
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:

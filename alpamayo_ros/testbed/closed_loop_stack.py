@@ -143,7 +143,7 @@ def carla_objects(width: int = CAMERA_IMAGE_SHAPE[1], height: int = CAMERA_IMAGE
     degrees + = left; the bridge converts to CARLA's left-handed frame), relative to the
     actor origin: rig position (rear-axle frame) + the rear axle's offset.
     """
-    from alpamayo_ros.tools.scenario import RIG_CAMERAS  # numpy only
+    from alpamayo_ros.sim.scenario import RIG_CAMERAS  # numpy only
     import math
     sensors = []
     for index, sensor_id in CAMERA_IDS.items():

@@ -26,7 +26,7 @@ from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.types import NS_PER_S
-from alpamayo_ros.tools import bag_io
+from alpamayo_ros.bag import bag_io
 
 PLAN_TOPIC = "/" + outputs.PLAN_TOPIC
 PATH_TOPIC = "/" + outputs.PATH_TOPIC

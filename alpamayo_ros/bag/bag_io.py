@@ -217,7 +217,7 @@ class BagReader:
 
     def _summarise_mcap(self) -> None:
         """Topics, counts and times from the readable part of the mcap files."""
-        from alpamayo_ros.tools import mcap_stream
+        from alpamayo_ros.bag import mcap_stream
         counts = dict.fromkeys(_metadata_topics(self.path), 0)
         start = end = None
         for path in self._mcap_files:
@@ -286,7 +286,7 @@ class BagReader:
 
     def _mcap_messages(self, conns: list[BagConnection]
                        ) -> Iterator[tuple[BagConnection, int, bytes]]:
-        from alpamayo_ros.tools import mcap_stream
+        from alpamayo_ros.bag import mcap_stream
         by_key = {(c.topic, c.msgtype): c for c in conns}
         topics = {c.topic for c in conns}
         count = 0
@@ -497,7 +497,7 @@ class BagWriter:
             self._writer = None
             if exc_type is None and self.storage == "mcap":
                 # rosbags writes no CRCs; with them a reader can tell corrupted data.
-                from alpamayo_ros.tools import mcap_stream
+                from alpamayo_ros.bag import mcap_stream
                 for path in self.path.glob("*.mcap"):
                     mcap_stream.fill_crcs(path)
 

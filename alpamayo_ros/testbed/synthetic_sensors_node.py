@@ -1,6 +1,6 @@
 """The `synthetic_sensors` node: 4 cameras and odometry of a scripted scenario.
 
-Motion and images come from alpamayo_ros.tools.scenario (exact unicycle motion, rendered
+Motion and images come from alpamayo_ros.sim.scenario (exact unicycle motion, rendered
 pinhole views). Each camera publishes on its own grid phase + k / rate (e.g. 10, 15, 20,
 30 Hz with different phases), odometry at odometry_rate; every header stamp is the exact
 scenario time of the sample, so a subscriber can compare against the analytic poses.
@@ -25,9 +25,9 @@ from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NS_PER_S, NUM_CAMERA
 from alpamayo_ros.core import param_schema as P
 from alpamayo_ros.core.planner_params import PARAMETERS_BY_NAME
 from alpamayo_ros.ros.params import declare_and_read
-from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher
+from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher
 from alpamayo_ros.ros.spin import run_node
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 
 NODE_NAME = "synthetic_sensors"
 
