@@ -11,7 +11,7 @@ the planner publishes, materialised with rosbags classes instead of rclpy ones.
 
 Times: every message in a bag has two times.
 * the **log time** (``BagMessage.log_time_ns``): when the recorder received it; it orders
-  the bag and paces the live player (ros/bag_player_node.py);
+  the bag and paces the live player (testbed/bag_player_node.py);
 * the **header stamp** (``BagMessage.stamp_ns``): when the data was measured; the planner
   core and the stepped replay work on header stamps only.
 

@@ -371,8 +371,8 @@ def encode_frame(rgb: np.ndarray, encoding: str, jpeg_quality: int = 90):
     """A rendered RGB uint8 (H, W, 3) frame as a camera message payload.
 
     rgb8 / bgr8 / bgra8 (alpha 255): contiguous (H, W, C) uint8 pixels; jpeg: the JPEG
-    bytes. Shared by the bag writer (tools/bag_io.py) and the live publishers
-    (ros/scenario_publisher.py, the simulator), so bags and live topics carry the same
+    bytes. Shared by the bag writer (bag/bag_io.py) and the live publishers
+    (testbed/scenario_publisher.py, the simulator), so bags and live topics carry the same
     pixels.
     """
     if encoding == "jpeg":

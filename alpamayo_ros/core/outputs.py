@@ -5,7 +5,7 @@ output bag: the topic (relative, resolved in the node's namespace), the message 
 builder that turns a tick's PlanResult into plain message data (core.plan_message.MsgData)
 and the bool parameter that enables it (None: always on). The node creates one publisher
 per enabled row and publishes each built message (ros/convert.py makes rclpy messages of
-them); the replay writes the same messages with rosbags (tools/replay_outputs.py). Adding an
+them); the replay writes the same messages with rosbags (replay/outputs.py). Adding an
 output is one row here and one builder.
 
 Builders get an OutputTick and return None when the row publishes nothing for that tick

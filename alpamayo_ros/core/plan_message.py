@@ -2,7 +2,7 @@
 to the fields of PlannerOutput and nav_msgs/Path.
 
 The node turns a `MsgData` tree into rclpy messages (ros/convert.py) and the replay tool
-into rosbags messages for its output bag (tools/bag_io.py), so both write the same fields
+into rosbags messages for its output bag (bag/bag_io.py), so both write the same fields
 by construction. A MsgData names its message type ("geometry_msgs/msg/Pose") and gives
 every field: nested messages as MsgData, sequences of messages as lists, primitive arrays
 as numpy arrays of the field's type (float32[] -> float32), scalars as Python values.

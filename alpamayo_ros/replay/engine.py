@@ -19,7 +19,7 @@ Time model (docs/replay.md):
   epoch the core's InputStreams apply their usual per-stream rules.
 
 Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, skip reasons
-and the metrics of tools/replay_scoring.py. Wall-clock timings are kept apart, so two
+and the metrics of replay/scoring.py. Wall-clock timings are kept apart, so two
 replays of the same bag, parameters and seed give equal records.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Input is the bag the CI simulator records (odometry of the actor origin, plans,
 /diagnostics, commands) plus the route and the rear-axle offset; everything is computed
-from the bag, so a report can be rebuilt from it. ROS-free (rosbags via tools/bag_io).
+from the bag, so a report can be rebuilt from it. ROS-free (rosbags via bag/bag_io).
 
 Metrics (report["metrics"]):
 * lateral_deviation_rms_m / _max_m: rear axle to the route's centre line.

@@ -1,7 +1,7 @@
 """Camera images of the route's road: a top-down raster of the road, looked up per pixel.
 
 The pinhole ground geometry of each camera (pixel -> ground point in the base frame, sky
-rows, haze by range) is the scenario renderer's (tools/scenario.py `camera_geometry`, rig
+rows, haze by range) is the scenario renderer's (sim/scenario.py `camera_geometry`, rig
 placements and FOVs of RIG_CAMERAS). Instead of its checker ground, the ground colour
 comes from a raster of the world, built once from the route: grass, asphalt, and white
 lines (edge lines, dashed centre line). Everything is deterministic in (camera, pose).

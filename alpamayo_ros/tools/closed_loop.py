@@ -4,7 +4,7 @@
     alpamayo-closed-loop --planner alpamayo --checkpoint /tmp/tiny -o /tmp/cl_tiny
     alpamayo-closed-loop --planner route_oracle -o /tmp/cl2 --golden /tmp/cl/report.json
 
-Runs the processes of tools/closed_loop_stack.sim_stack (carla_sim, planner_node or
+Runs the processes of testbed/closed_loop_stack.sim_stack (carla_sim, planner_node or
 route_oracle, controller_node: the executables and parameter files of
 launch/sim_closed_loop.launch.py) for --duration seconds of sim time, in lockstep
 (default) or real-time mode; the simulator records a bag (OUT/bag). Then it writes

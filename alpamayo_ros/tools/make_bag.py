@@ -1,7 +1,7 @@
 """Write a synthetic scenario to a rosbag2 bag: 4 rendered cameras + 50 Hz odometry.
 
 Executable ``make_scenario_bag`` (``python -m alpamayo_ros.tools.make_bag``). The cameras
-are rendered by tools/scenario.py at their own rates and phases and stored as raw
+are rendered by sim/scenario.py at their own rates and phases and stored as raw
 sensor_msgs/Image (rgb8 / bgr8 / bgra8) or JPEG sensor_msgs/CompressedImage; odometry is
 nav_msgs/Odometry of the rear-axle base frame (frame ``odom``, child ``base_link``).
 

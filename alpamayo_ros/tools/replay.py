@@ -5,9 +5,9 @@ Command: ``ros2 run alpamayo_ros replay`` / ``alpamayo-replay`` /
 ``python -m alpamayo_ros.tools.replay BAG [BAG ...] --params config/planner.yaml -o OUT``.
 
 The parts: parameter file (core/parameter_file.py, validated by core/planner_params.py,
-the node's rule), stepped engine (tools/replay_engine.py), jobs and workers
-(tools/replay_jobs.py), scoring (tools/replay_scoring.py), report (tools/replay_report.py),
-output files (tools/replay_outputs.py), regression (tools/regression.py).
+the node's rule), stepped engine (replay/engine.py), jobs and workers
+(replay/jobs.py), scoring (replay/scoring.py), report (replay/report.py),
+output files (replay/outputs.py), regression (tools/regression.py).
 
 Exit codes: 0 = success (or regression passed), 1 = regression against --golden,
 2 = error (bad parameters, unreadable bag, missing topics, wrong types).
