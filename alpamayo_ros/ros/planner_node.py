@@ -49,11 +49,12 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from sensor_msgs.msg import CompressedImage, Image
 
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
+from alpamayo_ros.core.input_streams import TimeJump
 from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
-from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
+from alpamayo_ros.core.planner_core import PlannerCore
 from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth, TickOutcome
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
