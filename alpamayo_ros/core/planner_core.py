@@ -208,6 +208,7 @@ class PlannerCore:
                                          config.max_backward_motion, config.max_speed,
                                          config.max_acceleration)
         self._jump_ns = int(round(config.time_jump_tolerance * NS_PER_S))
+        self._extrapolation_ns = int(round(config.max_extrapolation * NS_PER_S))
         # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
         self._slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
         self._counters = CoreCounters()
@@ -501,8 +502,10 @@ class PlannerCore:
             frame_epoch = self._frame_epoch
         if len(track) == 0:
             raise InputNotReady("odometry: no sample received yet", ReasonCode.NO_ODOMETRY)
+        # The history is whole once the new frames' first sample is within
+        # max_extrapolation of the window's start (build_history's own rule).
         if frame_change_ns is not None and \
-                frame_change_ns > selection.t0_ns - HISTORY_SPAN_NS - self._jump_ns:
+                frame_change_ns > selection.t0_ns - HISTORY_SPAN_NS + self._extrapolation_ns:
             raise InputNotReady(
                 f"odometry frames changed to {frames_ids[0]!r}/{frames_ids[1]!r} at "
                 f"t0{(frame_change_ns - selection.t0_ns) / NS_PER_S:+.3f} s: the history "
