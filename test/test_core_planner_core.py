@@ -560,3 +560,28 @@ def test_frame_keys_name_each_frame_and_change_after_a_restart():
     again = core.prepare(now_ns(3.0)).model_input.frame_keys
     assert [k[1:] for k in again] == [k[1:] for k in keys]
     assert not set(again) & set(keys)
+
+
+def test_frames_smaller_than_the_model_accepts_skip_the_tick():
+    """A model with min_frame_side: 8x12 frames are SIZE_MISMATCH (an input problem named
+    with both sizes), and the model is not called; resized frames plan."""
+    class NeedsLargeFrames(ConstantVelocityModel):
+        min_frame_side = 32
+        calls = 0
+
+        def predict(self, model_input, options=None, initial_noise=None):
+            NeedsLargeFrames.calls += 1
+            return super().predict(model_input, options)
+
+    scenario = Scenario()
+    core = make_core(NeedsLargeFrames())
+    scenario.advance(core, 3.0)
+    result = core.tick(now_ns(3.0))
+    assert result.status == PlanStatus.SKIPPED
+    assert result.reason_code == ReasonCode.SIZE_MISMATCH
+    assert "12x8 px (WxH) are smaller than the model accepts (32 px a side)" in result.reason
+    assert NeedsLargeFrames.calls == 0
+    resized = make_core(NeedsLargeFrames(), output_image_size=(64, 32))
+    Scenario().advance(resized, 3.0)
+    assert resized.tick(now_ns(3.0)).ok
+    assert NeedsLargeFrames.calls == 1

@@ -230,6 +230,7 @@ class PlannerCore:
         self._motion_limits = MotionLimits(config.max_speed, config.max_acceleration,
                                            config.max_yaw_rate)
         self._lead_ns = int(round(config.max_stamp_lead * NS_PER_S))
+        self._min_frame_side = int(getattr(model, "min_frame_side", 0))
 
     # ------------------------------------------------------------------ inputs
     def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage,
@@ -559,6 +560,11 @@ class PlannerCore:
             raise InputNotReady(f"frame sizes differ (HxW {per_slot}); the model needs one "
                                 "size: set output_image_size to resize all frames",
                                 ReasonCode.SIZE_MISMATCH)
+        height, width = frames[0].shape[:2]
+        if min(height, width) < self._min_frame_side:
+            raise InputNotReady(f"frames of {width}x{height} px (WxH) are smaller than the "
+                                f"model accepts ({self._min_frame_side} px a side); set "
+                                "output_image_size to resize them", ReasonCode.SIZE_MISMATCH)
         # The cached frames go to the model as a tuple (ModelInput accepts one): stacking
         # them would copy 100 MB per tick at 1080x1920 only for the model to resize them.
         return tuple(frames), decodes, decode_seconds
