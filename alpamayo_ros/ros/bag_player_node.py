@@ -236,8 +236,9 @@ class BagPlayerNode(Node):
             while time.monotonic() < deadline and rclpy.ok(context=self.context):
                 time.sleep(0.05)
         except Exception as exc:  # bag errors: log, then end with exit status 2
-            self.failure = str(exc)
-            self.get_logger().error(f"playback failed: {exc}")
+            if rclpy.ok(context=self.context):  # else a publish raced the shutdown
+                self.failure = str(exc)
+                self.get_logger().error(f"playback failed: {exc}")
         finally:
             self.done.set()
 

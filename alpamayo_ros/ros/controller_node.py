@@ -252,7 +252,8 @@ class ControllerNode(Node):
 
 def main(args: Optional[list] = None) -> int:
     """Entry point of the controller_node executable (2: invalid parameters)."""
-    return run_node(NODE_NAME, ControllerNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, ControllerNode, SingleThreadedExecutor, args,
+                    parameter_specs=CP.CONTROLLER_PARAMETERS)
 
 
 if __name__ == "__main__":

@@ -107,7 +107,8 @@ class RouteOracleNode(Node):
 
 
 def main(args: Optional[list] = None) -> int:
-    return run_node(NODE_NAME, RouteOracleNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, RouteOracleNode, SingleThreadedExecutor, args,
+                    parameter_specs=CP.ORACLE_PARAMETERS)
 
 
 if __name__ == "__main__":

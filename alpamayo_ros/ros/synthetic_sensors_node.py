@@ -140,7 +140,8 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
 
 
 def main(args: Optional[list] = None) -> int:
-    return run_node(NODE_NAME, SyntheticSensorsNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, SyntheticSensorsNode, SingleThreadedExecutor, args,
+                    parameter_specs=SENSOR_PARAMETERS)
 
 
 if __name__ == "__main__":
