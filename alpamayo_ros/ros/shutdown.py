@@ -59,10 +59,12 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StartupInterrupted(BaseException):
-    """Raised in the main thread by the first signal inside ShutdownSignals.interrupting().
+    """Raised in the main thread by the first signal inside ShutdownSignals.interrupting(),
+    and by a node's callback that abandons its work (a configure) because a signal shut
+    rclpy down meanwhile; spin.run_node then ends the process cleanly.
 
     A BaseException, like KeyboardInterrupt, so library code that catches Exception while
-    loading a model does not swallow it."""
+    loading a model (or rclpy around a callback) does not swallow it."""
 
 
 class ShutdownSignals:

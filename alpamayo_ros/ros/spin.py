@@ -29,10 +29,11 @@ from alpamayo_ros.ros.shutdown import (ShutdownSignals, StartupInterrupted, leav
 
 
 def spin_until_shutdown(executor: Executor, context=None) -> None:
-    """executor.spin() that returns normally on Ctrl-C, SIGTERM or rclpy.shutdown()."""
+    """executor.spin() that returns normally on Ctrl-C, SIGTERM or rclpy.shutdown() (also
+    when a callback gave up its work for the shutdown with StartupInterrupted)."""
     try:
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException, StartupInterrupted):
         pass
     except Exception as exc:
         from rclpy._rclpy_pybind11 import RCLError
