@@ -46,7 +46,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros.convert import message_class
 from alpamayo_ros.ros.qos import CLOCK_QOS
-from alpamayo_ros.ros.shutdown import ShutdownSignals
+from alpamayo_ros.ros.shutdown import GatedCallbacks, ShutdownSignals
 from alpamayo_ros.ros.spin import spin_until_shutdown
 from alpamayo_ros.tools import bag_io
 
@@ -82,7 +82,7 @@ class BagRecorder:
                 self._writer = None
 
 
-class BagPlayerNode(Node):
+class BagPlayerNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         p = self._declare

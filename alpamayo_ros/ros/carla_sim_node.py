@@ -49,6 +49,7 @@ from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
 from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.ros.shutdown import GatedCallbacks
 
 NODE_NAME = "carla_sim"
 _POLL_S = 0.002
@@ -66,7 +67,7 @@ def camera_info(width: int, height: int, fov_deg: float) -> CameraInfo:
     return info
 
 
-class CarlaSimNode(Node):
+class CarlaSimNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         v = self._values = CP.declare_and_read(self, CP.SIM_PARAMETERS, CP.sim_cross_checks)

@@ -70,8 +70,8 @@ from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
-from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, PublishGate, StartupInterrupted,
-                                       WorkerThread, shutdown_logger)
+from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
+                                       StartupInterrupted, WorkerThread, shutdown_logger)
 from alpamayo_ros.ros.spin import run_node
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
@@ -80,7 +80,7 @@ _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome
 _LOG_THROTTLE_S = 5.0
 
 
-class PlannerNode(LifecycleNode):
+class PlannerNode(GatedCallbacks, LifecycleNode):
     """Alpamayo-R1 planner node, a managed (lifecycle) node; see the module docstring.
 
     model_loader: builds (model, description) from the validated parameters; tests inject
@@ -421,6 +421,11 @@ class PlannerNode(LifecycleNode):
             if self.context.ok():
                 raise  # a real failure; during shutdown the publisher is simply gone
 
+    def destroy_node(self) -> None:
+        """No callback and no publish of the worker from now on (also without close())."""
+        self._publish_gate.close()
+        super().destroy_node()
+
     def close(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> bool:
         """Stop planning for good: no tick starts and nothing is published from now on;
         wait up to timeout_s for a running model call. False: the call is still running and
@@ -535,7 +540,8 @@ class _Configured:
         # jitter.
         c.jump_callback = node.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
-                          on_clock_change=True), post_callback=node._on_clock_jump)
+                          on_clock_change=True),
+            post_callback=node.gated_callback(node._on_clock_jump))
         return c
 
     def destroy(self, node: "PlannerNode") -> None:

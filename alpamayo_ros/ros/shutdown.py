@@ -219,6 +219,52 @@ class PublishGate:
         return self._closed
 
 
+class GatedCallbacks:
+    """Mixin for rclpy nodes (put it before Node or LifecycleNode): no callback of the node's
+    timers and subscriptions (rclpy's /clock subscription of sim time included) runs once
+    destroy_node() began, and destroy_node() first waits, at most SHUTDOWN_BOUND_S, for the
+    ones running. Without it, a callback that an executor in another thread picks up while
+    the node is destroyed fails with InvalidHandle. Callbacks run concurrently as before;
+    other callables the node hands out (clock jump callbacks) are wrapped with
+    gated_callback."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._callback_lock = threading.Condition()
+        self._callbacks_running = 0
+        self._callbacks_closed = False
+        super().__init__(*args, **kwargs)
+
+    def gated_callback(self, fn: Callable) -> Callable:
+        """fn as a callback that does nothing once destroy_node() began."""
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            with self._callback_lock:
+                if self._callbacks_closed:
+                    return None
+                self._callbacks_running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._callback_lock:
+                    self._callbacks_running -= 1
+                    self._callback_lock.notify_all()
+        return gated
+
+    def create_timer(self, timer_period_sec, callback, *args: Any, **kwargs: Any):
+        return super().create_timer(timer_period_sec, self.gated_callback(callback), *args,
+                                    **kwargs)
+
+    def create_subscription(self, msg_type, topic, callback, *args: Any, **kwargs: Any):
+        return super().create_subscription(msg_type, topic, self.gated_callback(callback),
+                                           *args, **kwargs)
+
+    def destroy_node(self) -> None:
+        with self._callback_lock:
+            self._callbacks_closed = True
+            self._callback_lock.wait_for(lambda: self._callbacks_running == 0,
+                                         SHUTDOWN_BOUND_S)
+        super().destroy_node()
+
+
 def shutdown_logger(node: Any):
     """The rclpy logger "<node logger>.shutdown". Once a signal has shut the context down,
     the node's own logger still tries /rosout and rcl prints "Failed to publish log message
