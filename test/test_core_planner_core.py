@@ -563,7 +563,7 @@ def test_frame_keys_name_each_frame_and_change_after_a_restart():
 
 
 def test_frames_smaller_than_the_model_accepts_skip_the_tick():
-    """A model with min_frame_side: 8x12 frames are SIZE_MISMATCH (an input problem named
+    """A model with min_frame_side: 1x1 px frames are SIZE_MISMATCH (an input problem named
     with both sizes), and the model is not called; resized frames plan."""
     class NeedsLargeFrames(ConstantVelocityModel):
         min_frame_side = 32
@@ -573,15 +573,14 @@ def test_frames_smaller_than_the_model_accepts_skip_the_tick():
             NeedsLargeFrames.calls += 1
             return super().predict(model_input, options)
 
-    scenario = Scenario()
     core = make_core(NeedsLargeFrames())
-    scenario.advance(core, 3.0)
+    Scenario(image_size=(1, 1)).advance(core, 3.0)
     result = core.tick(now_ns(3.0))
     assert result.status == PlanStatus.SKIPPED
     assert result.reason_code == ReasonCode.SIZE_MISMATCH
-    assert "12x8 px (WxH) are smaller than the model accepts (32 px a side)" in result.reason
+    assert "1x1 px (WxH) are smaller than the model accepts (32 px a side)" in result.reason
     assert NeedsLargeFrames.calls == 0
     resized = make_core(NeedsLargeFrames(), output_image_size=(64, 32))
-    Scenario().advance(resized, 3.0)
+    Scenario(image_size=(1, 1)).advance(resized, 3.0)
     assert resized.tick(now_ns(3.0)).ok
     assert NeedsLargeFrames.calls == 1
