@@ -135,6 +135,13 @@ def test_every_transition_through_the_lifecycle_services(ros_process, ros_node, 
     seen = len(diagnostics.messages)
     ros_node.wait_until(lambda: len(diagnostics.messages) >= seen + 3, timeout=20.0,
                         what="/diagnostics while the abandoned call runs")
+    # cleanup and configure again under the abandoned call: at once too; the old model is
+    # freed when the call returns.
+    assert manager.transition(Transition.TRANSITION_CLEANUP)
+    proc.wait_for_output("the model is freed once the abandoned model call returns",
+                         timeout=10.0)
+    assert manager.transition(Transition.TRANSITION_CONFIGURE)
+    assert manager.state() == State.PRIMARY_STATE_INACTIVE
     assert "slow model call 5 finished" not in proc.output()  # still running all along
     release.touch()
     proc.wait_for_output(r"a planning tick abandoned by deactivate ended after [\d.]+ s: "
