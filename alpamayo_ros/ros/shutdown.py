@@ -39,6 +39,7 @@ KeyboardInterrupt traceback and status -2).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import queue
@@ -235,7 +236,9 @@ class GatedCallbacks:
         super().__init__(*args, **kwargs)
 
     def gated_callback(self, fn: Callable) -> Callable:
-        """fn as a callback that does nothing once destroy_node() began."""
+        """fn as a callback that does nothing once destroy_node() began (with fn's
+        signature, which rclpy inspects to decide what to pass)."""
+        @functools.wraps(fn)
         def gated(*args: Any, **kwargs: Any) -> Any:
             with self._callback_lock:
                 if self._callbacks_closed:
