@@ -26,6 +26,9 @@ spin.run_node and by nodes that run work off the executor (planner_node):
   only when it yields True; `close()` takes the lock, so once it returns no publish is in
   progress and none can start: nothing is published after the shutdown began, and the
   node can be destroyed under an abandoned call without a publish racing the destruction.
+* GatedCallbacks: a node mixin; no timer or subscription callback runs once destroy_node()
+  began, and destroy_node() waits (bounded) for the ones running (an executor in another
+  thread, as in tests, would otherwise run one on destroyed handles: InvalidHandle).
 * leave_process: flush Python's streams and logging handlers, then os._exit. Used only
   when a thread is still running after the node and rclpy are shut down: a normal exit
   would wait for a non-daemon thread, or finalise the interpreter under a daemon thread
