@@ -42,7 +42,7 @@ ALLOWED = {
     "model": ("core",),
     "sim": ("core", "control", "bag"),
     "replay": ("core", "bag", "model"),
-    "ros": ("msg", "core", "control", "model"),
+    "ros": ("msg", "core", "control", "model", "sim"),
     "testbed": ("msg", "core", "control", "bag", "sim", "ros"),
     "tools": ("core", "control", "bag", "model", "sim", "replay", "testbed"),
 }
