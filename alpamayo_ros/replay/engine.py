@@ -259,8 +259,10 @@ class TickRecord:
                 bool(c.coc_truncated)) for c in r.candidates])
 
     def to_dict(self) -> dict:
-        """The report's JSON form (status and reason code by name)."""
-        out = asdict(self)
+        """The report's JSON form (status and reason code by name). Shallow: the lists are
+        shared with the record (asdict would deep-copy every waypoint list)."""
+        out = dict(vars(self))
+        out["candidates"] = [dict(vars(c)) for c in self.candidates]
         out["status"], out["reason_code"] = self.status.name, self.reason_code.name
         return out
 
@@ -354,7 +356,7 @@ class BagReplay:
                 self._progress.close()
         result.update(self._summary())
         timings = {"bag": self.job.bag, "wall_s": time.perf_counter() - wall_start,
-                   "ticks": [asdict(t) for t in self.tick_timings]}
+                   "ticks": [dict(vars(t)) for t in self.tick_timings]}
         return result, timings
 
     def _open_progress(self, reader: bag_io.BagReader) -> None:
