@@ -46,5 +46,6 @@ def load_model(values: Mapping[str, Any], options: InferenceOptions
     info = runtime.describe()
     description = ModelDescription(
         checkpoint=f"{checkpoint.resolve()} ({runtime.model_id})", model_id=runtime.model_id,
-        device=str(info["device"]), dtype=str(info["dtype"]), options=options)
+        device=str(info["device"]), dtype=str(info["dtype"]), options=options,
+        family=str(info["family"]))
     return runtime, description

@@ -1,6 +1,11 @@
 """AlpamayoRuntime: the single inference API (PlannerModel) of the node, replay and benches.
 
-One ``predict`` call: validate the input, preprocess the 16 frames and build the prompt,
+It runs both checkpoint families (R1 and 1.5, from config.json's model_type): for 1.5 the
+prompt names the cameras of ``ModelInput.camera_indices`` and may carry
+``ModelInput.navigation_text`` (with classifier-free guidance when
+``InferenceOptions.nav_guidance_scale`` is not 0; nav_guidance.py).
+
+One ``predict`` call: validate the input, preprocess the frames and build the prompt,
 prefill the VLM once (batch 1), decode the reasoning for N sample rows with a shared KV
 cache, integrate the flow-matching expert, and turn the actions into t0-frame waypoints at
 t0 + 0.1 .. 6.4 s. Everything loads from local directories (see docs/model.md).
@@ -28,15 +33,18 @@ import torch
 
 from alpamayo_ros.core.errors import (AlpamayoError, ConfigError, ModelInputError,
                                       ModelRuntimeError)
+from alpamayo_ros.core.model_family import ModelFamily
 from alpamayo_ros.core.model_input import validate_model_input
-from alpamayo_ros.core.types import (NUM_WAYPOINTS, InferenceOptions, ModelInput, ModelOutput,
-                                     StageTimings, TrajectorySample)
-from alpamayo_ros.model import generation
+from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NUM_WAYPOINTS, InferenceOptions,
+                                     ModelInput, ModelOutput, StageTimings, TrajectorySample)
+from alpamayo_ros.model import generation, nav_guidance
 from alpamayo_ros.model.cuda_graphs import LOG, OnceLog
 from alpamayo_ros.model.fast_path import FastEngine, FastPathConfig
 from alpamayo_ros.model.checkpoint import (compute_model_id, locate_checkpoint,
                                            resolve_processor_dir)
 from alpamayo_ros.model.modeling import AlpamayoR1Network, default_device_dtype, load_network
+from alpamayo_ros.model.prompt import PromptSpec
+from alpamayo_ros.model.prompt_1_5 import remove_route_span
 
 _ATTN_CHOICES = ("sdpa", "eager", "flash_attention_2")
 PATHS = ("fast", "eager")
@@ -53,7 +61,9 @@ class PreparedInputs:
     frame_keys: vision-cache keys of the 16 frames (fast path with frame keys only);
     encoded_frames: indices of the frames whose features must be computed (the others are
     in the fast path's vision cache); rope: the prompt's M-RoPE (position_ids (3, 1, L),
-    rope_deltas (1, 1)) when known (the fast path computes them otherwise).
+    rope_deltas (1, 1)) when known (the fast path computes them otherwise);
+    unguided_input_ids / route_len: the prompt without its navigation route span and the
+    span's length (1.5 with an instruction; None / 0 otherwise).
     """
 
     pixel_values: torch.Tensor
@@ -64,6 +74,8 @@ class PreparedInputs:
     frame_keys: Optional[tuple] = None
     encoded_frames: Optional[tuple[int, ...]] = None
     rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    unguided_input_ids: Optional[torch.Tensor] = None
+    route_len: int = 0
 
 
 @dataclass
@@ -106,14 +118,16 @@ def choose_vlm_attention(device: torch.device, dtype: torch.dtype,
 
 
 class AlpamayoRuntime:
-    """Alpamayo-R1 inference on one device; implements core.types.PlannerModel."""
+    """Alpamayo (R1 or 1.5) inference on one device; implements core.types.PlannerModel."""
 
     def __init__(self, network: AlpamayoR1Network, tokenizer, token_ids, image_config,
-                 action_space, *, checkpoint_dir: Path, processor_dir: Path, device: torch.device,
+                 action_space, *, family: ModelFamily, checkpoint_dir: Path,
+                 processor_dir: Path, device: torch.device,
                  dtype: torch.dtype, vlm_attn_implementation: str,
                  expert_attn_implementation: str, model_id: str, fast_path: bool = True,
                  fast_path_config: Optional[FastPathConfig] = None) -> None:
         self.network = network
+        self.family = family
         self.tokenizer = tokenizer
         self.token_ids = token_ids
         self.image_config = image_config
@@ -131,9 +145,10 @@ class AlpamayoRuntime:
         # Reused pixel_values buffer (about 70 MB for 16 frames): allocating it afresh every
         # cycle costs more in page faults than the normalisation itself.
         self._pixel_buffer: Optional[torch.Tensor] = None
-        # (image grid, prompt ids before history fusion) of the last call: rendering the chat
-        # template and tokenizing the ~3k-token prompt depend on the grid only.
-        self._unfused_prompt: Optional[tuple[tuple, torch.Tensor]] = None
+        # ((image grid, prompt spec), prompt ids before history fusion, M-RoPE) of the last
+        # call: rendering the chat template and tokenizing the ~3k-token prompt depend on
+        # the grid and the prompt spec only.
+        self._unfused_prompt: Optional[tuple] = None
         self.fast_path = bool(fast_path)
         self.fast_path_config = fast_path_config or FastPathConfig()
         # Shape changes, captures and fallbacks are logged once each (and kept here).
@@ -187,16 +202,18 @@ class AlpamayoRuntime:
                                expert_attn_implementation=expert_attn)
         action_space = UnicycleActionSpace(
             ActionSpaceConfig.from_checkpoint_config(files.config["action_space_cfg"]))
-        return cls(network, tokenizer, token_ids, image_config, action_space,
+        family = files.family
+        return cls(network, tokenizer, token_ids, image_config, action_space, family=family,
                    checkpoint_dir=files.checkpoint_dir, processor_dir=proc_dir, device=device,
                    dtype=dtype, vlm_attn_implementation=vlm_attn,
-                   expert_attn_implementation=expert_attn, model_id=compute_model_id(files),
+                   expert_attn_implementation=expert_attn,
+                   model_id=f"{family.model_type}-{compute_model_id(files)}",
                    fast_path=fast_path, fast_path_config=fast_path_config)
 
     def describe(self) -> dict:
         """Identity and settings of the loaded model."""
         return dict(checkpoint=str(self.checkpoint_dir), processor_dir=str(self.processor_dir),
-                    model_id=self.model_id, device=str(self.device),
+                    family=self.family.model_type, model_id=self.model_id, device=str(self.device),
                     dtype=str(self.dtype).replace("torch.", ""),
                     attn_implementation=self.vlm_attn_implementation,
                     expert_attn_implementation=self.expert_attn_implementation,
@@ -250,6 +267,7 @@ class AlpamayoRuntime:
         from alpamayo_ros.model.prompt import fuse_history_tokens
 
         frames = normalize_frames(model_input.frames)
+        spec = self.prompt_spec(model_input, len(frames))
         height, width = (int(v) for v in frames[0].shape[:2])
         keys = encoded = None
         if frame_keys is not None and self.fast_path:
@@ -257,17 +275,45 @@ class AlpamayoRuntime:
             encoded = tuple(self.engine.missing_frames(keys))
         pixel_values = self._pixels(frames, encoded)
         grid = image_grid_thw(len(frames), height, width, self.image_config)
-        input_ids = fuse_history_tokens(self._unfused_prompt_for(grid), self.token_ids,
+        input_ids = fuse_history_tokens(self._unfused_prompt_for(grid, spec), self.token_ids,
                                         model_input.history_xyz).to(self.device)
+        unguided, route_len = None, 0
+        if spec.nav_text is not None:
+            unguided, route_len = remove_route_span(input_ids, self.token_ids.route_start,
+                                                    self.token_ids.route_end)
         return PreparedInputs(
             pixel_values=pixel_values, image_grid_thw=grid.to(self.device), input_ids=input_ids,
             history_xyz=torch.as_tensor(model_input.history_xyz, dtype=torch.float32),
             history_rot=torch.as_tensor(model_input.history_rot, dtype=torch.float32),
-            frame_keys=keys, encoded_frames=encoded, rope=self._unfused_prompt[2])
+            frame_keys=keys, encoded_frames=encoded, rope=self._unfused_prompt[2],
+            unguided_input_ids=unguided, route_len=route_len)
 
-    def _unfused_prompt_for(self, grid: torch.Tensor) -> torch.Tensor:
+    def prompt_spec(self, model_input: ModelInput, num_frames: int) -> PromptSpec:
+        """What the prompt says for this input and this checkpoint's family.
+
+        R1: the 16 frames of its 4 cameras, no labels; a navigation text or another camera
+        set is refused (the planner drops the instruction with a warning before). 1.5: the
+        cameras are named when ``camera_indices`` is given, the instruction is added.
+        """
+        cameras = model_input.camera_indices
+        cameras = None if cameras is None else tuple(int(i) for i in cameras)
+        family = self.family
+        if family.fixed_cameras is not None:
+            if model_input.navigation_text is not None:
+                raise ModelInputError(f"an {family.label} checkpoint takes no navigation text")
+            need = len(family.fixed_cameras) * FRAMES_PER_CAMERA
+            if num_frames != need or cameras not in (None, family.fixed_cameras):
+                raise ModelInputError(
+                    f"an {family.label} checkpoint takes {need} frames of the cameras "
+                    f"{list(family.fixed_cameras)}, have {num_frames} frames"
+                    + ("" if cameras is None else f" of the cameras {list(cameras)}"))
+            return PromptSpec()
+        return PromptSpec(camera_indices=cameras, nav_text=model_input.navigation_text)
+
+    def _unfused_prompt_for(self, grid: torch.Tensor, spec: PromptSpec) -> torch.Tensor:
         """(1, L) CPU prompt ids with the history placeholders still in (prompt.
-        build_unfused_input_ids), built again only when the (CPU) image grid changes.
+        build_unfused_input_ids), built again only when the (CPU) image grid or the prompt
+        spec (cameras, instruction) change.
 
         Also keeps the prompt's M-RoPE ids: they depend only on where the image tokens are
         and on the grid (Qwen3VLModel.get_rope_index), not on the fused history tokens, so
@@ -275,10 +321,10 @@ class AlpamayoRuntime:
         """
         from alpamayo_ros.model.prompt import build_unfused_input_ids
 
-        key = tuple(grid.flatten().tolist())
+        key = (tuple(grid.flatten().tolist()), spec)
         if self._unfused_prompt is None or self._unfused_prompt[0] != key:
             ids = build_unfused_input_ids(self.tokenizer, self.token_ids, grid.cpu(),
-                                          merge_size=self.image_config.merge_size)
+                                          merge_size=self.image_config.merge_size, spec=spec)
             position_ids, rope_deltas = self.network.vlm.model.get_rope_index(ids, grid.cpu(),
                                                                               None)
             self._unfused_prompt = (key, ids, (position_ids.to(self.device),
@@ -323,6 +369,10 @@ class AlpamayoRuntime:
         path = path or ("fast" if self.fast_path else "eager")
         if path not in PATHS:
             raise ConfigError(f"path must be one of {PATHS}, have {path!r}")
+        guided = prepared.unguided_input_ids is not None and options.nav_guidance_scale != 0
+        if path == "fast" and guided:
+            self.log.once("guidance-eager", "navigation guidance runs on the eager path")
+            path = "eager"
         if path == "fast":
             return self._run_fast(prepared, options, initial_noise, forced_tokens, timings)
         if prepared.encoded_frames is not None and (
@@ -350,9 +400,21 @@ class AlpamayoRuntime:
         if noise is None:
             noise = torch.randn((rows, NUM_WAYPOINTS, 2), generator=generator,
                                 device=self.device, dtype=torch.float32)
-        actions = generation.sample_actions(net, cache, decoded.cache_len, decoded.offsets,
-                                            prefilled.rope_deltas, noise,
-                                            int(options.diffusion_steps))
+        if guided:
+            fed = decoded.tokens[:, :decoded.cache_len - prompt_len]
+            unguided = nav_guidance.unguided_context(
+                net, prepared.unguided_input_ids, prepared.pixel_values.to(self.dtype),
+                prepared.image_grid_thw, fed, decoded.offsets, prepared.route_len,
+                NUM_WAYPOINTS)
+            actions = nav_guidance.guided_sample_actions(
+                net, nav_guidance.ExpertContext(cache, decoded.cache_len, decoded.offsets,
+                                                prefilled.rope_deltas),
+                unguided, noise, int(options.diffusion_steps),
+                float(options.nav_guidance_scale))
+        else:
+            actions = generation.sample_actions(net, cache, decoded.cache_len, decoded.offsets,
+                                                prefilled.rope_deltas, noise,
+                                                int(options.diffusion_steps))
         clock.lap("diffusion")
         return RawPrediction(actions, decoded.tokens, decoded.found, decoded.offsets,
                              prefilled.rope_deltas, decoded.cache_len, path="eager",
