@@ -42,7 +42,7 @@ from alpamayo_ros.core.output_check import OutputCheckLimits, check_sample
 from alpamayo_ros.core.plan_result import (Candidate, PlanResult, PlanStatus, ReasonCode,
                                            TickTimings)
 from alpamayo_ros.core.ring_buffer import InsertStatus, StampedBuffer
-from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS,
+from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S,
                                      InferenceOptions, ModelInput, ModelOutput, PlannerModel)
 
 __all__ = ["PlannerCore", "PlannerConfig", "PreparedInputs", "PlanResult", "PlanStatus",
@@ -194,9 +194,11 @@ class PlannerCore:
         self.options = options
         self.on_time_jump = on_time_jump
         self._lock = threading.RLock()
+        # One camera slot per configured camera (the rig: config.camera_indices).
+        self.num_cameras = len(config.camera_indices)
         self._cameras = [StampedBuffer(int(config.buffer_duration * NS_PER_S),
                                        config.camera_buffer_max_entries)
-                         for _ in range(NUM_CAMERAS)]
+                         for _ in range(self.num_cameras)]
         self._odometry = StampedBuffer(int(config.odometry_buffer_duration * NS_PER_S),
                                        config.odometry_buffer_max_entries)
         self._decoder = FrameDecoder(DecodeCache(config.decode_cache_size,
@@ -209,7 +211,8 @@ class PlannerCore:
                                          config.max_acceleration)
         self._jump_ns = int(round(config.time_jump_tolerance * NS_PER_S))
         # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
-        self._slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
+        self._slot_descriptions = tuple(config.describe_slot(s)
+                                        for s in range(self.num_cameras))
         self._counters = CoreCounters()
         # (frame_id, child_frame_id) of the buffered odometry (frame_id names the frame of
         # t0_pose_odom and path_odom); None before the first sample.
@@ -233,15 +236,15 @@ class PlannerCore:
     # ------------------------------------------------------------------ inputs
     def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage,
                   arrival_s: Optional[float] = None) -> InsertResult:
-        """Buffer a frame (undecoded) of camera slot 0..3 at its header stamp [ns].
+        """Buffer a frame (undecoded) of camera slot 0..num_cameras-1 at its stamp [ns].
 
         arrival_s: time.perf_counter() when it was received (live only), the start of the
         plan's wall-clock latency (PlanResult.newest_frame_arrival_s).
         """
-        if not 0 <= camera_slot < NUM_CAMERAS:
+        if not 0 <= camera_slot < self.num_cameras:
             return self._count("frames", InsertResult(
                 InsertStatus.REJECTED,
-                f"camera slot {camera_slot} out of range 0..{NUM_CAMERAS - 1}"))
+                f"camera slot {camera_slot} out of range 0..{self.num_cameras - 1}"))
         source = self._slot_descriptions[camera_slot]
         if not is_supported_encoding(image.encoding):
             return self._count("frames", InsertResult(
@@ -528,7 +531,8 @@ class PlannerCore:
                               tick_to_model_start=end - tick_wall_s)
         keys = tuple(key for key, _ in jobs)
         model_input = ModelInput(frames=frames, history_xyz=history.xyz,
-                                 history_rot=history.rot, frame_keys=keys)
+                                 history_rot=history.rot, frame_keys=keys,
+                                 camera_indices=tuple(cfg.camera_indices))
         return PreparedInputs(now_ns=int(now_ns), selection=selection, history=history,
                               model_input=model_input, timings=timings, decodes=decodes,
                               odom_frame_id=odom_frame_id, prepared_wall_s=end,
@@ -552,7 +556,7 @@ class PlannerCore:
             per_slot = ", ".join(
                 f"slot {s}: " + "/".join(f"{f.shape[0]}x{f.shape[1]}" for f in
                                         frames[s * FRAMES_PER_CAMERA:(s + 1) * FRAMES_PER_CAMERA])
-                for s in range(NUM_CAMERAS))
+                for s in range(self.num_cameras))
             raise InputNotReady(f"frame sizes differ (HxW {per_slot}); the model needs one "
                                 "size: set output_image_size to resize all frames",
                                 ReasonCode.SIZE_MISMATCH)

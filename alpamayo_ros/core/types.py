@@ -188,7 +188,9 @@ class PlannerModel(Protocol):
         ...
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920)) -> float:
-        """Get ready to serve calls like ``options`` on frames of (height, width): allocate,
-        capture, compile. Returns the seconds it took."""
+               frame_shape: tuple[int, int] = (1080, 1920),
+               camera_indices: Optional[tuple[int, ...]] = None) -> float:
+        """Get ready to serve calls like ``options`` on frames of (height, width) from the
+        cameras ``camera_indices`` (None: the R1 rig): allocate, capture, compile. Returns
+        the seconds it took."""
         ...

@@ -497,8 +497,10 @@ class AlpamayoRuntime:
         return ModelOutput(samples=samples, v0=v0, timings=timings, model_id=self.model_id)
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920)) -> float:
-        """Prepare for serving calls like ``options`` with frames of ``frame_shape`` (H, W).
+               frame_shape: tuple[int, int] = (1080, 1920),
+               camera_indices: Optional[tuple[int, ...]] = None) -> float:
+        """Prepare for serving calls like ``options`` with frames of ``frame_shape`` (H, W)
+        from the cameras ``camera_indices`` (None: the R1 rig, unnamed).
 
         Runs one call on synthetic frames with a two-token forced CoC: allocates the static
         KV cache for options.num_samples rows and the caching allocator's blocks, and
@@ -509,10 +511,12 @@ class AlpamayoRuntime:
         height, width = (int(v) for v in frame_shape)
         start = time.perf_counter()
         t = np.linspace(-1.5, 0.0, 16)
+        count = FRAMES_PER_CAMERA * (4 if camera_indices is None else len(camera_indices))
         model_input = ModelInput(
-            frames=np.zeros((16, height, width, 3), dtype=np.uint8),
+            frames=np.zeros((count, height, width, 3), dtype=np.uint8),
             history_xyz=np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1),
-            history_rot=np.tile(np.eye(3), (16, 1, 1)))
+            history_rot=np.tile(np.eye(3), (16, 1, 1)),
+            camera_indices=None if camera_indices is None else tuple(camera_indices))
         forced = torch.tensor([self.token_ids.cot_end, self.token_ids.traj_future_start])
         try:
             with self._predict_lock, torch.inference_mode():

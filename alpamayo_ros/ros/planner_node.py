@@ -421,7 +421,8 @@ def _warm_up(model, description: ModelDescription, config) -> float:
     if warmup is None:
         return 0.0
     width, height = config.output_image_size or (1920, 1080)
-    return float(warmup(description.options, (height, width)))
+    return float(warmup(description.options, (height, width),
+                        camera_indices=tuple(config.camera_indices)))
 
 
 @dataclass
