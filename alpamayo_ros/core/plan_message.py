@@ -178,7 +178,7 @@ def planner_output_data(result: PlanResult, ctx: OutputContext, *, latency_s: fl
         "selected_index": int(result.selected_index),
         "inputs": _manifest_data(result, ctx),
         "timing": _timing_data(result, latency_s, latency_wall_s),
-        "model": model_info_data(ctx.model)})
+        "model": model_info_data(ctx.model), "navigation_text": result.navigation_text})
 
 
 # ------------------------------------------------------------------------------ Paths

@@ -53,6 +53,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
+from alpamayo_ros.core.model_family import FAMILIES
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
@@ -61,12 +62,12 @@ from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth,
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription
-from alpamayo_ros.msg import PlannerOutput
+from alpamayo_ros.msg import NavigationInstruction, PlannerOutput
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
-from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
+from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS, NAVIGATION_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, PublishGate, WorkerThread,
                                        shutdown_logger)
@@ -76,6 +77,8 @@ _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
 _LOG_THROTTLE_S = 5.0
+# Relative: follows the node's namespace; remappable like any topic.
+NAVIGATION_TOPIC = "alpamayo/navigation"
 # How long deactivate waits for a running model call (its result is dropped) [s].
 DRAIN_TIMEOUT_S = 30.0
 
@@ -258,6 +261,30 @@ class PlannerNode(LifecycleNode):
         c.health.record_odometry(self._now_ns(), sample.stamp_ns)
         c.health.record_odometry_pose(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
 
+    def _on_navigation(self, msg: NavigationInstruction) -> None:
+        """Buffer an instruction (1.5); refused ones are logged with the reason. A model
+        family without navigation (R1, the dry run) ignores them with one WARN."""
+        c = self._configured
+        if c is None:
+            return
+        family = FAMILIES.get(c.description.family)
+        if family is None or not family.navigation:
+            c.navigation_ignored += 1
+            if c.navigation_ignored == 1:
+                what = family.label if family else f"the {c.values['model.backend']} backend"
+                self.get_logger().warning(
+                    f"{NAVIGATION_TOPIC}: navigation instructions are ignored: {what} takes "
+                    "none (an Alpamayo 1.5 checkpoint does)")
+            return
+        valid_for_ns = convert.duration_to_ns(msg.valid_for)
+        result = c.core.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,
+                                       valid_for_ns, msg.source)
+        if result.status == InsertStatus.REJECTED:
+            self.get_logger().warning(f"{NAVIGATION_TOPIC}: instruction from "
+                                      f"{msg.source or 'an unnamed source'} refused: "
+                                      f"{result.reason}",
+                                      throttle_duration_sec=_LOG_THROTTLE_S)
+
     def _on_time_jump(self, jump: TimeJump) -> None:
         c = self._configured
         if c is not None:
@@ -373,8 +400,13 @@ class PlannerNode(LifecycleNode):
         reports = [self._lifecycle_report()]
         c = self._configured
         if c is not None:
+            counters = c.core.counters()
             info = {"model_id": c.description.model_id, "device": c.description.device,
-                    "backend": c.values["model.backend"]}
+                    "backend": c.values["model.backend"],
+                    "family": c.description.family or "none",
+                    "navigation_ignored": str(c.navigation_ignored),
+                    **{f"navigation_{k}": str(getattr(counters, f"navigation_{k}"))
+                       for k in ("added", "rejected", "used", "none", "expired", "empty")}}
             reports += c.health.reports(now_ns, info, self._wall_clock.now().nanoseconds)
             warning = c.health.base_offset_warning()
             if warning:
@@ -448,6 +480,8 @@ class _Configured:
     pub_markers: Any
     entities: list  # subscriptions and timers
     jump_callback: Any
+    # Instructions received while the model family takes none (R1, dry run).
+    navigation_ignored: int = 0
 
     @classmethod
     def create(cls, node: "PlannerNode", values: dict, config, model,
@@ -486,6 +520,9 @@ class _Configured:
                 CAMERA_SUBSCRIPTION_QOS, callback_group=sensors))
         c.entities.append(node.create_subscription(
             Odometry, values["odometry_topic"], node._on_odometry, ODOMETRY_SUBSCRIPTION_QOS,
+            callback_group=sensors))
+        c.entities.append(node.create_subscription(
+            NavigationInstruction, NAVIGATION_TOPIC, node._on_navigation, NAVIGATION_QOS,
             callback_group=sensors))
         c.entities.append(node.create_timer(1.0 / values["rate_hz"], node._on_tick,
                                             callback_group=MutuallyExclusiveCallbackGroup()))

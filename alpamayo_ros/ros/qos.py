@@ -25,6 +25,12 @@ def _sensor_subscription(depth: int) -> QoSProfile:
 ODOMETRY_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(100)
 CAMERA_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(10)
 
+# Navigation instructions: few and important, so reliable with a small queue (volatile:
+# a publisher of any durability connects).
+NAVIGATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                            reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.VOLATILE)
+
 PLAN_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
