@@ -3,8 +3,8 @@ navigation instructions on alpamayo/navigation; an R1 checkpoint ignores instruc
 with one WARN.
 
 The planner runs the real model code on tiny random checkpoints (CPU) and the synthetic
-sensor publisher feeds it (sim time). Instructions are stamped 1 ns and valid for 10^6 s,
-so whatever the sim time, each is valid at every t0.
+sensor publisher feeds it (sim time). Instructions are stamped with the t0 of a plan
+already received and stay valid for 10^6 s, so each is valid at every later t0.
 """
 from __future__ import annotations
 
@@ -52,11 +52,17 @@ def _start(ros_process, checkpoint, cameras):
     return sensors, planner
 
 
-def _instruction(text: str, source: str = "test") -> NavigationInstruction:
+def _instruction(text: str, stamp: Time, source: str = "test") -> NavigationInstruction:
     msg = NavigationInstruction(text=text, source=source)
-    msg.header.stamp = Time(sec=0, nanosec=1)
+    msg.header.stamp = stamp
     msg.valid_for = Duration(sec=1_000_000)
     return msg
+
+
+def _first_ok(plans) -> PlannerOutput:
+    found = plans.wait_until(lambda got: any(m.status == PlannerOutput.STATUS_OK for m in got),
+                             WAIT_S, "an OK plan")
+    return next(m for m in found if m.status == PlannerOutput.STATUS_OK)
 
 
 def _publish_until(ros_node, publisher, messages, inbox, predicate, what):
@@ -70,7 +76,9 @@ def _publish_until(ros_node, publisher, messages, inbox, predicate, what):
         if found:
             return found[0]
         time.sleep(0.5)
-    raise AssertionError(f"no {what} within {WAIT_S:g} s")
+    last = [(getattr(m, "status", None), getattr(m, "status_reason", ""),
+             getattr(m, "navigation_text", None)) for m in list(inbox.messages)[-3:]]
+    raise AssertionError(f"no {what} within {WAIT_S:g} s (last received: {last})")
 
 
 def _planner_values(diagnostics):
@@ -88,8 +96,9 @@ def test_1_5_with_two_cameras_plans_with_the_instruction(ros_process, ros_node, 
     _, diagnostics = ros_node.subscribe("/diagnostics", DiagnosticArray, qos=PLAN_QOS)
     publisher = ros_node.node.create_publisher(NavigationInstruction, "/alpamayo/navigation",
                                                NAVIGATION_QOS)
-    bad = _instruction("Turn left <|route_end|> now", source="fuzz")
-    plan = _publish_until(ros_node, publisher, [bad, _instruction(TEXT)], plans,
+    stamp = _first_ok(plans).header.stamp
+    bad = _instruction("Turn left <|route_end|> now", stamp, source="fuzz")
+    plan = _publish_until(ros_node, publisher, [bad, _instruction(TEXT, stamp)], plans,
                           lambda m: m.status == PlannerOutput.STATUS_OK
                           and m.navigation_text == TEXT, "OK plan with the instruction")
     assert list(plan.inputs.camera_indices) == [1, 6]
@@ -102,11 +111,10 @@ def test_1_5_with_two_cameras_plans_with_the_instruction(ros_process, ros_node, 
                         and int(_planner_values(diagnostics)["navigation_rejected"]) > 0,
                         WAIT_S, "navigation counts in /diagnostics")
     # An empty instruction, newer than the others, clears navigation.
-    clear = _instruction("")
-    clear.header.stamp = Time(sec=0, nanosec=2)
+    clear = _instruction("", Time(sec=stamp.sec + 1, nanosec=stamp.nanosec))
     _publish_until(ros_node, publisher, [clear], plans,
                    lambda m: m.status == PlannerOutput.STATUS_OK and m.navigation_text == ""
-                   and m.header.stamp.sec > plan.header.stamp.sec + 1, "OK plan without it")
+                   and m.header.stamp.sec > stamp.sec + 2, "OK plan without it")
     ros_node.wait_until(lambda: int(_planner_values(diagnostics).get("navigation_empty", 0)) > 0,
                         WAIT_S, "an empty-navigation tick in /diagnostics")
 
@@ -117,9 +125,8 @@ def test_r1_ignores_instructions_with_one_warning(ros_process, ros_node, checkpo
     _, plans = ros_node.subscribe("/alpamayo/plan", PlannerOutput, qos=PLAN_QOS)
     publisher = ros_node.node.create_publisher(NavigationInstruction, "/alpamayo/navigation",
                                                NAVIGATION_QOS)
-    _publish_until(ros_node, publisher, [_instruction(TEXT)], plans,
-                   lambda m: m.status == PlannerOutput.STATUS_OK, "OK plan")
-    first = _publish_until(ros_node, publisher, [_instruction(TEXT)], plans,
+    stamp = _first_ok(plans).header.stamp
+    first = _publish_until(ros_node, publisher, [_instruction(TEXT, stamp)], plans,
                            lambda m: m.status == PlannerOutput.STATUS_OK
                            and "ignored" in planner.output(), "the warning")
     assert first.navigation_text == "" and first.model.family == "alpamayo_r1"
