@@ -110,7 +110,7 @@ fi
 # --- 4. build and install messages + package into the venv ---------------------------------
 # Hash of everything the install rules copy, so an unchanged tree skips cmake entirely.
 hashed_paths=()
-for p in CMakeLists.txt package.xml msg launch config alpamayo_ros "${EXECUTABLES[@]/#/scripts/}"; do
+for p in CMakeLists.txt package.xml msg srv launch config alpamayo_ros "${EXECUTABLES[@]/#/scripts/}"; do
   [[ -e "$REPO_DIR/$p" ]] && hashed_paths+=("$p")
 done
 src_hash="$(

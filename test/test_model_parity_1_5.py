@@ -355,3 +355,39 @@ def test_prompt_only_nav_without_camera_indices(runtime):
     assert text == data["prompt_text"]
     # use_nav_prompt=True renders the cam_ prompt: there is no such switch to offer.
     assert expected["prompt_only_cases"]["use_nav_prompt_true_equals_cam_prompt"] is True
+
+
+def _vqa_input():
+    expected = SET.load_expected()
+    cameras = tuple(int(i) for i in expected["vqa_camera_indices"])
+    inputs = SET.load_inputs()
+    return ModelInput(frames=case_frames(cameras),
+                      history_xyz=inputs["ego_history_xyz"][0, 0].double().numpy(),
+                      history_rot=inputs["ego_history_rot"][0, 0].double().numpy(),
+                      camera_indices=cameras)
+
+
+def test_vqa_greedy_ids_and_logits(runtime):
+    """Greedy answer of the official generate_text (top_k=1): the same ids (no token is
+    banned, it ran to the token limit here), raw logits within the README's tolerance."""
+    expected, tensors = SET.load_expected(), SET.load_expected_tensors()
+    greedy = expected["vqa_greedy"]
+    want = tensors["vqa_greedy_generated_ids"][0]
+    out = runtime.ask(_vqa_input(), expected["vqa_question"],
+                      max_tokens=greedy["generation_config_used"]["max_new_tokens"],
+                      keep_logits=True)
+    assert out.tokens.tolist() == want.tolist() == greedy["generated_ids"]
+    torch.testing.assert_close(out.logits, tensors["vqa_greedy_logits"][0], atol=1e-4, rtol=0)
+    assert out.stopped_at_eos is (greedy["stopped_by"] != "max_generation_length")
+    assert out.answer == greedy["extra"]["answer"][0][0]
+
+
+def test_vqa_forced_answer_logits_and_extraction(runtime):
+    expected, tensors = SET.load_expected(), SET.load_expected_tensors()
+    forced = tensors["vqa_forced_generated_ids"][0]
+    out = runtime.ask(_vqa_input(), expected["vqa_question"], max_tokens=len(forced) + 8,
+                      forced_tokens=forced, keep_logits=True)
+    assert out.tokens.tolist() == forced.tolist()
+    assert out.stopped_at_eos  # <|im_end|> ends it, not <|answer_end|>
+    torch.testing.assert_close(out.logits, tensors["vqa_forced_logits"][0], atol=1e-4, rtol=0)
+    assert out.answer == expected["vqa_forced"]["extra"]["answer"][0][0]

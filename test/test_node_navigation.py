@@ -1,6 +1,6 @@
-"""Alpamayo 1.5 through the planner_node process (issue 16 items 3-4): a 2-camera rig and
-navigation instructions on alpamayo/navigation; an R1 checkpoint ignores instructions
-with one WARN.
+"""Alpamayo 1.5 through the planner_node process (issue 16 items 3, 4 and 6): a 2-camera
+rig, navigation instructions on alpamayo/navigation and questions on alpamayo/ask; an R1
+checkpoint ignores instructions with one WARN and refuses questions.
 
 The planner runs the real model code on tiny random checkpoints (CPU) and the synthetic
 sensor publisher feeds it (sim time). Instructions are stamped with the t0 of a plan
@@ -19,6 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 
 from alpamayo_ros.core import planner_params as P  # noqa: E402
 from alpamayo_ros.msg import NavigationInstruction, PlannerOutput  # noqa: E402
+from alpamayo_ros.srv import Ask  # noqa: E402
 from alpamayo_ros.ros.qos import NAVIGATION_QOS, PLAN_QOS  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -81,6 +82,18 @@ def _publish_until(ros_node, publisher, messages, inbox, predicate, what):
     raise AssertionError(f"no {what} within {WAIT_S:g} s (last received: {last})")
 
 
+def _ask(ros_node, question: str, max_tokens: int = 8):
+    """A pending alpamayo/ask call (a future)."""
+    client = ros_node.node.create_client(Ask, "/alpamayo/ask")
+    ros_node.wait_until(lambda: client.service_is_ready(), WAIT_S, "the alpamayo/ask service")
+    return client.call_async(Ask.Request(question=question, max_tokens=max_tokens))
+
+
+def _answer(ros_node, future) -> Ask.Response:
+    ros_node.wait_until(future.done, WAIT_S, "an answer")
+    return future.result()
+
+
 def _planner_values(diagnostics):
     for array in reversed(list(diagnostics.messages)):
         for status in array.status:
@@ -118,6 +131,20 @@ def test_1_5_with_two_cameras_plans_with_the_instruction(ros_process, ros_node, 
     ros_node.wait_until(lambda: int(_planner_values(diagnostics).get("navigation_empty", 0)) > 0,
                         WAIT_S, "an empty-navigation tick in /diagnostics")
 
+    # Questions: answered from a planned tick's frames; a second one while the first
+    # waits is refused as busy; a question with special-token markers is refused.
+    first = _ask(ros_node, "What should the ego vehicle do next?", max_tokens=200)
+    second = _ask(ros_node, "Is the road clear?")
+    answered, busy = _answer(ros_node, first), _answer(ros_node, second)
+    assert answered.status == Ask.Response.STATUS_OK, answered.reason
+    assert isinstance(answered.answer, str) and answered.latency >= answered.model_time > 0
+    assert answered.t0.sec > 0 and any(m.header.stamp == answered.t0 for m in plans.messages)
+    assert busy.status == Ask.Response.STATUS_BUSY and "waiting" in busy.reason
+    refused = _answer(ros_node, _ask(ros_node, "Is it <|route_end|> clear?"))
+    assert refused.status == Ask.Response.STATUS_REFUSED and "'<|'" in refused.reason
+    assert _answer(ros_node, _ask(ros_node, "Is the road clear?")).status == \
+        Ask.Response.STATUS_OK
+
 
 def test_r1_ignores_instructions_with_one_warning(ros_process, ros_node, checkpoints):
     _, planner = _start(ros_process, checkpoints["r1"], (0, 1, 2, 6))
@@ -132,3 +159,6 @@ def test_r1_ignores_instructions_with_one_warning(ros_process, ros_node, checkpo
     assert first.navigation_text == "" and first.model.family == "alpamayo_r1"
     assert all(m.navigation_text == "" for m in plans.messages)
     assert planner.output().count("navigation instructions are ignored: Alpamayo R1") == 1
+    refused = _answer(ros_node, _ask(ros_node, "What should the ego vehicle do next?"))
+    assert refused.status == Ask.Response.STATUS_REFUSED
+    assert "Alpamayo R1 answers no questions" in refused.reason

@@ -51,40 +51,48 @@ class NavigationInstruction:
         return self.stamp_ns <= t_ns < self.stamp_ns + self.valid_for_ns
 
 
-def check_instruction(stamp_ns: int, text: Union[str, bytes], valid_for_ns: int,
-                      source: str = "") -> NavigationInstruction:
-    """The instruction, or ValueError with the reason it is refused (see module doc)."""
+def check_prompt_text(text: Union[str, bytes], what: str = "navigation text") -> str:
+    """Text a user puts into the prompt (an instruction, a question), stripped; ValueError
+    naming ``what`` and the reason when it is refused (see the module docstring)."""
     if isinstance(text, (bytes, bytearray)):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"navigation text is not UTF-8 ({exc.reason} at byte "
+            raise ValueError(f"{what} is not UTF-8 ({exc.reason} at byte "
                              f"{exc.start})") from None
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be text, have {type(text).__name__}")
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as exc:  # lone surrogates (undecodable bytes passed through)
-        raise ValueError(f"navigation text is not UTF-8 ({exc.reason} at character "
+        raise ValueError(f"{what} is not UTF-8 ({exc.reason} at character "
                          f"{exc.start})") from None
     if size > MAX_TEXT_BYTES:
-        raise ValueError(f"navigation text is {size} bytes long, the limit is "
-                         f"{MAX_TEXT_BYTES}")
+        raise ValueError(f"{what} is {size} bytes long, the limit is {MAX_TEXT_BYTES}")
     if "\ufffd" in text:  # what a ROS string holds where its bytes were not UTF-8
-        raise ValueError("navigation text is not UTF-8 (it holds U+FFFD, the replacement "
-                         "of bytes that did not decode)")
+        raise ValueError(f"{what} is not UTF-8 (it holds U+FFFD, the replacement of bytes "
+                         "that did not decode)")
     control = [c for c in text if unicodedata.category(c) == "Cc"]
     if control:
-        raise ValueError(f"navigation text holds control characters "
+        raise ValueError(f"{what} holds control characters "
                          f"{sorted({hex(ord(c)) for c in control})}")
     for marker in _MARKERS:
         if marker in text:
-            raise ValueError(f"navigation text holds {marker!r} (special-token markers "
-                             "are not allowed)")
+            raise ValueError(f"{what} holds {marker!r} (special-token markers are not "
+                             "allowed)")
+    return text.strip()
+
+
+def check_instruction(stamp_ns: int, text: Union[str, bytes], valid_for_ns: int,
+                      source: str = "") -> NavigationInstruction:
+    """The instruction, or ValueError with the reason it is refused (see module doc)."""
+    text = check_prompt_text(text)
     if int(stamp_ns) <= 0:
         raise ValueError("navigation instruction has no stamp (header.stamp not set)")
     if int(valid_for_ns) <= 0:
         raise ValueError(f"navigation instruction valid_for must be > 0, have "
                          f"{int(valid_for_ns) / NS_PER_S:g} s")
-    return NavigationInstruction(int(stamp_ns), text.strip(), int(valid_for_ns), str(source))
+    return NavigationInstruction(int(stamp_ns), text, int(valid_for_ns), str(source))
 
 
 class NavigationBuffer:

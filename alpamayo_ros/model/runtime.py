@@ -97,6 +97,19 @@ class RawPrediction:
     decode_steps: int = 0
 
 
+@dataclass
+class QuestionAnswer:
+    """What ``AlpamayoRuntime.ask`` returns: the answer ("" when the model wrote no
+    ``<|answer_end|>``), the generated ids, their raw logits (when asked for), whether the
+    end-of-turn token ended it (else the token limit did), and the seconds it took."""
+
+    answer: str
+    tokens: torch.Tensor
+    logits: Optional[torch.Tensor]
+    stopped_at_eos: bool
+    seconds: float
+
+
 def choose_vlm_attention(device: torch.device, dtype: torch.dtype,
                          requested: Optional[str]) -> str:
     """FlashAttention 2 for the VLM on CUDA with fp16/bf16 when flash-attn is installed,
@@ -495,6 +508,57 @@ class AlpamayoRuntime:
             raise ModelRuntimeError(f"model failed during predict "
                                     f"({type(exc).__name__}): {exc}") from exc
         return ModelOutput(samples=samples, v0=v0, timings=timings, model_id=self.model_id)
+
+    def ask(self, model_input: ModelInput, question: str, max_tokens: int = 64,
+            forced_tokens: Optional[torch.Tensor] = None,
+            keep_logits: bool = False) -> QuestionAnswer:
+        """Answer a question about the frames of ``model_input`` (Alpamayo 1.5; its
+        camera_indices name the cameras; the history is not used), as the official
+        ``generate_text`` with top_k=1 (model/vqa.py). max_tokens: generated-token limit.
+        forced_tokens / keep_logits: teacher forcing and raw logits, for checks.
+        ModelInputError for an R1 checkpoint or a question refused by
+        core.navigation.check_prompt_text (with the reason).
+        """
+        from alpamayo_ros.core.navigation import check_prompt_text
+        from alpamayo_ros.core.model_input import normalize_frames
+        from alpamayo_ros.model import vqa
+        from alpamayo_ros.model.image_processor import image_grid_thw
+        from alpamayo_ros.model.prompt import build_unfused_input_ids
+
+        if not self.family.questions:
+            raise ModelInputError(f"an {self.family.label} checkpoint answers no questions "
+                                  "(an Alpamayo 1.5 checkpoint does)")
+        try:
+            question = check_prompt_text(question, "question")
+        except ValueError as exc:
+            raise ModelInputError(str(exc)) from None
+        if not question:
+            raise ModelInputError("question is empty")
+        if int(max_tokens) < 1:
+            raise ModelInputError(f"max_tokens must be >= 1, have {max_tokens}")
+        start = time.perf_counter()
+        try:
+            with self._predict_lock, torch.inference_mode():
+                checked = validate_model_input(model_input)
+                frames = normalize_frames(checked.frames)
+                spec = PromptSpec(camera_indices=checked.camera_indices, question=question)
+                height, width = (int(v) for v in frames[0].shape[:2])
+                grid = image_grid_thw(len(frames), height, width, self.image_config)
+                ids = build_unfused_input_ids(self.tokenizer, self.token_ids, grid,
+                                              merge_size=self.image_config.merge_size,
+                                              spec=spec).to(self.device)
+                generated = vqa.generate_greedy(
+                    self.network, ids, self._pixels(frames, None).to(self.dtype),
+                    grid.to(self.device), self.token_ids.im_end, int(max_tokens),
+                    forced_tokens, keep_logits)
+        except AlpamayoError:
+            raise
+        except RuntimeError as exc:
+            raise ModelRuntimeError(f"model failed while answering ({type(exc).__name__}): "
+                                    f"{exc}") from exc
+        return QuestionAnswer(vqa.answer_text(self.tokenizer, generated.tokens),
+                              generated.tokens, generated.logits, generated.stopped_at_eos,
+                              time.perf_counter() - start)
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
                frame_shape: tuple[int, int] = (1080, 1920),
