@@ -279,17 +279,24 @@ def test_cfg_teacher_forced(runtime):
             combined = (1 - weight) * v["unguided"] + weight * v["guided"]
             torch.testing.assert_close(combined, tensors["cfg_tf_step_velocity"][k],
                                        atol=VELOCITY_TOL * max(1.0, 2 * abs(weight)), rtol=0)
+    for sampler in (nav_guidance.guided_sample_actions,
+                    nav_guidance.batched_guided_sample_actions):
         calls = []
-        actions = nav_guidance.guided_sample_actions(
-            runtime.network, guided, unguided, noise, tensors["cfg_tf_step_x"].shape[0], weight,
-            record=lambda k, x, t, v, vg, vu: calls.append(x.clone()))
-    assert len(calls) * 2 == facts["num_expert_calls"]
-    torch.testing.assert_close(calls[0], tensors["cfg_tf_step_x"][0])
-    traj = runtime.action_space.action_to_traj(actions, *SET.history_inputs())
-    torch.testing.assert_close(traj["xyz"], tensors["cfg_tf_pred_xyz"][:, 0, 0], atol=XYZ_TOL,
-                               rtol=0)
-    torch.testing.assert_close(traj["rot"], tensors["cfg_tf_pred_rot"][:, 0, 0], atol=ROT_TOL,
-                               rtol=0)
+        with torch.inference_mode():
+            actions = sampler(runtime.network, guided, unguided, noise,
+                              tensors["cfg_tf_step_x"].shape[0], weight,
+                              record=lambda k, x, t, v, vg, vu: calls.append((x, v, vg, vu)))
+        assert len(calls) * 2 == facts["num_expert_calls"], sampler.__name__
+        torch.testing.assert_close(calls[0][0], tensors["cfg_tf_step_x"][0])
+        for k, (x, v, vg, vu) in enumerate(calls):  # along our own x: rounding apart
+            for have, key in ((vg, "guided"), (vu, "unguided")):
+                torch.testing.assert_close(have, tensors[f"cfg_tf_step_velocity_{key}"][k],
+                                           atol=VELOCITY_TOL, rtol=0)
+        traj = runtime.action_space.action_to_traj(actions, *SET.history_inputs())
+        torch.testing.assert_close(traj["xyz"], tensors["cfg_tf_pred_xyz"][:, 0, 0],
+                                   atol=XYZ_TOL, rtol=0)
+        torch.testing.assert_close(traj["rot"], tensors["cfg_tf_pred_rot"][:, 0, 0],
+                                   atol=ROT_TOL, rtol=0)
 
 
 @pytest.mark.parametrize("path", ["eager", "fast"])

@@ -419,7 +419,7 @@ class AlpamayoRuntime:
                 net, prepared.unguided_input_ids, prepared.pixel_values.to(self.dtype),
                 prepared.image_grid_thw, fed, decoded.offsets, prepared.route_len,
                 NUM_WAYPOINTS)
-            actions = nav_guidance.guided_sample_actions(
+            actions = nav_guidance.batched_guided_sample_actions(
                 net, nav_guidance.ExpertContext(cache, decoded.cache_len, decoded.offsets,
                                                 prefilled.rope_deltas),
                 unguided, noise, int(options.diffusion_steps),
