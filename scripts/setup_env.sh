@@ -34,7 +34,7 @@ if [[ -z "${BUILD_DIR:-}" ]]; then
 fi
 STATE_DIR="$VENV_DIR/.alpamayo_setup"
 EXECUTABLES=(planner_node synthetic_sensors replay bag_player make_tiny_checkpoint make_scenario_bag
-             controller_node carla_sim route_oracle closed_loop)
+             controller_node carla_sim route_oracle closed_loop route_navigation)
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }

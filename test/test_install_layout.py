@@ -29,6 +29,7 @@ EXECUTABLES = {
     "controller_node": "alpamayo_ros.ros.controller_node",
     "carla_sim": "alpamayo_ros.ros.carla_sim_node",
     "route_oracle": "alpamayo_ros.ros.route_oracle_node",
+    "route_navigation": "alpamayo_ros.ros.route_navigation_node",
     "closed_loop": "alpamayo_ros.tools.closed_loop",
 }
 # Executables without rclpy that answer --help quickly.
