@@ -25,6 +25,7 @@ from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import ns_to_duration, ns_to_time, time_to_ns
 from alpamayo_ros.ros.planner_node import NAVIGATION_TOPIC
 from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, NAVIGATION_QOS, PLAN_QOS
+from alpamayo_ros.ros.shutdown import GatedCallbacks
 from alpamayo_ros.ros.spin import run_node
 
 NODE_NAME = "alpamayo_route_navigation"
@@ -43,7 +44,7 @@ PARAMETERS = (
 )
 
 
-class RouteNavigationNode(Node):
+class RouteNavigationNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         v = self._values = CP.declare_and_read(self, PARAMETERS)
@@ -87,7 +88,8 @@ class RouteNavigationNode(Node):
 
 
 def main(args: Optional[list] = None) -> int:
-    return run_node(NODE_NAME, RouteNavigationNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, RouteNavigationNode, SingleThreadedExecutor, args,
+                    parameter_specs=PARAMETERS)
 
 
 if __name__ == "__main__":
