@@ -21,14 +21,17 @@ OFFSETS = np.round(np.arange(1, 65) * 0.1, 10)
 
 
 def straight_plan(t0_ns=0, pose=Pose.identity(), v0=10.0, accel=0.0, frame="map", tick_ns=None):
-    """A straight plan in the t0 frame: speed v0 + accel * t (not below 0)."""
-    speed = np.maximum(v0 + accel * OFFSETS, 0.0)
-    x = v0 * OFFSETS + 0.5 * accel * OFFSETS ** 2
+    """A straight plan in the t0 frame: speed v0 + accel * t until it stops."""
+    t = OFFSETS
+    if accel < 0:
+        t = np.minimum(OFFSETS, v0 / -accel)
+    speed = v0 + accel * t
+    x = v0 * t + 0.5 * accel * t ** 2
     xyz = np.stack([x, np.zeros(64), np.zeros(64)], axis=1)
     return ReferencePlan(t0_ns=t0_ns, tick_ns=t0_ns if tick_ns is None else tick_ns,
                          odom_frame_id=frame, t0_pose=pose, offsets_s=OFFSETS, xyz_t0=xyz,
-                         yaw_t0=np.zeros(64), speed=speed, acceleration=np.full(64, accel),
-                         v0=v0)
+                         yaw_t0=np.zeros(64), speed=speed,
+                         acceleration=np.where(speed > 0, accel, 0.0), v0=v0)
 
 
 def odom(t_s, x, y=0.0, yaw=0.0, speed=10.0, frame="map", offset_x=-1.42):
@@ -267,4 +270,4 @@ def test_plans_a_car_cannot_drive_are_refused():
                           acceleration=np.zeros(64), v0=10.0)
     d = offer(ctl, sharp)
     assert not d.accepted and "lateral acceleration 20.0 m/s^2" in d.reason
-    assert ctl.counters.refusals == {"dynamics": 2}
+    assert ctl.counters.refusals == {"speed": 1, "lateral_acceleration": 1}

@@ -125,11 +125,10 @@ class ControllerNode(Node):
         tick_ns = time_to_ns(msg.tick_stamp)
         decision = self._controller.offer_plan(
             status_ok=ok, status_text=f"status {msg.status}: {msg.status_reason}",
-            make_plan=lambda: control_convert.reference_plan(msg))
-        if decision.accepted:
-            self._plans["tracked"] += 1
-        elif ok:
-            self._log_refusal(decision.reason)
+            make_plan=lambda: control_convert.reference_plan(
+                msg, self._controller.config.max_plan_waypoints))
+        if ok:
+            self._note_decision(decision)
         if self._gate is not None:
             if tick_ns == 0 and not self._warned_no_tick:
                 self._warned_no_tick = True
@@ -146,6 +145,13 @@ class ControllerNode(Node):
                     f"{newest_ns / NS_PER_S:.3f} s", throttle_duration_sec=_LOG_THROTTLE_S)
             if self._held is not None and not self._gate.must_wait(self._held.stamp_ns):
                 self._release(publish=True)
+
+    def _note_decision(self, decision) -> None:
+        """Count a tracked plan; log a refusal (a waiting plan is decided later)."""
+        if decision.accepted:
+            self._plans["tracked"] += 1
+        elif not decision.waiting:
+            self._log_refusal(decision.reason)
 
     def _log_refusal(self, reason: str) -> None:
         """Each new kind of refusal at once; repeats of the same at most every 5 s."""
@@ -179,6 +185,8 @@ class ControllerNode(Node):
 
     def _control(self, odom: OdometryInput) -> None:
         result = self._controller.step(odom)
+        if result.plan_decision is not None:
+            self._note_decision(result.plan_decision)
         previous = self._last
         self._last = result
         self._pub_cmd.publish(control_convert.vehicle_control(result.command, odom.stamp_ns))
@@ -189,7 +197,9 @@ class ControllerNode(Node):
         if result.event:
             text = f"t={odom.stamp_ns / NS_PER_S:.3f} s: {result.event}"
             # (rclpy fixes the severity per call site: one call per severity)
-            if result.mode == Mode.TRACKING:
+            if result.error:
+                self.get_logger().error(text)
+            elif result.mode == Mode.TRACKING:
                 self.get_logger().info(text)
             else:
                 self.get_logger().warning(text)
@@ -214,6 +224,8 @@ class ControllerNode(Node):
             level, message = Level.ERROR, "odometry lost: full brake"
         elif r is None:
             level, message = Level.WARN, "no odometry yet"
+        elif self._controller.faulted:
+            level, message = Level.ERROR, f"{r.mode.value}: {r.cause}"
         elif r.mode == Mode.TRACKING:
             level, message = Level.OK, "tracking"
         else:
@@ -233,6 +245,9 @@ class ControllerNode(Node):
                   "plans_tracked": str(self._plans["tracked"]),
                   "plans_refused": str(c.plans_refused),
                   "last_refusal": self._controller.last_refusal,
+                  "refusals": ", ".join(f"{kind}={n}" for kind, n in sorted(c.refusals.items())),
+                  "plans_waiting": str(c.plans_waiting),
+                  "non_finite": str(c.non_finite),
                   "resets": str(c.resets), "stops": str(c.stops)}
         if self._gate is not None:
             values.update(lockstep_waits=str(self._gate.waits),
