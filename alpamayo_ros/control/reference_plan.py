@@ -77,7 +77,7 @@ class ReferencePlan:
         yaw = np.asarray(yaw_t0, dtype=np.float64).reshape(-1)
         speed = np.asarray(speed, dtype=np.float64).reshape(-1)
         accel = np.asarray(acceleration, dtype=np.float64).reshape(-1)
-        curv = None if curvature is None else np.asarray(curvature, np.float64).reshape(-1)
+        curv = np.asarray([] if curvature is None else curvature, np.float64).reshape(-1)
         n = offsets.shape[0]
         if n < 2:
             raise PlanRejected(f"plan has {n} waypoints, need >= 2")
@@ -85,12 +85,10 @@ class ReferencePlan:
             raise PlanRejected(
                 f"plan arrays disagree: {n} times, poses {xyz.shape}, yaw {yaw.shape}, "
                 f"speed {speed.shape}, acceleration {accel.shape}")
-        if curv is not None and curv.size == 0:
-            curv = None
-        if curv is not None and curv.shape != (n,):
+        if curv.size and curv.shape != (n,):
             raise PlanRejected(f"plan arrays disagree: {n} times, curvature {curv.shape}")
-        for name, values in (("curvature", np.zeros(0) if curv is None else curv),("waypoint times", offsets), ("poses", xyz), ("yaw", yaw),
-                             ("speed", speed), ("acceleration", accel),
+        for name, values in (("waypoint times", offsets), ("poses", xyz), ("yaw", yaw),
+                             ("speed", speed), ("acceleration", accel), ("curvature", curv),
                              ("t0 pose position", t0_pose.position),
                              ("t0 pose rotation", t0_pose.rotation)):
             if not np.all(np.isfinite(values)):
@@ -108,7 +106,7 @@ class ReferencePlan:
         self.times_s = np.concatenate([[0.0], offsets])
         self.local_xy = xyz_all[:, :2].copy()
         self.local_yaw = np.concatenate([[0.0], yaw])
-        self.curvature = curv
+        self.curvature = curv if curv.size else None
         self.speeds = np.concatenate([[v_start], speed])
         self.accelerations = np.concatenate([[accel[0]], accel])
         # Huge (finite) values may overflow here; plan_check refuses them by magnitude
