@@ -290,8 +290,11 @@ def test_hostile_plans_give_finite_commands_and_their_refusals_in_diagnostics(ro
         (plan_msg(k * STEP, 0.5 * k, far_waypoint=True), r"pose 1e\+200 m from the t0 pose"),
         (plan_msg(k * STEP, 0.5 * k, acceleration=1e30),
          r"acceleration 1e\+30 m/s\^2 above max_plan_acceleration 10 m/s\^2"),
-        (plan_msg(k * STEP, 0.5 * k, n=100_000), "plan has 100000 poses, more than "
+        (plan_msg(k * STEP, 0.5 * k, n=300), "plan has 300 poses, more than "
          "max_plan_waypoints 256"),
+        # Refused on its size before it is deserialized (that alone would take seconds).
+        (plan_msg(k * STEP, 0.5 * k, n=100_000), r"plan message of \d+ bytes, more than "
+         "max_plan_message_bytes 1048576"),
     ]
     for msg, reason in hostile:
         h.plan.publish(msg)
@@ -310,7 +313,7 @@ def test_hostile_plans_give_finite_commands_and_their_refusals_in_diagnostics(ro
         kv.key: kv.value for kv in h.controller_status().values}.get("refusals", "")), 10.0,
         "refusals in /diagnostics")
     values = {kv.key: kv.value for kv in h.controller_status().values}
-    assert values["refusals"] == "acceleration=1, anchor=1, no_odometry=1, range=1, size=1"
+    assert values["refusals"] == "acceleration=1, anchor=1, no_odometry=1, range=1, size=2"
     assert "8.00 m from where the odometry" in values["last_refusal"]
     assert values["plans_waiting"] == "1" and values["mode"] == "tracking"
     proc.assert_running()

@@ -43,6 +43,7 @@ class ControllerConfig:
     max_plan_lateral_accel: float = 6.0
     max_plan_acceleration: float = 10.0
     max_plan_waypoints: int = 256
+    max_plan_message_bytes: int = 1 << 20
     max_plan_horizon: float = 20.0
     max_plan_motion_mismatch: float = 2.0
     max_plan_accel_mismatch: float = 2.0
@@ -62,7 +63,8 @@ class ControllerConfig:
                     "lookahead_min", "lookahead_max", "steer_rate_limit",
                     "throttle_rate_limit", "max_plan_age", "max_anchor_error",
                     "max_plan_speed", "max_plan_lateral_accel", "max_plan_acceleration",
-                    "max_plan_waypoints", "max_plan_horizon", "max_plan_motion_mismatch",
+                    "max_plan_waypoints", "max_plan_message_bytes", "max_plan_horizon",
+                    "max_plan_motion_mismatch",
                     "max_plan_accel_mismatch", "max_plan_curvature_mismatch",
                     "max_vehicle_speed",
                     "stop_deceleration", "standstill_speed", "max_position_jump",
@@ -71,9 +73,10 @@ class ControllerConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 errors.append(f"{name}: have {value!r}, need a finite number > 0")
-        if not (isinstance(self.max_plan_waypoints, int) and self.max_plan_waypoints >= 2):
-            errors.append(f"max_plan_waypoints: have {self.max_plan_waypoints!r}, need an "
-                          "integer >= 2")
+        for name, least in (("max_plan_waypoints", 2), ("max_plan_message_bytes", 1)):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= least):
+                errors.append(f"{name}: have {value!r}, need an integer >= {least}")
         if self.lookahead_min > self.lookahead_max:
             errors.append(f"lookahead_min {self.lookahead_min} > lookahead_max "
                           f"{self.lookahead_max}")

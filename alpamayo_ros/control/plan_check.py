@@ -3,8 +3,10 @@ them. ROS-free; every limit is a ControllerConfig field (node parameters `plan.*
 
 All checks work on the plan's t0-frame samples (the t0 pose prepended as sample 0, with v0),
 in this order; the first that fails refuses the plan, its PlanRejected.kind naming the check:
-  size          at most max_plan_waypoints waypoints (check_sizes runs on the message's
-                array lengths before anything is converted) and max_plan_horizon seconds;
+  size          at most max_plan_message_bytes serialized (check_message_size, before
+                deserializing), max_plan_waypoints waypoints (check_sizes runs on the
+                message's array lengths before anything is converted) and max_plan_horizon
+                seconds;
   speed         every |speed| (v0 included) at most max_plan_speed;
   acceleration  every |acceleration| at most max_plan_acceleration, and each within
                 max_plan_accel_mismatch of the slope of the speed profile on one side of it
@@ -39,6 +41,14 @@ _MIN_STEP_M = 0.05
 # below, a corner of two short chords does not resolve a curvature that changes within
 # them (the car's curvature limit still applies there).
 _MIN_CURVATURE_STEP_M = 0.2
+
+
+def check_message_size(size_bytes: int, max_bytes: int) -> None:
+    """Raise PlanRejected (kind "size") for a serialized plan larger than max_bytes; meant
+    for the raw message, before it is deserialized."""
+    if size_bytes > max_bytes:
+        raise PlanRejected(f"plan message of {size_bytes} bytes, more than "
+                           f"max_plan_message_bytes {max_bytes} (not deserialized)", kind="size")
 
 
 def check_sizes(lengths: Mapping[str, int], max_waypoints: int) -> None:
@@ -78,8 +88,9 @@ def _check(plan: ReferencePlan, cfg: ControllerConfig) -> None:
     if k is not None:
         refuse("speed", k, f"speed {abs(v[k]):.1f} m/s above max_plan_speed "
                f"{cfg.max_plan_speed:g} m/s")
-    k = _first_above(np.abs(a), cfg.max_plan_acceleration)
+    k = _first_above(np.abs(a[1:]), cfg.max_plan_acceleration)  # a[0] repeats a[1]
     if k is not None:
+        k += 1
         refuse("acceleration", k, f"acceleration {abs(a[k]):.3g} m/s^2 above "
                f"max_plan_acceleration {cfg.max_plan_acceleration:g} m/s^2")
     dt = np.diff(t)

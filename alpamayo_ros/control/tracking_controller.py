@@ -1,10 +1,13 @@
 """TrackingController: newest valid plan + odometry -> one vehicle command per odometry sample.
 
-Plan intake (`offer_plan`): only OK plans with finite, consistent arrays, in the odometry
-frame, anchored where this controller's odometry had the base at t0 (within
-max_anchor_error), within the speed and lateral acceleration a car can drive, newer than
-the tracked one and not from before the last odometry reset replace the tracked plan.
-Anything else is refused with a reason and the tracked plan stays.
+Plan intake (`offer_plan`): only OK plans that pass plan_check (what the controller will
+follow: sizes, speeds, accelerations, poses, lateral acceleration, curvature), in the
+odometry frame, anchored where this controller's odometry had the base at t0 (within
+max_anchor_error), newer than the tracked one and not from before the last odometry reset
+replace the tracked plan. The anchor check is never skipped: without odometry a plan is
+refused, and a plan whose t0 is after the newest odometry (at most max_t0_ahead) waits for
+the odometry sample that reaches it. Anything else is refused with a reason naming the
+check, and the tracked plan stays.
 
 Per odometry sample (`step`): a jump in position or yaw, time going back or a new
 odometry frame resets (the plan is dropped: its anchoring belongs to the old world);
@@ -12,7 +15,9 @@ then either TRACKING (plan age <= max_plan_age) or a controlled STOP with its ca
 (no plan, stale plan, reset) at stop_deceleration down to standstill, where the brake is
 held. Steering and throttle are always rate limited, so no cause produces a steering spike;
 while stopping the wheel follows the last plan's path if it is still trusted, else it
-returns to straight at the rate limit.
+returns to straight at the rate limit. Every command passes one guard (`_emit`): finite,
+pedals in [0, 1], steer in [-1, 1]; a non-finite value on the way brakes fully, with an
+error event naming it, until the next plan is accepted.
 
 The time base is the odometry stamp (the sim time of the state), so the output depends
 only on the sequence of messages, not on when they were processed.
@@ -187,6 +192,11 @@ class TrackingController:
                                 "odometry; its anchor is checked when the odometry reaches it",
                                 waiting=True)
         return self._anchor_and_accept(plan)
+
+    def refuse_plan(self, rejection: PlanRejected) -> PlanDecision:
+        """Count and keep a refusal decided before a plan could be built (e.g. an oversized
+        message that is never deserialized)."""
+        return self._refuse(rejection.kind, f"plan refused: {rejection}")
 
     def _relate(self, plan: ReferencePlan) -> Optional[PlanDecision]:
         """The refusal of a plan that cannot replace the tracked one (frame, reset, age),

@@ -62,6 +62,7 @@ CONTROLLER_FIELDS = {
     "plan.max_lateral_accel": "max_plan_lateral_accel",
     "plan.max_acceleration": "max_plan_acceleration",
     "plan.max_waypoints": "max_plan_waypoints",
+    "plan.max_message_bytes": "max_plan_message_bytes",
     "plan.max_horizon": "max_plan_horizon",
     "plan.max_motion_mismatch": "max_plan_motion_mismatch",
     "plan.max_accel_mismatch": "max_plan_accel_mismatch",
@@ -174,6 +175,10 @@ CONTROLLER_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("plan.max_waypoints", INT, _CFG.max_plan_waypoints,
               "Refuse a plan with more waypoints (checked on the message before any "
               "conversion).", minimum=2, maximum=10000),
+    ParamSpec("plan.max_message_bytes", INT, _CFG.max_plan_message_bytes,
+              "Refuse a serialized plan larger than this before deserializing it [bytes] "
+              "(16 candidates with 4096-token reasoning take about 0.6 MB).",
+              minimum=65536, maximum=67108864),
     ParamSpec("plan.max_horizon", FLOAT, _CFG.max_plan_horizon,
               "Refuse a plan whose last waypoint is later than this after t0 [s].",
               minimum=0.1, maximum=600.0),

@@ -23,8 +23,11 @@ from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 
+from alpamayo_ros.control import plan_check
 from alpamayo_ros.control.lockstep import LockstepGate
+from alpamayo_ros.control.reference_plan import PlanRejected
 from alpamayo_ros.control.tracking_controller import (Mode, OdometryInput, StepResult,
                                                       TrackingController)
 from alpamayo_ros.core.planner_health import HealthReport, Level
@@ -80,7 +83,10 @@ class ControllerNode(Node):
         self._warned_no_tick = False
         self.create_subscription(Odometry, topics["odometry"], self._on_odometry,
                                  CONTROL_ODOMETRY_QOS)
-        self.create_subscription(PlannerOutput, topics["plan"], self._on_plan, PLAN_QOS)
+        # Raw: the size of a plan is checked before it is deserialized (a huge one would
+        # block this thread for seconds).
+        self.create_subscription(PlannerOutput, topics["plan"], self._on_plan_bytes, PLAN_QOS,
+                                 raw=True)
         self.create_timer(values["diagnostics.period"], self._publish_diagnostics)
         self.create_timer(0.05, self._watchdog)
         # The lockstep timeout runs on the wall clock: sim time stands still while waiting.
@@ -117,6 +123,16 @@ class ControllerNode(Node):
                 self._send_run_state(CarlaControl.PAUSE)
                 return
         self._control(odom)
+
+    def _on_plan_bytes(self, raw: bytes) -> None:
+        try:
+            plan_check.check_message_size(len(raw),
+                                          self._controller.config.max_plan_message_bytes)
+        except PlanRejected as exc:
+            self._plans["received"] += 1
+            self._note_decision(self._controller.refuse_plan(exc))
+            return
+        self._on_plan(deserialize_message(raw, PlannerOutput))
 
     def _on_plan(self, msg: PlannerOutput) -> None:
         self._plans["received"] += 1
