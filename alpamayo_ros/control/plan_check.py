@@ -72,6 +72,11 @@ def _first_above(values: np.ndarray, limit) -> Optional[int]:
     return int(np.argmax(bad)) if bad.any() else None
 
 
+def _outside(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """How far each value lies outside [low, high] (0 inside)."""
+    return np.maximum(np.maximum(low - values, values - high), 0.0)
+
+
 def _check(plan: ReferencePlan, cfg: ControllerConfig) -> None:
     t, xy, yaw = plan.times_s, plan.local_xy, np.unwrap(plan.local_yaw)
     v, a = plan.speeds, plan.accelerations
@@ -97,8 +102,7 @@ def _check(plan: ReferencePlan, cfg: ControllerConfig) -> None:
     slope = np.diff(v) / dt                                   # step i: sample i -> i + 1
     after = np.concatenate([slope[1:], slope[-1:]])           # the step starting there
     low, high = np.minimum(slope, after), np.maximum(slope, after)
-    off = np.maximum(np.maximum(low - a[1:], a[1:] - high), 0.0)
-    k = _first_above(off, cfg.max_plan_accel_mismatch)
+    k = _first_above(_outside(a[1:], low, high), cfg.max_plan_accel_mismatch)
     if k is not None:
         refuse("acceleration", k + 1, f"acceleration {a[k + 1]:.2f} m/s^2 disagrees with the "
                f"speed profile (slope {low[k]:.2f} .. {high[k]:.2f} m/s^2, "
@@ -169,8 +173,7 @@ def _check_path_geometry(plan: ReferencePlan, cfg: ControllerConfig, step: np.nd
     both = np.stack([given[j - 1], given[j]])                 # curvature of waypoints j, j+1
     low, high = both.min(axis=0), both.max(axis=0)
     geo = curvature[adjacent]
-    off = np.maximum(np.maximum(low - geo, geo - high), 0.0)
-    k = _first_above(off, cfg.max_plan_curvature_mismatch)
+    k = _first_above(_outside(geo, low, high), cfg.max_plan_curvature_mismatch)
     if k is not None:
         refuse("curvature", int(j[k]),
                f"curvature array ({low[k]:.3g} .. {high[k]:.3g} 1/m) disagrees with the "
