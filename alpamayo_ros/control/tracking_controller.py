@@ -142,7 +142,7 @@ class TrackingController:
         self._pi = laws.SpeedPI(config.speed_kp, config.speed_ki, config.speed_integral_limit)
         self.plan: Optional[ReferencePlan] = None
         # A checked plan whose t0 is after the newest odometry (anchor checked later).
-        self._pending: Optional[ReferencePlan] = None
+        self._waiting: Optional[ReferencePlan] = None
         self._last_path: Optional[ReferencePlan] = None
         # The first stop starts with the first odometry sample (start_ns -1 until then).
         self._stop: Optional[_Stop] = _Stop("no plan received yet", -1, 0.0, False)
@@ -182,11 +182,11 @@ class TrackingController:
         if decision is not None:
             return decision
         if ahead > 0:
-            if self._pending is not None and plan.t0_ns <= self._pending.t0_ns:
+            if self._waiting is not None and plan.t0_ns <= self._waiting.t0_ns:
                 return self._refuse(
                     "older", f"plan ignored: t0 {plan.t0_ns / NS_PER_S:.3f} s is not newer "
-                    f"than the waiting plan's {self._pending.t0_ns / NS_PER_S:.3f} s")
-            self._pending = plan
+                    f"than the waiting plan's {self._waiting.t0_ns / NS_PER_S:.3f} s")
+            self._waiting = plan
             self.counters.plans_waiting += 1
             return PlanDecision(False, f"plan waits: t0 is {ahead:.3f} s ahead of the newest "
                                 "odometry; its anchor is checked when the odometry reaches it",
@@ -233,12 +233,12 @@ class TrackingController:
         self.counters.plans_accepted += 1
         return PlanDecision(True)
 
-    def _decide_pending(self) -> Optional[PlanDecision]:
+    def _decide_waiting(self) -> Optional[PlanDecision]:
         """Decide the waiting plan once the newest odometry has reached its t0."""
-        plan = self._pending
+        plan = self._waiting
         if plan is None or self._prev is None or plan.t0_ns > self._prev[0]:
             return None
-        self._pending = None
+        self._waiting = None
         return self._relate(plan) or self._anchor_and_accept(plan)
 
     def _refuse(self, kind: str, reason: str) -> PlanDecision:
@@ -311,7 +311,7 @@ class TrackingController:
             self._poses.popleft()
         if dt > _MAX_DT_S:
             dt = 0.0
-        decided = self._decide_pending()
+        decided = self._decide_waiting()
 
         plan = self.plan
         if plan is not None:
@@ -339,7 +339,7 @@ class TrackingController:
     def _reset(self, odom: OdometryInput, reason: str) -> None:
         self.counters.resets += 1
         self.plan = None
-        self._pending = None
+        self._waiting = None
         self._last_path = None
         self._poses.clear()
         self._pi.reset()
