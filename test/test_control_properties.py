@@ -19,18 +19,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from alpamayo_ros.control import plan_check  # noqa: E402
-from alpamayo_ros.control.config import ControllerConfig  # noqa: E402
-from alpamayo_ros.control.reference_plan import PlanRejected, ReferencePlan  # noqa: E402
-from alpamayo_ros.control.tracking_controller import (Mode, OdometryInput,  # noqa: E402
-                                                      TrackingController)
-from alpamayo_ros.core.geometry import Pose  # noqa: E402
+from alpamayo_ros.control import plan_check
+from alpamayo_ros.control.config import ControllerConfig
+from alpamayo_ros.control.reference_plan import PlanRejected, ReferencePlan
+from alpamayo_ros.control.tracking_controller import Mode, OdometryInput, TrackingController
+from alpamayo_ros.core.geometry import Pose
 
 S = 1_000_000_000
 STEP_NS = S // 20
