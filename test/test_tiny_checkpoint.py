@@ -174,3 +174,29 @@ def test_runs_and_sampled_reasoning_can_end(tiny):
                                            seed=0))
     assert any(not s.coc_truncated for s in out.samples)
     assert all(np.isfinite(s.xyz).all() for s in out.samples)
+
+
+def test_1_5_batched_guidance_equals_two_calls_per_step(tiny_1_5, monkeypatch):
+    """Rows with different CoC lengths (some cut off by the token limit): the batched
+    guided and unguided expert calls give the velocities of separate calls."""
+    from alpamayo_ros.model import nav_guidance
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+
+    torch.set_num_threads(1)
+    runtime = AlpamayoRuntime.from_pretrained(tiny_1_5[1], fast_path=False)
+    frames = np.random.default_rng(1).integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
+    t = np.linspace(-1.5, 0.0, 16)
+    model_input = ModelInput(frames, np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1),
+                             np.tile(np.eye(3), (16, 1, 1)), camera_indices=(1,),
+                             navigation_text="Turn right in 30m")
+    options = InferenceOptions(num_samples=6, max_coc_tokens=12, diffusion_steps=3, seed=5,
+                               nav_guidance_scale=2.0)
+    batched = runtime.predict(model_input, options)
+    lengths = {s.coc_token_count for s in batched.samples}
+    assert len(lengths) > 1 and any(s.coc_truncated for s in batched.samples)
+    monkeypatch.setattr(nav_guidance, "batched_guided_sample_actions",
+                        nav_guidance.guided_sample_actions)
+    separate = runtime.predict(model_input, options)
+    for a, b in zip(batched.samples, separate.samples):
+        assert a.coc_token_count == b.coc_token_count
+        np.testing.assert_allclose(a.xyz, b.xyz, atol=1e-4, rtol=0)
