@@ -63,8 +63,11 @@ class OdometryInput:
 
 @dataclass(frozen=True)
 class PlanDecision:
+    """reason: the refusal's text; kind: the check that refused it (a short fixed name)."""
+
     accepted: bool
     reason: str = ""
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -188,7 +191,7 @@ class TrackingController:
         self.counters.plans_refused += 1
         self.counters.refusals[kind] = self.counters.refusals.get(kind, 0) + 1
         self.last_refusal = reason
-        return PlanDecision(False, reason)
+        return PlanDecision(False, reason, kind)
 
     def _position_at(self, stamp_ns: int) -> Optional[np.ndarray]:
         """Rear-axle position of the kept odometry sample nearest to stamp_ns."""

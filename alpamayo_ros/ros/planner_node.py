@@ -66,8 +66,8 @@ from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
-from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
-                                  ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
+from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
+                                  LATCHED_PLAN_QOS, ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, PublishGate, WorkerThread,
                                        shutdown_logger)
 from alpamayo_ros.ros.spin import run_node
@@ -105,7 +105,7 @@ class PlannerNode(LifecycleNode):
         # Diagnostics run on wall time in every state (they go on, and say so, when /clock
         # stops or while the model loads).
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
-                                               DIAGNOSTICS_QOS)
+                                               LATCHED_DIAGNOSTICS_QOS)
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
         period = self._declared.get("diagnostics.period", 1.0)
         self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
@@ -468,7 +468,7 @@ class _Configured:
                 output_context=OutputContext(values["base_frame_id"], tuple(camera_topics),
                                              tuple(config.camera_indices), description),
                 jitter_ns=int(round(config.time_jump_tolerance * NS_PER_S)),
-                pub_plan=publish(PlannerOutput, "alpamayo/plan", PLAN_QOS),
+                pub_plan=publish(PlannerOutput, "alpamayo/plan", LATCHED_PLAN_QOS),
                 pub_path=publish(Path, "alpamayo/path", PLAN_QOS),
                 pub_path_odom=publish(Path, "alpamayo/path_odom", PLAN_QOS),
                 pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),

@@ -25,7 +25,7 @@ from alpamayo_ros.msg import PlannerOutput, TrajectoryCandidate
 from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import (core_pose_to_msg, ns_to_duration, ns_to_time,
                                       poses_to_msgs, time_to_ns)
-from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, PLAN_QOS
+from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, LATCHED_PLAN_QOS
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.route_oracle import RouteOracle
@@ -44,7 +44,7 @@ class RouteOracleNode(Node):
         self._delay_ns = int(round(v["plan_delay"] * NS_PER_S))
         # Odometry of the last plan_delay + 1 s (stamp ns, message), oldest first.
         self._history: deque = deque()
-        self._pub = self.create_publisher(PlannerOutput, "alpamayo/plan", PLAN_QOS)
+        self._pub = self.create_publisher(PlannerOutput, "alpamayo/plan", LATCHED_PLAN_QOS)
         self.create_subscription(Odometry, v["odometry_topic"], self._on_odometry,
                                  CONTROL_ODOMETRY_QOS)
         self.create_timer(1.0 / v["rate_hz"], self._on_tick)
@@ -75,6 +75,8 @@ class RouteOracleNode(Node):
         out.tick_stamp = ns_to_time(tick_ns)
         out.header.frame_id = self._values["base_frame_id"]
         out.model.model_id = "route_oracle"
+        if self._history:  # what the tick had taken (the controller counts lagging ticks)
+            out.inputs.odometry_newest = ns_to_time(self._history[-1][0])
         if odom is None:
             out.header.stamp = out.tick_stamp
             out.status = PlannerOutput.STATUS_SKIPPED
