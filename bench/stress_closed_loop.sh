@@ -7,8 +7,9 @@
 # the closed-loop process tests RUNS times in a row (default 20; default tests below, or the
 # pytest arguments given), one run at a time, and counts the green runs. Stops by itself
 # after RUNS runs or MAX_MINUTES (default 240) and always ends the hogs it started. Each
-# run's output goes to LOGDIR/run_<k>.log (default /tmp/stress_closed_loop.<pid>); the
-# last line is the count. Exit status 0 when every run was green. Not part of CI
+# run's output goes to LOGDIR/run_<k>.log (default /tmp/stress_closed_loop.<pid>), a red
+# run's pytest temporary directory (process logs, bags) to LOGDIR/tmp_<k>; the last line is
+# the count. Exit status 0 when every run was green. Not part of CI
 # (docs/closed_loop.md has the measured counts and the command).
 set -uo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,13 +63,16 @@ for k in $(seq "$RUNS"); do
     break
   fi
   start=$(date +%s)
-  "$VPY" -m pytest "${TESTS[@]}" > "$LOGDIR/run_$k.log" 2>&1
+  # SIGINT as in a foreground run (a background job starts with it ignored).
+  env --default-signal=INT "$VPY" -m pytest "${TESTS[@]}" --basetemp "$LOGDIR/tmp_$k" \
+    > "$LOGDIR/run_$k.log" 2>&1
   rc=$?
   ran=$((ran + 1))
   summary="$(tail -n 1 "$LOGDIR/run_$k.log")"
   if [[ $rc -eq 0 ]]; then
     passed=$((passed + 1))
     verdict=green
+    rm -rf "$LOGDIR/tmp_$k"  # the processes' logs and bags are kept for red runs only
   else
     verdict="RED (rc $rc)"
   fi

@@ -25,6 +25,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,15 @@ def _logged(path: Path) -> bool:
         return False
 
 
+def _shutdown_s(path: Path) -> str:
+    """The node's own "shut down in X s" (spin.run_node), or "-"."""
+    try:
+        found = re.findall(r"shut down in ([0-9.]+) s", path.read_text(errors="replace"))
+    except OSError:
+        return "-"
+    return f"{found[-1]}s" if found else "-"
+
+
 def one_run(k: int, out: Path, args: argparse.Namespace, env: dict, rng: random.Random
             ) -> tuple[bool, str]:
     planner = ("route_oracle", "constant_velocity")[k % 2]
@@ -89,7 +99,10 @@ def one_run(k: int, out: Path, args: argparse.Namespace, env: dict, rng: random.
     bad = {n: c for n, c in codes.items() if c != 0}
     clean = not slow and not bad
     times = " ".join(f"{n}={s:.2f}s" for n, s in exit_s.items())
-    detail = f"{planner} {moment}: exit codes {codes}; SIGINT->exit {times}"
+    inside = " ".join(f"{s.node_name}={_shutdown_s(run_dir / f'{s.node_name}.log')}"
+                      for s in specs)
+    detail = (f"{planner} {moment}: exit codes {codes}; SIGINT->exit {times}; "
+              f"run_node's own shutdown {inside}")
     if slow:
         detail += f"; over {args.bound:g} s: {slow}"
     if clean and not args.keep:
@@ -118,6 +131,9 @@ def main() -> int:
     env.setdefault("FASTDDS_DEFAULT_PROFILES_FILE",
                    str(REPO / "config" / "fastdds_large_messages.xml"))
     rng = random.Random(args.seed)
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started as a background job: give the processes SIGINT as in a foreground run.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(args.hogs)]
     print(f"[stress] {len(hogs)} CPU hog(s); {args.runs} runs; logs in {out}", flush=True)

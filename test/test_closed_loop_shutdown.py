@@ -70,3 +70,82 @@ def test_the_simulator_ends_by_itself_at_its_duration_and_closes_its_bag(ros_env
     assert "finished at 1.000 s sim time" in sim_log
     assert re.search(r"recorded .*/carla/ego_vehicle/odometry: 21", sim_log), sim_log
     assert (tmp_path / "bag" / "metadata.yaml").is_file()
+
+
+def test_spinning_ends_when_the_context_is_shut_down_after_the_wake_up(tmp_path):
+    """rclpy's signal thread wakes the executor first and shuts the context down after; an
+    executor that went back to waiting in between must still see the shutdown (a node with
+    no wall-clock timer and no traffic, like the route oracle after the simulator ended,
+    waited forever)."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from alpamayo_ros.ros.spin import spin_until_shutdown
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=0)
+    node = rclpy.create_node("idle_node", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=spin_until_shutdown, args=(executor, context),
+                               daemon=True)
+    spinner.start()
+    try:
+        time.sleep(0.3)
+        executor.wake()  # the wake-up, handled while the context is still valid
+        time.sleep(0.3)  # ... and back to waiting
+        context.handle.shutdown()  # the context shut down below Python (no wake-up)
+        spinner.join(5.0)
+        assert not spinner.is_alive(), "spinning did not end after the context shutdown"
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+
+
+_HANGING_CLOSE = """
+import sys, time
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from alpamayo_ros.ros.spin import run_node
+
+class Node_(Node):
+    def __init__(self):
+        super().__init__("hanging_close")
+        self._timer = self.create_timer(0.05, self._spinning)
+
+    def _spinning(self):
+        self.destroy_timer(self._timer)
+        print("spinning", flush=True)
+
+    def close(self):  # shutdown work that does not end (as a stuck DDS teardown)
+        time.sleep(60.0)
+        return True
+
+sys.exit(run_node("hanging_close", Node_, SingleThreadedExecutor, sys.argv))
+"""
+
+
+def test_shutdown_work_that_hangs_is_left_at_the_bound(ros_env, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "hanging_close.py"
+    script.write_text(_HANGING_CLOSE)
+    proc = subprocess.Popen([sys.executable, str(script)], env=ros_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert "spinning" in proc.stdout.readline()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30.0)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert f"shutdown still running after {SHUTDOWN_BOUND_S:g} s: leaving the process" in out
+    assert "Traceback" not in out
+    assert SHUTDOWN_BOUND_S <= took <= EXIT_WITHIN_S, (took, out)

@@ -15,7 +15,9 @@ signals arrive.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -24,14 +26,26 @@ import rclpy
 from rclpy.executors import Executor, ExternalShutdownException
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.ros.shutdown import (ShutdownSignals, StartupInterrupted, leave_process,
-                                       shutdown_logger, stray_threads)
+from alpamayo_ros.ros.shutdown import (SHUTDOWN_BOUND_S, ShutdownSignals, StartupInterrupted,
+                                       leave_process, shutdown_logger, stray_threads)
+
+
+# Longest wait of one executor cycle [s]. rclpy's signal thread first wakes the executors
+# and only then shuts the context down; an executor that handled the wake-up and went back
+# to waiting in between (the context still valid) waits for its next event: forever for a
+# node with no wall-clock timer and no traffic, e.g. the route oracle once the simulator
+# has ended (its only timer runs on the stopped sim clock). Waking up this often bounds
+# the exit after such a signal.
+_WAIT_S = 0.1
 
 
 def spin_until_shutdown(executor: Executor, context=None) -> None:
-    """executor.spin() that returns normally on Ctrl-C, SIGTERM or rclpy.shutdown()."""
+    """Spin until the executor's context or the executor is shut down (Ctrl-C, SIGTERM,
+    rclpy.shutdown(), executor.shutdown()), then return normally."""
     try:
-        executor.spin()
+        # (the executor's own flag, as Executor.spin checks it)
+        while executor.context.ok() and not executor._is_shutdown:
+            executor.spin_once(timeout_sec=_WAIT_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as exc:
@@ -94,6 +108,7 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
             spin_until_shutdown(executor)
     finally:
         started = time.monotonic()
+        watchdog = _ShutdownWatchdog(name, started + SHUTDOWN_BOUND_S)
         logger.info(f"shutting down ({signals.first or 'rclpy shutdown'})")
         close = getattr(node, "close", None)
         if close is not None:
@@ -102,12 +117,41 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
         node.destroy_node()
         rclpy.try_shutdown()
         signals.ignore_from_now()
+        watchdog.stop()
     ignored = len(signals.received) - 1
     logger.info(f"shut down in {time.monotonic() - started:.2f} s"
                 + (f"; {ignored} further signal(s) ignored" if ignored > 0 else ""))
     if not finished or stray_threads():
         leave_process(0)  # an abandoned call (or a stray thread) must not hold the exit
     return 0
+
+
+class _ShutdownWatchdog:
+    """Leaves the process with status 0 (saying so on stderr) unless stop() is called by
+    `deadline` (time.monotonic()). The shutdown work is rclpy's and DDS's (destroying
+    entities, shutting the context down) and has no timeout of its own: it was seen stuck
+    for more than 20 s once after SIGINT on a loaded machine, which must not hold the exit of
+    a process asked to stop."""
+
+    def __init__(self, name: str, deadline: float) -> None:
+        self._name = name
+        self._deadline = deadline
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="shutdown_watchdog",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        if not self._done.wait(max(self._deadline - time.monotonic(), 0.0)):
+            # os.write: no lock that a stuck main thread could hold.
+            os.write(2, f"{self._name}: shutdown still running after {SHUTDOWN_BOUND_S:g} s: "
+                        f"leaving the process\n".encode())
+            leave_process(0)
+
+    def stop(self) -> None:
+        """The shutdown work is done: the watchdog ends (and is no stray thread)."""
+        self._done.set()
+        self._thread.join()
 
 
 def _start(name: str, make_node: Callable[[], Any], executor: Executor,
