@@ -2,15 +2,17 @@
 
 rclpy's signal handler shuts the context down from the signal; an executor that is just
 building its wait set then raises RCLError ("context is not valid") instead of
-ExternalShutdownException. Both mean "shutting down" here, not a crash.
+ExternalShutdownException. Both mean "shutting down" here, not a crash. The executor waits
+at most _WAIT_S per cycle, so a shutdown that lands after its wake-up is seen too.
 
 run_node owns the process's SIGINT and SIGTERM from its start to the process exit
 (ros/shutdown.py; they stay ignored after it returns): the first signal shuts down through
 rclpy, every further one is ignored, and the shutdown work after spinning (the node's
 close(), destroying the node, rclpy.try_shutdown) is bounded by shutdown.SHUTDOWN_BOUND_S:
 a node whose close() reports a call still running (False) is left behind with os._exit(0)
-once the node and rclpy are shut down. Exit status 0 and no traceback, however many
-signals arrive.
+once the node and rclpy are shut down, and a watchdog leaves the process (status 0, one
+line on stderr) when that work is still running at the bound. Exit status 0 and no
+traceback, however many signals arrive.
 """
 from __future__ import annotations
 
