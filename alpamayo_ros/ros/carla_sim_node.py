@@ -42,7 +42,6 @@ from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import ns_to_time, time_to_ns
 from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS
-from alpamayo_ros.ros.shutdown import shutdown_logger
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.ros.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
@@ -50,6 +49,7 @@ from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
 from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.ros.shutdown import GatedCallbacks, shutdown_logger
 
 NODE_NAME = "carla_sim"
 _POLL_S = 0.002
@@ -67,7 +67,7 @@ def camera_info(width: int, height: int, fov_deg: float) -> CameraInfo:
     return info
 
 
-class CarlaSimNode(Node):
+class CarlaSimNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         v = self._values = CP.declare_and_read(self, CP.SIM_PARAMETERS, CP.sim_cross_checks)
@@ -290,7 +290,8 @@ def main(args: Optional[list] = None) -> int:
     """Entry point of the carla_sim executable: runs until `duration` (exit_when_done; exit
     0) or a signal; 2 for invalid parameters. The shutdown is spin.run_node's (prompt, exit
     status 0, no traceback, whichever signal and whenever)."""
-    return run_node(NODE_NAME, CarlaSimNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, CarlaSimNode, SingleThreadedExecutor, args,
+                    parameter_specs=CP.SIM_PARAMETERS)
 
 
 if __name__ == "__main__":
