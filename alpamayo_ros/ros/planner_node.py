@@ -50,6 +50,7 @@ from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -72,7 +73,7 @@ from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_Q
                                   LATCHED_PLAN_QOS, ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
                                        StartupInterrupted, WorkerThread, shutdown_logger)
-from alpamayo_ros.ros.spin import run_node
+from alpamayo_ros.ros.spin import run_node, take_pending
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
@@ -312,6 +313,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c = self._configured
         if c is None or self._publish_gate.closed:
             return
+        # The tick plans on every input delivered before it, however far the executor lags.
+        take_pending([e for e in c.entities if isinstance(e, Subscription)])
         tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
         if not c.gate.try_enter():
