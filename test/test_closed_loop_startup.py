@@ -49,3 +49,46 @@ def test_a_controller_that_comes_up_late_changes_nothing(ros_env, tmp_path):
         sim_log = (tmp_path / run / "logs" / "carla_sim.log").read_text()
         assert "(0 control timeouts)" in sim_log, sim_log
 
+
+
+def test_a_tick_takes_every_message_already_delivered(ros_domain_id):
+    """take_pending, as the planner's and the oracle's ticks call it: the callbacks of all
+    queued messages run in the calling thread, oldest first; the executor then finds none."""
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import Int32
+
+    from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS
+    from alpamayo_ros.ros.spin import take_pending
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    node = rclpy.create_node("take_pending_probe", context=context)
+    got = []
+    sub = node.create_subscription(Int32, "probe", lambda m: got.append(m.data),
+                                   CONTROL_ODOMETRY_QOS)
+    pub = node.create_publisher(Int32, "probe", CONTROL_ODOMETRY_QOS)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + 20.0
+        while pub.get_subscription_count() == 0:
+            assert time.monotonic() < deadline, "publisher never matched"
+            time.sleep(0.05)
+        for i in range(5):
+            pub.publish(Int32(data=i))
+        deadline = time.monotonic() + 20.0
+        while len(got) < 5:  # nothing spins: only take_pending runs the callbacks
+            assert time.monotonic() < deadline, got
+            take_pending([sub])
+            time.sleep(0.05)
+        assert got == [0, 1, 2, 3, 4]
+        assert take_pending([sub]) == 0
+        executor.spin_once(timeout_sec=0.2)  # the executor finds nothing left to take
+        assert got == [0, 1, 2, 3, 4]
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
