@@ -34,7 +34,7 @@ if [[ ${#TESTS[@]} -eq 0 ]]; then
   TESTS=(test/test_closed_loop_e2e.py test/test_controller_node.py
          test/test_closed_loop_config.py test/test_carla_sim_node.py
          test/test_controller_lockstep.py test/test_closed_loop_shutdown.py
-         test/test_lockstep_gate.py -q -p no:cacheprovider)
+         test/test_lockstep_gate.py test/test_closed_loop_startup.py -q -p no:cacheprovider)
 fi
 mkdir -p "$LOGDIR"
 cd "$REPO_DIR"

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.signals import uninstall_signal_handlers
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.ros.shutdown import (SHUTDOWN_BOUND_S, ShutdownSignals, StartupInterrupted,
@@ -139,6 +140,11 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
         if close is not None:
             close()  # False: a call was abandoned; the exit below does not wait for it
         executor.shutdown()
+        # rclpy's signal thread may still be shutting the middleware down (rcl marks the
+        # context invalid before rmw_shutdown runs); destroying the node meanwhile raced
+        # with it: a shutdown stuck for more than 20 s, 2 s stalls, a SIGSEGV. Uninstalling
+        # rclpy's handlers joins that thread (our handlers take the signals again).
+        uninstall_signal_handlers()
         node.destroy_node()
         rclpy.try_shutdown()
         signals.ignore_from_now()
@@ -156,9 +162,9 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
 class _ShutdownWatchdog:
     """Leaves the process with status 0 (saying so on stderr) unless stop() is called by
     `deadline` (time.monotonic()). The shutdown work is rclpy's and DDS's (destroying
-    entities, shutting the context down) and has no timeout of its own: it was seen stuck
-    for more than 20 s once after SIGINT on a loaded machine, which must not hold the exit of
-    a process asked to stop."""
+    entities, shutting the context down) and has no timeout of its own; whatever holds it
+    (seen: a race with rclpy's signal thread, now avoided) must not hold the exit of a
+    process asked to stop."""
 
     def __init__(self, name: str, deadline: float) -> None:
         self._name = name
