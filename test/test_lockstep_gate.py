@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alpamayo_ros.control.lockstep import LockstepGate
-from alpamayo_ros.core.log_throttle import KindThrottle
+from alpamayo_ros.core.log_throttle import KindThrottle, message_shape
 
 S = 1_000_000_000
 PERIOD = S // 2
@@ -82,3 +82,11 @@ def test_the_throttle_logs_each_kind_once_per_period_whatever_the_text():
     line = throttle.admit("future", "plan refused: t0 is 0.2 s ahead", 5.5)
     assert line == "plan refused: t0 is 0.2 s ahead (499 more of this kind not logged)"
     assert throttle.admit("future", "again", 5.6) is None
+
+
+def test_messages_that_differ_only_in_numbers_have_one_shape():
+    a = message_shape("plan refused: speed 50.1 m/s above max_plan_speed 40 m/s")
+    b = message_shape("plan refused: speed 1e+200 m/s above max_plan_speed 40 m/s")
+    assert a == b == "plan refused: speed # m/s above max_plan_speed # m/s"
+    assert message_shape("plan has 300 poses, more than max_plan_waypoints 256") != \
+        message_shape("plan message of 8000324 bytes, more than max_plan_message_bytes 1048576")

@@ -4,12 +4,22 @@ A flood of messages of one kind (a planner sending plans refused for the same re
 different number in each text) must not flood the log, and one kind must not hide another.
 rclpy's throttle_duration_sec keys on the call site, so one call site that logs several
 kinds would let one hide the others; comparing the whole text lets numbers defeat it. Here
-the caller names the kind (e.g. the refusal check), and the text of a suppressed message
-is only counted: the next one logged says how many of its kind were left out.
+the caller names the kind (the controller: the refusal's check and the message's shape,
+its text with the numbers replaced), and a suppressed message is only counted: the next
+one logged says how many of its kind were left out.
 """
 from __future__ import annotations
 
+import re
 from typing import Hashable, Optional
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def message_shape(text: str) -> str:
+    """The text with every number replaced by '#': messages that differ only in their
+    numbers (the flood case) have one shape; different checks keep different ones."""
+    return _NUMBER.sub("#", text)
 
 
 class KindThrottle:

@@ -30,7 +30,7 @@ from alpamayo_ros.control.lockstep import LockstepGate
 from alpamayo_ros.control.reference_plan import PlanRejected
 from alpamayo_ros.control.tracking_controller import (Mode, OdometryInput, StepResult,
                                                       TrackingController)
-from alpamayo_ros.core.log_throttle import KindThrottle
+from alpamayo_ros.core.log_throttle import KindThrottle, message_shape
 from alpamayo_ros.core.planner_health import HealthReport, Level
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.msg import PlannerOutput
@@ -205,7 +205,8 @@ class ControllerNode(GatedCallbacks, Node):
         if decision.accepted:
             self._plans["tracked"] += 1
         elif not decision.waiting:
-            self._warn(("refusal", decision.kind or decision.reason), decision.reason)
+            self._warn(("refusal", decision.kind, message_shape(decision.reason)),
+                       decision.reason)
 
     # ------------------------------------------------------------------ outputs
     def _check_wired(self) -> bool:
