@@ -244,23 +244,23 @@ def test_cache_is_reused_grown_and_bounded(checkpoint, caplog):
     assert sum("grows from" in m for m in logged) == 1
 
 
+def _video_tick(start):
+    """A 10 Hz tick: camera c holds frames start .. start + 3 of a "video" (tinted per
+    camera), keyed (camera, frame index)."""
+    video = [_frames(phase=p)[0] for p in range(8)]
+    frames = [np.roll(video[start + f], shift=7 * c, axis=1) for c in range(4) for f in range(4)]
+    keys = tuple((c, start + f) for c in range(4) for f in range(4))
+    return frames, keys
+
+
 def test_vision_features_are_reused_across_ticks(runtime):
     """A 10 Hz tick sequence: each camera's window shifts by one frame, so 4 of 16 frames
     are new. Only those are encoded, and the plans equal those of a run without reuse."""
-    video = [_frames(phase=p)[0] for p in range(8)]  # frame p of a "video"
-
-    def tick(start):
-        # camera c, frame f: video frame start + f, tinted per camera
-        frames = [np.roll(video[start + f], shift=7 * c, axis=1)
-                  for c in range(4) for f in range(4)]
-        keys = tuple((c, start + f) for c in range(4) for f in range(4))
-        return frames, keys
-
     options = InferenceOptions(num_samples=2, max_coc_tokens=10, diffusion_steps=3, seed=4)
     engine = runtime.engine
     runtime.clear_vision_cache()
     for start in range(3):
-        frames, keys = tick(start)
+        frames, keys = _video_tick(start)
         before = dict(engine.vision_stats)
         reused = runtime.predict(_model_input(frames, keys=keys), options)
         encoded = engine.vision_stats["encoded"] - before["encoded"]
@@ -273,6 +273,33 @@ def test_vision_features_are_reused_across_ticks(runtime):
     assert engine.report()["vision"]["cached_frames"] == 16
     runtime.clear_vision_cache()
     assert engine.report()["vision"]["cached_frames"] == 0
+
+
+def _warm_and_cold_prefill_logits(runtime):
+    """Prefill logits of tick 1 with 12 frames' features from tick 0 (warm) and with every
+    frame encoded afresh (cold)."""
+    engine = runtime.engine
+    out = []
+    with torch.inference_mode():
+        runtime.clear_vision_cache()
+        for start, keyed in ((0, True), (1, True), (1, False)):
+            frames, keys = _video_tick(start)
+            prepared = runtime.prepare_inputs(_model_input(frames, keys=keys),
+                                              keys if keyed else None)
+            features = engine.frame_features(prepared.pixel_values, prepared.image_grid_thw,
+                                              prepared.encoded(), prepared.frame_keys)
+            state = engine.state_for(1, prepared.input_ids.shape[1], 2)
+            logits, _ = engine.prefill(state, prepared.input_ids, prepared.image_grid_thw,
+                                       features, prepared.rope)
+            out.append((len(prepared.encoded()), logits.float().cpu()))
+    (_, _), (warm_encoded, warm), (cold_encoded, cold) = out
+    assert (warm_encoded, cold_encoded) == (4, 16)
+    return warm, cold
+
+
+def test_warm_and_cold_prefill_logits_agree(runtime):
+    warm, cold = _warm_and_cold_prefill_logits(runtime)
+    torch.testing.assert_close(warm, cold, atol=1e-5, rtol=0)
 
 
 def test_repeated_keys_are_encoded_once_and_bad_keys_refused(runtime):
@@ -600,7 +627,26 @@ def test_cuda_graph_sampling_is_reproducible(cuda_runtime):
 
 
 @cuda_only
-def test_decode_and_euler_steps_do_not_synchronise(cuda_runtime):
+def test_warm_and_cold_prefill_logits_agree_on_cuda(cuda_runtime):
+    """Vision reuse on the GPU: features encoded in another batch (4 new frames) give the
+    prefill logits of encoding all 16 at once, up to the convolution's TF32 rounding."""
+    warm, cold = _warm_and_cold_prefill_logits(cuda_runtime)
+    torch.testing.assert_close(warm, cold, atol=1e-3, rtol=1e-3)
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_warmup_self_check_passes_on_cuda(checkpoint, dtype):
+    """Captured steps against the eager path at warm-up: the fast path stays, in float32
+    and in bf16 (where the paths' attention kernels round differently)."""
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint, device="cuda", dtype=dtype)
+    runtime.warmup(InferenceOptions(num_samples=2, max_coc_tokens=8), (64, 96))
+    assert runtime.inference_path() == InferencePath("fast", "")
+    assert runtime.fast_path_report()["capture_failures"] == []
+
+
+@cuda_only
+def test_decode_and_euler_steps_do_not_synchronise_on_cuda(cuda_runtime):
     """One decode step and one Euler step, uncaptured and replayed, under
     torch.cuda.set_sync_debug_mode("error"): any host sync inside would raise."""
     runtime = cuda_runtime
