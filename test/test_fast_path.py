@@ -367,7 +367,8 @@ def test_warmup_self_check_passes_and_keeps_the_fast_path(checkpoint, caplog):
     assert runtime.fast_path and runtime.inference_path() == InferencePath("fast", "")
     assert any("self-check passed" in r.getMessage() for r in caplog.records)
     with torch.inference_mode():
-        check = runtime.self_check(runtime.prepare_inputs(_model_input()), 2)
+        check = runtime.self_check(runtime.prepare_inputs(_model_input()),
+                                   InferenceOptions(num_samples=2, max_coc_tokens=8))
     assert check.same_decode and check.velocity_max > 0.0
     assert check.velocity_max_diff <= runtime.self_check_atol()
 

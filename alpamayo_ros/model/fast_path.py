@@ -518,8 +518,10 @@ class FastEngine:
         """One line per step that should run as a CUDA graph but does not (why)."""
         if not self.use_graphs:
             return []
-        return [f"{runner.name}: {runner.failure}" for state in self._states.values()
-                for runner in (*state.decode_runners.values(), *state.flow_runners.values())
+        # Copies: /diagnostics asks from another thread while a call may add a state.
+        return [f"{runner.name}: {runner.failure}" for state in list(self._states.values())
+                for runner in (*list(state.decode_runners.values()),
+                               *list(state.flow_runners.values()))
                 if runner.failure is not None]
 
     def report(self) -> dict:

@@ -21,6 +21,7 @@ in PlannerOutput.model): slower plans, never silently wrong ones.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib.util
 import logging
@@ -429,7 +430,7 @@ class AlpamayoRuntime:
             failures = self.engine.capture_failures()
             if failures:
                 return "CUDA graph capture failed: " + "; ".join(failures)
-            check = self.self_check(prepared, options.num_samples, forced)
+            check = self.self_check(prepared, options, forced)
         except (AlpamayoError, RuntimeError) as exc:
             return f"it failed on the warm-up input ({type(exc).__name__}: {exc})"
         atol = self.self_check_atol()
@@ -451,15 +452,17 @@ class AlpamayoRuntime:
             return float(atol)
         return 1e-4 if self.dtype == torch.float32 else 0.05
 
-    def self_check(self, prepared: PreparedInputs, rows: int,
+    def self_check(self, prepared: PreparedInputs, options: InferenceOptions,
                    forced: Optional[torch.Tensor] = None) -> PathComparison:
-        """Fast against eager on ``prepared``: the same forced CoC (default: the warm-up's
-        two tokens), the same fixed noise, one Euler step (see PathComparison)."""
+        """Fast against eager on ``prepared`` for calls like ``options``: the same forced
+        CoC (default: the warm-up's two tokens), the same fixed noise, one Euler step (see
+        PathComparison). The sampler settings stay those of ``options`` (the forced tokens
+        make them irrelevant), so the warm-up's captured decode step is the one checked."""
         forced = self._warmup_tokens() if forced is None else forced
+        rows = int(options.num_samples)
         noise = torch.randn((rows, NUM_WAYPOINTS, 2),
                             generator=torch.Generator().manual_seed(0)).numpy()
-        options = InferenceOptions(num_samples=rows, max_coc_tokens=int(forced.numel()),
-                                   diffusion_steps=1, sample_coc=False)
+        options = dataclasses.replace(options, diffusion_steps=1, seed=0)
         fast = self.run_prepared(prepared, options, noise, forced, path="fast")
         eager = self.run_prepared(prepared, options, noise, forced, path="eager")
         return compare_predictions(fast, eager, torch.from_numpy(noise))
