@@ -9,13 +9,13 @@ import re
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from fixture_set import (base_vlm_dir, load_expected, load_expected_tensors, load_inputs,
                          pixel_values, require_fixture_dir, requires_fixtures)
 
 from alpamayo_ros.core.types import InferenceOptions, ModelInput
 from alpamayo_ros.model import generation
+from alpamayo_ros.model.checkpoint import load_state_dict, locate_checkpoint
 from alpamayo_ros.model.modeling import expert_velocity
 
 pytestmark = [requires_fixtures, pytest.mark.fixtures]
@@ -267,7 +267,8 @@ def test_bfloat16_runs_with_the_official_autocast_numerics_and_stays_close():
     net = runtime.network
     assert net.vlm.lm_head.weight.dtype == torch.bfloat16
     freqs = net.action_in_proj.timestep_fourier_encoder.freqs
-    stored = load_file(str(require_fixture_dir() / "checkpoint" / "model.safetensors"))[
+    files = locate_checkpoint(require_fixture_dir() / "checkpoint")
+    stored = load_state_dict(files, device="cpu", dtype=None)[
         "action_in_proj.timestep_fourier_encoder.freqs"]
     assert freqs.dtype == torch.bfloat16 and torch.equal(freqs, stored.to(torch.bfloat16))
     assert net.action_space.accel_std.dtype == torch.float32
