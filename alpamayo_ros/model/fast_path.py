@@ -18,10 +18,11 @@ shapes so that the two per-token loops can be captured as CUDA graphs:
   advance the position, all in place.
 * **Stop test**: after each step the host posts a non-blocking copy of the per-row stop
   status and reads the one posted a step earlier (on CUDA; the CPU reads at once), so the
-  GPU always has one queued step and at most one step runs after the stop. Steps run after
-  the stop only write slots that the expert mask hides and tokens that are cut off, so the
-  outputs equal the reference loop's; the stop rule itself (one step after every row
-  emitted ``<|traj_future_start|>``, budget ``max_new_tokens``) is the same.
+  GPU always has one queued step. That queued step is the one the stop rule needs anyway
+  (one step after every row emitted ``<|traj_future_start|>``, so its KV is cached), so no
+  step runs past the stop. With ``stop_check_interval`` K > 1 (tests) steps do run past
+  it; they only write slots that the expert mask hides and tokens that are cut off, so the
+  outputs still equal the reference loop's (budget ``max_new_tokens`` the same).
 * **Finite check**: each decode and flow-matching step folds "all logits / velocities
   finite" into a device flag; the host reads it once per call and raises NonFiniteError
   (the node reports MODEL_ERROR with the reason) instead of planning from NaN.
