@@ -278,6 +278,7 @@ def cycle_eager(setup, engine, source, tick, rows, coc, budget, noise, input_ids
 def cycle_generate(setup, source, tick, rows, coc, noise, input_ids, diffusion=True):
     from alpamayo_ros.model import generation
     from alpamayo_ros.model.image_processor import preprocess_frames
+    from alpamayo_ros.model.modeling import official_autocast
 
     net = setup.net
     clock = StageClock(setup.device)
@@ -286,11 +287,13 @@ def cycle_generate(setup, source, tick, rows, coc, noise, input_ids, diffusion=T
                                            device=setup.device)
     clock.lap("preprocess")
     torch.manual_seed(tick)
-    out = net.vlm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                           pixel_values=pixel_values.to(setup.dtype), image_grid_thw=grid,
-                           max_new_tokens=coc, min_new_tokens=coc, do_sample=True,
-                           num_return_sequences=rows, top_p=0.98, temperature=0.6, top_k=None,
-                           pad_token_id=setup.tokens.filler, return_dict_in_generate=True)
+    with official_autocast(setup.device, setup.dtype):  # as the official generate runs
+        out = net.vlm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                               pixel_values=pixel_values.to(setup.dtype), image_grid_thw=grid,
+                               max_new_tokens=coc, min_new_tokens=coc, do_sample=True,
+                               num_return_sequences=rows, top_p=0.98, temperature=0.6,
+                               top_k=None, pad_token_id=setup.tokens.filler,
+                               return_dict_in_generate=True)
     clock.lap("generate")
     if diffusion:
         cache = out.past_key_values

@@ -291,15 +291,18 @@ def expert_velocity(network: AlpamayoR1Network, x: torch.Tensor, t: torch.Tensor
     cache: the VLM KV cache (prefix_len tokens, B rows), restored to prefix_len on return;
     position_ids: (3, B, 64) M-RoPE ids; attention_mask: (B, 1, 64, prefix_len + 64) additive.
     """
-    embeds = network.action_in_proj(x, t)
-    try:
-        out = network.expert(inputs_embeds=embeds, position_ids=position_ids,
-                             attention_mask=attention_mask, past_key_values=cache,
-                             use_cache=True)
-    finally:
-        cache.crop(prefix_len)
-    hidden = out.last_hidden_state
-    velocity = network.action_out_proj(hidden)
+    # The float32 embeddings meet reduced-precision weights only under the official
+    # autocast (a no-op inside an engine's own region, and for float32 weights).
+    with official_autocast(x.device, network.action_out_proj.weight.dtype):
+        embeds = network.action_in_proj(x, t)
+        try:
+            out = network.expert(inputs_embeds=embeds, position_ids=position_ids,
+                                 attention_mask=attention_mask, past_key_values=cache,
+                                 use_cache=True)
+        finally:
+            cache.crop(prefix_len)
+        hidden = out.last_hidden_state
+        velocity = network.action_out_proj(hidden)
     if return_hidden:
         return velocity, embeds, hidden
     return velocity
