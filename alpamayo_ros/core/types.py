@@ -181,6 +181,8 @@ class PlannerModel(Protocol):
     Optional, looked up with getattr: ``clear_vision_cache()`` (forget features kept per
     frame key; called when a new PlannerCore starts its frame keys afresh) and
     ``inference_path() -> InferencePath`` (shown in /diagnostics and PlannerOutput.model).
+    A model that needs frames of a minimum size has an int attribute `min_frame_side` [px]:
+    the planner core skips ticks with smaller frames (SIZE_MISMATCH) instead of calling it.
     """
 
     model_id: str
