@@ -10,13 +10,15 @@ Route file format (docs/closed_loop.md)::
         {"type": "straight", "length": 60.0, "speed_limit": 10.0},
         {"type": "arc", "length": 78.5, "radius": 50.0, "direction": "left",
          "speed_limit": 10.0}
-      ]
+      ],
+      "obstacles": [{"s": 150.0, "lateral": 0.0, "length": 4.6, "width": 1.9}]
     }
 
 Units: metres, m/s, degrees for the start yaw; "direction" is "left" or "right". The route
 is the centre line of the ego lane in the simulator's world frame (`map`, REP-103). The
 road: the ego lane, an oncoming lane on its left, a dashed centre line between them, solid
-edge lines, asphalt half a metre beyond the edge lines, grass outside.
+edge lines, asphalt half a metre beyond the edge lines, grass outside. "obstacles" is
+optional (sim/obstacles.py).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.sim.obstacles import Obstacle, parse_obstacles
 
 DEFAULT_ROUTE_FILE = Path(__file__).resolve().parent / "data" / "default_route.json"
 # Spacing of the dense centre-line samples [m].
@@ -89,12 +92,14 @@ class Route:
     """Dense centre-line samples of the segments (see module docstring)."""
 
     def __init__(self, segments: Sequence[Segment], start_xy=(0.0, 0.0), start_yaw=0.0,
-                 name: str = "route", road: RoadLayout = RoadLayout()) -> None:
+                 name: str = "route", road: RoadLayout = RoadLayout(),
+                 obstacles: Sequence[Obstacle] = ()) -> None:
         if not segments:
             raise ConfigError("route: need at least one segment, have 0")
         self.name = name
         self.segments = tuple(segments)
         self.road = road
+        self.obstacles = tuple(obstacles)
         self.start_xy = (float(start_xy[0]), float(start_xy[1]))
         self.start_yaw = float(start_yaw)
         xs, ys, yaws, ss, kappas, limits = [], [], [], [], [], []
@@ -169,7 +174,8 @@ class Route:
         road = RoadLayout(lane_width=float(doc.get("lane_width", RoadLayout.lane_width)))
         return cls(segments, (float(start.get("x", 0.0)), float(start.get("y", 0.0))),
                    math.radians(float(start.get("yaw_deg", 0.0))),
-                   name=str(doc.get("name", source)), road=road)
+                   name=str(doc.get("name", source)), road=road,
+                   obstacles=parse_obstacles(doc.get("obstacles"), source))
 
     @classmethod
     def load(cls, path: Optional[str | Path] = None) -> "Route":
@@ -218,17 +224,22 @@ class Route:
         i = np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, len(self.s) - 1)
         return self.speed_limit[i]
 
-    def target_speed(self, s, deceleration: float, stop_at_end: bool = True) -> np.ndarray:
+    def target_speed(self, s, deceleration: float, stop_at_end: bool = True,
+                     stop_station: Optional[float] = None) -> np.ndarray:
         """Speed a driver aims for at stations s: the limit, lowered ahead of lower limits
-        (and of the route's end) so that `deceleration` [m/s^2] is enough to meet them."""
-        if not hasattr(self, "_profile") or self._profile[0] != (deceleration, stop_at_end):
+        (and of the route's end, or of `stop_station` and beyond it) so that
+        `deceleration` [m/s^2] is enough to meet them."""
+        key = (deceleration, stop_at_end, stop_station)
+        if not hasattr(self, "_profile") or self._profile[0] != key:
             v = self.speed_limit.astype(np.float64).copy()
             if stop_at_end:
                 v[-1] = 0.0
+            if stop_station is not None:
+                v[self.s >= stop_station] = 0.0
             ds = np.diff(self.s)
             for i in range(len(v) - 2, -1, -1):
                 v[i] = min(v[i], math.sqrt(v[i + 1] ** 2 + 2.0 * deceleration * ds[i]))
-            self._profile = ((deceleration, stop_at_end), v)
+            self._profile = (key, v)
         s = np.clip(np.atleast_1d(np.asarray(s, dtype=np.float64)), 0.0, self.length)
         return np.interp(s, self.s, self._profile[1])
 
@@ -247,4 +258,7 @@ class Route:
                 "segments": [{"type": s.kind, "length": s.length, "speed_limit": s.speed_limit,
                               **({"radius": s.radius,
                                   "direction": "left" if s.curvature > 0 else "right"}
-                                 if s.kind == "arc" else {})} for s in self.segments]}
+                                 if s.kind == "arc" else {})} for s in self.segments],
+                **({"obstacles": [{"s": o.s, "lateral": o.lateral, "length": o.length,
+                                   "width": o.width} for o in self.obstacles]}
+                   if self.obstacles else {})}
