@@ -234,8 +234,8 @@ class Route:
             v = self.speed_limit.astype(np.float64).copy()
             if stop_at_end:
                 v[-1] = 0.0
-            if stop_station is not None:
-                v[self.s >= stop_station] = 0.0
+            if stop_station is not None:  # standing from the last sample at or before it
+                v[max(int(np.searchsorted(self.s, stop_station, side="right")) - 1, 0):] = 0.0
             ds = np.diff(self.s)
             for i in range(len(v) - 2, -1, -1):
                 v[i] = min(v[i], math.sqrt(v[i + 1] ** 2 + 2.0 * deceleration * ds[i]))

@@ -3,6 +3,8 @@
     alpamayo-closed-loop --planner route_oracle --duration 30 -o /tmp/cl
     alpamayo-closed-loop --planner alpamayo --checkpoint /tmp/tiny -o /tmp/cl_tiny
     alpamayo-closed-loop --planner route_oracle -o /tmp/cl2 --golden /tmp/cl/report.json
+    alpamayo-closed-loop --suite DIR -o /tmp/suite --jobs 2        (tools/closed_loop_suite.py)
+    alpamayo-closed-loop --from-bag --bag BRIDGE_BAG --route R.json -o /tmp/carla   (scores only)
 
 Runs the processes of tools/closed_loop_stack.sim_stack (carla_sim, planner_node or
 route_oracle, controller_node: the executables and parameter files of
@@ -59,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of --planner alpamayo")
     p.add_argument("--route", type=Path, default=None,
                    help="route JSON (docs/closed_loop.md); default: the package's route")
-    p.add_argument("--duration", type=float, default=30.0, help="sim seconds to drive")
+    p.add_argument("--duration", type=float, default=None,
+                   help="sim seconds to drive (default 30; --suite: each route's own, "
+                        "closed_loop_suite.route_duration)")
     p.add_argument("--mode", choices=("lockstep", "realtime"), default="lockstep")
     p.add_argument("--plan-rate", type=float, default=2.0, help="planning rate [Hz]")
     p.add_argument("--initial-speed", type=float, default=None,
@@ -77,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-bag", action="store_true",
                    help="run nothing: rebuild OUT/report.json from OUT/bag (same options as "
                         "the run) and compare with --golden")
+    p.add_argument("--bag", type=Path, default=None,
+                   help="with --from-bag: score this bag instead of OUT/bag (e.g. a "
+                        "carla-ros-bridge recording; --route in map coordinates)")
+    s = p.add_argument_group("suites (tools/closed_loop_suite.py)")
+    s.add_argument("--suite", type=Path, default=None,
+                   help="run every route file (*.json) of this folder; OUT/summary.*")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="routes run in parallel, each worker on its own ROS domain")
+    s.add_argument("--domain-ids", type=lambda text: [int(v) for v in text.split(",")],
+                   default=None, help="ROS domain of each --jobs worker (comma separated); "
+                   "default: ROS_DOMAIN_ID and the next ones")
+    s.add_argument("--ray", action="store_true",
+                   help="run the routes on a pool of Ray actors (tools/ray_closed_loop.py)")
+    s.add_argument("--ray-address", default=None, help="Ray cluster ('auto'); default: local")
+    s.add_argument("--ray-actors", type=int, default=None,
+                   help="Ray actors (default: --jobs)")
     d = Tolerances()
     p.add_argument("--lateral-tolerance", type=float, default=d.lateral_abs_m)
     p.add_argument("--relative-tolerance", type=float, default=d.relative)
@@ -162,9 +182,10 @@ def run_processes(specs, log_dir: Path, timeout_s: float, commands: Optional[dic
 
 
 def report_from_bag(out: Path, route: Route, specs, *, planning_period_s: float, gate: bool,
-                    run_info: dict) -> dict:
-    """report.json content of the bag in out/bag (see sim/closed_loop_report.py)."""
-    record = read_bag(out / "bag")
+                    run_info: dict, bag: Optional[Path] = None) -> dict:
+    """report.json content of the bag `bag` (default out/bag; see
+    sim/closed_loop_report.py)."""
+    record = read_bag(bag if bag is not None else out / "bag")
     controller = read_parameter_file(config_dir() / "controller.yaml", specs[2].node_name)
     return compute_report(record, route,
                           rear_axle_offset_x=float(controller["vehicle.rear_axle_offset_xyz"][0]),
@@ -172,11 +193,30 @@ def report_from_bag(out: Path, route: Route, specs, *, planning_period_s: float,
                           max_plan_age_s=float(controller["plan.max_age"]), run=run_info)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, env: Optional[dict] = None) -> int:
+    """One run (or, with --suite, a suite); env: the processes' environment (default:
+    this process's)."""
     out: Path = args.output
+    args.duration_given = args.duration
+    if args.duration is None:
+        args.duration = 30.0
+    if args.suite is not None:
+        from alpamayo_ros.tools import closed_loop_suite
+        if args.jobs < 1:
+            print(f"closed_loop: error: --jobs: have {args.jobs}, need >= 1", file=sys.stderr)
+            return EXIT_ERROR
+        runner = None
+        if args.ray:
+            from alpamayo_ros.tools import ray_closed_loop
+            runner = ray_closed_loop.runner_from_args(args)
+        return closed_loop_suite.run_suite(args, runner)
+    bag = args.bag if args.bag is not None else out / "bag"
+    if args.bag is not None and not args.from_bag:
+        print("closed_loop: error: --bag needs --from-bag", file=sys.stderr)
+        return EXIT_ERROR
     if args.from_bag:
-        if not (out / "bag").is_dir():
-            print(f"closed_loop: error: --from-bag needs {out / 'bag'}", file=sys.stderr)
+        if not bag.is_dir():
+            print(f"closed_loop: error: --from-bag needs the bag {bag}", file=sys.stderr)
             return EXIT_ERROR
     elif out.exists() and any(out.iterdir()):
         print(f"closed_loop: error: {out} exists and is not empty", file=sys.stderr)
@@ -218,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     wall_start = time.monotonic()
     error, codes = None, {}
     if not args.from_bag:
-        error, codes = run_processes(specs, out / "logs", args.timeout)
+        error, codes = run_processes(specs, out / "logs", args.timeout, env=env)
     wall = time.monotonic() - wall_start
     run_info = {"planner": args.planner, "mode": args.mode, "lockstep_gate": gate,
                 "duration_s": args.duration, "plan_rate_hz": args.plan_rate,
@@ -227,9 +267,9 @@ def run(args: argparse.Namespace) -> int:
                 "exit_codes": codes}
     try:
         report = report_from_bag(out, route, specs, planning_period_s=1.0 / args.plan_rate,
-                                 gate=gate, run_info=run_info)
+                                 gate=gate, run_info=run_info, bag=bag)
     except Exception as exc:  # an unreadable or empty bag: the run failed
-        print(f"closed_loop: error: cannot build the report from {out / 'bag'}: {exc}"
+        print(f"closed_loop: error: cannot build the report from {bag}: {exc}"
               + (f" ({error})" if error else ""), file=sys.stderr)
         return EXIT_ERROR
     if args.from_bag and (out / "report.json").is_file():
@@ -241,6 +281,11 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=1))
     write_plot(report, route, out / "report.png")
     m = report["metrics"]
+    lb = report["scores"]["leaderboard"]
+    print(f"closed_loop: DS {lb['driving_score']:.2f} = RC {lb['route_completion']:.2f} x IP "
+          f"{lb['infraction_penalty']:.3f} ({lb['status']}), infractions "
+          f"{lb['infractions_total']}, collisions {len(lb['collisions'])}, lane invasions "
+          f"{lb['lane_invasions']}")
     print(f"closed_loop: {args.planner} {args.mode}, {m['duration_s']:.1f} s sim in {wall:.1f} s "
           f"wall: lateral RMS {m['lateral_deviation_rms_m']:.3f} m (max "
           f"{m['lateral_deviation_max_m']:.3f}), speed error RMS {m['speed_error_rms_mps']:.3f} "
