@@ -51,6 +51,16 @@ def test_rectangles_touch_by_separating_axes():
     assert not O.rectangles_touch(a, O.rectangle_corners(2.0, 2.0, math.pi / 4, 1.0, 1.0))
 
 
+def test_obstacles_past_the_end_stand_straight_on_from_it():
+    route = Route.from_dict({"segments": [
+        {"type": "arc", "length": 0.5 * math.pi * 20.0, "radius": 20.0, "direction": "left",
+         "speed_limit": 5.0}], "obstacles": [
+        {"s": 0.5 * math.pi * 20.0 + 6.0, "lateral": 1.0, "length": 2.0, "width": 1.0}]})
+    (cx, cy, yaw), = O.ObstacleField(route, route.obstacles).poses
+    # The quarter circle ends at (20, 20) heading +y: 6 m on, 1 m to the left (-x).
+    assert (cx, cy, yaw) == pytest.approx((19.0, 26.0, math.pi / 2), abs=0.01)
+
+
 def test_in_lane_and_the_stop_station():
     inside = O.Obstacle(s=50.0, lateral=1.7, length=4.0, width=1.4)   # reaches 1.0 m
     beside = O.Obstacle(s=30.0, lateral=-2.9, length=4.0, width=1.9)  # from -1.95 m

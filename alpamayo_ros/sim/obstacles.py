@@ -140,8 +140,10 @@ class ObstacleField:
         for ob in self.obstacles:
             xy, heading = route.pose_at([ob.s])
             yaw = float(heading[0])
-            cx = float(xy[0, 0]) - math.sin(yaw) * ob.lateral
-            cy = float(xy[0, 1]) + math.cos(yaw) * ob.lateral
+            # Before the start or past the end: straight on from there.
+            along = ob.s - min(max(ob.s, 0.0), route.length)
+            cx = float(xy[0, 0]) + math.cos(yaw) * along - math.sin(yaw) * ob.lateral
+            cy = float(xy[0, 1]) + math.sin(yaw) * along + math.cos(yaw) * ob.lateral
             self.poses.append((cx, cy, yaw))
             self.footprints.append(rectangle_corners(cx, cy, yaw, ob.length / 2, ob.width / 2))
 
