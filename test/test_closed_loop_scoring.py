@@ -84,11 +84,19 @@ def run_tool(*args):
                           timeout=300, cwd=ros_harness.REPO_ROOT)
 
 
-def test_scores_of_a_bridge_bag_with_the_route_in_map_coordinates(tmp_path):
+def _points_route():
+    """The same route as lane-centre points in map coordinates, every 5 m."""
+    s = np.arange(0.0, 100.0 + 1e-9, 5.0)
+    return {"name": "map_route", "lane_width": 3.5, "speed_limit": 10.0,
+            "points": [[250.0, -170.0 - v] for v in s]}
+
+
+@pytest.mark.parametrize("route_doc", [ROUTE, _points_route()], ids=["segments", "points"])
+def test_scores_of_a_bridge_bag_with_the_route_in_map_coordinates(tmp_path, route_doc):
     bag = tmp_path / "bridge_bag"
     write_bridge_bag(bag)
     route = tmp_path / "route.json"
-    route.write_text(json.dumps(ROUTE))
+    route.write_text(json.dumps(route_doc))
     out = tmp_path / "scored"
     proc = run_tool("--from-bag", "--bag", bag, "--route", route, "-o", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -117,3 +125,22 @@ def test_scores_of_a_bridge_bag_with_the_route_in_map_coordinates(tmp_path):
 def test_bag_needs_from_bag(tmp_path):
     proc = run_tool("--bag", tmp_path, "-o", tmp_path / "x")
     assert proc.returncode == 2 and "--bag needs --from-bag" in proc.stderr
+
+
+def test_routes_of_map_points():
+    from alpamayo_ros.core.errors import ConfigError
+    from alpamayo_ros.sim.route import Route
+    angles = np.linspace(0.0, math.pi / 2, 40)   # a quarter circle of R 20 m
+    route = Route.from_dict({"name": "arc", "speed_limit": 5.0,
+                             "points": np.column_stack([20 * np.sin(angles),
+                                                        20 - 20 * np.cos(angles)]).tolist()})
+    assert route.length == pytest.approx(0.5 * math.pi * 20.0, rel=1e-3)
+    assert np.median(route.curvature) == pytest.approx(1 / 20.0, rel=0.02)
+    assert route.heading[-1] == pytest.approx(math.pi / 2, abs=0.04)  # the last chords
+    assert route.describe()["segments"][0]["type"] == "polyline"
+    for doc, match in (({"points": [[0, 0]], "speed_limit": 5}, "points must be >= 2"),
+                       ({"points": [[0, 0], [1, 1]]}, "needs 'speed_limit'"),
+                       ({"points": [[0, 0], [0, 0]], "speed_limit": 5}, "more than one"),
+                       ({"points": "abc", "speed_limit": 5}, "points must be")):
+        with pytest.raises(ConfigError, match=match):
+            Route.from_dict(doc)

@@ -14,7 +14,9 @@ Route file format (docs/closed_loop.md)::
       "obstacles": [{"s": 150.0, "lateral": 0.0, "length": 4.6, "width": 1.9}]
     }
 
-Units: metres, m/s, degrees for the start yaw; "direction" is "left" or "right". The route
+Units: metres, m/s, degrees for the start yaw; "direction" is "left" or "right". Instead
+of start and segments, a route may be a lane centre given as points in map coordinates
+(e.g. exported from CARLA): {"name": ..., "points": [[x, y], ...], "speed_limit": 10.0}. The route
 is the centre line of the ego lane in the simulator's world frame (`map`, REP-103). The
 road: the ego lane, an oncoming lane on its left, a dashed centre line between them, solid
 edge lines, asphalt half a metre beyond the edge lines, grass outside. "obstacles" is
@@ -144,6 +146,8 @@ class Route:
 
         if not isinstance(doc, Mapping):
             raise ConfigError(f"{source}: need a JSON object, have {type(doc).__name__}")
+        if "points" in doc:
+            return cls._from_points_doc(doc, source)
         start = doc.get("start", {})
         segments = []
         for i, raw in enumerate(need(doc, "segments", "the route")):
@@ -176,6 +180,60 @@ class Route:
                    math.radians(float(start.get("yaw_deg", 0.0))),
                    name=str(doc.get("name", source)), road=road,
                    obstacles=parse_obstacles(doc.get("obstacles"), source))
+
+    @classmethod
+    def _from_points_doc(cls, doc: Mapping[str, Any], source: str) -> "Route":
+        try:
+            points = np.asarray(doc["points"], dtype=np.float64)
+            limit = float(doc["speed_limit"])
+        except KeyError as exc:
+            raise ConfigError(f"{source}: a route of points needs {exc.args[0]!r}") from None
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: points must be [[x, y], ...] in metres and "
+                              "speed_limit a number") from None
+        return cls.from_points(points, limit, name=str(doc.get("name", source)),
+                               road=RoadLayout(lane_width=float(doc.get(
+                                   "lane_width", RoadLayout.lane_width))),
+                               obstacles=parse_obstacles(doc.get("obstacles"), source),
+                               source=source)
+
+    @classmethod
+    def from_points(cls, points, speed_limit: float, name: str = "route",
+                    road: RoadLayout = RoadLayout(), obstacles: Sequence[Obstacle] = (),
+                    source: str = "route") -> "Route":
+        """A route through points (N, 2) of a lane centre in map coordinates (e.g. exported
+        from CARLA's waypoints): the polyline resampled every SAMPLE_SPACING_M, heading
+        along it, one speed limit. One pseudo segment ("polyline") describes it."""
+        p = np.asarray(points, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != 2 or len(p) < 2 or not np.all(np.isfinite(p)):
+            raise ConfigError(f"{source}: points must be >= 2 finite [x, y] pairs, have "
+                              f"shape {p.shape}")
+        if not (math.isfinite(speed_limit) and speed_limit > 0):
+            raise ConfigError(f"{source}: speed_limit must be > 0 m/s, have {speed_limit}")
+        step = np.hypot(*np.diff(p, axis=0).T)
+        p = p[np.concatenate([[True], step > 1e-6])]
+        if len(p) < 2:
+            raise ConfigError(f"{source}: points must span more than one position")
+        cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(p, axis=0).T))])
+        length = float(cum[-1])
+        s = np.linspace(0.0, length, max(int(math.ceil(length / SAMPLE_SPACING_M)), 1) + 1)
+        xy = np.column_stack([np.interp(s, cum, p[:, 0]), np.interp(s, cum, p[:, 1])])
+        # Heading of the chord over +-1 m (the polyline's own heading steps at its points).
+        k = max(int(round(1.0 / SAMPLE_SPACING_M)), 1)
+        index = np.arange(len(s))
+        d = xy[np.minimum(index + k, len(s) - 1)] - xy[np.maximum(index - k, 0)]
+        heading = np.unwrap(np.arctan2(d[:, 1], d[:, 0]))
+        route = cls.__new__(cls)
+        route.name, route.road, route.obstacles = name, road, tuple(obstacles)
+        route.segments = (Segment("polyline", length, float(speed_limit)),)
+        route.start_xy = (float(xy[0, 0]), float(xy[0, 1]))
+        route.start_yaw = float(heading[0])
+        route.s, route.xy, route.heading = s, xy, heading
+        route.curvature = np.gradient(heading, s)
+        route.speed_limit = np.full(len(s), float(speed_limit))
+        route.length = length
+        route._tree = cKDTree(xy)
+        return route
 
     @classmethod
     def load(cls, path: Optional[str | Path] = None) -> "Route":
