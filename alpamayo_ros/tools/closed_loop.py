@@ -142,6 +142,50 @@ class Processes:
         return codes
 
 
+class PlannerHost:
+    """A planner process kept across runs (the routes of a suite worker), so the model is
+    loaded once: `ensure` starts it for the first run (and again only when its command
+    line changes or it died), `close` stops it. Each run's simulator restarts sim time at
+    0; planner_node resets on that backward jump of its clock and its timer re-anchors at
+    the new time, so its ticks fall on the multiples of its period as in a fresh process.
+    The route oracle plans from its route file, so it is started with each run instead."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = Path(log_path)
+        self.proc: Optional[subprocess.Popen] = None
+        self._key: Optional[tuple] = None
+        self.starts = 0
+
+    def ensure(self, spec, env: Optional[dict]) -> tuple[str, subprocess.Popen]:
+        argv = command_line(spec)
+        key = (tuple(argv), tuple(sorted((env or os.environ).items())))
+        if self.proc is not None and (self.proc.poll() is not None or key != self._key):
+            self.close()
+        if self.proc is None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(argv, env=dict(os.environ if env is None else env),
+                                             stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=subprocess.STDOUT, start_new_session=True)
+            self._key = key
+            self.starts += 1
+        return spec.node_name, self.proc
+
+    def close(self) -> Optional[int]:
+        """SIGINT, SIGKILL after a timeout; its return code (None: had to be killed)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0
+        if proc.poll() is None:
+            _signal(proc, signal.SIGINT)
+        try:
+            return proc.wait(_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _signal(proc, signal.SIGKILL)
+            proc.wait(_STOP_TIMEOUT_S)
+            return None
+
+
 def _signal(proc: subprocess.Popen, sig: int) -> None:
     try:
         os.killpg(proc.pid, sig)
@@ -150,10 +194,12 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
 
 
 def run_processes(specs, log_dir: Path, timeout_s: float, commands: Optional[dict] = None,
-                  env: Optional[dict] = None) -> tuple[Optional[str], dict]:
+                  env: Optional[dict] = None, watch: Sequence[tuple] = ()
+                  ) -> tuple[Optional[str], dict]:
     """Start the specs (the simulator first), wait until the simulator exits, stop the
     others. commands: node name -> argv replacing command_line(spec) (tests use it); env:
-    the processes' environment (default: this one).
+    the processes' environment (default: this one); watch: (name, process) already running
+    (a PlannerHost's) that must not exit during the run.
     Returns (error or None, exit code per node; None = had to be killed)."""
     procs = Processes(log_dir, dict(os.environ if env is None else env))
     wall_start = time.monotonic()
@@ -164,7 +210,9 @@ def run_processes(specs, log_dir: Path, timeout_s: float, commands: Optional[dic
                         or command_line(spec))
         simulator = procs.procs[0][1]
         while simulator.poll() is None:
-            error = procs.first_failure()
+            error = procs.first_failure() or next(
+                (f"{name} exited with {proc.poll()} during the run" for name, proc in watch
+                 if proc.poll() is not None), None)
             if error is not None:
                 break
             if time.monotonic() - wall_start > timeout_s:
@@ -193,9 +241,10 @@ def report_from_bag(out: Path, route: Route, specs, *, planning_period_s: float,
                           max_plan_age_s=float(controller["plan.max_age"]), run=run_info)
 
 
-def run(args: argparse.Namespace, env: Optional[dict] = None) -> int:
+def run(args: argparse.Namespace, env: Optional[dict] = None,
+        planner_host: Optional[PlannerHost] = None) -> int:
     """One run (or, with --suite, a suite); env: the processes' environment (default:
-    this process's)."""
+    this process's); planner_host: keeps the planner process across runs (suites)."""
     out: Path = args.output
     args.duration_given = args.duration
     if args.duration is None:
@@ -258,7 +307,10 @@ def run(args: argparse.Namespace, env: Optional[dict] = None) -> int:
     wall_start = time.monotonic()
     error, codes = None, {}
     if not args.from_bag:
-        error, codes = run_processes(specs, out / "logs", args.timeout, env=env)
+        start, watch = specs, ()
+        if planner_host is not None and args.planner != "route_oracle":
+            start, watch = [specs[0], specs[2]], (planner_host.ensure(specs[1], env),)
+        error, codes = run_processes(start, out / "logs", args.timeout, env=env, watch=watch)
     wall = time.monotonic() - wall_start
     run_info = {"planner": args.planner, "mode": args.mode, "lockstep_gate": gate,
                 "duration_s": args.duration, "plan_rate_hz": args.plan_rate,

@@ -16,7 +16,9 @@ infractions per driven km).
 Runners: in order (--jobs 1), in N spawned worker processes (--jobs N), each worker on
 its own ROS domain (--domain-ids, default: ROS_DOMAIN_ID of the caller and the next ones),
 so parallel stacks never see each other; or a pool of Ray actors
-(tools/ray_closed_loop.py). --golden compares with a previous suite's summary.json and,
+(tools/ray_closed_loop.py). Each runner keeps one planner process (and so one loaded
+model) for all the routes it runs (closed_loop.PlannerHost); simulator and controller are
+started per route. --golden compares with a previous suite's summary.json and,
 where the golden folder has them, each route's report.json (sim/closed_loop_report.compare):
 exit 0 pass, 1 regression, 2 error (a route failed, the suites differ in routes, an
 unreadable golden).
@@ -100,9 +102,12 @@ def make_jobs(routes: Sequence[Path], out: Path, argv: Sequence[str],
     return jobs
 
 
-def run_route_job(job: RouteJob, domain_id: Optional[int] = None) -> dict:
+def run_route_job(job: RouteJob, domain_id: Optional[int] = None,
+                  planner_host=None) -> dict:
     """Run one route with alpamayo-closed-loop's run() on ROS domain `domain_id` (None:
-    this process's); its summary row, the exit code and the tool's output."""
+    this process's), with the planner process of `planner_host` (closed_loop.PlannerHost,
+    kept across the routes of a worker; None: a planner process for this route only); its
+    summary row, the exit code, the tool's output and which planner process planned."""
     from alpamayo_ros.tools import closed_loop
     env = dict(os.environ)
     if domain_id is not None:
@@ -112,14 +117,24 @@ def run_route_job(job: RouteJob, domain_id: Optional[int] = None) -> dict:
     buffer = io.StringIO()
     with redirect_stdout(buffer), redirect_stderr(buffer):
         try:
-            code = closed_loop.run(closed_loop.build_parser().parse_args(argv), env=env)
+            code = closed_loop.run(closed_loop.build_parser().parse_args(argv), env=env,
+                                   planner_host=planner_host)
         except SystemExit as exc:  # argparse: bad shared arguments
             code = int(exc.code or EXIT_ERROR)
     report_path = Path(job.output) / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    host_proc = planner_host.proc if planner_host is not None else None
     return {"route": Path(job.route).stem, "exit_code": code,
             "output": buffer.getvalue()[-4000:],
-            "row": summary_row(Path(job.route).stem, report, code)}
+            "row": summary_row(Path(job.route).stem, report, code),
+            "planner": {"pid": host_proc.pid if host_proc is not None else None,
+                        "starts": planner_host.starts if planner_host is not None else None}}
+
+
+def planner_host_for(job: RouteJob, tag: str):
+    """A PlannerHost logging to <suite output>/logs/planner_<tag>.log."""
+    from alpamayo_ros.tools.closed_loop import PlannerHost
+    return PlannerHost(Path(job.output).parent / "logs" / f"planner_{tag}.log")
 
 
 def summary_row(name: str, report: Optional[Mapping], exit_code: int) -> dict:
@@ -198,31 +213,47 @@ def write_summary(out: Path, summary: Mapping) -> None:
 
 
 # ------------------------------------------------------------------ runners
-_WORKER_DOMAIN: Optional[int] = None
+_WORKER: dict = {}
 
 
-def _init_worker(domains) -> None:
-    global _WORKER_DOMAIN
-    _WORKER_DOMAIN = domains.get()
+def _init_worker(domains, first_job: RouteJob) -> None:
+    from multiprocessing.util import Finalize
+    domain = domains.get()
+    host = planner_host_for(first_job, f"domain{domain}")
+    _WORKER.update(domain=domain, host=host)
+    Finalize(None, host.close, exitpriority=10)  # runs when the pool closes its workers
 
 
 def _run_in_worker(job: RouteJob) -> dict:
-    return run_route_job(job, _WORKER_DOMAIN)
+    return run_route_job(job, _WORKER["domain"], _WORKER["host"])
 
 
 def run_local(jobs: Sequence[RouteJob], n_workers: int, domain_ids: Sequence[int]) -> list:
     """Results in job order: in this process (n_workers 1, this process's domain) or in
-    spawned worker processes, worker k on domain_ids[k]."""
+    spawned worker processes, worker k on domain_ids[k]; each keeps one planner process
+    for its routes (closed_loop.PlannerHost)."""
+    if not jobs:
+        return []
     if n_workers <= 1 or len(jobs) <= 1:
-        return [run_route_job(j) for j in jobs]
+        host = planner_host_for(jobs[0], "main")
+        try:
+            return [run_route_job(j, None, host) for j in jobs]
+        finally:
+            host.close()
     import multiprocessing
     ctx = multiprocessing.get_context("spawn")  # no fork: rclpy threads are not fork-safe
     n = min(n_workers, len(jobs))
     domains = ctx.Manager().Queue()
     for d in domain_ids[:n]:
         domains.put(d)
-    with ctx.Pool(processes=n, initializer=_init_worker, initargs=(domains,)) as pool:
-        return list(pool.imap(_run_in_worker, jobs))
+    pool = ctx.Pool(processes=n, initializer=_init_worker, initargs=(domains, jobs[0]))
+    try:
+        results = list(pool.imap(_run_in_worker, jobs))
+        pool.close()  # workers exit normally: their planner hosts close
+        pool.join()
+        return results
+    finally:
+        pool.terminate()
 
 
 def default_domain_ids(n: int) -> list[int]:
@@ -300,7 +331,9 @@ def run_suite(args, runner: Optional[Callable[[Sequence[RouteJob]], list]] = Non
     summary = summarise([r["row"] for r in results],
                         {"suite": str(Path(args.suite).resolve()), "output": str(out.resolve()),
                          "argv": list(shared_argv(args)), "jobs": args.jobs,
-                         "durations_s": {Path(j.route).stem: j.duration_s for j in jobs}})
+                         "durations_s": {Path(j.route).stem: j.duration_s for j in jobs},
+                         "planner_processes": {r["route"]: r.get("planner")
+                                               for r in results}})
     write_summary(out, summary)
     print((out / "summary.md").read_text(), end="")
     if any(r["exit_code"] != EXIT_OK for r in results):

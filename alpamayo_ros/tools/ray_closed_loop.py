@@ -4,10 +4,10 @@ optional: ``pip install -r requirements-ray.txt``).
 The engine of the fleet replay (tools/ray_replay.py): one long-lived actor per slot,
 ``ray.util.ActorPool.map`` hands the next route to whichever actor is free, results come
 back in the order of the routes. Each actor holds its own ROS domain (--domain-ids, as
-the local --jobs workers) and runs exactly `closed_loop_suite.run_route_job`, so a route
-gives the same report in this process, in --jobs workers and on a cluster. What an actor
-keeps between routes is its domain and its process; the planner (and its model) is a
-process of each route's stack, started and stopped with the route like the simulator.
+the local --jobs workers) and a planner process (closed_loop.PlannerHost: the model is
+loaded once per actor, for all its routes), and runs exactly
+`closed_loop_suite.run_route_job`, so a route gives the same report in this process, in
+--jobs workers and on a cluster.
 
 Paths (the suite folder, OUT) must be visible to the actors (shared storage), and the
 package must be installed where they run.
@@ -15,10 +15,12 @@ package must be installed where they run.
 from __future__ import annotations
 
 import os
+import signal
 from typing import Optional, Sequence
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.tools.closed_loop_suite import RouteJob, default_domain_ids, run_route_job
+from alpamayo_ros.tools.closed_loop_suite import (RouteJob, default_domain_ids,
+                                                  planner_host_for, run_route_job)
 from alpamayo_ros.tools.ray_replay import _import_ray
 
 
@@ -29,13 +31,24 @@ class RouteWorker:
         self.index = index
         self.domain_id = domain_id
         self.routes_run = 0
+        self.host = None
 
     def run(self, job: RouteJob) -> dict:
-        result = run_route_job(job, self.domain_id)
+        # Ray blocks SIGINT in its worker threads, and children inherit the signal mask:
+        # unblock it, or the route's nodes could not be stopped with SIGINT.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if self.host is None:
+            self.host = planner_host_for(job, f"actor{self.index}")
+        result = run_route_job(job, self.domain_id, self.host)
         self.routes_run += 1
         result["worker"] = {"index": self.index, "pid": os.getpid(),
                             "domain_id": self.domain_id, "routes_run": self.routes_run}
         return result
+
+    def close(self) -> None:
+        """Stop the planner process (before the actor is killed)."""
+        if self.host is not None:
+            self.host.close()
 
 
 def run_routes_on_ray(jobs: Sequence[RouteJob], domain_ids: Sequence[int], *,
@@ -63,7 +76,9 @@ def run_routes_on_ray(jobs: Sequence[RouteJob], domain_ids: Sequence[int], *,
         worker_class = ray.remote(num_cpus=num_cpus)(RouteWorker)
         actors = [worker_class.remote(i, domain_ids[i]) for i in range(count)]
         pool = ActorPool(actors)
-        return list(pool.map(lambda actor, job: actor.run.remote(job), jobs))
+        results = list(pool.map(lambda actor, job: actor.run.remote(job), jobs))
+        ray.get([actor.close.remote() for actor in actors])
+        return results
     finally:
         for actor in actors:
             ray.kill(actor)
