@@ -21,7 +21,9 @@ command; at most vehicle_control_timeout wall seconds, like the bridge's 1 s), a
 run state (a PAUSE holds until PLAY or STEP_ONCE) and steps. One deliberate difference from
 the bridge: each step publishes the sensor data first and /clock last (the bridge publishes
 /clock first), so a node whose timer fires on that /clock has the step's data already; this
-is what makes lockstep runs repeat exactly (docs/closed_loop.md). With synchronous_mode
+is what makes lockstep runs repeat exactly (docs/closed_loop.md). Before its first step it
+publishes /clock at the start time while it waits for its subscribers (a planner kept
+across the runs of a suite sees sim time restart before the first step). With synchronous_mode
 false it steps on wall time without waiting (real-time mode).
 
 The world, vehicle and cameras are alpamayo_ros.sim (route, kinematic bicycle, road
@@ -139,6 +141,7 @@ class CarlaSimNode(Node):
         self._waiting_since = 0.0
         self._started = False
         self._start_wall = time.monotonic()
+        self._start_clock_wall = -math.inf
         self.finished = False
         self.timeouts = 0
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -178,6 +181,7 @@ class CarlaSimNode(Node):
         if self.finished:
             return
         if not self._started:
+            self._announce_start_time()
             if not self._ready_to_start():
                 return
             self._started = True
@@ -187,6 +191,16 @@ class CarlaSimNode(Node):
             self._advance()
         else:
             self._step_and_publish()
+
+    def _announce_start_time(self) -> None:
+        """Before the first step, /clock at the start time every 0.1 s (wall): a node that
+        outlives a previous run (a suite worker's planner) sees sim time restart while the
+        simulator waits for its subscribers, not with the first steps (its timer then
+        re-anchors at 0 and ticks on the multiples of its period)."""
+        now = time.monotonic()
+        if now - self._start_clock_wall >= 0.1:
+            self._pub_clock.publish(ClockMsg(clock=ns_to_time(self.sim.time_ns)))
+            self._start_clock_wall = now
 
     def _ready_to_start(self) -> bool:
         v = self._values

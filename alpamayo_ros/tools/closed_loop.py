@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import yaml
 
@@ -348,20 +348,29 @@ def run(args: argparse.Namespace, env: Optional[dict] = None,
         print(f"closed_loop: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     if args.golden is not None:
-        try:
-            golden = load_report(args.golden)
-            regressions, notes = compare(report, golden, Tolerances(
-                lateral_abs_m=args.lateral_tolerance, relative=args.relative_tolerance))
-        except ValueError as exc:
-            print(f"closed_loop: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        for line in regressions:
-            print(f"REGRESSION  {line}")
-        for line in notes:
-            print(f"note        {line}")
-        print("PASS" if not regressions else f"FAIL ({len(regressions)} regressions)")
-        return EXIT_REGRESSION if regressions else EXIT_OK
+        return print_verdict(lambda: compare(report, load_report(args.golden),
+                                             tolerances(args)))
     return EXIT_OK
+
+
+def tolerances(args: argparse.Namespace) -> Tolerances:
+    return Tolerances(lateral_abs_m=args.lateral_tolerance, relative=args.relative_tolerance)
+
+
+def print_verdict(judge: Callable[[], tuple[list, list]]) -> int:
+    """Print a golden comparison (judge: () -> (regressions, notes), ValueError when it
+    cannot compare); its exit code."""
+    try:
+        regressions, notes = judge()
+    except ValueError as exc:
+        print(f"closed_loop: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in regressions:
+        print(f"REGRESSION  {line}")
+    for line in notes:
+        print(f"note        {line}")
+    print("PASS" if not regressions else f"FAIL ({len(regressions)} regressions)")
+    return EXIT_REGRESSION if regressions else EXIT_OK
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -339,18 +339,8 @@ def run_suite(args, runner: Optional[Callable[[Sequence[RouteJob]], list]] = Non
     if any(r["exit_code"] != EXIT_OK for r in results):
         return EXIT_ERROR
     if args.golden is not None:
-        try:
-            regressions, notes = compare_suites(summary, args.golden, Tolerances(
-                lateral_abs_m=args.lateral_tolerance, relative=args.relative_tolerance))
-        except ValueError as exc:
-            print(f"closed_loop: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        for line in regressions:
-            print(f"REGRESSION  {line}")
-        for line in notes:
-            print(f"note        {line}")
-        print("PASS" if not regressions else f"FAIL ({len(regressions)} regressions)")
-        return EXIT_REGRESSION if regressions else EXIT_OK
+        from alpamayo_ros.tools.closed_loop import print_verdict, tolerances
+        return print_verdict(lambda: compare_suites(summary, args.golden, tolerances(args)))
     return EXIT_OK
 
 
