@@ -31,6 +31,7 @@ import json
 import math
 import os
 import sys
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,6 +316,7 @@ def run_suite(args, runner: Optional[Callable[[Sequence[RouteJob]], list]] = Non
         print(f"closed_loop: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     out.mkdir(parents=True, exist_ok=True)
+    wall_start = time.monotonic()
     if runner is None:
         domains = (args.domain_ids if args.domain_ids else default_domain_ids(args.jobs))
         if args.jobs > 1 and len(domains) < min(args.jobs, len(jobs)):
@@ -333,7 +335,8 @@ def run_suite(args, runner: Optional[Callable[[Sequence[RouteJob]], list]] = Non
                          "argv": list(shared_argv(args)), "jobs": args.jobs,
                          "durations_s": {Path(j.route).stem: j.duration_s for j in jobs},
                          "planner_processes": {r["route"]: r.get("planner")
-                                               for r in results}})
+                                               for r in results},
+                         "wall_s": round(time.monotonic() - wall_start, 1)})
     write_summary(out, summary)
     print((out / "summary.md").read_text(), end="")
     if any(r["exit_code"] != EXIT_OK for r in results):
