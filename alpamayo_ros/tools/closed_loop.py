@@ -148,42 +148,38 @@ class PlannerHost:
     line changes or it died), `close` stops it. Each run's simulator restarts sim time at
     0; planner_node resets on that backward jump of its clock and its timer re-anchors at
     the new time, so its ticks fall on the multiples of its period as in a fresh process.
-    The route oracle plans from its route file, so it is started with each run instead."""
+    The route oracle plans from its route file, so it is started with each run instead.
+    Output: log_dir/<node>.log."""
 
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = Path(log_path)
-        self.proc: Optional[subprocess.Popen] = None
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._procs: Optional[Processes] = None
         self._key: Optional[tuple] = None
         self.starts = 0
 
+    @property
+    def proc(self) -> Optional[subprocess.Popen]:
+        return self._procs.procs[0][1] if self._procs is not None else None
+
     def ensure(self, spec, env: Optional[dict]) -> tuple[str, subprocess.Popen]:
         argv = command_line(spec)
-        key = (tuple(argv), tuple(sorted((env or os.environ).items())))
+        env = dict(os.environ if env is None else env)
+        key = (tuple(argv), tuple(sorted(env.items())))
         if self.proc is not None and (self.proc.poll() is not None or key != self._key):
             self.close()
-        if self.proc is None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(argv, env=dict(os.environ if env is None else env),
-                                             stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
+        if self._procs is None:
+            self._procs = Processes(self.log_dir, env)
+            self._procs.start(spec.node_name, argv)
             self._key = key
             self.starts += 1
         return spec.node_name, self.proc
 
     def close(self) -> Optional[int]:
-        """SIGINT, SIGKILL after a timeout; its return code (None: had to be killed)."""
-        proc, self.proc = self.proc, None
-        if proc is None:
+        """Stop it as a run's processes are stopped; its exit code (None: killed)."""
+        procs, self._procs = self._procs, None
+        if procs is None:
             return 0
-        if proc.poll() is None:
-            _signal(proc, signal.SIGINT)
-        try:
-            return proc.wait(_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            _signal(proc, signal.SIGKILL)
-            proc.wait(_STOP_TIMEOUT_S)
-            return None
+        return next(iter(procs.stop().values()))
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:

@@ -133,9 +133,9 @@ def run_route_job(job: RouteJob, domain_id: Optional[int] = None,
 
 
 def planner_host_for(job: RouteJob, tag: str):
-    """A PlannerHost logging to <suite output>/logs/planner_<tag>.log."""
+    """A PlannerHost logging to <suite output>/logs/planner_<tag>/."""
     from alpamayo_ros.tools.closed_loop import PlannerHost
-    return PlannerHost(Path(job.output).parent / "logs" / f"planner_{tag}.log")
+    return PlannerHost(Path(job.output).parent / "logs" / f"planner_{tag}")
 
 
 def summary_row(name: str, report: Optional[Mapping], exit_code: int) -> dict:
