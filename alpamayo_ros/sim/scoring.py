@@ -243,7 +243,7 @@ def score_route(trace: RouteTrace) -> dict:
         "status": "Completed" if reason == "completed" else (
             "Failed - " + {"route_deviation": "Agent deviated from the route",
                            "blocked": "Agent got blocked",
-                           "run ended": "run ended before the route"}[reason]),
+                           "run ended": "route not completed when the run ended"}[reason]),
         "ended_s": round(t_end, 3),
         "route_length_m": trace.route_length_m,
         "off_lane_percent": off_pct,
