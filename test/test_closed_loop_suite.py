@@ -125,6 +125,9 @@ def test_suite_argument_errors(tmp_path):
     assert proc.returncode == 2 and "has no route files" in proc.stderr
     proc = run_tool(None, "--suite", suite.SUITE_DIR, "-o", tmp_path / "o", "--jobs", "0")
     assert proc.returncode == 2 and "--jobs" in proc.stderr
+    proc = run_tool(None, "--suite", suite.SUITE_DIR, "-o", tmp_path / "o2", "--jobs", "3",
+                    "--domain-ids", "7")
+    assert proc.returncode == 2 and "--domain-ids: have 1, need one per job (3)" in proc.stderr
 
 
 # ------------------------------------------------------------------ through processes

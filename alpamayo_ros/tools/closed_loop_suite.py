@@ -325,7 +325,11 @@ def run_suite(args, runner: Optional[Callable[[Sequence[RouteJob]], list]] = Non
             return EXIT_ERROR
         results = run_local(jobs, args.jobs, domains)
     else:
-        results = runner(jobs)
+        try:
+            results = runner(jobs)
+        except ConfigError as exc:  # e.g. Ray not installed, too few domain ids
+            print(f"closed_loop: error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
     for result in results:
         if result["exit_code"] != EXIT_OK:
             print(f"closed_loop: route {result['route']} exited {result['exit_code']}:\n"
