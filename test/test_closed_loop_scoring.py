@@ -138,9 +138,13 @@ def test_routes_of_map_points():
     assert np.median(route.curvature) == pytest.approx(1 / 20.0, rel=0.02)
     assert route.heading[-1] == pytest.approx(math.pi / 2, abs=0.04)  # the last chords
     assert route.describe()["segments"][0]["type"] == "polyline"
-    for doc, match in (({"points": [[0, 0]], "speed_limit": 5}, "points must be >= 2"),
+    for doc, match in (({"points": [[0, 0]], "speed_limit": 5}, "points: have 1 points"),
                        ({"points": [[0, 0], [1, 1]]}, "needs 'speed_limit'"),
                        ({"points": [[0, 0], [0, 0]], "speed_limit": 5}, "more than one"),
-                       ({"points": "abc", "speed_limit": 5}, "points must be")):
+                       ({"points": "abc", "speed_limit": 5}, "points: have str"),
+                       ({"points": [[0, 0], [1, "a"]], "speed_limit": 5},
+                        r"points\[1\]: have str 'a', need a number"),
+                       ({"points": [[0, 0], [1, 1]], "speed_limit": 5, "segments": []},
+                        "unknown key 'segments'")):
         with pytest.raises(ConfigError, match=match):
             Route.from_dict(doc)

@@ -31,12 +31,16 @@ def test_route_files_parse_obstacles_and_refuse_bad_ones():
     assert (ob.s, ob.lateral, ob.length, ob.width, ob.height) == (50.0, 0.5, 4.6, 1.9, 1.5)
     assert ob.actor_id == O.OBSTACLE_ID_BASE and ob.type_id.startswith("static.")
     assert route.describe()["obstacles"][0]["s"] == 50.0
-    for bad, match in (({"lateral": 0.0, "length": 1, "width": 1}, "needs 's'"),
-                       ({"s": 1, "length": -1, "width": 1}, "length must be a finite number > 0"),
-                       ({"s": "x", "length": 1, "width": 1}, "s must be a number")):
+    for bad, match in (({"lateral": 0.0, "length": 1, "width": 1}, "obstacle 0: needs 's'"),
+                       ({"s": 1, "length": -1, "width": 1},
+                        r"obstacle 0: length: have -1.0, need a number in \(0, 100\]"),
+                       ({"s": "x", "length": 1, "width": 1},
+                        "obstacle 0: s: have str 'x', need a number"),
+                       ({"s": 1, "length": 1, "width": 1, "widht": 2},
+                        "obstacle 0: unknown key 'widht'")):
         with pytest.raises(ConfigError, match=match):
             straight(obstacles=[bad])
-    with pytest.raises(ConfigError, match="obstacles must be a list"):
+    with pytest.raises(ConfigError, match="obstacles: have dict"):
         straight(obstacles={"s": 1})
 
 

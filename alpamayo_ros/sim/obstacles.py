@@ -8,7 +8,8 @@ s: station of the obstacle's centre along the route [m]; lateral: offset of its 
 from the lane centre [m, + = left]; length (along the route) and width [m]; optional
 height [m] (default 1.5, used for rendering). An obstacle is aligned with the route's
 heading at s. Each has an actor id (OBSTACLE_ID_BASE + its index) and a CARLA type id
-(`static.prop.<name>`), as the bridge's collision events and actor list name them.
+(`static.prop.<name>`), as the bridge's collision events and actor list name them. The
+route file reader (sim/route.py) checks the values.
 
 The ego box is the vehicle's bounding box relative to the actor origin (CARLA's vehicle
 bounding box is centred near the actor origin; VEHICLE_BOX is about the Lincoln MKZ 2017
@@ -18,11 +19,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
-
-from alpamayo_ros.core.errors import ConfigError
 
 OBSTACLE_ID_BASE = 1000
 OBSTACLE_TYPE_ID = "static.prop.box"
@@ -65,36 +64,6 @@ class Obstacle:
         """Whether a vehicle on the lane centre would touch it (their lateral extents
         overlap)."""
         return abs(self.lateral) < self.width / 2 + vehicle_half_width
-
-
-def parse_obstacles(raw: Any, source: str) -> tuple[Obstacle, ...]:
-    """Obstacles of a route file's "obstacles" list (ConfigError with the reason)."""
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError(f"{source}: obstacles must be a list, have {type(raw).__name__}")
-    out = []
-    for i, item in enumerate(raw):
-        where = f"{source}: obstacle {i}"
-        if not isinstance(item, Mapping):
-            raise ConfigError(f"{where}: need an object, have {type(item).__name__}")
-        values = {}
-        for key, default, positive in (("s", None, False), ("lateral", 0.0, False),
-                                       ("length", None, True), ("width", None, True),
-                                       ("height", DEFAULT_HEIGHT_M, True)):
-            if key not in item and default is None:
-                raise ConfigError(f"{where}: needs {key!r}")
-            try:
-                value = float(item.get(key, default))
-            except (TypeError, ValueError):
-                raise ConfigError(f"{where}: {key} must be a number, have "
-                                  f"{item.get(key)!r}") from None
-            if not math.isfinite(value) or (positive and value <= 0):
-                raise ConfigError(f"{where}: {key} must be a finite number"
-                                  f"{' > 0' if positive else ''}, have {value}")
-            values[key] = value
-        out.append(Obstacle(**values, actor_id=OBSTACLE_ID_BASE + i))
-    return tuple(out)
 
 
 def rectangle_corners(cx: float, cy: float, yaw: float, half_length: float,

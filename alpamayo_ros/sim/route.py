@@ -34,7 +34,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.sim.obstacles import Obstacle, parse_obstacles
+from alpamayo_ros.sim.obstacles import DEFAULT_HEIGHT_M, OBSTACLE_ID_BASE, Obstacle
+from alpamayo_ros.core.param_schema import closest_name
 
 DEFAULT_ROUTE_FILE = Path(__file__).resolve().parent / "data" / "default_route.json"
 # Spacing of the dense centre-line samples [m].
@@ -90,6 +91,131 @@ class Projection:
     heading: np.ndarray
 
 
+@dataclass(frozen=True)
+class RouteLimits:
+    """Bounds of a route file's values (docs/closed_loop.md): lengths [m], speeds [m/s]."""
+
+    max_segments: int = 1000
+    max_length: float = 50_000.0        # one segment and the whole route
+    max_speed_limit: float = 60.0
+    min_radius: float = 5.0
+    max_radius: float = 100_000.0
+    min_lane_width: float = 2.0
+    max_lane_width: float = 8.0
+    max_abs_start: float = 1.0e6
+    max_points: int = 1_000_000         # a route of map points
+    max_obstacles: int = 1000
+    max_obstacle_size: float = 100.0    # length, width, height
+
+
+ROUTE_LIMITS = RouteLimits()
+
+
+def _have(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+class _RouteReader:
+    """Checks of the values of one route file; every problem is a one-line ConfigError
+    that names the file, where in it, what it has and what it needs."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, text: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {where}: {text}")
+
+    def mapping(self, value: Any, where: str, known: Sequence[str],
+                required: Sequence[str] = ()) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(where, f"have {_have(value)}, need a JSON object")
+        for key in value:
+            if key not in known:
+                raise self.fail(where, f"unknown key {key!r}{closest_name(str(key), known)}; "
+                                       f"known: {', '.join(known)}")
+        for key in required:
+            if key not in value:
+                raise self.fail(where, f"needs {key!r}")
+        return value
+
+    def number(self, value: Any, where: str, lo: float, hi: float,
+               lo_open: bool = False) -> float:
+        """A finite number in [lo, hi] (lo excluded with lo_open); no bools or strings."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(where, f"have {_have(value)}, need a number")
+        value = float(value)
+        low_ok = value > lo if lo_open else value >= lo
+        if not (math.isfinite(value) and low_ok and value <= hi):
+            raise self.fail(where, f"have {value!r}, need a number in "
+                                   f"{'(' if lo_open else '['}{lo:g}, {hi:g}]")
+        return value
+
+    def segment(self, index: int, raw: Any) -> Segment:
+        lim = ROUTE_LIMITS
+        where = f"segment {index}"
+        raw = self.mapping(raw, where, ("type", "length", "speed_limit", "radius", "direction"),
+                           required=("type", "length", "speed_limit"))
+        kind = raw["type"]
+        if kind not in ("straight", "arc"):
+            raise self.fail(where, f"type: have {_have(kind)}, need \"straight\" or \"arc\"")
+        length = self.number(raw["length"], f"{where}: length", 0.0, lim.max_length,
+                             lo_open=True)
+        limit = self.number(raw["speed_limit"], f"{where}: speed_limit", 0.0,
+                            lim.max_speed_limit, lo_open=True)
+        if kind == "straight":
+            extra = sorted({"radius", "direction"} & set(raw))
+            if extra:
+                raise self.fail(where, f"a straight segment has no {', '.join(extra)}")
+            return Segment("straight", length, limit)
+        for key in ("radius", "direction"):
+            if key not in raw:
+                raise self.fail(where, f"needs {key!r}")
+        radius = self.number(raw["radius"], f"{where}: radius", lim.min_radius, lim.max_radius)
+        direction = raw["direction"]
+        if direction not in ("left", "right"):
+            raise self.fail(where, f"direction: have {_have(direction)}, need \"left\" or "
+                                   "\"right\"")
+        return Segment("arc", length, limit, (1.0 if direction == "left" else -1.0) / radius)
+
+    def obstacles(self, raw: Any) -> tuple[Obstacle, ...]:
+        """The "obstacles" list (sim/obstacles.py); actor ids in file order."""
+        lim = ROUTE_LIMITS
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or len(raw) > lim.max_obstacles:
+            raise self.fail("obstacles", f"have {_have(raw)}, need a list of at most "
+                                         f"{lim.max_obstacles} obstacles")
+        out = []
+        for i, item in enumerate(raw):
+            where = f"obstacle {i}"
+            item = self.mapping(item, where, ("s", "lateral", "length", "width", "height"),
+                                required=("s", "length", "width"))
+            size = {key: self.number(item.get(key, DEFAULT_HEIGHT_M), f"{where}: {key}", 0.0,
+                                     lim.max_obstacle_size, lo_open=True)
+                    for key in ("length", "width", "height")}
+            out.append(Obstacle(
+                s=self.number(item["s"], f"{where}: s", -lim.max_length, 2 * lim.max_length),
+                lateral=self.number(item.get("lateral", 0.0), f"{where}: lateral",
+                                    -lim.max_obstacle_size, lim.max_obstacle_size),
+                **size, actor_id=OBSTACLE_ID_BASE + i))
+        return tuple(out)
+
+    def points(self, raw: Any) -> np.ndarray:
+        """The "points" of a route of map points: (N, 2), N >= 2."""
+        lim = ROUTE_LIMITS
+        if not isinstance(raw, list) or not 2 <= len(raw) <= lim.max_points:
+            have = _have(raw) if not isinstance(raw, list) else f"{len(raw)} points"
+            raise self.fail("points", f"have {have}, need a list of 2 to {lim.max_points} "
+                                      "[x, y] points")
+        out = np.empty((len(raw), 2))
+        for i, point in enumerate(raw):
+            if not isinstance(point, list) or len(point) != 2:
+                raise self.fail(f"points[{i}]", f"have {_have(point)}, need [x, y]")
+            out[i] = [self.number(v, f"points[{i}]", -lim.max_abs_start, lim.max_abs_start)
+                      for v in point]
+        return out
+
+
 class Route:
     """Dense centre-line samples of the segments (see module docstring)."""
 
@@ -139,63 +265,59 @@ class Route:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], source: str = "route") -> "Route":
-        def need(mapping, key, where):
-            if key not in mapping:
-                raise ConfigError(f"{source}: {where} needs {key!r}")
-            return mapping[key]
-
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{source}: need a JSON object, have {type(doc).__name__}")
-        if "points" in doc:
-            return cls._from_points_doc(doc, source)
-        start = doc.get("start", {})
-        segments = []
-        for i, raw in enumerate(need(doc, "segments", "the route")):
-            where = f"segment {i}"
-            kind = need(raw, "type", where)
-            length = float(need(raw, "length", where))
-            limit = float(need(raw, "speed_limit", where))
-            if not (math.isfinite(length) and length > 0):
-                raise ConfigError(f"{source}: {where}: length must be > 0 m, have {length}")
-            if not (math.isfinite(limit) and limit > 0):
-                raise ConfigError(f"{source}: {where}: speed_limit must be > 0 m/s, "
-                                  f"have {limit}")
-            if kind == "straight":
-                segments.append(Segment("straight", length, limit))
-            elif kind == "arc":
-                radius = float(need(raw, "radius", where))
-                direction = need(raw, "direction", where)
-                if not (math.isfinite(radius) and radius >= 5.0):
-                    raise ConfigError(f"{source}: {where}: radius must be >= 5 m, have {radius}")
-                if direction not in ("left", "right"):
-                    raise ConfigError(f"{source}: {where}: direction must be \"left\" or "
-                                      f"\"right\", have {direction!r}")
-                sign = 1.0 if direction == "left" else -1.0
-                segments.append(Segment("arc", length, limit, sign / radius))
-            else:
-                raise ConfigError(f"{source}: {where}: type must be \"straight\" or \"arc\", "
-                                  f"have {kind!r}")
-        road = RoadLayout(lane_width=float(doc.get("lane_width", RoadLayout.lane_width)))
-        return cls(segments, (float(start.get("x", 0.0)), float(start.get("y", 0.0))),
-                   math.radians(float(start.get("yaw_deg", 0.0))),
-                   name=str(doc.get("name", source)), road=road,
-                   obstacles=parse_obstacles(doc.get("obstacles"), source))
+        """The route of a parsed route file; ConfigError naming the first problem (a
+        missing or unknown key, a wrong type, a value out of ROUTE_LIMITS)."""
+        reader = _RouteReader(source)
+        if isinstance(doc, Mapping) and "points" in doc:
+            return cls._from_points_doc(reader, doc)
+        doc = reader.mapping(doc, "the route", ("name", "start", "lane_width", "segments",
+                                                "obstacles"), required=("segments",))
+        start = reader.mapping(doc.get("start", {}), "start", ("x", "y", "yaw_deg"))
+        raw_segments = doc["segments"]
+        if not isinstance(raw_segments, list) or not raw_segments:
+            raise ConfigError(f"{source}: segments: have {_have(raw_segments)}, need a list "
+                              "of at least one segment")
+        if len(raw_segments) > ROUTE_LIMITS.max_segments:
+            raise ConfigError(f"{source}: segments: have {len(raw_segments)}, need at most "
+                              f"{ROUTE_LIMITS.max_segments}")
+        segments = [reader.segment(i, raw) for i, raw in enumerate(raw_segments)]
+        total = sum(seg.length for seg in segments)
+        if total > ROUTE_LIMITS.max_length:
+            raise ConfigError(f"{source}: the segments add up to {total:g} m, need at most "
+                              f"{ROUTE_LIMITS.max_length:g} m")
+        lim = ROUTE_LIMITS
+        lane_width = reader.number(doc.get("lane_width", RoadLayout.lane_width), "lane_width",
+                                   lim.min_lane_width, lim.max_lane_width)
+        xy = tuple(reader.number(start.get(key, 0.0), f"start.{key}", -lim.max_abs_start,
+                                 lim.max_abs_start) for key in ("x", "y"))
+        yaw_deg = reader.number(start.get("yaw_deg", 0.0), "start.yaw_deg", -360.0, 360.0)
+        name = doc.get("name", source)
+        if not isinstance(name, str):
+            raise ConfigError(f"{source}: name: have {_have(name)}, need a string")
+        return cls(segments, xy, math.radians(yaw_deg), name=name,
+                   road=RoadLayout(lane_width=lane_width),
+                   obstacles=reader.obstacles(doc.get("obstacles")))
 
     @classmethod
-    def _from_points_doc(cls, doc: Mapping[str, Any], source: str) -> "Route":
-        try:
-            points = np.asarray(doc["points"], dtype=np.float64)
-            limit = float(doc["speed_limit"])
-        except KeyError as exc:
-            raise ConfigError(f"{source}: a route of points needs {exc.args[0]!r}") from None
-        except (TypeError, ValueError):
-            raise ConfigError(f"{source}: points must be [[x, y], ...] in metres and "
-                              "speed_limit a number") from None
-        return cls.from_points(points, limit, name=str(doc.get("name", source)),
-                               road=RoadLayout(lane_width=float(doc.get(
-                                   "lane_width", RoadLayout.lane_width))),
-                               obstacles=parse_obstacles(doc.get("obstacles"), source),
-                               source=source)
+    def _from_points_doc(cls, reader: "_RouteReader", doc: Mapping[str, Any]) -> "Route":
+        lim = ROUTE_LIMITS
+        doc = reader.mapping(doc, "the route", ("name", "points", "speed_limit", "lane_width",
+                                                "obstacles"), required=("points", "speed_limit"))
+        name = doc.get("name", reader.source)
+        if not isinstance(name, str):
+            raise ConfigError(f"{reader.source}: name: have {_have(name)}, need a string")
+        points = reader.points(doc["points"])
+        length = float(np.sum(np.hypot(*np.diff(points, axis=0).T)))
+        if length > lim.max_length:
+            raise ConfigError(f"{reader.source}: the points span {length:g} m, need at most "
+                              f"{lim.max_length:g} m")
+        return cls.from_points(
+            points, reader.number(doc["speed_limit"], "speed_limit", 0.0, lim.max_speed_limit,
+                                  lo_open=True), name=name,
+            road=RoadLayout(lane_width=reader.number(doc.get("lane_width", RoadLayout.lane_width),
+                                                     "lane_width", lim.min_lane_width,
+                                                     lim.max_lane_width)),
+            obstacles=reader.obstacles(doc.get("obstacles")), source=reader.source)
 
     @classmethod
     def from_points(cls, points, speed_limit: float, name: str = "route",
