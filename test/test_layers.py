@@ -1,8 +1,9 @@
 """The layer rules of docs/design.md, checked on the imports of every module.
 
 core/ imports neither torch nor rclpy (nor ROS message packages, rosbags or the other
-layers); model/ never imports rclpy; tools/ never imports rclpy or ros/; ros/ never imports
-torch itself (it gets models through model.backends).
+layers); model/ never imports rclpy; tools/ never imports rclpy or ros/; sim/ imports
+neither torch nor rclpy, ROS messages, ros/ or model/; ros/ never imports torch itself (it
+gets models through model.backends).
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ FORBIDDEN = {
     "model": ("rclpy", "alpamayo_ros.ros", "alpamayo_ros.tools", "alpamayo_ros.msg",
               *ROS_MESSAGE_PACKAGES),
     "tools": ("rclpy", "alpamayo_ros.ros", "alpamayo_ros.msg", *ROS_MESSAGE_PACKAGES),
+    # The closed loop's world, oracle, report and scores: numpy/scipy (bags via tools).
+    "sim": ("torch", "transformers", "rclpy", "alpamayo_ros.ros", "alpamayo_ros.model",
+            "alpamayo_ros.msg", *ROS_MESSAGE_PACKAGES),
     "ros": ("torch", "transformers"),
 }
 

@@ -39,6 +39,7 @@ import gc
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, NoReturn, Optional
@@ -60,10 +61,11 @@ from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
 from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
-from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth, TickOutcome
+from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
+                                              inference_path_report)
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
-from alpamayo_ros.core.types import NS_PER_S, ModelDescription
+from alpamayo_ros.core.types import NS_PER_S, InferencePath, ModelDescription
 from alpamayo_ros.msg import PlannerOutput
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
@@ -143,6 +145,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
             self._load_s = time.perf_counter() - start
             self._set_phase(Phase.WARMING_UP, publish=True)
             self._warmup_s = _warm_up(model, description, config)
+            # The warm-up may have switched the model to another path (self-check).
+            description = dataclasses.replace(description, path=_inference_path(model))
             self._configured = _Configured.create(self, values, config, model, description)
         except Exception as exc:  # every cause ends the transition with its reason
             if not self.context.ok():
@@ -412,6 +416,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
             info = {"model_id": c.description.model_id, "device": c.description.device,
                     "backend": c.values["model.backend"]}
             reports += c.health.reports(now_ns, info, self._wall_clock.now().nanoseconds)
+            reports.append(inference_path_report(_inference_path(c.model)))
             warning = c.health.base_offset_warning()
             if warning:
                 self.get_logger().warning(warning, throttle_duration_sec=60.0)
@@ -471,6 +476,12 @@ def _warm_up(model, description: ModelDescription, config) -> float:
         return 0.0
     width, height = config.output_image_size or (1920, 1080)
     return float(warmup(description.options, (height, width)))
+
+
+def _inference_path(model) -> InferencePath:
+    """The model's inference path and its problem (none for models without paths)."""
+    inference_path = getattr(model, "inference_path", None)
+    return inference_path() if inference_path is not None else InferencePath()
 
 
 @dataclass

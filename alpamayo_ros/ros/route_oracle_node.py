@@ -40,7 +40,8 @@ class RouteOracleNode(GatedCallbacks, Node):
         v = self._values = CP.declare_and_read(self, CP.ORACLE_PARAMETERS)
         self._oracle = RouteOracle(Route.load(v["route_file"] or None),
                                    acceleration=v["acceleration"],
-                                   deceleration=v["deceleration"], blend_time=v["blend_time"])
+                                   deceleration=v["deceleration"], blend_time=v["blend_time"],
+                                   rear_axle_offset_x=v["rear_axle_offset_xyz"][0])
         self._offset = np.asarray(v["rear_axle_offset_xyz"], dtype=np.float64)
         self._delay_ns = int(round(v["plan_delay"] * NS_PER_S))
         # Odometry of the last plan_delay + 1 s (stamp ns, message), oldest first.

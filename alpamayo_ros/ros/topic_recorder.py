@@ -8,6 +8,7 @@ interpreter's prefix, so the bag carries their schema.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,12 @@ def register_interface_type(msgtype: str) -> None:
         path = Path(prefix) / "share" / package / "msg" / f"{name}.msg"
         if path.is_file():
             from rosbags.typesys import get_types_from_msg
-            store.register(get_types_from_msg(path.read_text(), msgtype))
+            text = path.read_text()
+            # Nested types of the same kind first (e.g. CarlaActorList's CarlaActorInfo).
+            for pkg, nested in re.findall(r"^\s*([A-Za-z]\w*)/(\w+)(?:\[[^\]]*\])?\s",
+                                          text, flags=re.MULTILINE):
+                register_interface_type(f"{pkg}/msg/{nested}")
+            store.register(get_types_from_msg(text, msgtype))
             return
     raise bag_io.BagError(f"no definition of {msgtype} found (looked for share/{package}/msg/"
                           f"{name}.msg under {prefixes})")

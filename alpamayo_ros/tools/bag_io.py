@@ -192,6 +192,7 @@ class BagReader:
         self._by_id: dict[int, BagConnection] = {}
         self._start_ns = 0
         self._end_ns = 0
+        self._definitions: dict[str, str] = {}   # msgtype -> the bag's own definition
 
     def __enter__(self) -> "BagReader":
         from rosbags.rosbag2 import Reader
@@ -212,6 +213,8 @@ class BagReader:
             return self
         self._connections = [BagConnection(c.topic, c.msgtype, c.msgcount)
                              for c in reader.connections]
+        self._definitions = {c.msgtype: c.msgdef.data for c in reader.connections
+                             if c.msgdef.format.name == "MSG" and c.msgdef.data}
         self._by_id = {c.id: conn for c, conn in zip(reader.connections, self._connections)}
         self._start_ns, self._end_ns = int(reader.start_time), int(reader.end_time)
         if mcap_files and not reader.compression_mode:  # "" or None: not compressed
@@ -332,6 +335,12 @@ class BagReader:
         """Messages of `topics` (all when None) in log-time order, deserialised;
         BagError after the messages before a damage."""
         store = typestore()
+        for conn in self.connections(topics):
+            # Types outside the typestore (e.g. carla_msgs) from the bag's own definitions.
+            if conn.msgtype not in store.types and conn.msgtype in self._definitions:
+                from rosbags.typesys import get_types_from_msg
+                store.register(get_types_from_msg(self._definitions[conn.msgtype],
+                                                  conn.msgtype))
         for conn, log_time, raw in self.raw_messages(topics):
             try:
                 msg = store.deserialize_cdr(raw, conn.msgtype)
