@@ -51,14 +51,14 @@ from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import ns_to_time, time_to_ns
 from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS
-from alpamayo_ros.ros.spin import checked_arguments, remove_normalised_files, spin_until_shutdown
+from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.ros.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
 from alpamayo_ros.tools import scenario as sc
-from alpamayo_ros.ros.shutdown import GatedCallbacks
+from alpamayo_ros.ros.shutdown import GatedCallbacks, shutdown_logger
 
 NODE_NAME = "carla_sim"
 # CARLA actor id of the ego vehicle in /carla/actor_list (obstacles: sim/obstacles.py).
@@ -139,6 +139,7 @@ class CarlaSimNode(GatedCallbacks, Node):
         self._run_states: list[int] = []
         self._paused = False
         self._command_received = False
+        self._first_command_received = False
         self._waiting_since = 0.0
         self._started = False
         self._start_wall = time.monotonic()
@@ -165,6 +166,7 @@ class CarlaSimNode(GatedCallbacks, Node):
         self.sim.apply(HeldCommand(throttle=msg.throttle, brake=msg.brake, steer=msg.steer,
                                    reverse=msg.reverse, hand_brake=msg.hand_brake))
         self._command_received = True
+        self._first_command_received = True
         if self._values["synchronous_mode"]:
             self._advance()
 
@@ -240,6 +242,8 @@ class CarlaSimNode(GatedCallbacks, Node):
             return
         if v["synchronous_mode_wait_for_vehicle_control_command"] and not self._command_received:
             timeout = v["vehicle_control_timeout"]
+            if v["start.await_first_command"] and not self._first_command_received:
+                timeout = v["start.timeout"]
             if timeout <= 0 or time.monotonic() - self._waiting_since < timeout:
                 return
             self.timeouts += 1
@@ -278,6 +282,8 @@ class CarlaSimNode(GatedCallbacks, Node):
             self.finished = True
             self.get_logger().info(f"finished at {t_ns / NS_PER_S:.3f} s sim time "
                                    f"({self.timeouts} control timeouts)")
+            if self._values["exit_when_done"]:
+                self.context.try_shutdown()  # ends spinning; run_node closes the bag
 
     @staticmethod
     def _make_actor_list(role: str, route: Route) -> CarlaActorList:
@@ -341,54 +347,20 @@ class CarlaSimNode(GatedCallbacks, Node):
             pub_info.publish(info)
 
     def close(self) -> None:
+        """Close the bag (after spinning ended: the context may be shut down already)."""
         if self._recorder is not None:
             self._recorder.close()
             counts = ", ".join(f"{t}: {n}" for t, n in sorted(self._recorder.counts.items()))
-            self.get_logger().info(f"recorded {counts or 'nothing'}")
+            shutdown_logger(self).info(f"recorded {counts or 'nothing'}")
             self._recorder = None
 
 
 def main(args: Optional[list] = None) -> int:
-    """Entry point of the carla_sim executable: runs until `duration` (exit 0) or SIGINT."""
-    import rclpy
-
-    original = list(sys.argv if args is None else args)
-    argv = checked_arguments(NODE_NAME, original, CP.SIM_PARAMETERS)
-    if argv is None:
-        return 2
-    try:
-        rclpy.init(args=argv)
-    except Exception as exc:
-        print(f"{NODE_NAME}: invalid ROS arguments: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        remove_normalised_files(original, argv)
-    try:
-        node = CarlaSimNode()
-    except ConfigError as exc:
-        print(f"{NODE_NAME}: configuration error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        if node._values["exit_when_done"]:
-            while rclpy.ok() and not node.finished:
-                executor.spin_once(timeout_sec=0.1)
-        else:
-            spin_until_shutdown(executor)
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:
-        from rclpy.executors import ExternalShutdownException
-        if not isinstance(exc, ExternalShutdownException):
-            raise
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Entry point of the carla_sim executable: runs until `duration` (exit_when_done; exit
+    0) or a signal; 2 for invalid parameters. The shutdown is spin.run_node's (prompt, exit
+    status 0, no traceback, whichever signal and whenever)."""
+    return run_node(NODE_NAME, CarlaSimNode, SingleThreadedExecutor, args,
+                    parameter_specs=CP.SIM_PARAMETERS)
 
 
 if __name__ == "__main__":

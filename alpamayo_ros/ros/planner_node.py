@@ -51,6 +51,7 @@ from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.subscription import Subscription
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -70,11 +71,11 @@ from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
-from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
-                                  ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
+from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
+                                  LATCHED_PLAN_QOS, ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
                                        StartupInterrupted, WorkerThread, shutdown_logger)
-from alpamayo_ros.ros.spin import run_node
+from alpamayo_ros.ros.spin import run_node, take_pending
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
@@ -110,7 +111,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         # Diagnostics run on wall time in every state (they go on, and say so, when /clock
         # stops or while the model loads).
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
-                                               DIAGNOSTICS_QOS)
+                                               LATCHED_DIAGNOSTICS_QOS)
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
         period = self._declared.get("diagnostics.period", 1.0)
         self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
@@ -316,6 +317,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c = self._configured
         if c is None or self._publish_gate.closed:
             return
+        # The tick plans on every input delivered before it, however far the executor lags.
+        take_pending([e for e in c.entities if isinstance(e, Subscription)])
         tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
         if not c.gate.try_enter():
@@ -525,7 +528,7 @@ class _Configured:
                 output_context=OutputContext(values["base_frame_id"], tuple(camera_topics),
                                              tuple(config.camera_indices), description),
                 jitter_ns=int(round(config.time_jump_tolerance * NS_PER_S)),
-                pub_plan=publish(PlannerOutput, "alpamayo/plan", PLAN_QOS),
+                pub_plan=publish(PlannerOutput, "alpamayo/plan", LATCHED_PLAN_QOS),
                 pub_path=publish(Path, "alpamayo/path", PLAN_QOS),
                 pub_path_odom=publish(Path, "alpamayo/path_odom", PLAN_QOS),
                 pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.serialization import serialize_message
 
 from alpamayo_ros.ros.bag_player_node import RECORD_QOS, BagRecorder, message_class
@@ -70,9 +71,10 @@ class TopicRecorder:
         self._bag.write(topic, msgtype, int(log_time_ns), serialize_message(msg))
 
     def discover(self) -> None:
-        """Subscribe (raw) to followed topics that have appeared in the graph."""
+        """Subscribe (raw) to followed topics that have a publisher in the graph."""
         for topic, types in self._node.get_topic_names_and_types():
-            if topic in self._follow and topic not in self._subs and types:
+            if (topic in self._follow and topic not in self._subs and types
+                    and self._node.count_publishers(topic) > 0):
                 msgtype = types[0]
                 try:
                     register_interface_type(msgtype)
@@ -83,7 +85,20 @@ class TopicRecorder:
                     continue
                 self._subs[topic] = self._node.create_subscription(
                     cls, topic, lambda raw, t=topic, m=msgtype: self._bag.write(
-                        t, m, self._clock_ns(), raw), RECORD_QOS, raw=True)
+                        t, m, self._clock_ns(), raw), self._qos_for(topic), raw=True)
+
+    def _qos_for(self, topic: str) -> QoSProfile:
+        """RECORD_QOS, transient local when every publisher of the topic offers it (as
+        rosbag2 adapts): the messages a publisher sent before this subscription matched
+        (the controller's first status) are then delivered on matching."""
+        infos = self._node.get_publishers_info_by_topic(topic)
+        latched = bool(infos) and all(i.qos_profile.durability ==
+                                      DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+        if not latched:
+            return RECORD_QOS
+        return QoSProfile(history=RECORD_QOS.history, depth=RECORD_QOS.depth,
+                          reliability=RECORD_QOS.reliability,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
     def discover_missing(self, min_interval_s: float = 0.2) -> None:
         """discover(), at most every min_interval_s wall seconds and only while a followed

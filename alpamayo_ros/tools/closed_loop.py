@@ -136,6 +136,7 @@ class Processes:
         self.log_dir = log_dir
         self.env = env
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.exit_s: dict[str, float] = {}
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -152,20 +153,36 @@ class Processes:
                 return f"{name} exited with {rc} (log: {self.log_dir / (name + '.log')})"
         return None
 
-    def stop(self) -> dict[str, Optional[int]]:
-        """SIGINT to every group still running, SIGKILL after a timeout; return codes."""
-        for _, proc in self.procs:
+    def stop(self, timeout_s: float = _STOP_TIMEOUT_S,
+             on_hang: Optional[Callable[[str, subprocess.Popen], None]] = None
+             ) -> dict[str, Optional[int]]:
+        """SIGINT to every group still running, SIGKILL to those still running timeout_s
+        later (after on_hang(name, proc), e.g. to dump their stacks); return codes (None =
+        had to be killed). `exit_s` gets the seconds from the SIGINT to the exit of each
+        process that was signalled."""
+        signalled = {}
+        for name, proc in self.procs:
             if proc.poll() is None:
                 _signal(proc, signal.SIGINT)
-        codes = {}
+                signalled[name] = time.monotonic()
+        codes: dict[str, Optional[int]] = {}
+        self.exit_s = {}
+        deadline = time.monotonic() + timeout_s
+        while len(codes) < len(self.procs) and time.monotonic() < deadline:
+            for name, proc in self.procs:
+                if name not in codes and proc.poll() is not None:
+                    codes[name] = proc.returncode
+                    if name in signalled:
+                        self.exit_s[name] = time.monotonic() - signalled[name]
+            time.sleep(0.01)
         for name, proc in self.procs:
-            try:
-                codes[name] = proc.wait(_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            if name not in codes:
+                if on_hang is not None:
+                    on_hang(name, proc)
                 _signal(proc, signal.SIGKILL)
                 proc.wait(_STOP_TIMEOUT_S)
-                codes[name] = None  # had to be killed
-        return codes
+                codes[name] = None
+        return {name: codes[name] for name, _ in self.procs}
 
 
 class PlannerHost:

@@ -94,7 +94,7 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
     sim_overrides: dict[str, Any] = {
         "synchronous_mode": lockstep,
         "tick_settle.period": 1.0 / rate_hz if lockstep else 0.0,
-        "start.min_odometry_subscribers": 2,
+        "start.min_odometry_subscribers": 2, "start.await_first_command": lockstep,
         "start.min_camera_subscribers": camera_subscribers, **(sim or {})}
     return [NodeSpec("carla_sim", "carla_sim", ("carla_sim.yaml",), sim_overrides),
             planner_spec(planner, rate_hz, checkpoint, device, planner_extra),
