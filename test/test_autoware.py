@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.spatial.transform import Rotation
 
 import ros_harness
 from alpamayo_ros.core import planner_params as P
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.parameter_file import normalised_parameter_file, read_parameter_file
 from alpamayo_ros.ros import launch_support as L
 from alpamayo_ros.tools import bag_io, make_bag, replay
@@ -46,12 +46,9 @@ def _stamp_ns(stamp) -> int:
     return int(stamp.sec) * NS + int(stamp.nanosec)
 
 
-def _matrix(pose) -> np.ndarray:
-    p, q = pose.position, pose.orientation
-    T = np.eye(4)
-    T[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
-    T[:3, 3] = [p.x, p.y, p.z]
-    return T
+def _pose(msg) -> Pose:
+    p, q = msg.position, msg.orientation
+    return Pose.from_xyz_quat([p.x, p.y, p.z], [q.x, q.y, q.z, q.w])
 
 
 def assert_trajectory_is_the_plan(traj, plan) -> None:
@@ -65,10 +62,11 @@ def assert_trajectory_is_the_plan(traj, plan) -> None:
     offsets = [_stamp_ns(p.time_from_start) for p in traj.points]
     assert offsets[0] == NS // 10 and all(b > a for a, b in zip(offsets, offsets[1:]))
     assert offsets == [_stamp_ns(d) for d in cand.time_from_t0]
-    t0 = _matrix(plan.t0_pose_odom)
+    t0 = _pose(plan.t0_pose_odom)
     for k, point in enumerate(traj.points):
-        np.testing.assert_allclose(_matrix(point.pose), t0 @ _matrix(cand.poses[k]),
-                                   atol=1e-6)
+        written, expected = _pose(point.pose), t0.compose(_pose(cand.poses[k]))
+        np.testing.assert_allclose(written.position, expected.position, atol=1e-6)
+        np.testing.assert_allclose(written.rotation, expected.rotation, atol=1e-6)
     np.testing.assert_array_equal([p.longitudinal_velocity_mps for p in traj.points],
                                   np.asarray(cand.speed, dtype=np.float32))
     np.testing.assert_array_equal([p.acceleration_mps2 for p in traj.points],
