@@ -245,9 +245,15 @@ def test_preset_live_publishes_the_plan_as_trajectory_only_on_ok_ticks(ros_proce
     for t in np.arange(0.0, 9.0, 0.01):
         driver.advance_to(float(t))
         time.sleep(0.004)
-    ros_node.wait_until(lambda: sum(p.status == 0 for p in list(plans.messages)) >= 4,
-                        timeout=20.0, what="4 OK plans")
-    time.sleep(1.0)  # the last tick's plan and Trajectory are out
+
+    def ok_count() -> int:
+        return sum(p.status == 0 for p in list(plans.messages))
+
+    # The sim clock stops with the drive, so no tick follows; a Trajectory is published
+    # right after its tick's plan.
+    ros_node.wait_until(lambda: ok_count() >= 4 and len(trajectories.messages) >= ok_count(),
+                        timeout=20.0, what="4 OK plans and their Trajectories")
+    time.sleep(0.5)  # anything published on a skipped tick would arrive by now
     received = list(plans.messages)
     ok = {_stamp_ns(p.header.stamp): p for p in received if p.status == 0}
     by_stamp = {_stamp_ns(m.header.stamp): m for m in list(trajectories.messages)}
