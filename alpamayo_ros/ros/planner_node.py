@@ -344,7 +344,7 @@ class PlannerNode(LifecycleNode):
         c.pub_path.publish(path)
         c.pub_path_odom.publish(path_odom)
         c.pub_coc.publish(convert.plan_to_coc(result))
-        for output, publisher in c.optional_outputs:
+        for output, publisher in c.enabled_outputs:
             data = output.build(result)
             if data is not None:
                 publisher.publish(convert.to_ros_message(data))
@@ -452,7 +452,7 @@ class _Configured:
     pub_path_odom: Any
     pub_coc: Any
     pub_markers: Any
-    optional_outputs: list  # (output with topic, msg_type and build(result), publisher)
+    enabled_outputs: list  # (output with topic, msg_type and build(result), publisher)
     entities: list  # subscriptions and timers
     jump_callback: Any
 
@@ -482,7 +482,7 @@ class _Configured:
                 pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),
                 pub_markers=(publish(MarkerArray, "alpamayo/markers", PLAN_QOS)
                              if values["markers.enabled"] else None),
-                optional_outputs=[(o, publish(convert.message_class(o.msg_type), o.topic,
+                enabled_outputs=[(o, publish(convert.message_class(o.msg_type), o.topic,
                                               PLAN_QOS)) for o in optional_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
@@ -517,7 +517,7 @@ class _Configured:
         if self.jump_callback is not None:
             self.jump_callback.unregister()
         for pub in (self.pub_plan, self.pub_path, self.pub_path_odom, self.pub_coc,
-                    self.pub_markers, *(p for _, p in self.optional_outputs)):
+                    self.pub_markers, *(p for _, p in self.enabled_outputs)):
             if pub is not None:
                 node.destroy_lifecycle_publisher(pub)
 

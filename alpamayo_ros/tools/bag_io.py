@@ -17,10 +17,14 @@ Times: every message in a bag has two times.
 
 Our message types (msg/*.msg) are registered in the Kilted typestore; their RIHS01 hashes
 equal rosidl's, and bags are written with rosbag2 metadata version 8 so that Humble's
-``ros2 bag`` can read them.
+``ros2 bag`` can read them. Types of other interface packages the typestore lacks (Autoware's
+autoware_planning_msgs) are registered from the .msg files of the installed package when
+first used (`register_package_types`).
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -88,8 +92,6 @@ def typestore():
 def _share_msg_dirs(package: str) -> list[Path]:
     """Where an installed interface package keeps its .msg files: <prefix>/share/<package>/msg
     of this interpreter's prefix (the venv) and of every AMENT_PREFIX_PATH entry."""
-    import os
-    import sys
     prefixes = [Path(sys.prefix)]
     prefixes += [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
     return [prefix / "share" / package / "msg" for prefix in prefixes]
