@@ -154,3 +154,26 @@ def test_signals_stop_the_player_cleanly(tmp_path, ros_node, ros_process, names)
     out = player.output()
     assert "Traceback" not in out and "KeyboardInterrupt" not in out
     assert "recorded nothing" in out
+
+
+def _missing_data_file(bag):
+    next(bag.glob("*.mcap")).unlink()
+
+
+def _zero_byte_data_file(bag):
+    next(bag.glob("*.mcap")).write_bytes(b"")
+
+
+def _bad_metadata(bag):
+    (bag / "metadata.yaml").write_text("rosbag2_bagfile_information: [not, a, mapping\n")
+
+
+@pytest.mark.parametrize("damage", [_missing_data_file, _zero_byte_data_file, _bad_metadata],
+                         ids=["missing data file", "zero-byte mcap", "bad metadata"])
+def test_a_failed_playback_exits_non_zero_with_the_reason(tmp_path, ros_process, damage):
+    write_bag(tmp_path / "bag", duration_s=1.0)
+    damage(tmp_path / "bag")
+    player = ros_process("bag_player", params={"bag": str(tmp_path / "bag"), "linger": 0.0})
+    assert player.wait_exit(timeout=30.0) == 2, player.describe()
+    output = player.output()
+    assert "playback failed: " in output and "Traceback" not in output

@@ -223,6 +223,60 @@ def test_odometry_frame_change_restarts_the_history_with_its_own_code():
     assert core.counters().odometry_frame_changes == 1
 
 
+class _FrameWindow:
+    """Feeds a core like Scenario.advance, but odometry stamped in [start, end) is in
+    another frame ("map", 100 m away): a second localisation for a while."""
+
+    def __init__(self, core, start_s, end_s):
+        self.core, self.start_ns, self.end_ns = core, now_ns(start_s), now_ns(end_s)
+
+    def add_image(self, *args):
+        return self.core.add_image(*args)
+
+    def add_odometry(self, sample):
+        if self.start_ns <= sample.stamp_ns < self.end_ns:
+            sample = odometry(sample.stamp_ns, sample.xyz + 100.0, sample.quat_xyzw, "map")
+        return self.core.add_odometry(sample)
+
+
+def _t0_s(now_s, phases=(0.0, 0.01, 0.02, 0.03), period=0.1):
+    """t0 of a tick at now_s: the oldest of the cameras' newest stamps (Scenario cameras)."""
+    return min(p + np.floor((now_s - p) / period + 1e-9) * period for p in phases)
+
+
+def test_planning_resumes_at_the_first_tick_whose_history_is_whole_in_the_new_frame():
+    """Odometry in another frame for 1 s (3.0 .. 4.0 s), then back: ticks whose history
+    window reaches before the first sample of the frames now in use skip with
+    ODOMETRY_FRAME_CHANGE; the first tick whose window starts at that sample (within
+    max_extrapolation) plans, and so does every later one."""
+    scenario = Scenario(end_s=7.0)
+    core = make_core()
+    feed = _FrameWindow(core, 3.0, 4.0)
+    extrapolation = core.config.max_extrapolation
+    outcomes = []
+    for k in range(25, 65):
+        t = 0.1 * k + 0.005
+        scenario.advance(feed, t)
+        result = core.tick(now_ns(t))
+        outcomes.append((t, _t0_s(t), result))
+    for t, t0, result in outcomes:
+        if t < 3.0:
+            assert result.ok, (t, result.reason)
+            continue
+        # The frames in use restarted at 3.0 s and (back) at 4.0 s (first samples).
+        restart = 3.0 if t < 4.0 else 4.0
+        whole = t0 - 1.5 >= restart - extrapolation - 1e-9
+        if whole:
+            assert result.ok, (t, result.reason)
+        else:
+            assert result.reason_code == ReasonCode.ODOMETRY_FRAME_CHANGE, (t, result.reason)
+    resumed = [t for t, _, result in outcomes if t > 4.0 and result.ok]
+    # The first OK tick after the switch back has t0 = 5.51 s (t0 - 1.5 s = 4.01 s; the
+    # tick before has t0 = 5.41 s, 0.09 s short).
+    assert resumed[0] == pytest.approx(5.605) and _t0_s(resumed[0]) == pytest.approx(5.51)
+    assert core.counters().odometry_frame_changes == 2
+
+
 def test_frames_alternating_between_two_odometry_frames_never_plan():
     """Two localisations publishing into one topic (map / odom alternately): every change
     restarts the history; no plan is OK, none is built across frames."""
@@ -506,3 +560,27 @@ def test_frame_keys_name_each_frame_and_change_after_a_restart():
     again = core.prepare(now_ns(3.0)).model_input.frame_keys
     assert [k[1:] for k in again] == [k[1:] for k in keys]
     assert not set(again) & set(keys)
+
+
+def test_frames_smaller_than_the_model_accepts_skip_the_tick():
+    """A model with min_frame_side: 1x1 px frames are SIZE_MISMATCH (an input problem named
+    with both sizes), and the model is not called; resized frames plan."""
+    class NeedsLargeFrames(ConstantVelocityModel):
+        min_frame_side = 32
+        calls = 0
+
+        def predict(self, model_input, options=None, initial_noise=None):
+            NeedsLargeFrames.calls += 1
+            return super().predict(model_input, options)
+
+    core = make_core(NeedsLargeFrames())
+    Scenario(image_size=(1, 1)).advance(core, 3.0)
+    result = core.tick(now_ns(3.0))
+    assert result.status == PlanStatus.SKIPPED
+    assert result.reason_code == ReasonCode.SIZE_MISMATCH
+    assert "1x1 px (WxH) are smaller than the model accepts (32 px a side)" in result.reason
+    assert NeedsLargeFrames.calls == 0
+    resized = make_core(NeedsLargeFrames(), output_image_size=(64, 32))
+    Scenario(image_size=(1, 1)).advance(resized, 3.0)
+    assert resized.tick(now_ns(3.0)).ok
+    assert NeedsLargeFrames.calls == 1

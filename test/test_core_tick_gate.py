@@ -44,3 +44,18 @@ def test_only_one_of_many_concurrent_ticks_runs():
         t.join(10)
     assert not any(t.is_alive() for t in threads)
     assert len(started) == 1 and not gate.busy
+
+
+def test_call_when_idle_runs_now_or_when_the_inference_leaves():
+    gate = TickGate()
+    calls = []
+    assert gate.call_when_idle(lambda: calls.append("now")) is False
+    assert calls == ["now"]
+    assert gate.try_enter()
+    assert gate.call_when_idle(lambda: calls.append("deferred")) is True
+    assert calls == ["now"]  # not while the inference runs
+    gate.leave()
+    assert calls == ["now", "deferred"]
+    assert gate.try_enter()
+    gate.leave()
+    assert calls == ["now", "deferred"]  # once only

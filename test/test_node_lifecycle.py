@@ -65,9 +65,11 @@ def _start(ros_process, *extra, **params):
                                "model.backend": "constant_velocity", **params})
 
 
-def test_every_transition_through_the_lifecycle_services(ros_process, ros_node):
+def test_every_transition_through_the_lifecycle_services(ros_process, ros_node, tmp_path):
     _, diagnostics = ros_node.subscribe("/diagnostics", DiagnosticArray, qos=DIAGNOSTICS_QOS)
-    proc = _start(ros_process, "--delay", "3", "--fast-calls", "4", "--load-delay", "0.6")
+    release = tmp_path / "release"  # ends the slow model calls once it exists
+    proc = _start(ros_process, "--delay", "120", "--fast-calls", "4", "--load-delay", "0.6",
+                  "--release-file", str(release))
     manager = Manager(ros_node)
     assert manager.state() == State.PRIMARY_STATE_UNCONFIGURED
     ros_node.wait_until(lambda: any("unconfigured" in s.message
@@ -118,16 +120,32 @@ def test_every_transition_through_the_lifecycle_services(ros_process, ros_node):
                                     for p in list(plans.messages)),
                         timeout=20.0, what="an OK plan after activate")
 
-    # deactivate while a (3 s) model call runs: drained, its result never published.
+    # deactivate while a (120 s) model call runs: it returns at once, the node stays
+    # responsive (services, /diagnostics), the call is abandoned and its result dropped.
     while "slow model call 5 started" not in proc.output():
         assert t < 40.0, proc.describe()
         drive(0.2)
     published = len(plans.messages)
     started = time.monotonic()
     assert manager.transition(Transition.TRANSITION_DEACTIVATE)
-    assert "slow model call 5 finished" in proc.output()  # deactivate waited for it
-    assert time.monotonic() - started < 10.0
     assert manager.state() == State.PRIMARY_STATE_INACTIVE
+    assert time.monotonic() - started < 20.0  # not the call's 120 s
+    proc.wait_for_output("deactivate: a model call is running; it is abandoned and its "
+                         "result will be dropped", timeout=10.0)
+    seen = len(diagnostics.messages)
+    ros_node.wait_until(lambda: len(diagnostics.messages) >= seen + 3, timeout=20.0,
+                        what="/diagnostics while the abandoned call runs")
+    # cleanup and configure again under the abandoned call: at once too; the old model is
+    # freed when the call returns.
+    assert manager.transition(Transition.TRANSITION_CLEANUP)
+    proc.wait_for_output("the model is freed once the abandoned model call returns",
+                         timeout=10.0)
+    assert manager.transition(Transition.TRANSITION_CONFIGURE)
+    assert manager.state() == State.PRIMARY_STATE_INACTIVE
+    assert "slow model call 5 finished" not in proc.output()  # still running all along
+    release.touch()
+    proc.wait_for_output(r"a planning tick abandoned by deactivate ended after [\d.]+ s: "
+                         "its result is dropped", timeout=20.0)
     drive(1.0)
     time.sleep(0.5)
     assert len(plans.messages) == published
@@ -180,3 +198,22 @@ def test_shutdown_from_active_is_clean(ros_process, ros_node):
     assert manager.transition(Transition.TRANSITION_ACTIVE_SHUTDOWN)
     assert manager.state() == State.PRIMARY_STATE_FINALIZED
     assert proc.stop() == 0 and "Traceback" not in proc.output()
+
+
+@pytest.mark.parametrize("autostart", [True, False], ids=["autostart", "managed"])
+def test_a_signal_during_configure_logs_no_error(ros_process, ros_node, autostart):
+    """SIGINT while configure loads the model (at start-up, or driven by a manager): a
+    clean exit with status 0 and no ERROR line (the configure was not a failure)."""
+    import signal
+
+    proc = _start(ros_process, "--delay", "0", "--load-delay", "4", autostart=autostart)
+    if not autostart:
+        manager = Manager(ros_node)
+        manager.change.call_async(ChangeState.Request(
+            transition=Transition(id=Transition.TRANSITION_CONFIGURE)))
+    proc.wait_for_output("slow model load started", timeout=30.0)
+    proc.popen.send_signal(signal.SIGINT)
+    assert proc.wait_exit(timeout=30.0) == 0, proc.describe()
+    out = proc.output()
+    assert "ERROR" not in out and "Traceback" not in out, out
+    assert "planning at" not in out

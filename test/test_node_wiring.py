@@ -652,3 +652,51 @@ def test_cleanup_releases_the_model(ros_domain_id):
         node.close()
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_no_callback_runs_once_the_node_is_destroyed(ros_domain_id):
+    """destroy_node() while an executor in another thread runs the node's diagnostics timer:
+    destroy waits for the running callback (which would otherwise publish on a destroyed
+    publisher: InvalidHandle in the executor's thread), and no callback starts after it."""
+    import time
+
+    entered, started_after_destroy, errors = threading.Event(), [], []
+    destroyed = threading.Event()
+
+    class SlowDiagnostics(PlannerNode):
+        def _on_diagnostics(self):
+            if destroyed.is_set():
+                started_after_destroy.append(time.monotonic())
+            entered.set()
+            time.sleep(0.3)  # a slow callback, so destroy_node() meets it running
+            super()._on_diagnostics()
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    node = SlowDiagnostics(context=context, parameter_overrides=[
+        Parameter("model.backend", value="constant_velocity"),
+        Parameter("diagnostics.period", value=0.1)])
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin():
+        try:
+            executor.spin()
+        except Exception as exc:  # what the test is about: nothing may end up here
+            if context.ok():
+                errors.append(exc)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        entered.clear()
+        assert entered.wait(TIMEOUT_S)  # a diagnostics callback is running now
+        node.close()
+        node.destroy_node()
+        destroyed.set()
+        time.sleep(0.5)  # the executor goes on spinning
+    finally:
+        rclpy.shutdown(context=context)
+        thread.join(TIMEOUT_S)
+        executor.shutdown()
+    assert errors == [] and started_after_destroy == []

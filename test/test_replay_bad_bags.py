@@ -216,6 +216,31 @@ def test_odometry_frame_ids_alternating_never_give_a_plan(tmp_path):
     assert late and {t["reason_code"] for t in late} == {"ODOMETRY_FRAME_CHANGE"}
 
 
+def test_planning_resumes_once_the_history_is_whole_after_an_odometry_frame_change(tmp_path):
+    """Odometry in another frame for 1 s (4.0 .. 5.0 s), then back: the ticks whose
+    history window reaches before a restart of the frames in use skip with
+    ODOMETRY_FRAME_CHANGE, and planning resumes at the first tick whose window starts at
+    the first sample after the switch back (within max_extrapolation)."""
+    summary = write_bag(tmp_path / "bag", "straight_constant", duration_s=9.0,
+                        faults=make_bag.BagFaults(odometry_frame_window=(4.0, 5.0, "map")))
+    values = parameters(summary, rate_hz=2.0)
+    res = _run(tmp_path / "bag", values)
+    ticks = res["ticks"]
+    extrapolation_ns = int(values["core.max_extrapolation"] * 1e9)
+    switch_ns, back_ns = START_NS + 4_000_000_000, START_NS + 5_000_000_000
+    after = [t for t in ticks if t["now_ns"] >= switch_ns]
+    ok = [t for t in after if t["status"] == "OK"]
+    assert ok, [(t["now_ns"], t["reason"]) for t in after]
+    first = ok[0]
+    assert first["t0_ns"] - 1_500_000_000 >= back_ns - extrapolation_ns
+    lost = [t for t in after if t["now_ns"] < first["now_ns"]]
+    assert lost and {t["reason_code"] for t in lost} == {"ODOMETRY_FRAME_CHANGE"}
+    # The tick before the first OK one could not have had a whole history: its t0 (a
+    # period earlier) is less than 1.5 s after the switch back.
+    assert first["t0_ns"] - 500_000_000 - 1_500_000_000 < back_ns - extrapolation_ns
+    assert all(t["status"] == "OK" for t in after if t["now_ns"] >= first["now_ns"])
+
+
 def test_a_single_late_message_does_not_start_an_epoch(tmp_path):
     """One camera message stamped 3 s in the past (log time in order) is rejected for its
     stream; the bag stays one epoch and planning goes on."""

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from alpamayo_ros.tools import make_bag, regression, replay, replay_jobs
+from alpamayo_ros.tools.scenario import default_cameras, make_preset
 from scenario_bags import job, parameters, write_bag
 
 pytest.importorskip("torch")
@@ -52,3 +53,21 @@ def test_cli_regression_against_own_golden_passes_and_perturbed_fails(tiny_setup
     bad.write_text(json.dumps(report))
     assert replay.main(base + ["-o", str(tmp_path / "run3"), "--golden", str(bad)]) == \
         regression.EXIT_REGRESSION
+
+
+def test_frames_below_the_models_minimum_size_skip_the_tick_not_crash_the_model(tiny_setup):
+    """8x8 px cameras (the scenario renders no smaller): every tick that gets that far skips with SIZE_MISMATCH naming the
+    size and the model's minimum; the model is never called with them (no MODEL_ERROR)."""
+    from alpamayo_ros.core.model_input import MIN_FRAME_SIDE
+    root, _, extra = tiny_setup
+    scenario = make_preset("curved_drive", duration_s=3.0,
+                           cameras=default_cameras(10.0, 8, 8, "rgb8"))
+    summary = make_bag.write_scenario_bag(root / "bag_8px", scenario)
+    result = replay_jobs.run_bag_job(job(root / "bag_8px", parameters(
+        summary, rate_hz=2.0, extra=extra)))["result"]
+    assert result["status"] == "ok", result["error"]
+    codes = result["reason_code_counts"]
+    assert "MODEL_ERROR" not in codes and codes.get("SIZE_MISMATCH", 0) >= 2, codes
+    small = [t for t in result["ticks"] if t["reason_code"] == "SIZE_MISMATCH"]
+    assert f"8x8 px (WxH) are smaller than the model accepts ({MIN_FRAME_SIDE} px" in \
+        small[0]["reason"]

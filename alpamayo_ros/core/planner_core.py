@@ -208,6 +208,7 @@ class PlannerCore:
                                          config.max_backward_motion, config.max_speed,
                                          config.max_acceleration)
         self._jump_ns = int(round(config.time_jump_tolerance * NS_PER_S))
+        self._extrapolation_ns = int(round(config.max_extrapolation * NS_PER_S))
         # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
         self._slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
         self._counters = CoreCounters()
@@ -229,6 +230,7 @@ class PlannerCore:
         self._motion_limits = MotionLimits(config.max_speed, config.max_acceleration,
                                            config.max_yaw_rate)
         self._lead_ns = int(round(config.max_stamp_lead * NS_PER_S))
+        self._min_frame_side = int(getattr(model, "min_frame_side", 0))
 
     # ------------------------------------------------------------------ inputs
     def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage,
@@ -501,8 +503,10 @@ class PlannerCore:
             frame_epoch = self._frame_epoch
         if len(track) == 0:
             raise InputNotReady("odometry: no sample received yet", ReasonCode.NO_ODOMETRY)
+        # The history is whole once the new frames' first sample is within
+        # max_extrapolation of the window's start (build_history's own rule).
         if frame_change_ns is not None and \
-                frame_change_ns > selection.t0_ns - HISTORY_SPAN_NS - self._jump_ns:
+                frame_change_ns > selection.t0_ns - HISTORY_SPAN_NS + self._extrapolation_ns:
             raise InputNotReady(
                 f"odometry frames changed to {frames_ids[0]!r}/{frames_ids[1]!r} at "
                 f"t0{(frame_change_ns - selection.t0_ns) / NS_PER_S:+.3f} s: the history "
@@ -556,6 +560,11 @@ class PlannerCore:
             raise InputNotReady(f"frame sizes differ (HxW {per_slot}); the model needs one "
                                 "size: set output_image_size to resize all frames",
                                 ReasonCode.SIZE_MISMATCH)
+        height, width = frames[0].shape[:2]
+        if min(height, width) < self._min_frame_side:
+            raise InputNotReady(f"frames of {width}x{height} px (WxH) are smaller than the "
+                                f"model accepts ({self._min_frame_side} px a side); set "
+                                "output_image_size to resize them", ReasonCode.SIZE_MISMATCH)
         # The cached frames go to the model as a tuple (ModelInput accepts one): stacking
         # them would copy 100 MB per tick at 1080x1920 only for the model to resize them.
         return tuple(frames), decodes, decode_seconds

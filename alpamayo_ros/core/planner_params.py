@@ -31,7 +31,7 @@ MODEL_BACKENDS = ("alpamayo", "constant_velocity")
 CAMERA_TRANSPORTS = ("raw", "compressed")
 MODEL_DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Parameters every ROS node has that are not the planner's own (accepted, not validated).
-ROS_ONLY_PARAMETERS = ("use_sim_time",)
+ROS_ONLY_PARAMETERS = ("use_sim_time", "start_type_description_service")
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 # The one table. Names are grouped (core.*, model.*, ...); the order is the docs order.

@@ -10,6 +10,7 @@ Usage (node timer callback, worker thread):
 from __future__ import annotations
 
 import threading
+from typing import Callable
 
 
 class TickGate:
@@ -19,6 +20,7 @@ class TickGate:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._busy = False
+        self._when_idle: list[Callable[[], None]] = []
         self.accepted = 0
         self.dropped = 0
 
@@ -38,12 +40,27 @@ class TickGate:
             return True
 
     def leave(self) -> None:
-        """Release the gate after the inference (call exactly once per successful try_enter)."""
+        """Release the gate after the inference (call exactly once per successful try_enter);
+        then run what call_when_idle deferred, in this thread."""
         with self._lock:
             if not self._busy:
                 raise RuntimeError("TickGate.leave() called while not busy")
             self._busy = False
+            deferred, self._when_idle = self._when_idle, []
             self._idle.notify_all()
+        for fn in deferred:
+            fn()
+
+    def call_when_idle(self, fn: Callable[[], None]) -> bool:
+        """Run fn now when no inference runs; else defer it to the thread that calls
+        leave() (e.g. freeing the model under a call that was abandoned). True when
+        deferred."""
+        with self._lock:
+            if self._busy:
+                self._when_idle.append(fn)
+                return True
+        fn()
+        return False
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no inference runs (at most `timeout` s); True when idle."""

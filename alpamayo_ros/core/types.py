@@ -161,7 +161,11 @@ class ModelDescription:
 
 
 class PlannerModel(Protocol):
-    """The single inference API used by the node, the replay tool and the benchmarks."""
+    """The single inference API used by the node, the replay tool and the benchmarks.
+
+    A model that needs frames of a minimum size has an int attribute `min_frame_side` [px]:
+    the planner core skips ticks with smaller frames (SIZE_MISMATCH) instead of calling it.
+    """
 
     model_id: str
 

@@ -28,7 +28,7 @@ import torch
 
 from alpamayo_ros.core.errors import (AlpamayoError, ConfigError, ModelInputError,
                                       ModelRuntimeError)
-from alpamayo_ros.core.model_input import validate_model_input
+from alpamayo_ros.core.model_input import MIN_FRAME_SIDE, validate_model_input
 from alpamayo_ros.core.types import (NUM_WAYPOINTS, InferenceOptions, ModelInput, ModelOutput,
                                      StageTimings, TrajectorySample)
 from alpamayo_ros.model import generation
@@ -107,6 +107,9 @@ def choose_vlm_attention(device: torch.device, dtype: torch.dtype,
 
 class AlpamayoRuntime:
     """Alpamayo-R1 inference on one device; implements core.types.PlannerModel."""
+
+    # Smallest frame side it accepts [px] (one merged vision patch; core.model_input).
+    min_frame_side = MIN_FRAME_SIDE
 
     def __init__(self, network: AlpamayoR1Network, tokenizer, token_ids, image_config,
                  action_space, *, checkpoint_dir: Path, processor_dir: Path, device: torch.device,

@@ -16,6 +16,9 @@ planner node clears its buffers on that jump). The publishers exist from the sta
 matched subscriptions (at most ``wait_for_subscribers_timeout`` s), and ``start_delay``
 waits a fixed time after that.
 
+Exit status: 0 after playback (or a signal), 2 for bad parameters or when playback failed
+(a missing or damaged data file, unreadable metadata; the reason is logged).
+
 Recorder: with ``record_path`` set, the topics in ``record_topics`` (default: the planner's
 outputs) are subscribed as soon as they appear and written, as received (raw CDR), to a
 rosbag2 bag (metadata version 8); each message's log time is the bag clock (sim time) at
@@ -43,7 +46,7 @@ from rosgraph_msgs.msg import Clock as ClockMsg
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros.convert import message_class
 from alpamayo_ros.ros.qos import CLOCK_QOS
-from alpamayo_ros.ros.shutdown import ShutdownSignals
+from alpamayo_ros.ros.shutdown import GatedCallbacks, ShutdownSignals
 from alpamayo_ros.ros.spin import spin_until_shutdown
 from alpamayo_ros.tools import bag_io
 
@@ -79,7 +82,7 @@ class BagRecorder:
                 self._writer = None
 
 
-class BagPlayerNode(Node):
+class BagPlayerNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         p = self._declare
@@ -114,6 +117,8 @@ class BagPlayerNode(Node):
         self._playback_pubs: dict[str, Any] = {}
         self._bag_time_ns: Optional[int] = None
         self.done = threading.Event()
+        # Why playback failed (an unreadable or damaged bag); "" = it did not.
+        self.failure = ""
         self.finished_loops = 0
         self.published = 0
         self.recorder = BagRecorder(Path(record_path), record_storage) if record_path else None
@@ -230,8 +235,10 @@ class BagPlayerNode(Node):
             deadline = time.monotonic() + self.linger
             while time.monotonic() < deadline and rclpy.ok(context=self.context):
                 time.sleep(0.05)
-        except Exception as exc:  # bag errors: log, then end like a finished playback
-            self.get_logger().error(f"playback failed: {exc}")
+        except Exception as exc:  # bag errors: log, then end with exit status 2
+            if rclpy.ok(context=self.context):  # else a publish raced the shutdown
+                self.failure = str(exc)
+                self.get_logger().error(f"playback failed: {exc}")
         finally:
             self.done.set()
 
@@ -292,7 +299,7 @@ def main(argv: Optional[list] = None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
         signals.ignore_from_now()
-    return 0
+    return 2 if node is not None and node.failure else 0
 
 
 if __name__ == "__main__":

@@ -42,13 +42,14 @@ from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import ns_to_time, time_to_ns
 from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS
-from alpamayo_ros.ros.spin import spin_until_shutdown
+from alpamayo_ros.ros.spin import checked_arguments, remove_normalised_files, spin_until_shutdown
 from alpamayo_ros.ros.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
 from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.ros.shutdown import GatedCallbacks
 
 NODE_NAME = "carla_sim"
 _POLL_S = 0.002
@@ -66,7 +67,7 @@ def camera_info(width: int, height: int, fov_deg: float) -> CameraInfo:
     return info
 
 
-class CarlaSimNode(Node):
+class CarlaSimNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         v = self._values = CP.declare_and_read(self, CP.SIM_PARAMETERS, CP.sim_cross_checks)
@@ -282,11 +283,17 @@ def main(args: Optional[list] = None) -> int:
     """Entry point of the carla_sim executable: runs until `duration` (exit 0) or SIGINT."""
     import rclpy
 
+    original = list(sys.argv if args is None else args)
+    argv = checked_arguments(NODE_NAME, original, CP.SIM_PARAMETERS)
+    if argv is None:
+        return 2
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=argv)
     except Exception as exc:
         print(f"{NODE_NAME}: invalid ROS arguments: {exc}", file=sys.stderr)
         return 2
+    finally:
+        remove_normalised_files(original, argv)
     try:
         node = CarlaSimNode()
     except ConfigError as exc:

@@ -37,12 +37,13 @@ from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.qos import (BRIDGE_QOS, CONTROL_ODOMETRY_QOS, DIAGNOSTICS_QOS,
                                   PLAN_QOS)
 from alpamayo_ros.ros.spin import run_node
+from alpamayo_ros.ros.shutdown import GatedCallbacks
 
 NODE_NAME = "alpamayo_controller"
 _LOG_THROTTLE_S = 5.0
 
 
-class ControllerNode(Node):
+class ControllerNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         values = self._values = CP.declare_and_read(self, CP.CONTROLLER_PARAMETERS,
@@ -252,7 +253,8 @@ class ControllerNode(Node):
 
 def main(args: Optional[list] = None) -> int:
     """Entry point of the controller_node executable (2: invalid parameters)."""
-    return run_node(NODE_NAME, ControllerNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, ControllerNode, SingleThreadedExecutor, args,
+                    parameter_specs=CP.CONTROLLER_PARAMETERS)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
-                                            STRING_ARRAY, ParamSpec, validate)
+                                            STRING_ARRAY, ParamSpec, closest_name, validate)
 from alpamayo_ros.core.parameter_file import normalised_parameter_file
-from alpamayo_ros.core.planner_params import PLANNER_PARAMETERS, validate_parameters
+from alpamayo_ros.core.planner_params import (PLANNER_PARAMETERS, ROS_ONLY_PARAMETERS,
+                                              validate_parameters)
 
 Validator = Callable[[Mapping[str, Any]], dict]
 
@@ -136,6 +137,47 @@ def declare_and_read(node, specs: Sequence[ParamSpec] = PLANNER_PARAMETERS,
     """
     values, errors = declare_parameters(node, specs)
     return checked(node, values, errors, specs, validator)
+
+
+# --ros-args flags that take one value (skipped when looking for -p).
+_ROS_ARG_FLAGS_WITH_VALUE = ("-r", "--remap", "--params-file", "--log-level", "-e",
+                             "--enclave", "--log-config-file")
+
+
+def check_parameter_overrides(args: Sequence[str], node_name: str,
+                              specs: Sequence[ParamSpec]) -> None:
+    """ConfigError for a name given with ``--ros-args -p name:=value`` (or ``--param``)
+    that `specs` does not know, naming the closest known name: rcl would keep it as an
+    override nobody declares, and the typo would be ignored without a word. Overrides
+    addressed to another node (``other:name:=value``) and ROS's own parameters are left
+    alone."""
+    names = [spec.name for spec in specs]
+    targets = {node_name}
+    unknown = []
+    in_ros_args = False
+    tokens = iter(args)
+    for token in tokens:
+        if token == "--ros-args":
+            in_ros_args = True
+        elif token == "--":
+            in_ros_args = False
+        elif not in_ros_args:
+            continue
+        elif token in _ROS_ARG_FLAGS_WITH_VALUE:
+            value = next(tokens, "")
+            if token in ("-r", "--remap") and value.startswith("__node:="):
+                targets.add(value.split(":=", 1)[1])
+        elif token in ("-p", "--param"):
+            rule = next(tokens, "")
+            target, _, name = rule.split(":=", 1)[0].rpartition(":")
+            if target and target not in targets:
+                continue  # another node's parameter
+            if name not in names and name not in ROS_ONLY_PARAMETERS and \
+                    not name.startswith("qos_overrides."):
+                unknown.append(f"unknown parameter {name!r} given with -p"
+                               f"{closest_name(name, names)}")
+    if unknown:
+        raise ConfigError("; ".join(unknown))
 
 
 def normalise_parameter_files(args: Sequence[str], node_name: str,

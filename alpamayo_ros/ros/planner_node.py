@@ -10,11 +10,13 @@ construction; `configure` checks them, loads the model and warms it up ("loading
 "warming up" in /diagnostics, with their durations; a bad checkpoint fails the transition
 with the readable error) and subscribes to the inputs, so the buffers fill while inactive;
 `activate` starts planning (the outputs are lifecycle publishers); `deactivate` stops it
-and waits for a running model call, whose result is dropped; `cleanup` destroys inputs,
-outputs and the model (model.close() returns its memory); `shutdown` works from any
-state. With `autostart` (default) the node configures and activates itself, so the plain
-executable and `ros2 launch` plan with no manager; a failing configure then ends the
-process with status 2. /diagnostics run on wall time in every state.
+at once: a running model call is abandoned (logged), its result is dropped whenever it
+returns, and the node stays responsive meanwhile (services, /diagnostics); `cleanup`
+destroys inputs, outputs and the model (model.close() returns its memory; under an
+abandoned call, once that call returns); `shutdown` works from any state. With
+`autostart` (default) the node configures and activates itself, so the plain executable
+and `ros2 launch` plan with no manager; a failing configure then ends the process with
+status 2. /diagnostics run on wall time in every state.
 
 Threads: one SingleThreadedExecutor runs the sensor callbacks and the timers; the planning
 timer only hands a tick to a daemon worker thread and returns, so frames and odometry
@@ -39,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
@@ -69,19 +71,17 @@ from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
-from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, PublishGate, WorkerThread,
-                                       shutdown_logger)
+from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
+                                       StartupInterrupted, WorkerThread, shutdown_logger)
 from alpamayo_ros.ros.spin import run_node
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
 _LOG_THROTTLE_S = 5.0
-# How long deactivate waits for a running model call (its result is dropped) [s].
-DRAIN_TIMEOUT_S = 30.0
 
 
-class PlannerNode(LifecycleNode):
+class PlannerNode(GatedCallbacks, LifecycleNode):
     """Alpamayo-R1 planner node, a managed (lifecycle) node; see the module docstring.
 
     model_loader: builds (model, description) from the validated parameters; tests inject
@@ -103,6 +103,9 @@ class PlannerNode(LifecycleNode):
         # runs, none after they return).
         self._publish_gate = PublishGate(closed=True)
         self._configured: Optional[_Configured] = None
+        # Bumped by every deactivation: a tick's result is published only when the node
+        # has not been deactivated since the tick started (even if activated again).
+        self._activation = 0
         # Diagnostics run on wall time in every state (they go on, and say so, when /clock
         # stops or while the model loads).
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
@@ -144,12 +147,16 @@ class PlannerNode(LifecycleNode):
             self._warmup_s = _warm_up(model, description, config)
             self._configured = _Configured.create(self, values, config, model, description)
         except Exception as exc:  # every cause ends the transition with its reason
+            if not self.context.ok():
+                self._abandon_configure()
             self._last_error = (str(exc) if isinstance(exc, ConfigError)
                                 else f"{type(exc).__name__}: {exc}")
             self.get_logger().error(f"configure failed: {self._last_error}")
             self._release()
             self._set_phase(Phase.CONFIGURE_FAILED, publish=True)
             return TransitionCallbackReturn.FAILURE
+        if not self.context.ok():
+            self._abandon_configure()
         self._last_error = ""
         c = self._configured
         self.get_logger().info(
@@ -161,6 +168,16 @@ class PlannerNode(LifecycleNode):
         self._set_phase(Phase.INACTIVE, publish=True)
         return TransitionCallbackReturn.SUCCESS
 
+    def _abandon_configure(self) -> NoReturn:
+        """A signal shut rclpy down while configure ran (a manager's configure: the model
+        loads in the executor's thread): not a failure, and no transition can complete
+        (rclpy would log an ERROR publishing it). Release what was made and leave the
+        executor with StartupInterrupted (ros/spin.py ends the process cleanly)."""
+        shutdown_logger(self).info("configure abandoned: shutting down")
+        self._release()
+        self._set_phase(Phase.UNCONFIGURED)
+        raise StartupInterrupted("shutdown during configure")
+
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start planning (the lifecycle publishers go live)."""
         result = super().on_activate(state)
@@ -171,9 +188,15 @@ class PlannerNode(LifecycleNode):
         return result
 
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        """Stop planning: no tick starts and nothing is published from now on; a running
-        model call is waited for (drained, its result dropped) up to DRAIN_TIMEOUT_S."""
-        self._stop_planning(DRAIN_TIMEOUT_S)
+        """Stop planning at once: no tick starts and nothing is published from now on. A
+        running model call is not waited for (a GPU call may take seconds): it is
+        abandoned, and its result dropped when it returns; both are logged."""
+        self._stop_planning(0.0)
+        c = self._configured
+        if c is not None and c.gate.busy:
+            self.get_logger().warning(
+                "deactivate: a model call is running; it is abandoned and its result will "
+                "be dropped")
         self._set_phase(Phase.INACTIVE)
         return super().on_deactivate(state)
 
@@ -197,21 +220,22 @@ class PlannerNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_planning(self, timeout_s: float) -> bool:
-        """No publish after this returns; True when no model call is running any more."""
+        """No publish after this returns, and no result of a tick started before it ever;
+        True when no model call is running any more (waited for up to timeout_s)."""
         self._publish_gate.close()
+        self._activation += 1
         c = self._configured
         return c is None or c.gate.wait_idle(timeout_s)
 
     def _release(self) -> None:
-        """Destroy what configure created and drop the model."""
+        """Destroy what configure created and drop the model; under a running (abandoned)
+        model call, the core and the model are closed when that call returns."""
         c, self._configured = self._configured, None
         if c is None:
             return
         c.destroy(self)
-        c.core.close()
-        close = getattr(c.model, "close", None)
-        if close is not None:
-            close()
+        if c.gate.call_when_idle(partial(_close_model, c.core, c.model)):
+            self.get_logger().info("the model is freed once the abandoned model call returns")
         del c
         gc.collect()
 
@@ -298,12 +322,14 @@ class PlannerNode(LifecycleNode):
             return
         c.health.record_tick()
         try:
-            c.worker.submit(self._plan, c, now_ns, tick_wall_s)
+            c.worker.submit(self._plan, c, now_ns, tick_wall_s, self._activation)
         except RuntimeError:  # the worker is stopped (cleanup or shutdown)
             c.gate.leave()
 
-    def _plan(self, c: "_Configured", now_ns: int, tick_wall_s: float) -> None:
-        """Worker thread: prepare + run + publish one tick; never raises."""
+    def _plan(self, c: "_Configured", now_ns: int, tick_wall_s: float,
+              activation: int) -> None:
+        """Worker thread: prepare + run + publish one tick; never raises. activation: the
+        node's activation count when the tick started."""
         try:
             try:
                 prepared = c.core.prepare(now_ns, tick_wall_s)
@@ -312,8 +338,15 @@ class PlannerNode(LifecycleNode):
             else:
                 result = c.core.run(prepared)
             with self._publish_gate.open() as allowed:
-                if allowed:  # never after deactivate/close began, never while they run
+                # Never after deactivate/close began, never while they run, never a result
+                # of a tick from before a deactivation.
+                current = allowed and activation == self._activation
+                if current:
                     self._publish(c, result)
+            if not current and not self._closing.is_set() and self.context.ok():
+                self.get_logger().info(
+                    f"a planning tick abandoned by deactivate ended after "
+                    f"{time.perf_counter() - tick_wall_s:.1f} s: its result is dropped")
         except Exception as exc:  # a bug here must not kill the worker or the node
             if not self.context.ok():
                 return  # shutting down: publishers are gone, nothing to report
@@ -395,6 +428,11 @@ class PlannerNode(LifecycleNode):
             if self.context.ok():
                 raise  # a real failure; during shutdown the publisher is simply gone
 
+    def destroy_node(self) -> None:
+        """No callback and no publish of the worker from now on (also without close())."""
+        self._publish_gate.close()
+        super().destroy_node()
+
     def close(self, timeout_s: float = WORKER_STOP_TIMEOUT_S) -> bool:
         """Stop planning for good: no tick starts and nothing is published from now on;
         wait up to timeout_s for a running model call. False: the call is still running and
@@ -419,6 +457,14 @@ class Phase(enum.Enum):
     ACTIVE = "active"
     CONFIGURE_FAILED = "configure failed"
     FINALIZED = "finalized"
+
+
+def _close_model(core: PlannerCore, model) -> None:
+    """Stop the core's decoding threads and free the model (model.close(), if it has one)."""
+    core.close()
+    close = getattr(model, "close", None)
+    if close is not None:
+        close()
 
 
 def _warm_up(model, description: ModelDescription, config) -> float:
@@ -504,7 +550,8 @@ class _Configured:
         # jitter.
         c.jump_callback = node.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
-                          on_clock_change=True), post_callback=node._on_clock_jump)
+                          on_clock_change=True),
+            post_callback=node.gated_callback(node._on_clock_jump))
         return c
 
     def destroy(self, node: "PlannerNode") -> None:

@@ -29,11 +29,12 @@ from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, PLAN_QOS
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.route_oracle import RouteOracle
+from alpamayo_ros.ros.shutdown import GatedCallbacks
 
 NODE_NAME = "alpamayo_route_oracle"
 
 
-class RouteOracleNode(Node):
+class RouteOracleNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         v = self._values = CP.declare_and_read(self, CP.ORACLE_PARAMETERS)
@@ -107,7 +108,8 @@ class RouteOracleNode(Node):
 
 
 def main(args: Optional[list] = None) -> int:
-    return run_node(NODE_NAME, RouteOracleNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, RouteOracleNode, SingleThreadedExecutor, args,
+                    parameter_specs=CP.ORACLE_PARAMETERS)
 
 
 if __name__ == "__main__":

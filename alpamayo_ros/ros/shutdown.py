@@ -26,6 +26,9 @@ spin.run_node and by nodes that run work off the executor (planner_node):
   only when it yields True; `close()` takes the lock, so once it returns no publish is in
   progress and none can start: nothing is published after the shutdown began, and the
   node can be destroyed under an abandoned call without a publish racing the destruction.
+* GatedCallbacks: a node mixin; no timer or subscription callback runs once destroy_node()
+  began, and destroy_node() waits (bounded) for the ones running (an executor in another
+  thread, as in tests, would otherwise run one on destroyed handles: InvalidHandle).
 * leave_process: flush Python's streams and logging handlers, then os._exit. Used only
   when a thread is still running after the node and rclpy are shut down: a normal exit
   would wait for a non-daemon thread, or finalise the interpreter under a daemon thread
@@ -39,6 +42,7 @@ KeyboardInterrupt traceback and status -2).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import queue
@@ -59,10 +63,12 @@ SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StartupInterrupted(BaseException):
-    """Raised in the main thread by the first signal inside ShutdownSignals.interrupting().
+    """Raised in the main thread by the first signal inside ShutdownSignals.interrupting(),
+    and by a node's callback that abandons its work (a configure) because a signal shut
+    rclpy down meanwhile; spin.run_node then ends the process cleanly.
 
     A BaseException, like KeyboardInterrupt, so library code that catches Exception while
-    loading a model does not swallow it."""
+    loading a model (or rclpy around a callback) does not swallow it."""
 
 
 class ShutdownSignals:
@@ -215,6 +221,54 @@ class PublishGate:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class GatedCallbacks:
+    """Mixin for rclpy nodes (put it before Node or LifecycleNode): no callback of the node's
+    timers and subscriptions (rclpy's /clock subscription of sim time included) runs once
+    destroy_node() began, and destroy_node() first waits, at most SHUTDOWN_BOUND_S, for the
+    ones running. Without it, a callback that an executor in another thread picks up while
+    the node is destroyed fails with InvalidHandle. Callbacks run concurrently as before;
+    other callables the node hands out (clock jump callbacks) are wrapped with
+    gated_callback."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._callback_lock = threading.Condition()
+        self._callbacks_running = 0
+        self._callbacks_closed = False
+        super().__init__(*args, **kwargs)
+
+    def gated_callback(self, fn: Callable) -> Callable:
+        """fn as a callback that does nothing once destroy_node() began (with fn's
+        signature, which rclpy inspects to decide what to pass)."""
+        @functools.wraps(fn)
+        def gated(*args: Any, **kwargs: Any) -> Any:
+            with self._callback_lock:
+                if self._callbacks_closed:
+                    return None
+                self._callbacks_running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self._callback_lock:
+                    self._callbacks_running -= 1
+                    self._callback_lock.notify_all()
+        return gated
+
+    def create_timer(self, timer_period_sec, callback, *args: Any, **kwargs: Any):
+        return super().create_timer(timer_period_sec, self.gated_callback(callback), *args,
+                                    **kwargs)
+
+    def create_subscription(self, msg_type, topic, callback, *args: Any, **kwargs: Any):
+        return super().create_subscription(msg_type, topic, self.gated_callback(callback),
+                                           *args, **kwargs)
+
+    def destroy_node(self) -> None:
+        with self._callback_lock:
+            self._callbacks_closed = True
+            self._callback_lock.wait_for(lambda: self._callbacks_running == 0,
+                                         SHUTDOWN_BOUND_S)
+        super().destroy_node()
 
 
 def shutdown_logger(node: Any):

@@ -29,10 +29,11 @@ from alpamayo_ros.ros.shutdown import (ShutdownSignals, StartupInterrupted, leav
 
 
 def spin_until_shutdown(executor: Executor, context=None) -> None:
-    """executor.spin() that returns normally on Ctrl-C, SIGTERM or rclpy.shutdown()."""
+    """executor.spin() that returns normally on Ctrl-C, SIGTERM or rclpy.shutdown() (also
+    when a callback gave up its work for the shutdown with StartupInterrupted)."""
     try:
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException, StartupInterrupted):
         pass
     except Exception as exc:
         from rclpy._rclpy_pybind11 import RCLError
@@ -46,11 +47,11 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
     """Whole life of a node executable; returns the process exit status (or leaves the
     process with status 0 when a thread is still running after the shutdown).
 
-    2: malformed --ros-args, a parameter file with unknown names, or a ConfigError while
+    2: malformed --ros-args, a parameter file or ``-p`` with unknown names, or a ConfigError while
     building the node (one readable line on stderr, no traceback); 0: clean shutdown, also
     after a signal during start-up. parameter_specs: the node's schema table; its
-    --params-file files are then checked and normalised first
-    (ros.params.normalise_parameter_files). The node's optional close() runs before it is
+    --params-file files and -p names are then checked (and the files normalised) first
+    (checked_arguments). The node's optional close() runs before it is
     destroyed; it returns False when it had to abandon work still running (see the module
     docstring).
     """
@@ -58,11 +59,8 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
     signals.install()  # before rclpy.init, so rclpy's handlers chain to these
     argv = list(sys.argv if args is None else args)
     if parameter_specs is not None:
-        from alpamayo_ros.ros.params import normalise_parameter_files
-        try:
-            argv = normalise_parameter_files(argv, name, parameter_specs)
-        except ConfigError as exc:
-            print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        argv = checked_arguments(name, argv, parameter_specs)
+        if argv is None:
             return 2
     # Signals wait until rclpy and the executor are whole: a context shut down under the
     # executor's construction leaves a half-built executor behind (RCLError, then errors
@@ -74,7 +72,7 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
             print(f"{name}: invalid ROS arguments: {exc}", file=sys.stderr)
             return 2
         finally:
-            _remove_normalised_files(args if args is not None else sys.argv, argv)
+            remove_normalised_files(args if args is not None else sys.argv, argv)
         executor = make_executor()
     if signals.received:  # a signal before rclpy's handlers were in place, or just now
         executor.shutdown()
@@ -148,7 +146,21 @@ def _start(name: str, make_node: Callable[[], Any], executor: Executor,
     return None, 0
 
 
-def _remove_normalised_files(original: Sequence[str], used: Sequence[str]) -> None:
+def checked_arguments(name: str, argv: Sequence[str], specs: Sequence
+                      ) -> Optional[list]:
+    """argv with its parameter files checked and normalised and its ``-p`` names checked
+    against the node's schema table `specs` (ros.params); None after printing the problem
+    on one line (exit status 2)."""
+    from alpamayo_ros.ros.params import check_parameter_overrides, normalise_parameter_files
+    try:
+        check_parameter_overrides(argv, name, specs)
+        return normalise_parameter_files(argv, name, specs)
+    except ConfigError as exc:
+        print(f"{name}: configuration error: {exc}", file=sys.stderr)
+        return None
+
+
+def remove_normalised_files(original: Sequence[str], used: Sequence[str]) -> None:
     """Delete the normalised copies of parameter files once rcl has read them."""
     for before, after in zip(original, used):
         if before != after and Path(after).name.endswith(".yaml"):

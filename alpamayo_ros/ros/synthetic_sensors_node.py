@@ -28,6 +28,7 @@ from alpamayo_ros.ros.params import declare_and_read
 from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.ros.shutdown import GatedCallbacks
 
 NODE_NAME = "synthetic_sensors"
 
@@ -70,7 +71,7 @@ SENSOR_PARAMETERS: tuple[P.ParamSpec, ...] = (
 )
 
 
-class SyntheticSensorsNode(Node):
+class SyntheticSensorsNode(GatedCallbacks, Node):
     """Publishes the scenario's cameras and odometry (see module docstring)."""
 
     def __init__(self, **node_kwargs: Any) -> None:
@@ -140,7 +141,8 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
 
 
 def main(args: Optional[list] = None) -> int:
-    return run_node(NODE_NAME, SyntheticSensorsNode, SingleThreadedExecutor, args)
+    return run_node(NODE_NAME, SyntheticSensorsNode, SingleThreadedExecutor, args,
+                    parameter_specs=SENSOR_PARAMETERS)
 
 
 if __name__ == "__main__":

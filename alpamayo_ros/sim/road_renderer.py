@@ -13,6 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
+from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.tools import scenario as sc
 
@@ -21,6 +22,23 @@ _COLORS = np.array([[70, 120, 55], [90, 90, 95], [235, 235, 225]], dtype=np.floa
 # Raster resolution [m per cell] and extent beyond the road [m].
 CELL_M = 0.1
 _MARGIN_M = 40.0
+# Largest raster built (one byte a cell, 512 MiB): the bounding box of a route plus the
+# margin must fit, e.g. a 50 km straight route, or a loop of about 2.2 km x 2.2 km.
+MAX_RASTER_CELLS = 2 ** 29
+
+
+def raster_shape(route: Route, cell_m: float = CELL_M) -> tuple[int, int]:
+    """(rows, columns) of the raster of `route`; ConfigError when it has more than
+    MAX_RASTER_CELLS cells (checked before anything is allocated)."""
+    x0, y0, x1, y1 = route.bounds(_MARGIN_M)
+    shape = (int(math.ceil((y1 - y0) / cell_m)) + 1, int(math.ceil((x1 - x0) / cell_m)) + 1)
+    cells = shape[0] * shape[1]
+    if cells > MAX_RASTER_CELLS:
+        raise ConfigError(
+            f"route {route.name}: its road raster would have {cells / 2 ** 20:.0f} Mi cells "
+            f"({(x1 - x0) / 1000:.2f} km x {(y1 - y0) / 1000:.2f} km at {cell_m:g} m), need at "
+            f"most {MAX_RASTER_CELLS / 2 ** 20:.0f} Mi: use a shorter or more compact route")
+    return shape
 
 
 class RoadRaster:
@@ -29,10 +47,8 @@ class RoadRaster:
     def __init__(self, route: Route, cell_m: float = CELL_M) -> None:
         self.route = route
         self.cell_m = cell_m
-        x0, y0, x1, y1 = route.bounds(_MARGIN_M)
-        self.origin = np.array([x0, y0])
-        self.shape = (int(math.ceil((y1 - y0) / cell_m)) + 1,
-                      int(math.ceil((x1 - x0) / cell_m)) + 1)
+        self.shape = raster_shape(route, cell_m)
+        self.origin = np.array(route.bounds(_MARGIN_M)[:2])
         self.kinds = np.full(self.shape, GRASS, dtype=np.uint8)
         road = route.road
         # Paint by sampling the road in (station, lateral) at half the cell size.

@@ -30,6 +30,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.param_schema import closest_name
 
 DEFAULT_ROUTE_FILE = Path(__file__).resolve().parent / "data" / "default_route.json"
 # Spacing of the dense centre-line samples [m].
@@ -85,6 +86,90 @@ class Projection:
     heading: np.ndarray
 
 
+@dataclass(frozen=True)
+class RouteLimits:
+    """Bounds of a route file's values (docs/closed_loop.md): lengths [m], speeds [m/s]."""
+
+    max_segments: int = 1000
+    max_length: float = 50_000.0        # one segment and the whole route
+    max_speed_limit: float = 60.0
+    min_radius: float = 5.0
+    max_radius: float = 100_000.0
+    min_lane_width: float = 2.0
+    max_lane_width: float = 8.0
+    max_abs_start: float = 1.0e6
+
+
+ROUTE_LIMITS = RouteLimits()
+
+
+def _have(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+class _RouteReader:
+    """Checks of the values of one route file; every problem is a one-line ConfigError
+    that names the file, where in it, what it has and what it needs."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, text: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {where}: {text}")
+
+    def mapping(self, value: Any, where: str, known: Sequence[str],
+                required: Sequence[str] = ()) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(where, f"have {_have(value)}, need a JSON object")
+        for key in value:
+            if key not in known:
+                raise self.fail(where, f"unknown key {key!r}{closest_name(str(key), known)}; "
+                                       f"known: {', '.join(known)}")
+        for key in required:
+            if key not in value:
+                raise self.fail(where, f"needs {key!r}")
+        return value
+
+    def number(self, value: Any, where: str, lo: float, hi: float,
+               lo_open: bool = False) -> float:
+        """A finite number in [lo, hi] (lo excluded with lo_open); no bools or strings."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(where, f"have {_have(value)}, need a number")
+        value = float(value)
+        low_ok = value > lo if lo_open else value >= lo
+        if not (math.isfinite(value) and low_ok and value <= hi):
+            raise self.fail(where, f"have {value!r}, need a number in "
+                                   f"{'(' if lo_open else '['}{lo:g}, {hi:g}]")
+        return value
+
+    def segment(self, index: int, raw: Any) -> Segment:
+        lim = ROUTE_LIMITS
+        where = f"segment {index}"
+        raw = self.mapping(raw, where, ("type", "length", "speed_limit", "radius", "direction"),
+                           required=("type", "length", "speed_limit"))
+        kind = raw["type"]
+        if kind not in ("straight", "arc"):
+            raise self.fail(where, f"type: have {_have(kind)}, need \"straight\" or \"arc\"")
+        length = self.number(raw["length"], f"{where}: length", 0.0, lim.max_length,
+                             lo_open=True)
+        limit = self.number(raw["speed_limit"], f"{where}: speed_limit", 0.0,
+                            lim.max_speed_limit, lo_open=True)
+        if kind == "straight":
+            extra = sorted({"radius", "direction"} & set(raw))
+            if extra:
+                raise self.fail(where, f"a straight segment has no {', '.join(extra)}")
+            return Segment("straight", length, limit)
+        for key in ("radius", "direction"):
+            if key not in raw:
+                raise self.fail(where, f"needs {key!r}")
+        radius = self.number(raw["radius"], f"{where}: radius", lim.min_radius, lim.max_radius)
+        direction = raw["direction"]
+        if direction not in ("left", "right"):
+            raise self.fail(where, f"direction: have {_have(direction)}, need \"left\" or "
+                                   "\"right\"")
+        return Segment("arc", length, limit, (1.0 if direction == "left" else -1.0) / radius)
+
+
 class Route:
     """Dense centre-line samples of the segments (see module docstring)."""
 
@@ -132,44 +217,35 @@ class Route:
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any], source: str = "route") -> "Route":
-        def need(mapping, key, where):
-            if key not in mapping:
-                raise ConfigError(f"{source}: {where} needs {key!r}")
-            return mapping[key]
-
-        if not isinstance(doc, Mapping):
-            raise ConfigError(f"{source}: need a JSON object, have {type(doc).__name__}")
-        start = doc.get("start", {})
-        segments = []
-        for i, raw in enumerate(need(doc, "segments", "the route")):
-            where = f"segment {i}"
-            kind = need(raw, "type", where)
-            length = float(need(raw, "length", where))
-            limit = float(need(raw, "speed_limit", where))
-            if not (math.isfinite(length) and length > 0):
-                raise ConfigError(f"{source}: {where}: length must be > 0 m, have {length}")
-            if not (math.isfinite(limit) and limit > 0):
-                raise ConfigError(f"{source}: {where}: speed_limit must be > 0 m/s, "
-                                  f"have {limit}")
-            if kind == "straight":
-                segments.append(Segment("straight", length, limit))
-            elif kind == "arc":
-                radius = float(need(raw, "radius", where))
-                direction = need(raw, "direction", where)
-                if not (math.isfinite(radius) and radius >= 5.0):
-                    raise ConfigError(f"{source}: {where}: radius must be >= 5 m, have {radius}")
-                if direction not in ("left", "right"):
-                    raise ConfigError(f"{source}: {where}: direction must be \"left\" or "
-                                      f"\"right\", have {direction!r}")
-                sign = 1.0 if direction == "left" else -1.0
-                segments.append(Segment("arc", length, limit, sign / radius))
-            else:
-                raise ConfigError(f"{source}: {where}: type must be \"straight\" or \"arc\", "
-                                  f"have {kind!r}")
-        road = RoadLayout(lane_width=float(doc.get("lane_width", RoadLayout.lane_width)))
-        return cls(segments, (float(start.get("x", 0.0)), float(start.get("y", 0.0))),
-                   math.radians(float(start.get("yaw_deg", 0.0))),
-                   name=str(doc.get("name", source)), road=road)
+        """The route of a parsed route file; ConfigError naming the first problem (a
+        missing or unknown key, a wrong type, a value out of ROUTE_LIMITS)."""
+        reader = _RouteReader(source)
+        doc = reader.mapping(doc, "the route", ("name", "start", "lane_width", "segments"),
+                             required=("segments",))
+        start = reader.mapping(doc.get("start", {}), "start", ("x", "y", "yaw_deg"))
+        raw_segments = doc["segments"]
+        if not isinstance(raw_segments, list) or not raw_segments:
+            raise ConfigError(f"{source}: segments: have {_have(raw_segments)}, need a list "
+                              "of at least one segment")
+        if len(raw_segments) > ROUTE_LIMITS.max_segments:
+            raise ConfigError(f"{source}: segments: have {len(raw_segments)}, need at most "
+                              f"{ROUTE_LIMITS.max_segments}")
+        segments = [reader.segment(i, raw) for i, raw in enumerate(raw_segments)]
+        total = sum(seg.length for seg in segments)
+        if total > ROUTE_LIMITS.max_length:
+            raise ConfigError(f"{source}: the segments add up to {total:g} m, need at most "
+                              f"{ROUTE_LIMITS.max_length:g} m")
+        lim = ROUTE_LIMITS
+        lane_width = reader.number(doc.get("lane_width", RoadLayout.lane_width), "lane_width",
+                                   lim.min_lane_width, lim.max_lane_width)
+        xy = tuple(reader.number(start.get(key, 0.0), f"start.{key}", -lim.max_abs_start,
+                                 lim.max_abs_start) for key in ("x", "y"))
+        yaw_deg = reader.number(start.get("yaw_deg", 0.0), "start.yaw_deg", -360.0, 360.0)
+        name = doc.get("name", source)
+        if not isinstance(name, str):
+            raise ConfigError(f"{source}: name: have {_have(name)}, need a string")
+        return cls(segments, xy, math.radians(yaw_deg), name=name,
+                   road=RoadLayout(lane_width=lane_width))
 
     @classmethod
     def load(cls, path: Optional[str | Path] = None) -> "Route":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -34,8 +35,9 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.sim.closed_loop_report import (Tolerances, compare, compute_report,
                                                   load_report, read_bag, write_plot)
 from alpamayo_ros.sim.route import Route
-from alpamayo_ros.tools.closed_loop_stack import (PLANNERS, command_line, config_dir, describe,
-                                                 sim_stack)
+from alpamayo_ros.sim.road_renderer import raster_shape
+from alpamayo_ros.tools.closed_loop_stack import (PLANNERS, check_parameters, command_line,
+                                                 config_dir, describe, sim_stack)
 from alpamayo_ros.tools.replay import read_parameter_file
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
@@ -51,35 +53,60 @@ def _parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _number(minimum: float, exclusive: bool = False):
+    """argparse type: a finite float >= minimum (> minimum when exclusive)."""
+    need = f"a finite number {'>' if exclusive else '>='} {minimum:g}"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"have {text!r}, need {need}") from None
+        if not (math.isfinite(value) and (value > minimum if exclusive else value >= minimum)):
+            raise argparse.ArgumentTypeError(f"have {text!r}, need {need}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line on stderr (exit 2), not argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"closed_loop: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alpamayo-closed-loop", description=__doc__.splitlines()[0])
+    p = _Parser(prog="alpamayo-closed-loop", description=__doc__.splitlines()[0])
     p.add_argument("-o", "--output", type=Path, required=True, help="output directory (new)")
     p.add_argument("--planner", choices=PLANNERS, default="route_oracle")
     p.add_argument("--checkpoint", default="", help="checkpoint directory (--planner alpamayo)")
     p.add_argument("--device", default="cpu", help="torch device of --planner alpamayo")
     p.add_argument("--route", type=Path, default=None,
                    help="route JSON (docs/closed_loop.md); default: the package's route")
-    p.add_argument("--duration", type=float, default=30.0, help="sim seconds to drive")
+    p.add_argument("--duration", type=_number(0.0, exclusive=True), default=30.0,
+                   help="sim seconds to drive (> 0)")
     p.add_argument("--mode", choices=("lockstep", "realtime"), default="lockstep")
-    p.add_argument("--plan-rate", type=float, default=2.0, help="planning rate [Hz]")
-    p.add_argument("--initial-speed", type=float, default=None,
+    p.add_argument("--plan-rate", type=_number(0.0, exclusive=True), default=2.0,
+                   help="planning rate [Hz]")
+    p.add_argument("--initial-speed", type=_number(0.0), default=None,
                    help="start speed [m/s]; default: the route's first speed limit")
     p.add_argument("--camera-size", type=_parse_size, default=(320, 180), help="WxH [px]")
-    p.add_argument("--plan-delay", type=float, default=0.0,
+    p.add_argument("--plan-delay", type=_number(0.0), default=0.0,
                    help="route_oracle only: t0 of each plan this long before its tick [s]")
     p.add_argument("--no-gate", action="store_true",
                    help="synchronous simulator without the controller's lockstep gate")
     p.add_argument("--planner-param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra planner parameter (YAML value), e.g. model.max_coc_tokens=16")
-    p.add_argument("--timeout", type=float, default=900.0,
+    p.add_argument("--timeout", type=_number(0.0, exclusive=True), default=900.0,
                    help="wall seconds after which the run is aborted (exit 2)")
     p.add_argument("--golden", type=Path, default=None, help="previous report.json")
     p.add_argument("--from-bag", action="store_true",
                    help="run nothing: rebuild OUT/report.json from OUT/bag (same options as "
                         "the run) and compare with --golden")
     d = Tolerances()
-    p.add_argument("--lateral-tolerance", type=float, default=d.lateral_abs_m)
-    p.add_argument("--relative-tolerance", type=float, default=d.relative)
+    p.add_argument("--lateral-tolerance", type=_number(0.0), default=d.lateral_abs_m)
+    p.add_argument("--relative-tolerance", type=_number(0.0), default=d.relative)
     return p
 
 
@@ -172,28 +199,29 @@ def report_from_bag(out: Path, route: Route, specs, *, planning_period_s: float,
                           max_plan_age_s=float(controller["plan.max_age"]), run=run_info)
 
 
-def run(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace) -> tuple[Route, list, float]:
+    """(route, process specs, initial speed) of the run, every argument, the route file and
+    each node's parameters checked first (nothing is started or written before);
+    ConfigError with the first problem on one line."""
     out: Path = args.output
     if args.from_bag:
         if not (out / "bag").is_dir():
-            print(f"closed_loop: error: --from-bag needs {out / 'bag'}", file=sys.stderr)
-            return EXIT_ERROR
-    elif out.exists() and any(out.iterdir()):
-        print(f"closed_loop: error: {out} exists and is not empty", file=sys.stderr)
-        return EXIT_ERROR
-    try:
-        route = Route.load(args.route)
-    except ConfigError as exc:
-        print(f"closed_loop: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+            raise ConfigError(f"--from-bag needs {out / 'bag'}")
+    elif out.exists() and not out.is_dir():
+        raise ConfigError(f"-o: {out} is not a directory")
+    elif out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not empty")
+    else:
+        blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise ConfigError(f"-o: cannot create {out}: {blocked} is a file")
+    route = Route.load(args.route)
+    raster_shape(route)  # the simulator's road raster must fit in memory
     if args.planner == "alpamayo" and not args.checkpoint:
-        print("closed_loop: error: --planner alpamayo needs --checkpoint", file=sys.stderr)
-        return EXIT_ERROR
-    lockstep = args.mode == "lockstep"
-    gate = lockstep and not args.no_gate
+        raise ConfigError("--planner alpamayo needs --checkpoint")
     if args.plan_delay > 0 and args.planner != "route_oracle":
-        print("closed_loop: error: --plan-delay needs --planner route_oracle", file=sys.stderr)
-        return EXIT_ERROR
+        raise ConfigError("--plan-delay needs --planner route_oracle")
+    lockstep = args.mode == "lockstep"
     initial_speed = (args.initial_speed if args.initial_speed is not None
                      else float(route.segments[0].speed_limit))
     width, height = args.camera_size
@@ -205,16 +233,31 @@ def run(args: argparse.Namespace) -> int:
     for item in args.planner_param:
         name, sep, value = item.partition("=")
         if not sep or not name:
-            print(f"closed_loop: error: --planner-param needs NAME=VALUE, have {item!r}",
-                  file=sys.stderr)
-            return EXIT_ERROR
-        planner_extra[name] = yaml.safe_load(value)
+            raise ConfigError(f"--planner-param needs NAME=VALUE, have {item!r}")
+        try:
+            planner_extra[name] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--planner-param {name}: have {value!r}, need a YAML value "
+                              f"({' '.join(str(exc).split())})") from None
     specs = sim_stack(args.planner, rate_hz=args.plan_rate, lockstep=lockstep,
                       checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                       device=args.device, sim=sim, planner_extra=planner_extra,
-                      controller_extra={"lockstep.enabled": gate,
+                      controller_extra={"lockstep.enabled": lockstep and not args.no_gate,
                                         "diagnostics.period": 0.5})
-    out.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        check_parameters(spec)
+    return route, specs, initial_speed
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.output
+    try:
+        route, specs, initial_speed = _prepare(args)
+        out.mkdir(parents=True, exist_ok=True)
+    except (ConfigError, OSError) as exc:
+        print(f"closed_loop: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_ERROR
+    gate = args.mode == "lockstep" and not args.no_gate
     wall_start = time.monotonic()
     error, codes = None, {}
     if not args.from_bag:

@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from alpamayo_ros.core.param_schema import param_literal
+from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.param_schema import param_literal, validate
+from alpamayo_ros.core.parameter_file import read_parameter_file
+from alpamayo_ros.core.planner_params import ROS_ONLY_PARAMETERS, validate_parameters
+from alpamayo_ros.sim.closed_loop_params import NODE_PARAMETERS
 
 PACKAGE = "alpamayo_ros"
 PLANNERS = ("route_oracle", "constant_velocity", "alpamayo")
@@ -126,6 +130,27 @@ def command_line(spec: NodeSpec, configs: Optional[Path] = None) -> list[str]:
     for key, value in spec.overrides.items():
         argv += ["-p", f"{key}:={param_literal(value)}"]
     return argv
+
+
+def check_parameters(spec: NodeSpec, configs: Optional[Path] = None) -> dict[str, Any]:
+    """The validated parameters `spec` starts its node with (its parameter files, then its
+    overrides), checked by the node's own schema table and rules before any process
+    starts; ConfigError naming the node and every problem on one line."""
+    configs = configs or config_dir()
+    values: dict[str, Any] = {}
+    try:
+        for name in spec.params_files:
+            values.update(read_parameter_file(configs / name, spec.node_name))
+        values.update(spec.overrides)
+        values = {k: v for k, v in values.items() if k not in ROS_ONLY_PARAMETERS}
+        if spec.executable == "planner_node":
+            return validate_parameters(values)
+        table, cross_checks = NODE_PARAMETERS[spec.executable]
+        return validate(values, table, cross_checks)
+    except ConfigError as exc:
+        problems = "; ".join(line.strip() for line in str(exc).splitlines()
+                             if line.strip() and line.strip() != "invalid parameters:")
+        raise ConfigError(f"{spec.node_name} ({spec.executable}): {problems}") from None
 
 
 def describe(specs: Sequence[NodeSpec]) -> list[dict]:

@@ -59,6 +59,8 @@ class BagFaults:
         offset (a localisation re-initialisation); the cameras are unchanged.
     odometry_frame_ids: frame_ids the odometry header cycles through, one per message
         (two localisations publishing into one topic); () = the scenario's frame.
+    odometry_frame_window: (t_start [s], t_end [s], frame_id): odometry stamped in
+        [t_start, t_end) has this frame_id instead (a second localisation for a while).
     """
 
     drop_topics: Sequence[str] = ()
@@ -67,6 +69,7 @@ class BagFaults:
     wrong_type_topic: Optional[str] = None
     position_jump: Optional[tuple[float, tuple]] = None
     odometry_frame_ids: Sequence[str] = ()
+    odometry_frame_window: Optional[tuple[float, float, str]] = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,9 @@ def write_scenario_bag(path: Path | str, scenario: Scenario, storage: str = "mca
                     xyz = xyz + np.asarray(faults.position_jump[1], dtype=np.float64)
                 frame = (faults.odometry_frame_ids[item % len(faults.odometry_frame_ids)]
                          if faults.odometry_frame_ids else scenario.odom_frame)
+                window = faults.odometry_frame_window
+                if window is not None and window[0] <= t < window[1]:
+                    frame = window[2]
                 msg = bag_io.odometry_message(
                     stamp_ns, frame, scenario.base_frame, xyz, odo.quat_xyzw[item],
                     odo.linear_velocity[item], odo.angular_velocity[item])
