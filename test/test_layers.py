@@ -15,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "alpamayo_ros"
 ROS_MESSAGE_PACKAGES = ("builtin_interfaces", "std_msgs", "geometry_msgs", "nav_msgs",
                         "sensor_msgs", "visualization_msgs", "diagnostic_msgs",
-                        "rosgraph_msgs", "rcl_interfaces", "carla_msgs", "ackermann_msgs")
+                        "rosgraph_msgs", "rcl_interfaces", "carla_msgs", "ackermann_msgs",
+                        "autoware_planning_msgs")
 FORBIDDEN = {
     "core": ("torch", "transformers", "rclpy", "rosbags", "alpamayo_ros.msg",
              "alpamayo_ros.ros", "alpamayo_ros.model", "alpamayo_ros.tools",

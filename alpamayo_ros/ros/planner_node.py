@@ -59,7 +59,8 @@ from visualization_msgs.msg import MarkerArray
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
-from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
+from alpamayo_ros.core.planner_params import (NODE_NAME, PLANNER_PARAMETERS, optional_outputs,
+                                              planner_config)
 from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
 from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
                                               inference_path_report)
@@ -139,6 +140,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         try:
             values = params.checked(self, self._declared, self._declare_errors)
             config = planner_config(values)
+            for output in optional_outputs(values):  # a missing package fails before loading
+                convert.output_message_class(output.msg_type, output.enabled_by)
             self._set_phase(Phase.LOADING, publish=True)
             start = time.perf_counter()
             model, description = self._model_loader(values)
@@ -381,6 +384,10 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c.pub_path.publish(path)
         c.pub_path_odom.publish(path_odom)
         c.pub_coc.publish(convert.plan_to_coc(result))
+        for output, publisher in c.enabled_outputs:
+            data = output.build(result)
+            if data is not None:
+                publisher.publish(convert.to_ros_message(data))
         if c.pub_markers is not None:
             c.pub_markers.publish(plan_to_markers(
                 result, c.base_frame, c.values["markers.coc_text_height"]))
@@ -505,6 +512,7 @@ class _Configured:
     pub_path_odom: Any
     pub_coc: Any
     pub_markers: Any
+    enabled_outputs: list  # (output with topic, msg_type and build(result), publisher)
     entities: list  # subscriptions and timers
     jump_callback: Any
 
@@ -534,6 +542,8 @@ class _Configured:
                 pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),
                 pub_markers=(publish(MarkerArray, "alpamayo/markers", PLAN_QOS)
                              if values["markers.enabled"] else None),
+                enabled_outputs=[(o, publish(convert.message_class(o.msg_type), o.topic,
+                                              PLAN_QOS)) for o in optional_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
         for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
@@ -568,7 +578,7 @@ class _Configured:
         if self.jump_callback is not None:
             self.jump_callback.unregister()
         for pub in (self.pub_plan, self.pub_path, self.pub_path_odom, self.pub_coc,
-                    self.pub_markers):
+                    self.pub_markers, *(p for _, p in self.enabled_outputs)):
             if pub is not None:
                 node.destroy_lifecycle_publisher(pub)
 
