@@ -12,8 +12,9 @@
 #              <repo>/build/venv-<hash> for any other venv, so two venvs never share a cache)
 #   ALPAMAYO_TEST_INTERFACES=1  also build the test-only interface packages under
 #              test/interfaces/ (carla_msgs: the messages of carla-ros-bridge the closed-loop
-#              controller and the CI simulator use) into the venv; scripts/run_tests.sh and
-#              .ci/run set it. A real ROS install uses the bridge's own carla_msgs instead.
+#              controller and the CI simulator use; autoware_planning_msgs: Autoware's
+#              Trajectory and Path) into the venv; scripts/run_tests.sh and .ci/run set it.
+#              A real ROS install uses the bridge's and Autoware's own packages instead.
 #
 # Idempotent: pip runs only when the hash of the requirements files (and the Python
 # version) differs from the one recorded in the venv; the cmake build/install runs only

@@ -85,7 +85,8 @@ def test_one_rear_axle_offset_and_vehicle_everywhere():
 def test_objects_json_carries_the_rig_cameras_at_1080p():
     objects = json.loads((CONFIG / "carla_objects.json").read_text())
     assert objects == stack.carla_objects()
-    (ego,) = objects["objects"]
+    actor_list, ego = objects["objects"]
+    assert actor_list == {"type": "sensor.pseudo.actor_list", "id": "actor_list"}
     assert ego["type"] == stack.BLUEPRINT and ego["id"] == stack.ROLE_NAME
     cameras = [s for s in ego["sensors"] if s["type"] == "sensor.camera.rgb"]
     assert [c["fov"] for c in cameras] == [120.0, 120.0, 120.0, 30.0]
@@ -98,6 +99,9 @@ def test_objects_json_carries_the_rig_cameras_at_1080p():
         assert (sp["y"], sp["z"]) == pytest.approx(rig.xyz[1:])
         assert sp["yaw"] == pytest.approx(math.degrees(rig.yaw))  # + = left (ROS convention)
     assert {"type": "sensor.pseudo.odom", "id": "odometry"} in ego["sensors"]
+    # The events the leaderboard scores use: /carla/ego_vehicle/collision, /lane_invasion.
+    assert [s["id"] for s in ego["sensors"] if s["type"].startswith("sensor.other.")] == [
+        "collision", "lane_invasion"]
 
 
 def _load(name):

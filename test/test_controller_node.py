@@ -25,7 +25,7 @@ from alpamayo_ros.msg import PlannerOutput, TrajectoryCandidate  # noqa: E402
 from alpamayo_ros.ros import control_convert  # noqa: E402
 from alpamayo_ros.ros.convert import ns_to_duration, ns_to_time, time_to_ns  # noqa: E402
 from alpamayo_ros.ros.qos import (BRIDGE_QOS, CLOCK_QOS, CONTROL_ODOMETRY_QOS,  # noqa: E402
-                                  PLAN_QOS)
+                                  LATCHED_PLAN_QOS, PLAN_QOS)
 
 CONFIG = ros_harness.REPO_ROOT / "config" / "controller.yaml"
 S = 1_000_000_000
@@ -97,7 +97,7 @@ class Harness:
         n = ros_node.node
         self.ros_node = ros_node
         self.odom = n.create_publisher(Odometry, ODOM, CONTROL_ODOMETRY_QOS)
-        self.plan = n.create_publisher(PlannerOutput, "/alpamayo/plan", PLAN_QOS)
+        self.plan = n.create_publisher(PlannerOutput, "/alpamayo/plan", LATCHED_PLAN_QOS)
         self.clock = n.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.command_sub, self.commands = ros_node.subscribe(CMD, CarlaEgoVehicleControl,
                                                              qos=BRIDGE_QOS)

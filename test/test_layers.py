@@ -1,8 +1,9 @@
 """The layer rules of docs/design.md, checked on the imports of every module.
 
 core/ imports neither torch nor rclpy (nor ROS message packages, rosbags or the other
-layers); model/ never imports rclpy; tools/ never imports rclpy or ros/; ros/ never imports
-torch itself (it gets models through model.backends).
+layers); model/ never imports rclpy; tools/ never imports rclpy or ros/; sim/ imports
+neither torch nor rclpy, ROS messages, ros/ or model/; ros/ never imports torch itself (it
+gets models through model.backends).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "alpamayo_ros"
 ROS_MESSAGE_PACKAGES = ("builtin_interfaces", "std_msgs", "geometry_msgs", "nav_msgs",
                         "sensor_msgs", "visualization_msgs", "diagnostic_msgs",
-                        "rosgraph_msgs", "rcl_interfaces", "carla_msgs", "ackermann_msgs")
+                        "rosgraph_msgs", "rcl_interfaces", "carla_msgs", "ackermann_msgs",
+                        "autoware_planning_msgs")
 FORBIDDEN = {
     "core": ("torch", "transformers", "rclpy", "rosbags", "alpamayo_ros.msg",
              "alpamayo_ros.ros", "alpamayo_ros.model", "alpamayo_ros.tools",
@@ -22,6 +24,9 @@ FORBIDDEN = {
     "model": ("rclpy", "alpamayo_ros.ros", "alpamayo_ros.tools", "alpamayo_ros.msg",
               *ROS_MESSAGE_PACKAGES),
     "tools": ("rclpy", "alpamayo_ros.ros", "alpamayo_ros.msg", *ROS_MESSAGE_PACKAGES),
+    # The closed loop's world, oracle, report and scores: numpy/scipy (bags via tools).
+    "sim": ("torch", "transformers", "rclpy", "alpamayo_ros.ros", "alpamayo_ros.model",
+            "alpamayo_ros.msg", *ROS_MESSAGE_PACKAGES),
     "ros": ("torch", "transformers"),
 }
 

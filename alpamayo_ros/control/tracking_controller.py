@@ -76,11 +76,13 @@ class OdometryInput:
 
 @dataclass(frozen=True)
 class PlanDecision:
-    """accepted: the plan is tracked now; waiting: decided at a later odometry sample."""
+    """accepted: the plan is tracked now; waiting: decided at a later odometry sample;
+    reason: the refusal's text; kind: the check that refused it (a short fixed name)."""
 
     accepted: bool
     reason: str = ""
     waiting: bool = False
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,7 @@ class TrackingController:
         self.counters.plans_refused += 1
         self.counters.refusals[kind] = self.counters.refusals.get(kind, 0) + 1
         self.last_refusal = reason
-        return PlanDecision(False, reason)
+        return PlanDecision(False, reason, kind=kind)
 
     def _position_at(self, stamp_ns: int) -> Optional[np.ndarray]:
         """Rear-axle position of the kept odometry sample nearest to stamp_ns; None when

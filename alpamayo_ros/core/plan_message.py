@@ -110,7 +110,8 @@ def model_info_data(model: ModelDescription) -> MsgData:
         "device": model.device, "dtype": model.dtype, "num_samples": int(o.num_samples),
         "diffusion_steps": int(o.diffusion_steps), "max_coc_tokens": int(o.max_coc_tokens),
         "sample_coc": bool(o.sample_coc), "seed": -1 if o.seed is None else int(o.seed),
-        "nav_guidance_scale": float(o.nav_guidance_scale)})
+        "nav_guidance_scale": float(o.nav_guidance_scale),
+        "inference_path": model.path.name, "inference_problem": model.path.problem})
 
 
 def _candidate_data(cand, offsets_ns: Optional[np.ndarray]) -> MsgData:

@@ -204,6 +204,11 @@ class PlannerCore:
         self.model = model
         self.options = options
         self.on_time_jump = on_time_jump
+        # Frame keys restart with this core's epochs: features a reused model kept for an
+        # earlier core's keys (e.g. the previous bag of a replay) must not match them.
+        clear_vision_cache = getattr(model, "clear_vision_cache", None)
+        if clear_vision_cache is not None:
+            clear_vision_cache()
         self._lock = threading.RLock()
         # One camera slot per configured camera (the rig: config.camera_indices).
         self.num_cameras = len(config.camera_indices)

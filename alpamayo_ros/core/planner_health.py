@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from alpamayo_ros.core.base_offset import BaseOffsetEstimator, check_base_offset
-from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.core.types import NS_PER_S, InferencePath
 
 
 class Level(enum.IntEnum):
@@ -404,3 +404,13 @@ class PlannerHealth:
                                 f"{new_drops} tick(s) dropped while the model was busy",
                                 values)
         return HealthReport("planner", Level.OK, "planning", values)
+
+
+def inference_path_report(path: InferencePath) -> HealthReport:
+    """The model's inference path: ERROR with the reason when it runs other than configured
+    (the fast path fell back to the eager one, or a step runs without its CUDA graph)."""
+    values = {"inference_path": path.name or "none"}
+    if path.problem:
+        values["inference_problem"] = path.problem
+        return HealthReport("model path", Level.ERROR, path.problem, values)
+    return HealthReport("model path", Level.OK, f"{path.name or 'no'} inference path", values)

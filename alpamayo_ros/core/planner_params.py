@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from alpamayo_ros.core.autoware_trajectory import (AUTOWARE_PARAMETERS, ENABLED_PARAMETER,
+                                                  TOPIC_PARAMETER, trajectory_output)
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, STRING_ARRAY, ParamSpec,
                                             render_markdown_table, update_docs, validate)
 from alpamayo_ros.core.config import (CAMERA_INDICES_PARAMETER, CORE_PARAMETERS, CORE_PREFIX,
@@ -65,6 +67,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               "Publish alpamayo/markers (candidate paths + CoC text) for RViz."),
     ParamSpec("markers.coc_text_height", FLOAT, 0.6,
               "Height of the CoC text marker [m].", minimum=0.05, maximum=10.0),
+    *AUTOWARE_PARAMETERS,
     *CORE_PARAMETERS,
     # The model and its inference options.
     ParamSpec("model.backend", STRING, "alpamayo",
@@ -111,6 +114,9 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
         errors.append(f"camera_topics: have {topics}, need {count} distinct topics")
     if not values["odometry_topic"]:
         errors.append("odometry_topic: have \"\", need a topic name")
+    if values[ENABLED_PARAMETER] and not values[TOPIC_PARAMETER]:
+        errors.append(f"{TOPIC_PARAMETER}: have \"\", need a topic name when "
+                      f"{ENABLED_PARAMETER} is true")
     if not _DEVICE_RE.match(values["model.device"]):
         errors.append(f"model.device: have {values['model.device']!r}, "
                       "need cpu, cuda or cuda:N")
@@ -160,6 +166,13 @@ def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
                             temperature=values["model.temperature"],
                             seed=None if seed < 0 else seed,
                             nav_guidance_scale=values["model.nav_guidance_scale"])
+
+
+def optional_outputs(values: Mapping[str, Any]) -> list:
+    """The outputs that parameters enable, for the node and the replay alike: each has a
+    topic (as configured), msg_type, enabled_by (its parameter) and build(result) -> the
+    plain-data message of a tick, or None (nothing is published for that tick)."""
+    return [o for o in (trajectory_output(values),) if o is not None]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

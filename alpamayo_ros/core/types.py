@@ -161,11 +161,25 @@ class ModelOutput:
 
 
 @dataclass(frozen=True)
+class InferencePath:
+    """Which inference path serves the model calls, and what is wrong with it.
+
+    name: "fast" or "eager" (runtime.AlpamayoRuntime), "" for a backend without paths;
+    problem: why the calls run other than configured (the fast path fell back to the eager
+    one, or a step runs without its CUDA graph), "" when nothing is wrong.
+    """
+
+    name: str = ""
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class ModelDescription:
     """Identity and settings of the loaded model, as published in PlannerOutput.model.
 
     checkpoint: directory (with the content hash) or "" for a backend without weights;
-    model_id: content hash of the weights; device / dtype: where and how it runs.
+    model_id: content hash of the weights; device / dtype: where and how it runs; path:
+    the inference path and its problem (known after the warm-up).
     """
 
     checkpoint: str
@@ -176,11 +190,15 @@ class ModelDescription:
     # Checkpoint family (config.json model_type: "alpamayo_r1", "alpamayo1_5"); "" for a
     # backend without weights.
     family: str = ""
+    path: InferencePath = field(default_factory=InferencePath)
 
 
 class PlannerModel(Protocol):
     """The single inference API used by the node, the replay tool and the benchmarks.
 
+    Optional, looked up with getattr: ``clear_vision_cache()`` (forget features kept per
+    frame key; called when a new PlannerCore starts its frame keys afresh) and
+    ``inference_path() -> InferencePath`` (shown in /diagnostics and PlannerOutput.model).
     A model that needs frames of a minimum size has an int attribute `min_frame_side` [px]:
     the planner core skips ticks with smaller frames (SIZE_MISMATCH) instead of calling it.
     """

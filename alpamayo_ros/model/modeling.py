@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alpamayo_ros.core.errors import CheckpointError, ConfigError
@@ -43,10 +44,10 @@ def build_vlm_config(processor_config: dict, vocab_size: int, attn_implementatio
 
     cfg = copy.deepcopy(processor_config)
     cfg.setdefault("text_config", {})["vocab_size"] = int(vocab_size)
-    config = Qwen3VLConfig(**{k: v for k, v in cfg.items()
-                              if k not in ("architectures", "transformers_version")})
-    _set_attn_implementation(config, attn_implementation)
-    return config
+    # attn_implementation as a constructor argument applies to the text and vision configs.
+    return Qwen3VLConfig(attn_implementation=attn_implementation,
+                         **{k: v for k, v in cfg.items()
+                            if k not in ("architectures", "transformers_version")})
 
 
 def build_expert_config(text_config, expert_cfg: dict, attn_implementation: str = "sdpa"):
@@ -55,11 +56,9 @@ def build_expert_config(text_config, expert_cfg: dict, attn_implementation: str 
     The expert inherits the layer count and KV-head layout so that its layer l can attend to
     the VLM's cached keys/values of layer l.
     """
-    config = copy.deepcopy(text_config)
-    for key, value in expert_cfg.items():
-        if key in _EXPERT_CFG_NON_ARCH_KEYS:
-            continue
-        setattr(config, key, value)
+    overrides = {k: v for k, v in expert_cfg.items() if k not in _EXPERT_CFG_NON_ARCH_KEYS}
+    config = type(text_config).from_dict({**text_config.to_dict(), **overrides},
+                                         attn_implementation=attn_implementation)
     if config.head_dim != text_config.head_dim or (
             config.num_key_value_heads != text_config.num_key_value_heads):
         raise CheckpointError(
@@ -67,15 +66,7 @@ def build_expert_config(text_config, expert_cfg: dict, attn_implementation: str 
             f"{config.head_dim} vs VLM {text_config.head_dim}, kv heads "
             f"{config.num_key_value_heads} vs {text_config.num_key_value_heads}); the expert "
             "must share the VLM's KV cache layout")
-    _set_attn_implementation(config, attn_implementation)
     return config
-
-
-def _set_attn_implementation(config, attn_implementation: str) -> None:
-    subs = (config, getattr(config, "text_config", None), getattr(config, "vision_config", None))
-    for sub in subs:
-        if sub is not None:
-            sub._attn_implementation = attn_implementation
 
 
 class FourierFeatures(nn.Module):
@@ -83,8 +74,11 @@ class FourierFeatures(nn.Module):
 
     Input (..., 1) -> output (..., 2 * num_freqs) float32. ``freqs`` is a (1, num_freqs)
     buffer, log-spaced 1 .. max_freq, that an R1 checkpoint carries (``persistent``) and a
-    1.5 checkpoint does not (rebuilt with ``default_freqs``). The angles are always
-    computed in float32: at f = 100 a bf16 angle would be off by whole radians.
+    1.5 checkpoint does not (rebuilt with ``default_freqs``). It is loaded (or rebuilt) in
+    the weights' dtype like every other tensor of the official model (official
+    ``from_pretrained(model, dtype=dtype)`` casts all floating tensors), so in bf16 its
+    values are bf16-rounded. The angles are computed in float32 all the same: the official
+    input is float32 (``x = x.float()``) and float32 * bf16 promotes to float32.
     """
 
     def __init__(self, num_features: int, max_freq: float, persistent: bool = True) -> None:
@@ -107,8 +101,8 @@ class ActionInProjection(nn.Module):
     """Embeds noisy normalised actions (B, 64, 2) and the flow time t (B,) into expert tokens.
 
     Features: Fourier(accel) ++ Fourier(curvature) ++ Fourier(t) per waypoint (float32),
-    then ``encoder.trunk`` = Linear, num_enc_layers x [SiLU, RMSNorm, Linear], then
-    LayerNorm, in the weights' dtype. Output (B, 64, expert hidden).
+    then ``encoder.trunk`` = Linear, num_enc_layers x [SiLU, RMSNorm, Linear] in the
+    weights' dtype, then LayerNorm in float32. Output (B, 64, expert hidden) float32.
     """
 
     def __init__(self, out_features: int, hidden_size: int = 512, num_enc_layers: int = 2,
@@ -136,7 +130,14 @@ class ActionInProjection(nn.Module):
         t_feats = self.timestep_fourier_encoder(t.reshape(batch, 1, 1))
         feats.append(t_feats.expand(batch, num_waypoints, t_feats.shape[-1]))
         features = torch.cat(feats, dim=-1).to(self.norm.weight.dtype)
-        return self.norm(self.encoder.trunk(features))
+        hidden = self.encoder.trunk(features)
+        # float32 LayerNorm, as the official run gets it from torch.autocast on CUDA
+        # (layer_norm is on autocast's float32 list): the expert then reads float32
+        # embeddings. Written out because CPU autocast keeps layer_norm in bf16; a no-op
+        # for float32 weights.
+        norm = self.norm
+        return F.layer_norm(hidden.float(), norm.normalized_shape, norm.weight.float(),
+                            norm.bias.float(), norm.eps)
 
 
 class ActionSpaceBuffers(nn.Module):
@@ -236,7 +237,8 @@ def _rebuild_non_persistent_buffers(network: AlpamayoR1Network, device) -> None:
         visual.rotary_pos_emb = Qwen3VLVisionRotaryEmbedding(dim)
     for module in network.modules():
         if isinstance(module, FourierFeatures) and module.freqs.is_meta:
-            module.freqs = module.default_freqs(device)
+            # In the load dtype (the official constructor runs under from_pretrained's dtype).
+            module.freqs = module.default_freqs(device).to(module.freqs.dtype)
     space = network.action_space
     for name, value in ActionSpaceBuffers.values_from_config(network.spec.action_space_cfg,
                                                              device).items():
@@ -275,11 +277,11 @@ def load_network(files: CheckpointFiles, processor_dir, *, device="cpu",
     network = build_meta_network(vlm_config, spec, dtype, expert_attn_implementation)
     state = load_state_dict(files, device=device, dtype=None)
     _check_state_names(network, state)
-    # The action-space buffers and Fourier frequencies keep their stored dtype: they feed
-    # float32 maths (trajectory integration, Fourier angles).
+    # The action-space buffers keep their stored dtype: they feed the float32 trajectory
+    # integration. Everything else, the Fourier frequencies included, takes the load dtype
+    # (see FourierFeatures).
     for key, tensor in state.items():
-        if (tensor.is_floating_point() and not key.startswith("action_space.")
-                and not key.endswith(".freqs")):
+        if tensor.is_floating_point() and not key.startswith("action_space."):
             state[key] = tensor.to(dtype)
     network.load_state_dict(state, strict=True, assign=True)
     _rebuild_non_persistent_buffers(network, device)
@@ -325,18 +327,42 @@ def expert_velocity(network: AlpamayoR1Network, x: torch.Tensor, t: torch.Tensor
     cache: the VLM KV cache (prefix_len tokens, B rows), restored to prefix_len on return;
     position_ids: (3, B, 64) M-RoPE ids; attention_mask: (B, 1, 64, prefix_len + 64) additive.
     """
-    embeds = network.action_in_proj(x, t)
-    try:
-        out = network.expert(inputs_embeds=embeds, position_ids=position_ids,
-                             attention_mask=attention_mask, past_key_values=cache,
-                             use_cache=True)
-    finally:
-        cache.crop(prefix_len)
-    hidden = out.last_hidden_state
-    velocity = network.action_out_proj(hidden)
+    # The float32 embeddings meet reduced-precision weights only under the official
+    # autocast (a no-op inside an engine's own region, and for float32 weights).
+    with official_autocast(x.device, network.action_out_proj.weight.dtype):
+        embeds = network.action_in_proj(x, t)
+        try:
+            out = network.expert(inputs_embeds=embeds, position_ids=position_ids,
+                                 attention_mask=attention_mask, past_key_values=cache,
+                                 use_cache=True)
+        finally:
+            cache.crop(prefix_len)
+        hidden = out.last_hidden_state
+        velocity = network.action_out_proj(hidden)
     if return_hidden:
         return velocity, embeds, hidden
     return velocity
+
+
+def official_autocast(device: torch.device, dtype: torch.dtype):
+    """The official reduced-precision numerics: its inference runs inside
+    ``torch.autocast(device_type, dtype=dtype)`` (NVlabs/alpamayo
+    ``src/alpamayo_r1/test_inference.py``: ``with torch.autocast(args.device.split(":")[0],
+    dtype=dtype):`` around ``sample_trajectories_from_data_with_vlm_rollout``).
+
+    What that changes with bf16/fp16 weights: LayerNorm outputs float32 (CUDA autocast's
+    float32 list), so the action expert reads float32 embeddings (``action_in_proj.norm``,
+    cast explicitly in ActionInProjection so the CPU agrees), keeps a float32 residual
+    stream and gets float32 rotary tables (transformers' rotary embedding returns them in
+    the dtype of the hidden states); linear layers and SDPA still run in the weights' dtype
+    (autocast casts the float32 activations down). The vision encoder's LayerNorms also
+    output float32 on CUDA. Disabled for float32 weights, so the float32 path is unchanged.
+    The cast cache is off: the steps are captured as CUDA graphs, which must not hold casts
+    made outside them.
+    """
+    enabled = dtype in (torch.bfloat16, torch.float16)
+    return torch.autocast(torch.device(device).type, dtype=dtype if enabled else torch.bfloat16,
+                          enabled=enabled, cache_enabled=False)
 
 
 _DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -27,7 +27,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -148,29 +148,32 @@ def _checkpoint_config(ids, vocab_size: int, traj_ids: dict, model_type: str = R
     return config
 
 
-def _random_weights(network, generator: torch.Generator) -> dict:
-    """Fixture-style well-conditioned random weights keyed by official names."""
-    state = {}
+def fixture_style_weights(network, generator: torch.Generator, device=None
+                          ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Fixture-style well-conditioned random weights (see the module docstring), one
+    float32 tensor at a time, keyed by official names in sorted order; the action-space
+    buffers and Fourier frequencies are the network's own. One tensor at a time so the
+    benchmark can fill a 10B network on its device without a second copy."""
+    freqs = network.action_in_proj.timestep_fourier_encoder.freqs.reshape(-1).float()
+    per_channel = torch.cat([freqs, freqs]).to(device)  # sin and cos of each frequency
     for name, param in sorted(network.state_dict().items()):
         shape = tuple(param.shape)
         if name.startswith("action_space.") or name.endswith(".freqs"):
-            state[name] = param.detach().clone().float()
-        elif name.endswith("bias"):
-            state[name] = 0.05 * torch.randn(shape, generator=generator)
+            yield name, param.detach().clone().float()
+            continue
+        if name.endswith("bias"):
+            value = 0.05 * torch.randn(shape, generator=generator, device=device)
         elif len(shape) == 1:  # RMSNorm / LayerNorm weights
-            state[name] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+            value = 1.0 + 0.1 * torch.randn(shape, generator=generator, device=device)
         else:
             fan_in = int(math.prod(shape[1:]))
-            state[name] = torch.randn(shape, generator=generator) / math.sqrt(fan_in)
-    first = "action_in_proj.encoder.trunk.0.weight"
-    freqs = network.action_in_proj.timestep_fourier_encoder.freqs.reshape(-1).float()
-    per_channel = torch.cat([freqs, freqs])  # sin and cos of each frequency
-    repeats = state[first].shape[1] // per_channel.numel()  # accel, curvature, t blocks
-    damping = (0.5 / (2.0 * math.pi * per_channel)).repeat(repeats)
-    state[first] = state[first] * damping[None, :]
-    for key in ("action_out_proj.weight", "action_out_proj.bias"):
-        state[key] = state[key] * 0.5
-    return state
+            value = torch.randn(shape, generator=generator, device=device) / math.sqrt(fan_in)
+        if name == "action_in_proj.encoder.trunk.0.weight":
+            repeats = shape[1] // per_channel.numel()  # accel, curvature, t blocks
+            value = value * (0.5 / (2.0 * math.pi * per_channel)).repeat(repeats)[None, :]
+        elif name in ("action_out_proj.weight", "action_out_proj.bias"):
+            value = value * 0.5
+        yield name, value
 
 
 def _lift_end_tokens(state: dict, ids, hidden: int) -> None:
@@ -236,7 +239,7 @@ def write_tiny_checkpoint(root, seed: int = 0, overwrite: bool = False,
     network = AlpamayoR1Network(build_vlm_config(vlm_config, ids.vocab_size, "sdpa"),
                                 NetworkSpec.from_checkpoint_config(config))
     generator = torch.Generator().manual_seed(int(seed))
-    state = _random_weights(network, generator)
+    state = dict(fixture_style_weights(network, generator))
     _lift_end_tokens(state, ids, TEXT_CONFIG["hidden_size"])
     state = {k: v.contiguous().float() for k, v in state.items()}
     save_file(state, str(ckpt_dir / "model.safetensors"), metadata={"format": "pt"})

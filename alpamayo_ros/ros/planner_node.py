@@ -39,6 +39,7 @@ import gc
 import sys
 import threading
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NoReturn, Optional
@@ -50,6 +51,7 @@ from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.subscription import Subscription
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
@@ -59,23 +61,26 @@ from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady, Mo
 from alpamayo_ros.core.model_family import FAMILIES
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
-from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
+from alpamayo_ros.core.planner_params import (NODE_NAME, PLANNER_PARAMETERS, optional_outputs,
+                                              planner_config)
 from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
-from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth, TickOutcome
+from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
+                                              inference_path_report)
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
-from alpamayo_ros.core.types import NS_PER_S, ModelDescription
+from alpamayo_ros.core.types import NS_PER_S, InferencePath, ModelDescription
 from alpamayo_ros.msg import NavigationInstruction, PlannerOutput
 from alpamayo_ros.srv import Ask
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
-from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS, NAVIGATION_QOS,
+from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
+                                  LATCHED_PLAN_QOS, NAVIGATION_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
                                        StartupInterrupted, WorkerThread, shutdown_logger)
-from alpamayo_ros.ros.spin import run_node
+from alpamayo_ros.ros.spin import run_node, take_pending
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
@@ -116,7 +121,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         # Diagnostics run on wall time in every state (they go on, and say so, when /clock
         # stops or while the model loads).
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
-                                               DIAGNOSTICS_QOS)
+                                               LATCHED_DIAGNOSTICS_QOS)
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
         period = self._declared.get("diagnostics.period", 1.0)
         self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
@@ -144,12 +149,16 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         try:
             values = params.checked(self, self._declared, self._declare_errors)
             config = planner_config(values)
+            for output in optional_outputs(values):  # a missing package fails before loading
+                convert.output_message_class(output.msg_type, output.enabled_by)
             self._set_phase(Phase.LOADING, publish=True)
             start = time.perf_counter()
             model, description = self._model_loader(values)
             self._load_s = time.perf_counter() - start
             self._set_phase(Phase.WARMING_UP, publish=True)
             self._warmup_s = _warm_up(model, description, config)
+            # The warm-up may have switched the model to another path (self-check).
+            description = dataclasses.replace(description, path=_inference_path(model))
             self._configured = _Configured.create(self, values, config, model, description)
         except Exception as exc:  # every cause ends the transition with its reason
             if not self.context.ok():
@@ -407,6 +416,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c = self._configured
         if c is None or self._publish_gate.closed:
             return
+        # The tick plans on every input delivered before it, however far the executor lags.
+        take_pending([e for e in c.entities if isinstance(e, Subscription)])
         tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
         if not c.gate.try_enter():
@@ -471,6 +482,10 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c.pub_path.publish(path)
         c.pub_path_odom.publish(path_odom)
         c.pub_coc.publish(convert.plan_to_coc(result))
+        for output, publisher in c.enabled_outputs:
+            data = output.build(result)
+            if data is not None:
+                publisher.publish(convert.to_ros_message(data))
         if c.pub_markers is not None:
             c.pub_markers.publish(plan_to_markers(
                 result, c.base_frame, c.values["markers.coc_text_height"]))
@@ -511,6 +526,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
                     **{f"navigation_{k}": str(getattr(counters, f"navigation_{k}"))
                        for k in ("added", "rejected", "used", "none", "expired", "empty")}}
             reports += c.health.reports(now_ns, info, self._wall_clock.now().nanoseconds)
+            reports.append(inference_path_report(_inference_path(c.model)))
             warning = c.health.base_offset_warning()
             if warning:
                 self.get_logger().warning(warning, throttle_duration_sec=60.0)
@@ -573,6 +589,12 @@ def _warm_up(model, description: ModelDescription, config) -> float:
                         camera_indices=tuple(config.camera_indices)))
 
 
+def _inference_path(model) -> InferencePath:
+    """The model's inference path and its problem (none for models without paths)."""
+    inference_path = getattr(model, "inference_path", None)
+    return inference_path() if inference_path is not None else InferencePath()
+
+
 @dataclass
 class _Configured:
     """Everything configure creates and cleanup destroys."""
@@ -594,6 +616,7 @@ class _Configured:
     pub_path_odom: Any
     pub_coc: Any
     pub_markers: Any
+    enabled_outputs: list  # (output with topic, msg_type and build(result), publisher)
     entities: list  # subscriptions and timers
     jump_callback: Any
     # Instructions received while the model family takes none (R1, dry run).
@@ -624,12 +647,14 @@ class _Configured:
                 output_context=OutputContext(values["base_frame_id"], tuple(camera_topics),
                                              tuple(config.camera_indices), description),
                 jitter_ns=int(round(config.time_jump_tolerance * NS_PER_S)),
-                pub_plan=publish(PlannerOutput, "alpamayo/plan", PLAN_QOS),
+                pub_plan=publish(PlannerOutput, "alpamayo/plan", LATCHED_PLAN_QOS),
                 pub_path=publish(Path, "alpamayo/path", PLAN_QOS),
                 pub_path_odom=publish(Path, "alpamayo/path_odom", PLAN_QOS),
                 pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),
                 pub_markers=(publish(MarkerArray, "alpamayo/markers", PLAN_QOS)
                              if values["markers.enabled"] else None),
+                enabled_outputs=[(o, publish(convert.message_class(o.msg_type), o.topic,
+                                              PLAN_QOS)) for o in optional_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
         for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
@@ -672,7 +697,7 @@ class _Configured:
         if self.jump_callback is not None:
             self.jump_callback.unregister()
         for pub in (self.pub_plan, self.pub_path, self.pub_path_odom, self.pub_coc,
-                    self.pub_markers):
+                    self.pub_markers, *(p for _, p in self.enabled_outputs)):
             if pub is not None:
                 node.destroy_lifecycle_publisher(pub)
 

@@ -39,6 +39,18 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 
+# What the planner (and the route oracle) publish plans with, what the controller subscribes
+# with, and what the nodes publish /diagnostics with: transient local ("latched"), so a
+# subscriber that discovers the publisher only after the first messages (a loaded machine)
+# still gets the last 10 on matching; in lockstep a plan lost that way would hold the
+# simulator until lockstep.timeout, and the recorder would miss the first statuses.
+# Volatile subscribers (PLAN_QOS, DIAGNOSTICS_QOS, diagnostic_aggregator) match these
+# publishers too and get only new messages.
+LATCHED_PLAN_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED_DIAGNOSTICS_QOS = LATCHED_PLAN_QOS
+
 # carla-ros-bridge's publishers and subscriptions (a plain depth-10 profile: reliable).
 BRIDGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                         reliability=ReliabilityPolicy.RELIABLE)

@@ -267,6 +267,11 @@ SIM_PARAMETERS: tuple[ParamSpec, ...] = (
               "... and every camera image topic this many.", minimum=0, maximum=100),
     ParamSpec("start.timeout", FLOAT, 120.0, "... for at most this many wall seconds.",
               minimum=0.0, maximum=3600.0),
+    ParamSpec("start.await_first_command", BOOL, False,
+              "Synchronous mode: wait for the first vehicle control command up to "
+              "start.timeout instead of vehicle_control_timeout (the controller answers "
+              "only once it has discovered this node; a run must not start by stepping "
+              "without it)."),
     ParamSpec("record_path", STRING, "",
               "Write a rosbag2 bag here: odometry, commands and record_topics (\"\" = no bag)."),
     ParamSpec("record_topics", STRING_ARRAY, ["/alpamayo/plan", "/diagnostics"],

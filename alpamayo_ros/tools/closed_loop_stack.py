@@ -94,7 +94,7 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
     sim_overrides: dict[str, Any] = {
         "synchronous_mode": lockstep,
         "tick_settle.period": 1.0 / rate_hz if lockstep else 0.0,
-        "start.min_odometry_subscribers": 2,
+        "start.min_odometry_subscribers": 2, "start.await_first_command": lockstep,
         "start.min_camera_subscribers": camera_subscribers, **(sim or {})}
     return [NodeSpec("carla_sim", "carla_sim", ("carla_sim.yaml",), sim_overrides),
             planner_spec(planner, rate_hz, checkpoint, device, planner_extra),
@@ -160,7 +160,10 @@ def describe(specs: Sequence[NodeSpec]) -> list[dict]:
 
 def carla_objects(width: int = 1920, height: int = 1080, sensor_tick: float = 0.1) -> dict:
     """objects.json for carla_spawn_objects: the ego with the 4 Alpamayo cameras at the rig's
-    poses and FOVs and the odometry pseudo sensor (config/carla_objects.json is this).
+    poses and FOVs, the odometry pseudo sensor, the collision and lane invasion sensors
+    (/carla/<role>/collision and /lane_invasion, scored by sim/scoring.py) and the actor
+    list pseudo sensor (/carla/actor_list: the collided actors' types)
+    (config/carla_objects.json is this).
 
     Spawn points are in the ROS convention of the bridge (x forward, y left, z up, yaw in
     degrees + = left; the bridge converts to CARLA's left-handed frame), relative to the
@@ -178,4 +181,10 @@ def carla_objects(width: int = 1920, height: int = 1080, sensor_tick: float = 0.
                         "image_size_x": width, "image_size_y": height,
                         "fov": place.fov_deg, "sensor_tick": sensor_tick})
     sensors.append({"type": "sensor.pseudo.odom", "id": "odometry"})
-    return {"objects": [{"type": BLUEPRINT, "id": ROLE_NAME, "sensors": sensors}]}
+    origin = {"x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0}
+    sensors.append({"type": "sensor.other.collision", "id": "collision",
+                    "spawn_point": dict(origin)})
+    sensors.append({"type": "sensor.other.lane_invasion", "id": "lane_invasion",
+                    "spawn_point": dict(origin)})
+    return {"objects": [{"type": "sensor.pseudo.actor_list", "id": "actor_list"},
+                        {"type": BLUEPRINT, "id": ROLE_NAME, "sensors": sensors}]}

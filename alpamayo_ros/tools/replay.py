@@ -19,9 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from alpamayo_ros.core.errors import AlpamayoError
+from alpamayo_ros.core.errors import AlpamayoError, ConfigError
 from alpamayo_ros.core.parameter_file import read_parameter_file
-from alpamayo_ros.core.planner_params import MODEL_BACKENDS, NODE_NAME, validate_parameters
+from alpamayo_ros.core.planner_params import (MODEL_BACKENDS, NODE_NAME, optional_outputs,
+                                              validate_parameters)
 from alpamayo_ros.tools import bag_io
 from alpamayo_ros.tools.replay_engine import BagJob, ReplayOptions
 from alpamayo_ros.tools.replay_jobs import make_jobs, run_jobs
@@ -108,6 +109,12 @@ def run_cli(args: argparse.Namespace, runner: Runner = _local_runner) -> int:
                                 max_forward_jump_s=args.max_forward_jump,
                                 namespace=args.namespace,
                                 progress=not args.quiet and args.jobs <= 1)
+        if not args.no_bag:  # a message package the output bag needs must be installed
+            for output in optional_outputs(values):
+                try:
+                    bag_io.msg_class(output.msg_type)
+                except bag_io.BagError as exc:
+                    raise ConfigError(f"{output.enabled_by} is true but {exc}") from None
         args.output_dir.mkdir(parents=True, exist_ok=True)
         jobs = make_jobs(args.bags, values, options, args.output_dir, not args.no_bag,
                          not args.no_plot, args.storage)

@@ -39,7 +39,8 @@ from alpamayo_ros.core.odometry import checked_odometry
 from alpamayo_ros.core.plan_message import OutputContext
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_core import TIME_JUMP_CONFIRMATIONS, PlannerCore
-from alpamayo_ros.core.planner_params import inference_options, planner_config
+from alpamayo_ros.core.planner_params import (inference_options, optional_outputs,
+                                              planner_config)
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel
 from alpamayo_ros.tools import bag_io
@@ -223,6 +224,11 @@ class BagReplay:
         """What the output bag's PlannerOutput messages need besides the results."""
         return OutputContext(self.values["base_frame_id"], tuple(self.camera_topics),
                              tuple(self.values["camera_indices"]), self.description)
+
+    def optional_outputs(self) -> list:
+        """The outputs the parameters enable, their topics resolved as the node's."""
+        return [dataclasses.replace(o, topic=resolve_topic(o.topic, self.options.namespace))
+                for o in optional_outputs(self.values)]
 
     # ---- stream ------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ def run_bag_job(job: BagJob, model: PlannerModel | None = None,
         from alpamayo_ros.tools.replay_outputs import write_plan_bag
         try:
             write_plan_bag(job.output_bag, replay.results, replay.output_context(),
-                           job.output_storage)
+                           job.output_storage, replay.optional_outputs())
             result["output_bag"] = Path(job.output_bag).name
         except (AlpamayoError, OSError) as exc:
             result["status"] = "error"

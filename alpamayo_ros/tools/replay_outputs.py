@@ -5,6 +5,8 @@ plain-data descriptions (core.plan_message) the node publishes:
   /alpamayo/plan       alpamayo_ros/msg/PlannerOutput (every tick, skipped ones included)
   /alpamayo/path       nav_msgs/Path of the selected sample in the t0 base frame (OK ticks)
   /alpamayo/path_odom  nav_msgs/Path of the same sample in the odometry frame (OK ticks)
+and the outputs that parameters enable (core.planner_params.optional_outputs, e.g. Autoware's
+Trajectory on autoware.trajectory.topic), on the ticks their builder gives a message for.
 Header stamps are t0 (the tick time for ticks without t0); the bag log time is the tick time
 (stepped replay: planning takes no bag time). PlannerTiming.latency is therefore
 tick time - t0, and latency_wall is 0 (nothing arrives on a wall clock).
@@ -31,8 +33,9 @@ PATH_ODOM_TOPIC = "/alpamayo/path_odom"
 
 
 def write_plan_bag(path: Path | str, results: Sequence[PlanResult], context: OutputContext,
-                   storage: str = "mcap") -> None:
-    """Write one PlannerOutput per tick and the selected paths of OK ticks."""
+                   storage: str = "mcap", optional_outputs: Sequence = ()) -> None:
+    """Write one PlannerOutput per tick, the selected paths of OK ticks and the messages of
+    `optional_outputs` (core.planner_params.optional_outputs with resolved topics)."""
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)  # replay outputs are regenerated on every run
@@ -45,6 +48,11 @@ def write_plan_bag(path: Path | str, results: Sequence[PlanResult], context: Out
                 for topic, data in zip((PATH_TOPIC, PATH_ODOM_TOPIC),
                                        path_data(r, context.base_frame_id)):
                     writer.write(topic, PATH_TYPE, r.now_ns, bag_io.to_bag_message(data))
+            for output in optional_outputs:
+                data = output.build(r)
+                if data is not None:
+                    writer.write(output.topic, output.msg_type, r.now_ns,
+                                 bag_io.to_bag_message(data))
 
 
 CSV_COLUMNS = ("bag", "tick", "epoch", "now_s", "t0_s", "status", "reason", "v0",
