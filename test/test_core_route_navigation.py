@@ -201,3 +201,24 @@ def test_unusable_routes_and_settings_are_refused():
             RouteGeometry(points)
     with pytest.raises(ConfigError, match="announce_distance"):
         GuidanceSettings(announce_distance=0.0)
+
+
+def test_parameter_files_and_docs_agree_with_the_schema():
+    from pathlib import Path
+
+    from alpamayo_ros.core.param_schema import defaults, render_markdown_table, validate
+    from alpamayo_ros.core.parameter_file import read_parameter_file
+    from alpamayo_ros.core.route_navigation import (DOCS_PATH, NODE_NAME,
+                                                    ROUTE_NAVIGATION_PARAMETERS)
+
+    config = Path(__file__).resolve().parents[1] / "config"
+    base = read_parameter_file(config / "route_navigation.yaml", NODE_NAME)
+    values = validate(base, ROUTE_NAVIGATION_PARAMETERS)
+    assert values == defaults(ROUTE_NAVIGATION_PARAMETERS)
+    base.update(read_parameter_file(config / "autoware_route_navigation.yaml", NODE_NAME))
+    autoware = validate(base, ROUTE_NAVIGATION_PARAMETERS)
+    assert autoware["route_type"] == "autoware_planning_msgs/msg/Path"
+    assert autoware["odometry_topic"] == "/localization/kinematic_state"
+    assert render_markdown_table(ROUTE_NAVIGATION_PARAMETERS) in DOCS_PATH.read_text(), (
+        "docs/navigation.md is out of date: python -m alpamayo_ros.core.route_navigation "
+        "--write-docs")

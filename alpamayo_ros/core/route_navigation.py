@@ -30,9 +30,13 @@ the first entry, none.
 """
 from __future__ import annotations
 
+import argparse
 import enum
+import json
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -40,6 +44,8 @@ from scipy.ndimage import uniform_filter1d
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.navigation import check_prompt_text
+from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, ParamSpec,
+                                            render_markdown_table, update_docs)
 
 # Spacing the route is resampled at [m].
 RESAMPLE_M = 0.5
@@ -298,3 +304,90 @@ class RouteGuide:
             if distance > 0.0:
                 break
         return Guidance(GuidanceStatus.NONE_AHEAD, station=station, offset=offset)
+
+
+# ------------------------------------------------------------------ the node's parameters
+NODE_NAME = "alpamayo_route_navigation"
+ROUTE_TYPES = ("nav_msgs/msg/Path", "autoware_planning_msgs/msg/Path")
+_DEFAULTS = GuidanceSettings()
+
+ROUTE_NAVIGATION_PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("route_topic", STRING, "alpamayo/route",
+              "The route: a path in the odometry frame (the lane centre to follow)."),
+    ParamSpec("route_type", STRING, ROUTE_TYPES[0],
+              "Its message type: nav_msgs/msg/Path or Autoware's "
+              "autoware_planning_msgs/msg/Path (e.g. the behaviour planner's path).",
+              choices=ROUTE_TYPES),
+    ParamSpec("route_transient_local", BOOL, True,
+              "Subscribe to the route with transient-local durability (a latched route, as "
+              "carla_waypoint_publisher's); false for a volatile publisher (Autoware's "
+              "planners), which a transient-local subscription does not match."),
+    ParamSpec("odometry_topic", STRING, "odometry",
+              "nav_msgs/Odometry of the vehicle in the route's frame."),
+    ParamSpec("navigation_topic", STRING, "alpamayo/navigation",
+              "alpamayo_ros/NavigationInstruction output (the planner's input)."),
+    ParamSpec("rate_hz", FLOAT, 10.0,
+              "Instructions per second of odometry time (one per odometry message at "
+              "most).", minimum=0.1, maximum=100.0),
+    ParamSpec("valid_for", FLOAT, 1.0,
+              "valid_for of each instruction [s]: longer than 1/rate_hz, so they expire "
+              "soon after updates stop.", minimum=0.01, maximum=60.0),
+    ParamSpec("announce_distance", FLOAT, _DEFAULTS.announce_distance,
+              "A turn is announced once it is this close ahead [m].", minimum=1.0,
+              maximum=2000.0),
+    ParamSpec("min_turn_angle_deg", FLOAT, _DEFAULTS.min_turn_angle_deg,
+              "Smallest heading change of a turn [deg].", minimum=1.0, maximum=360.0),
+    ParamSpec("max_turn_radius", FLOAT, _DEFAULTS.max_turn_radius,
+              "Parts of the route bending more gently than this radius are no turn [m].",
+              minimum=1.0, maximum=10000.0),
+    ParamSpec("max_offset", FLOAT, _DEFAULTS.max_offset,
+              "Farther than this from the route the ego is off it: no instruction [m].",
+              minimum=0.1, maximum=1000.0),
+    ParamSpec("instructions_file", STRING, "",
+              "JSON file whose \"instructions\" ([{\"s\": station, \"text\": ...}], "
+              "stations along the route from its first point) replace the generated "
+              "ones, e.g. a route file of the CI simulator; \"\" = generate."),
+    ParamSpec("source", STRING, "route", "The instructions' source field."),
+)
+
+
+def guidance_settings(values: dict) -> GuidanceSettings:
+    """GuidanceSettings of validated node parameters."""
+    return GuidanceSettings(**{name: values[name] for name in
+                               ("min_turn_angle_deg", "max_turn_radius",
+                                "announce_distance", "max_offset")})
+
+
+def load_instructions_file(path: str) -> tuple[ScriptedInstruction, ...]:
+    """The "instructions" of a JSON file (a route file); () for "" or a file without
+    them; ConfigError naming the file and the problem."""
+    if not path:
+        return ()
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"instructions_file: cannot read {path}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: have {type(doc).__name__}, need a JSON object")
+    return parse_route_instructions(doc.get("instructions"), path)
+
+
+DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "navigation.md"
+DOCS_GENERATOR = "python -m alpamayo_ros.core.route_navigation --write-docs"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="The route navigation node's parameters.")
+    parser.add_argument("--write-docs", type=Path, nargs="?", const=DOCS_PATH,
+                        help="rewrite the generated table in docs/navigation.md")
+    args = parser.parse_args(argv)
+    if args.write_docs:
+        changed = update_docs(args.write_docs, ROUTE_NAVIGATION_PARAMETERS, DOCS_GENERATOR)
+        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
+    else:
+        print(render_markdown_table(ROUTE_NAVIGATION_PARAMETERS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

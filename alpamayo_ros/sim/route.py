@@ -10,13 +10,16 @@ Route file format (docs/closed_loop.md)::
         {"type": "straight", "length": 60.0, "speed_limit": 10.0},
         {"type": "arc", "length": 78.5, "radius": 50.0, "direction": "left",
          "speed_limit": 10.0}
-      ]
+      ],
+      "instructions": [{"s": 120.0, "text": "Turn right in 40m"}]
     }
 
 Units: metres, m/s, degrees for the start yaw; "direction" is "left" or "right". The route
 is the centre line of the ego lane in the simulator's world frame (`map`, REP-103). The
 road: the ego lane, an oncoming lane on its left, a dashed centre line between them, solid
-edge lines, asphalt half a metre beyond the edge lines, grass outside.
+edge lines, asphalt half a metre beyond the edge lines, grass outside. "instructions" is
+optional: navigation instructions by station (core.route_navigation; without them the
+route navigation node generates instructions from the route's turns).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from scipy.spatial import cKDTree
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.param_schema import closest_name
+from alpamayo_ros.core.route_navigation import parse_route_instructions
 
 DEFAULT_ROUTE_FILE = Path(__file__).resolve().parent / "data" / "default_route.json"
 # Spacing of the dense centre-line samples [m].
@@ -174,12 +178,14 @@ class Route:
     """Dense centre-line samples of the segments (see module docstring)."""
 
     def __init__(self, segments: Sequence[Segment], start_xy=(0.0, 0.0), start_yaw=0.0,
-                 name: str = "route", road: RoadLayout = RoadLayout()) -> None:
+                 name: str = "route", road: RoadLayout = RoadLayout(),
+                 instructions: Sequence = ()) -> None:
         if not segments:
             raise ConfigError("route: need at least one segment, have 0")
         self.name = name
         self.segments = tuple(segments)
         self.road = road
+        self.instructions = tuple(instructions)  # core.route_navigation.ScriptedInstruction
         self.start_xy = (float(start_xy[0]), float(start_xy[1]))
         self.start_yaw = float(start_yaw)
         xs, ys, yaws, ss, kappas, limits = [], [], [], [], [], []
@@ -220,7 +226,8 @@ class Route:
         """The route of a parsed route file; ConfigError naming the first problem (a
         missing or unknown key, a wrong type, a value out of ROUTE_LIMITS)."""
         reader = _RouteReader(source)
-        doc = reader.mapping(doc, "the route", ("name", "start", "lane_width", "segments"),
+        doc = reader.mapping(doc, "the route", ("name", "start", "lane_width", "segments",
+                                             "instructions"),
                              required=("segments",))
         start = reader.mapping(doc.get("start", {}), "start", ("x", "y", "yaw_deg"))
         raw_segments = doc["segments"]
@@ -245,7 +252,8 @@ class Route:
         if not isinstance(name, str):
             raise ConfigError(f"{source}: name: have {_have(name)}, need a string")
         return cls(segments, xy, math.radians(yaw_deg), name=name,
-                   road=RoadLayout(lane_width=lane_width))
+                   road=RoadLayout(lane_width=lane_width),
+                   instructions=parse_route_instructions(doc.get("instructions"), source))
 
     @classmethod
     def load(cls, path: Optional[str | Path] = None) -> "Route":
