@@ -1,11 +1,12 @@
 """The processes of a closed loop, defined once for the launch files, the tool and the tests.
 
 `sim_stack()` is launch/sim_closed_loop.launch.py: CI simulator, planner (or route oracle),
-controller and route navigation (instructions from the simulator's route), each an executable of this package with parameter files from config/ plus
-overrides. `carla_stack()` is the planner and controller of
-launch/carla_closed_loop.launch.py (the bridge and the spawner come from
-carla-ros-bridge). The closed-loop tool and the tests start exactly these specs as
-processes (`command_line`), so what they run is what the launch files run.
+controller and route navigation (instructions from the simulator's route), each an
+executable of this package with parameter files from config/ plus overrides.
+`carla_stack()` is the planner and controller of launch/carla_closed_loop.launch.py (the
+bridge and the spawner come from carla-ros-bridge). The closed-loop tool and the tests
+start exactly these specs as processes (`command_line`), so what they run is what the
+launch files run.
 No rclpy and no launch here: plain data.
 """
 from __future__ import annotations
