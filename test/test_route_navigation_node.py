@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ pytest.importorskip("rclpy")
 
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from nav_msgs.msg import Odometry, Path  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
 
 from alpamayo_ros.core.types import NS_PER_S  # noqa: E402
 from alpamayo_ros.msg import NavigationInstruction  # noqa: E402
@@ -56,14 +58,24 @@ def start(ros_process, **params):
 
 def drive(ros_node, stations, frame="map"):
     """Odometry on the x axis at the given stations, 0.1 s apart; the instructions back."""
-    sub, inbox = ros_node.subscribe(NAV, NavigationInstruction, qos=NAVIGATION_QOS)
+    sub, inbox = ros_node.subscribe(NAV, NavigationInstruction, qos=QoSProfile(
+        depth=1000, reliability=NAVIGATION_QOS.reliability))
     pub = ros_node.node.create_publisher(Odometry, ODOM, 100)
     ros_node.wait_for_publisher_match(pub)
     ros_node.wait_for_subscription_match(sub)
+    # Hand-shake: odometry (stamps before the drive's) until the node answers, so both
+    # ends of the odometry topic have matched before the drive starts.
+    for k in range(1, 10):
+        pub.publish(odometry(k * NS_PER_S // 10, stations[0], 0.0, frame))
+        if inbox.wait_for(1, 1.0):
+            break
+    with inbox.cond:
+        inbox.messages.clear()
     stamps = []
     for k, s in enumerate(stations):
         stamps.append(NS_PER_S + k * NS_PER_S // 10)
         pub.publish(odometry(stamps[-1], s, 0.0, frame))
+        time.sleep(0.02)  # the node's publisher keeps the last 10 (as a planner reads them)
     got = inbox.wait_until(lambda m: m and time_to_ns(m[-1].header.stamp) == stamps[-1], 30.0,
                            "the instruction of the last odometry")
     return {time_to_ns(m.header.stamp): m for m in got}, stamps
