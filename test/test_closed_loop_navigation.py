@@ -4,6 +4,7 @@ the instructions in the recorded bag match where the vehicle was when each was s
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 pytest.importorskip("rclpy")
 pytest.importorskip("carla_msgs.msg")
 
-from alpamayo_ros.core.route_navigation import Maneuver, RouteGeometry, phrase  # noqa: E402
+from alpamayo_ros.core.route_navigation import Maneuver, RouteGeometry  # noqa: E402
 from alpamayo_ros.sim.route import Route  # noqa: E402
 from alpamayo_ros.tools import bag_io  # noqa: E402
 
@@ -61,15 +62,16 @@ def test_generated_instructions_in_the_closed_loop(ros_env, tmp_path):
     assert all(msg.header.frame_id == "map" and msg.source == "route" for _, msg in got)
     shown = [(s, msg.text) for s, msg in got if msg.text]
     assert shown, "no instruction in the loop"
-    # Announced from 50 m before the turn; the distance is the one left (the 1 m spacing of
-    # the published route moves the station by centimetres).
+    # Announced from 50 m before the turn; the distance is the one left. The node finds the
+    # turn on the published route (points 1 m apart), to within a metre of the arc's start.
     for s, text in shown:
-        assert turn.station - 50.5 < s < turn.station + 0.5
-        assert text in {phrase(Maneuver.TURN_RIGHT, turn.station - s + d)
-                        for d in (-0.1, 0.0, 0.1)}
+        assert turn.station - 51.0 < s < turn.station + 1.0
+        match = re.fullmatch(r"Turn right in (\d+)m", text)
+        assert match, text
+        assert abs(int(match.group(1)) - (turn.station - s)) <= 1.5, (s, text)
     assert min(s for s, _ in shown) < turn.station - 45.0
-    assert all(not msg.text for s, msg in got if s < turn.station - 51.0
-               or s > turn.station + 1.0)
+    assert all(not msg.text for s, msg in got if s < turn.station - 51.5
+               or s > turn.station + 1.5)
     assert max(s for s, _ in got) > turn.station + 5.0  # drove through the turn
 
 
