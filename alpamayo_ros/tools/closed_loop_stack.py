@@ -86,7 +86,7 @@ def controller_spec(rate_hz: float, lockstep: bool = True,
 def navigation_spec(route_file: str = "") -> NodeSpec:
     """The route navigation node on the simulator's route (/carla/<role>/waypoints) and
     odometry; a route file's "instructions" replace the generated ones."""
-    return NodeSpec("route_navigation", "alpamayo_route_navigation", (),
+    return NodeSpec("route_navigation", "alpamayo_route_navigation", ("route_navigation.yaml",),
                     {"use_sim_time": True, "route_topic": f"/carla/{ROLE_NAME}/waypoints",
                      "odometry_topic": f"/carla/{ROLE_NAME}/odometry",
                      "instructions_file": route_file, "source": "route"})
