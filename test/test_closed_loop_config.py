@@ -130,6 +130,9 @@ def test_launch_files_declare_their_arguments_and_run_the_stack_specs():
     plain = stack.sim_stack("alpamayo", checkpoint="/ckpt", navigation=False)
     assert [s.executable for s in plain] == ["carla_sim", "planner_node", "controller_node"]
     assert plain[0].overrides["start.min_odometry_subscribers"] == 2
+    # Without the model planner, only when asked for.
+    assert len(stack.sim_stack("route_oracle")) == 3
+    assert stack.sim_stack("route_oracle", navigation=True)[3].executable == "route_navigation"
     for spec in specs + stack.carla_stack(checkpoint="/ckpt"):
         for name in spec.params_files:
             assert (CONFIG / name).is_file(), name

@@ -32,7 +32,8 @@ def run_loop(ros_env, tmp_path, route_doc, duration=12.0):
     route_file = tmp_path / "route.json"
     route_file.write_text(json.dumps(route_doc))
     out = tmp_path / "run"
-    proc = subprocess.run(TOOL + ["--planner", "route_oracle", "--route", str(route_file),
+    proc = subprocess.run(TOOL + ["--planner", "route_oracle", "--navigation", "on",
+                                  "--route", str(route_file),
                                   "--duration", str(duration), "-o", str(out)],
                           env=ros_env, capture_output=True, text=True, timeout=600,
                           cwd=ros_harness.REPO_ROOT)

@@ -97,13 +97,16 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
               sim: Optional[Mapping[str, Any]] = None,
               planner_extra: Optional[Mapping[str, Any]] = None,
               controller_extra: Optional[Mapping[str, Any]] = None,
-              navigation: bool = True) -> list[NodeSpec]:
+              navigation: Optional[bool] = None) -> list[NodeSpec]:
     """carla_sim + planner + controller (+ route navigation: alpamayo/navigation for an
-    Alpamayo 1.5 planner). The simulator starts stepping once the controller and the
+    Alpamayo 1.5 planner; None = with the model planner only, the one that can use
+    instructions). The simulator starts stepping once the controller and the
     planner subscribe (so the planner's timer exists before the first /clock and its
     ticks fall on multiples of its period), and the navigation node; lockstep off =
     real-time mode."""
     camera_subscribers = 0 if planner == "route_oracle" else 1
+    if navigation is None:
+        navigation = planner == "alpamayo"
     sim_overrides: dict[str, Any] = {
         "synchronous_mode": lockstep,
         "tick_settle.period": 1.0 / rate_hz if lockstep else 0.0,
