@@ -166,7 +166,7 @@ def test_control_conversions_and_the_ackermann_absence_path():
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1, 500_000_000)
     out = PlannerOutput()
     with pytest.raises(PlanRejected, match="no candidates"):
-        control_convert.reference_plan(out)
+        control_convert.reference_plan(out, max_waypoints=256)
     try:
         import ackermann_msgs  # noqa: F401
     except ImportError:

@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from alpamayo_ros.core import autoware_trajectory as AT
@@ -99,16 +101,15 @@ def test_heading_rate_matches_the_turn_of_the_poses(plan):
     np.testing.assert_allclose(rate, 0.16, atol=2e-3)
 
 
-def test_front_wheel_angle_drives_the_curvature_of_a_bicycle():
+@settings(max_examples=200, deadline=None)
+@given(curvature=st.floats(-0.33, 0.33), wheelbase=st.floats(0.5, 10.0))
+def test_front_wheel_angle_drives_the_curvature_of_a_bicycle(curvature, wheelbase):
     """A kinematic bicycle with the front wheels at the written angle, its rear axle at the
     reference, drives the planned curvature: tan(angle) / wheelbase == curvature (over the
-    model's curvature range and plausible wheelbases)."""
-    curvature = np.linspace(-0.33, 0.33, 67)
-    for wheelbase in (0.5, 2.79, 10.0):
-        angle = AT.front_wheel_angle(curvature, wheelbase)
-        assert np.all(np.abs(angle) < np.pi / 2)
-        np.testing.assert_array_equal(np.sign(angle), np.sign(curvature))
-        np.testing.assert_allclose(np.tan(angle) / wheelbase, curvature, atol=1e-12)
+    model's curvature range and the wheelbase parameter's range)."""
+    angle = float(AT.front_wheel_angle(np.array([curvature]), wheelbase)[0])
+    assert abs(angle) < np.pi / 2 and np.sign(angle) == np.sign(curvature)
+    assert np.tan(angle) / wheelbase == pytest.approx(curvature, abs=1e-12)
 
 
 def test_wheel_angle_uses_the_wheelbase_parameter(plan):

@@ -23,8 +23,11 @@ from nav_msgs.msg import Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 
+from alpamayo_ros.control import plan_check
 from alpamayo_ros.control.lockstep import LockstepGate
+from alpamayo_ros.control.reference_plan import PlanRejected
 from alpamayo_ros.control.tracking_controller import (Mode, OdometryInput, StepResult,
                                                       TrackingController)
 from alpamayo_ros.core.planner_health import HealthReport, Level
@@ -81,7 +84,10 @@ class ControllerNode(GatedCallbacks, Node):
         self._warned_no_tick = False
         self.create_subscription(Odometry, topics["odometry"], self._on_odometry,
                                  CONTROL_ODOMETRY_QOS)
-        self.create_subscription(PlannerOutput, topics["plan"], self._on_plan, PLAN_QOS)
+        # Raw: the size of a plan is checked before it is deserialized (a huge one would
+        # block this thread for seconds).
+        self.create_subscription(PlannerOutput, topics["plan"], self._on_plan_bytes, PLAN_QOS,
+                                 raw=True)
         self.create_timer(values["diagnostics.period"], self._publish_diagnostics)
         self.create_timer(0.05, self._watchdog)
         # The lockstep timeout runs on the wall clock: sim time stands still while waiting.
@@ -119,6 +125,16 @@ class ControllerNode(GatedCallbacks, Node):
                 return
         self._control(odom)
 
+    def _on_plan_bytes(self, raw: bytes) -> None:
+        try:
+            plan_check.check_message_size(len(raw),
+                                          self._controller.config.max_plan_message_bytes)
+        except PlanRejected as exc:
+            self._plans["received"] += 1
+            self._note_decision(self._controller.refuse_plan(exc))
+            return
+        self._on_plan(deserialize_message(raw, PlannerOutput))
+
     def _on_plan(self, msg: PlannerOutput) -> None:
         self._plans["received"] += 1
         ok = msg.status == PlannerOutput.STATUS_OK
@@ -126,11 +142,10 @@ class ControllerNode(GatedCallbacks, Node):
         tick_ns = time_to_ns(msg.tick_stamp)
         decision = self._controller.offer_plan(
             status_ok=ok, status_text=f"status {msg.status}: {msg.status_reason}",
-            make_plan=lambda: control_convert.reference_plan(msg))
-        if decision.accepted:
-            self._plans["tracked"] += 1
-        elif ok:
-            self._log_refusal(decision.reason)
+            make_plan=lambda: control_convert.reference_plan(
+                msg, self._controller.config.max_plan_waypoints))
+        if ok:
+            self._note_decision(decision)
         if self._gate is not None:
             if tick_ns == 0 and not self._warned_no_tick:
                 self._warned_no_tick = True
@@ -147,6 +162,13 @@ class ControllerNode(GatedCallbacks, Node):
                     f"{newest_ns / NS_PER_S:.3f} s", throttle_duration_sec=_LOG_THROTTLE_S)
             if self._held is not None and not self._gate.must_wait(self._held.stamp_ns):
                 self._release(publish=True)
+
+    def _note_decision(self, decision) -> None:
+        """Count a tracked plan; log a refusal (a waiting plan is decided later)."""
+        if decision.accepted:
+            self._plans["tracked"] += 1
+        elif not decision.waiting:
+            self._log_refusal(decision.reason)
 
     def _log_refusal(self, reason: str) -> None:
         """Each new kind of refusal at once; repeats of the same at most every 5 s."""
@@ -180,6 +202,8 @@ class ControllerNode(GatedCallbacks, Node):
 
     def _control(self, odom: OdometryInput) -> None:
         result = self._controller.step(odom)
+        if result.plan_decision is not None:
+            self._note_decision(result.plan_decision)
         previous = self._last
         self._last = result
         self._pub_cmd.publish(control_convert.vehicle_control(result.command, odom.stamp_ns))
@@ -190,7 +214,9 @@ class ControllerNode(GatedCallbacks, Node):
         if result.event:
             text = f"t={odom.stamp_ns / NS_PER_S:.3f} s: {result.event}"
             # (rclpy fixes the severity per call site: one call per severity)
-            if result.mode == Mode.TRACKING:
+            if result.error:
+                self.get_logger().error(text)
+            elif result.mode == Mode.TRACKING:
                 self.get_logger().info(text)
             else:
                 self.get_logger().warning(text)
@@ -215,6 +241,8 @@ class ControllerNode(GatedCallbacks, Node):
             level, message = Level.ERROR, "odometry lost: full brake"
         elif r is None:
             level, message = Level.WARN, "no odometry yet"
+        elif self._controller.faulted:
+            level, message = Level.ERROR, f"{r.mode.value}: {r.cause}"
         elif r.mode == Mode.TRACKING:
             level, message = Level.OK, "tracking"
         else:
@@ -234,6 +262,9 @@ class ControllerNode(GatedCallbacks, Node):
                   "plans_tracked": str(self._plans["tracked"]),
                   "plans_refused": str(c.plans_refused),
                   "last_refusal": self._controller.last_refusal,
+                  "refusals": ", ".join(f"{kind}={n}" for kind, n in sorted(c.refusals.items())),
+                  "plans_waiting": str(c.plans_waiting),
+                  "non_finite": str(c.non_finite),
                   "resets": str(c.resets), "stops": str(c.stops)}
         if self._gate is not None:
             values.update(lockstep_waits=str(self._gate.waits),

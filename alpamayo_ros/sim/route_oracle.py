@@ -94,7 +94,7 @@ class RouteOracle:
         rot[:, 1, 0], rot[:, 1, 1] = sin, cos
         xyz_t0, _ = to_local_frame(xyz_odom, rot, t0_pose)
         yaw_t0 = path_heading[pick] - yaw
-        ds = np.gradient(stations)
+        ds = np.hypot(d[:, 0], d[:, 1])  # along the path itself (the blend included)
         curvature = np.where(ds > 1e-6, np.gradient(path_heading) / np.maximum(ds, 1e-6), 0.0)
         return OraclePlan(offsets=offsets, xyz=xyz_t0, yaw=yaw_t0, speed=speeds[pick],
                           acceleration=accels[pick], curvature=curvature[pick],
