@@ -30,7 +30,6 @@ the first entry, none.
 """
 from __future__ import annotations
 
-import argparse
 import enum
 import json
 import math
@@ -44,8 +43,7 @@ from scipy.ndimage import uniform_filter1d
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.navigation import check_prompt_text
-from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, ParamSpec,
-                                            render_markdown_table, update_docs)
+from alpamayo_ros.core.param_schema import BOOL, FLOAT, STRING, ParamSpec, docs_main
 
 # Spacing the route is resampled at [m].
 RESAMPLE_M = 0.5
@@ -377,17 +375,8 @@ DOCS_GENERATOR = "python -m alpamayo_ros.core.route_navigation --write-docs"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="The route navigation node's parameters.")
-    parser.add_argument("--write-docs", type=Path, nargs="?", const=DOCS_PATH,
-                        help="rewrite the generated table in docs/navigation.md")
-    args = parser.parse_args(argv)
-    if args.write_docs:
-        changed = update_docs(args.write_docs, ROUTE_NAVIGATION_PARAMETERS, DOCS_GENERATOR)
-        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
-    else:
-        print(render_markdown_table(ROUTE_NAVIGATION_PARAMETERS))
-    return 0
-
+    return docs_main(argv, ROUTE_NAVIGATION_PARAMETERS, DOCS_PATH, DOCS_GENERATOR,
+                     "The route navigation node's parameters.")
 
 if __name__ == "__main__":
     sys.exit(main())
