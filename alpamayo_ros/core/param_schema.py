@@ -213,6 +213,23 @@ def update_docs(path: Path, specs: Sequence[ParamSpec], generator: str) -> bool:
     return new != text
 
 
+def docs_main(argv: Optional[Sequence[str]], specs: Sequence[ParamSpec], docs_path: Path,
+              generator: str, description: str) -> int:
+    """The `--write-docs [PATH]` command of a parameter table's module: rewrite the
+    generated table of docs_path (or PATH); without it, print the table."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write-docs", type=Path, nargs="?", const=docs_path,
+                        help=f"rewrite the generated table in {docs_path.name}")
+    args = parser.parse_args(argv)
+    if args.write_docs:
+        changed = update_docs(args.write_docs, specs, generator)
+        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
+    else:
+        print(render_markdown_table(specs))
+    return 0
+
+
 def param_literal(value: Any) -> str:
     """A parameter value as the YAML literal that ``--ros-args -p name:=value`` parses back
     to the same type (strings quoted, so "1", "true" or "" stay strings)."""

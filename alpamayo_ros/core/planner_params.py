@@ -10,7 +10,6 @@ config/planner.yaml and the launch file must match, and the table in docs/parame
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 from alpamayo_ros.core.autoware_trajectory import (AUTOWARE_PARAMETERS, ENABLED_PARAMETER,
                                                   TOPIC_PARAMETER, trajectory_output)
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, STRING_ARRAY, ParamSpec,
-                                            render_markdown_table, update_docs, validate)
+                                            docs_main, validate)
 from alpamayo_ros.core.config import (CAMERA_INDICES_PARAMETER, CORE_PARAMETERS, CORE_PREFIX,
                                       PlannerConfig)
 from alpamayo_ros.core.types import (DEFAULT_CAMERA_INDICES, INFERENCE_PARAMETERS,
@@ -176,18 +175,9 @@ def optional_outputs(values: Mapping[str, Any]) -> list:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-docs", type=Path, nargs="?",
-                        const=Path(__file__).resolve().parents[2] / "docs" / "parameters.md",
-                        help="rewrite the generated table in docs/parameters.md")
-    args = parser.parse_args(argv)
-    if args.write_docs:
-        changed = update_docs(args.write_docs, PLANNER_PARAMETERS, DOCS_GENERATOR)
-        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
-    else:
-        print(render_markdown_table(PLANNER_PARAMETERS))
-    return 0
-
+    return docs_main(argv, PLANNER_PARAMETERS,
+                     Path(__file__).resolve().parents[2] / "docs" / "parameters.md",
+                     DOCS_GENERATOR, __doc__.splitlines()[0])
 
 if __name__ == "__main__":
     sys.exit(main())

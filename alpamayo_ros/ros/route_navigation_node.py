@@ -1,95 +1,142 @@
-"""The `alpamayo_route_navigation` node: navigation instructions from a route.
+"""The `alpamayo_route_navigation` node: navigation instructions for Alpamayo 1.5 from a route.
 
-Subscribes to a route (nav_msgs/Path in the odometry frame, `route_topic`) and to the
-odometry; at rate_hz it publishes a NavigationInstruction on alpamayo/navigation made by
-core.route_navigation ("Turn left in 40m" while a turn is within announce_distance, else
-an empty text, which clears the planner's instruction), stamped with the newest odometry
-stamp and valid for valid_for seconds. Nothing is published before a route and an
-odometry sample arrived.
+Subscribes to a route (`route_topic`: nav_msgs/Path, or Autoware's
+autoware_planning_msgs/Path with `route_type`) and the odometry; publishes
+alpamayo_ros/NavigationInstruction on `navigation_topic` (the planner's
+alpamayo/navigation) at up to `rate_hz` of odometry time: header stamp = the odometry
+stamp, frame = its frame, the text of core.route_navigation.RouteGuide for the odometry
+position ("Turn left in 11m", or "" = no instruction: none ahead, off the route, no
+route yet, or a route in another frame than the odometry), valid for `valid_for` s,
+source = `source`. Each new route replaces the previous one (Autoware's path is re-planned
+at 10 Hz). Changes of what is announced are logged.
 """
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.core.param_schema import FLOAT, STRING, ParamSpec
-from alpamayo_ros.core.route_navigation import RouteNavigationConfig, RouteNavigator
+from alpamayo_ros.core.route_navigation import (NODE_NAME, ROUTE_NAVIGATION_PARAMETERS,
+                                                GuidanceStatus, RouteGuide, guidance_settings,
+                                                load_instructions_file)
+from alpamayo_ros.core.param_schema import validate
+from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.msg import NavigationInstruction
-from alpamayo_ros.ros import closed_loop_params as CP
-from alpamayo_ros.ros.convert import ns_to_duration, ns_to_time, time_to_ns
-from alpamayo_ros.ros.planner_node import NAVIGATION_TOPIC
-from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, NAVIGATION_QOS, PLAN_QOS
+from alpamayo_ros.ros import convert
+from alpamayo_ros.ros import params as ros_params
+from alpamayo_ros.ros.qos import NAVIGATION_QOS, ODOMETRY_SUBSCRIPTION_QOS, route_qos
 from alpamayo_ros.ros.shutdown import GatedCallbacks
 from alpamayo_ros.ros.spin import run_node
 
-NODE_NAME = "alpamayo_route_navigation"
-_DEFAULTS = RouteNavigationConfig()
-PARAMETERS = (
-    ParamSpec("route_topic", STRING, "route", "nav_msgs/Path of the route (odometry frame)."),
-    ParamSpec("odometry_topic", STRING, "odometry", "nav_msgs/Odometry of the ego."),
-    ParamSpec("rate_hz", FLOAT, 2.0, "Instructions per second.", minimum=0.1, maximum=50.0),
-    ParamSpec("valid_for", FLOAT, 1.0, "Validity of each instruction [s].", minimum=0.01,
-              maximum=600.0),
-    ParamSpec("announce_distance", FLOAT, _DEFAULTS.announce_distance,
-              "A turn is announced from this distance ahead on [m].", minimum=1.0,
-              maximum=5000.0),
-    ParamSpec("min_turn_angle_deg", FLOAT, _DEFAULTS.min_turn_angle_deg,
-              "Heading change that makes a turn [deg].", minimum=1.0, maximum=180.0),
-)
+_LOG_THROTTLE_S = 5.0
+
+
+def route_points(msg: Any) -> np.ndarray:
+    """(N, 2) x, y of a nav_msgs/Path (poses) or an Autoware Path (points)."""
+    items = msg.poses if hasattr(msg, "poses") else msg.points
+    return np.array([(i.pose.position.x, i.pose.position.y) for i in items],
+                    dtype=np.float64).reshape(-1, 2)
 
 
 class RouteNavigationNode(GatedCallbacks, Node):
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
-        v = self._values = CP.declare_and_read(self, PARAMETERS)
-        self._config = RouteNavigationConfig(announce_distance=v["announce_distance"],
-                                             min_turn_angle_deg=v["min_turn_angle_deg"])
-        self._navigator: Optional[RouteNavigator] = None
-        self._odometry: Optional[tuple[int, np.ndarray]] = None
-        self._pub = self.create_publisher(NavigationInstruction, NAVIGATION_TOPIC,
-                                          NAVIGATION_QOS)
-        self.create_subscription(Path, v["route_topic"], self._on_route, PLAN_QOS)
-        self.create_subscription(Odometry, v["odometry_topic"], self._on_odometry,
-                                 CONTROL_ODOMETRY_QOS)
-        self.create_timer(1.0 / v["rate_hz"], self._on_tick)
-        self.get_logger().info(f"route navigation at {v['rate_hz']:g} Hz from "
-                               f"{v['route_topic']} and {v['odometry_topic']}")
-
-    def _on_route(self, msg: Path) -> None:
-        xy = [(p.pose.position.x, p.pose.position.y) for p in msg.poses]
+        v = self._values = ros_params.declare_and_read(
+            self, ROUTE_NAVIGATION_PARAMETERS,
+            lambda values: validate(values, ROUTE_NAVIGATION_PARAMETERS))
+        ros_params.check_topic_names(self, {name: v[name] for name in (
+            "route_topic", "odometry_topic", "navigation_topic")})
         try:
-            self._navigator = RouteNavigator(xy, self._config)
-        except ConfigError as exc:
-            self.get_logger().warning(f"route refused: {exc}")
+            route_class = convert.message_class(v["route_type"])
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"route_type is {v['route_type']} but its package is not "
+                              f"installed ({type(exc).__name__}: {exc}); source the "
+                              "workspace that has it") from None
+        self._guide = RouteGuide(guidance_settings(v),
+                                 load_instructions_file(v["instructions_file"]))
+        self._route_frame: Optional[str] = None
+        self._period_ns = int(round(NS_PER_S / v["rate_hz"]))
+        self._valid_for = convert.ns_to_duration(int(round(v["valid_for"] * NS_PER_S)))
+        self._last_ns: Optional[int] = None
+        self._announced: Optional[tuple] = None
+        self.published = 0
+        self._pub = self.create_publisher(NavigationInstruction, v["navigation_topic"],
+                                          NAVIGATION_QOS)
+        self.create_subscription(route_class, v["route_topic"], self._on_route,
+                                 route_qos(v["route_transient_local"]))
+        self.create_subscription(Odometry, v["odometry_topic"], self._on_odometry,
+                                 ODOMETRY_SUBSCRIPTION_QOS)
+        scripted = len(self._guide.scripted)
+        self.get_logger().info(
+            f"route navigation: route {v['route_topic']} ({v['route_type']}), odometry "
+            f"{v['odometry_topic']} -> {v['navigation_topic']} at {v['rate_hz']:g} Hz; "
+            + (f"{scripted} scripted instructions from {v['instructions_file']}" if scripted
+               else f"turns of at least {v['min_turn_angle_deg']:g} deg announced "
+                    f"{v['announce_distance']:g} m ahead"))
+
+    def _on_route(self, msg: Any) -> None:
+        try:
+            route = self._guide.set_route(route_points(msg))
+        except ValueError as exc:
+            self._guide.route = None
+            self.get_logger().warning(f"route refused: {exc}",
+                                      throttle_duration_sec=_LOG_THROTTLE_S)
             return
-        self.get_logger().info(f"route with {len(xy)} points, turns at "
-                               + ", ".join(f"{m.station:.0f} m {m.direction}"
-                                           for m in self._navigator.maneuvers))
+        first = self._route_frame is None
+        self._route_frame = msg.header.frame_id
+        if first:
+            self.get_logger().info(
+                f"route of {route.length:.1f} m in {msg.header.frame_id!r}: "
+                + (", ".join(f"{t.maneuver.value} at {t.station:.1f} m" for t in route.turns)
+                   or "no turns"))
 
     def _on_odometry(self, msg: Odometry) -> None:
-        p = msg.pose.pose.position
-        self._odometry = (time_to_ns(msg.header.stamp), np.array([p.x, p.y]))
-
-    def _on_tick(self) -> None:
-        if self._navigator is None or self._odometry is None:
+        stamp = convert.time_to_ns(msg.header.stamp)
+        if self._last_ns is not None and self._last_ns <= stamp < self._last_ns + self._period_ns:
             return
-        stamp_ns, xy = self._odometry
-        msg = NavigationInstruction(text=self._navigator.instruction(xy) or "",
-                                    source="route")
-        msg.header.stamp = ns_to_time(stamp_ns)
-        msg.valid_for = ns_to_duration(int(round(self._values["valid_for"] * 1e9)))
-        self._pub.publish(msg)
+        self._last_ns = stamp
+        frame = msg.header.frame_id
+        if self._route_frame is not None and self._route_frame and frame \
+                and frame != self._route_frame:
+            self.get_logger().warning(
+                f"route in {self._route_frame!r} but odometry in {frame!r}: no instruction",
+                throttle_duration_sec=_LOG_THROTTLE_S)
+            text, key = "", ("frame",)
+        else:
+            p = msg.pose.pose.position
+            guidance = self._guide.update(p.x, p.y)
+            text = guidance.text
+            key = (guidance.status, guidance.turn.station if guidance.turn else None,
+                   text if self._guide.scripted else None)
+            if key != self._announced:
+                self._log_change(guidance)
+        self._announced = key
+        out = NavigationInstruction(text=text, valid_for=self._valid_for,
+                                    source=self._values["source"])
+        out.header.stamp, out.header.frame_id = msg.header.stamp, frame
+        self._pub.publish(out)
+        self.published += 1
+
+    def _log_change(self, guidance) -> None:
+        where = (f"at {guidance.station:.1f} m of the route" if guidance.status
+                 is not GuidanceStatus.NO_ROUTE else "no route yet")
+        if guidance.status is GuidanceStatus.INSTRUCTION:
+            self.get_logger().info(f"instruction {guidance.text!r} ({where})")
+        elif guidance.status is GuidanceStatus.OFF_ROUTE:
+            self.get_logger().warning(f"{guidance.offset:.1f} m off the route: no "
+                                      "instruction")
+        else:
+            self.get_logger().info(f"no instruction ({guidance.status.value}, {where})")
 
 
 def main(args: Optional[list] = None) -> int:
     return run_node(NODE_NAME, RouteNavigationNode, SingleThreadedExecutor, args,
-                    parameter_specs=PARAMETERS)
+                    parameter_specs=ROUTE_NAVIGATION_PARAMETERS)
 
 
 if __name__ == "__main__":
