@@ -193,13 +193,16 @@ def test_two_lockstep_suite_runs_are_identical(ros_env, tmp_path):
         first = run_tool(ros_env, "--suite", subset, "--planner", "constant_velocity",
                          "-o", tmp_path / "a")
         assert first.returncode == 0, first.stdout + first.stderr
+        # No --golden here: how many camera frames a best-effort subscription drops under
+        # load changes the count of SKIPPED ticks (plans_ok), not the drive; the golden
+        # comparison of whole suites is test_golden_suite_exit_codes.
         second = run_tool(ros_env, "--suite", subset, "--planner", "constant_velocity",
                           "--jobs", 2, "--domain-ids", f"{ros_env['ROS_DOMAIN_ID']},{ids}",
-                          "-o", tmp_path / "b", "--golden", tmp_path / "a" / "summary.json")
+                          "-o", tmp_path / "b")
     finally:
         for lease in leases:
             lease.release()
-    assert second.returncode == 0 and "PASS" in second.stdout, second.stdout + second.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
     a, b = summary_of(tmp_path / "a"), summary_of(tmp_path / "b")
     assert [r["odometry_sha256"] for r in a["routes"]] == \
         [r["odometry_sha256"] for r in b["routes"]]

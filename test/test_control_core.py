@@ -119,9 +119,10 @@ def test_lockstep_gate_waits_at_unanswered_ticks_only():
     gate = LockstepGate(S // 2)
     assert not gate.is_tick(0) and gate.is_tick(S // 2) and not gate.is_tick(S // 2 + S // 20)
     assert gate.must_wait(S // 2)
-    gate.note_output(S // 2)  # any status answers the tick
+    gate.note_odometry(S // 2)  # ticks are taken only once odometry gives the time
+    assert gate.note_output(S // 2) is None  # any status answers the tick
     assert not gate.must_wait(S // 2) and gate.must_wait(S)
-    gate.note_output(S)
+    assert gate.note_output(S) is None
     gate.reset()
     assert gate.must_wait(S // 2)
     with pytest.raises(ValueError):
