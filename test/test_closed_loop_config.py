@@ -125,7 +125,18 @@ def test_launch_files_declare_their_arguments_and_run_the_stack_specs():
     assert "sim_stack(" in (launch_dir / "sim_closed_loop.launch.py").read_text()
     assert "carla_stack(" in (launch_dir / "carla_closed_loop.launch.py").read_text()
     specs = stack.sim_stack("alpamayo", checkpoint="/ckpt")
-    assert [s.executable for s in specs] == ["carla_sim", "planner_node", "controller_node"]
+    assert [s.executable for s in specs] == ["carla_sim", "planner_node", "controller_node",
+                                             "route_navigation"]
+    assert specs[0].overrides["start.min_odometry_subscribers"] == 3
+    assert specs[3].overrides["route_topic"] == "/carla/ego_vehicle/waypoints"
+    assert specs[3].overrides["odometry_topic"] == specs[0].overrides.get(
+        "odometry_topic", "/carla/ego_vehicle/odometry")
+    plain = stack.sim_stack("alpamayo", checkpoint="/ckpt", navigation=False)
+    assert [s.executable for s in plain] == ["carla_sim", "planner_node", "controller_node"]
+    assert plain[0].overrides["start.min_odometry_subscribers"] == 2
+    # Without the model planner, only when asked for.
+    assert len(stack.sim_stack("route_oracle")) == 3
+    assert stack.sim_stack("route_oracle", navigation=True)[3].executable == "route_navigation"
     for spec in specs + stack.carla_stack(checkpoint="/ckpt"):
         for name in spec.params_files:
             assert (CONFIG / name).is_file(), name
@@ -138,7 +149,8 @@ def test_launch_files_declare_their_arguments_and_run_the_stack_specs():
 
 def test_launch_descriptions_build_with_launch_ros():
     pytest.importorskip("launch_ros")
-    for name in ("sim_closed_loop.launch.py", "carla_closed_loop.launch.py"):
+    for name in ("sim_closed_loop.launch.py", "carla_closed_loop.launch.py",
+                 "route_navigation.launch.py"):
         module = _load(name)
         declared = {a.name for a in module.generate_launch_description().get_launch_arguments()}
         assert declared == set(module.LAUNCH_ARGUMENTS)

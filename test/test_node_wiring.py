@@ -103,7 +103,7 @@ class FallenBackModel(FlakyModel):
         super().__init__()
         self.path = InferencePath("fast")
 
-    def warmup(self, options, frame_shape):
+    def warmup(self, options, frame_shape, camera_indices=None):
         self.path = InferencePath("eager", "fast path switched off at warm-up: its first "
                                   "Euler step differs from the eager path's by 0.01")
         return 0.0

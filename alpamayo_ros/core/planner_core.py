@@ -35,6 +35,7 @@ from alpamayo_ros.core.frame_selection import FrameSelection, select_frames
 from alpamayo_ros.core.geometry import Pose, from_local_frame
 from alpamayo_ros.core.history import (HISTORY_SPAN_NS, HistoryResult, MotionLimits,
                                        OdometryTrack, build_history)
+from alpamayo_ros.core.navigation import NavigationBuffer, check_instruction
 from alpamayo_ros.core.image_decode import (SUPPORTED_ENCODINGS, DecodeCache, EncodedImage,
                                             is_supported_encoding)
 from alpamayo_ros.core.odometry import OdometrySample, checked_odometry
@@ -42,7 +43,7 @@ from alpamayo_ros.core.output_check import OutputCheckLimits, check_sample
 from alpamayo_ros.core.plan_result import (Candidate, PlanResult, PlanStatus, ReasonCode,
                                            TickTimings)
 from alpamayo_ros.core.ring_buffer import InsertStatus, StampedBuffer
-from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS,
+from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S,
                                      InferenceOptions, ModelInput, ModelOutput, PlannerModel)
 
 __all__ = ["PlannerCore", "PlannerConfig", "PreparedInputs", "PlanResult", "PlanStatus",
@@ -133,6 +134,13 @@ class CoreCounters:
     ok: int = 0
     invalid_output: int = 0
     model_errors: int = 0
+    # Navigation instructions accepted / refused, and prepared ticks by NavStatus.
+    navigation_added: int = 0
+    navigation_rejected: int = 0
+    navigation_used: int = 0
+    navigation_none: int = 0
+    navigation_expired: int = 0
+    navigation_empty: int = 0
 
 
 @dataclass
@@ -155,6 +163,9 @@ class PreparedInputs:
     # time.perf_counter() when preparation ended / when the newest frame used arrived.
     prepared_wall_s: float = 0.0
     newest_frame_arrival_s: Optional[float] = None
+    # What the tick did with navigation (core.navigation.NavStatus value); the text the
+    # model gets is model_input.navigation_text.
+    navigation_status: str = ""
 
     @property
     def t0_ns(self) -> int:
@@ -199,11 +210,14 @@ class PlannerCore:
         if clear_vision_cache is not None:
             clear_vision_cache()
         self._lock = threading.RLock()
+        # One camera slot per configured camera (the rig: config.camera_indices).
+        self.num_cameras = len(config.camera_indices)
         self._cameras = [StampedBuffer(int(config.buffer_duration * NS_PER_S),
                                        config.camera_buffer_max_entries)
-                         for _ in range(NUM_CAMERAS)]
+                         for _ in range(self.num_cameras)]
         self._odometry = StampedBuffer(int(config.odometry_buffer_duration * NS_PER_S),
                                        config.odometry_buffer_max_entries)
+        self._navigation = NavigationBuffer()
         self._decoder = FrameDecoder(DecodeCache(config.decode_cache_size,
                                                  max_pixels=config.max_image_pixels),
                                      config.output_image_size, config.decode_threads)
@@ -215,7 +229,8 @@ class PlannerCore:
         self._jump_ns = int(round(config.time_jump_tolerance * NS_PER_S))
         self._extrapolation_ns = int(round(config.max_extrapolation * NS_PER_S))
         # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
-        self._slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
+        self._slot_descriptions = tuple(config.describe_slot(s)
+                                        for s in range(self.num_cameras))
         self._counters = CoreCounters()
         # (frame_id, child_frame_id) of the buffered odometry (frame_id names the frame of
         # t0_pose_odom and path_odom); None before the first sample.
@@ -240,15 +255,15 @@ class PlannerCore:
     # ------------------------------------------------------------------ inputs
     def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage,
                   arrival_s: Optional[float] = None) -> InsertResult:
-        """Buffer a frame (undecoded) of camera slot 0..3 at its header stamp [ns].
+        """Buffer a frame (undecoded) of camera slot 0..num_cameras-1 at its stamp [ns].
 
         arrival_s: time.perf_counter() when it was received (live only), the start of the
         plan's wall-clock latency (PlanResult.newest_frame_arrival_s).
         """
-        if not 0 <= camera_slot < NUM_CAMERAS:
+        if not 0 <= camera_slot < self.num_cameras:
             return self._count("frames", InsertResult(
                 InsertStatus.REJECTED,
-                f"camera slot {camera_slot} out of range 0..{NUM_CAMERAS - 1}"))
+                f"camera slot {camera_slot} out of range 0..{self.num_cameras - 1}"))
         source = self._slot_descriptions[camera_slot]
         if not is_supported_encoding(image.encoding):
             return self._count("frames", InsertResult(
@@ -371,6 +386,21 @@ class PlannerCore:
     _COUNTER_SUFFIX = {InsertStatus.ADDED: "added", InsertStatus.REPLACED: "replaced",
                        InsertStatus.REJECTED: "rejected", InsertStatus.TOO_OLD: "too_old"}
 
+    def add_navigation(self, stamp_ns: int, text, valid_for_ns: int, source: str = ""
+                       ) -> InsertResult:
+        """Buffer a navigation instruction (core.navigation: checks and the choice at t0);
+        REJECTED with the reason for text or validity it refuses."""
+        try:
+            instruction = check_instruction(stamp_ns, text, valid_for_ns, source)
+        except ValueError as exc:
+            with self._lock:
+                self._counters.navigation_rejected += 1
+            return InsertResult(InsertStatus.REJECTED, str(exc))
+        with self._lock:
+            self._navigation.add(instruction)
+            self._counters.navigation_added += 1
+        return InsertResult(InsertStatus.ADDED)
+
     def _count(self, stream: str, result: InsertResult) -> InsertResult:
         """Count an insert of `stream` ("frames" or "odometry") by its status."""
         name = f"{stream}_{self._COUNTER_SUFFIX[result.status]}"
@@ -382,6 +412,7 @@ class PlannerCore:
         for buffer in self._cameras:
             buffer.clear()
         self._odometry.clear()
+        self._navigation.clear()
         self._decoder.clear()
         self._backward.clear()
         self._frame_epoch += 1
@@ -500,6 +531,7 @@ class PlannerCore:
             self._check_camera_age(now_ns, [c[0] for c in cameras], describe)
             selection = select_frames([c[0] for c in cameras], cfg.frame_tolerance, describe)
             self._note_tick_t0(selection.t0_ns)
+            instruction, nav_status = self._navigation.select(selection.t0_ns)
             # Only the odometry the history can use (the gap check looks one sample
             # further back than t0-1.5 s).
             track = self.odometry_track(selection.t0_ns - HISTORY_SPAN_NS)
@@ -537,11 +569,17 @@ class PlannerCore:
                               tick_to_model_start=end - tick_wall_s)
         keys = tuple(key for key, _ in jobs)
         model_input = ModelInput(frames=frames, history_xyz=history.xyz,
-                                 history_rot=history.rot, frame_keys=keys)
+                                 history_rot=history.rot, frame_keys=keys,
+                                 camera_indices=tuple(cfg.camera_indices),
+                                 navigation_text=instruction.text if instruction else None)
+        with self._lock:
+            name = f"navigation_{nav_status.value}"
+            setattr(self._counters, name, getattr(self._counters, name) + 1)
         return PreparedInputs(now_ns=int(now_ns), selection=selection, history=history,
                               model_input=model_input, timings=timings, decodes=decodes,
                               odom_frame_id=odom_frame_id, prepared_wall_s=end,
-                              newest_frame_arrival_s=arrival_s)
+                              newest_frame_arrival_s=arrival_s,
+                              navigation_status=nav_status.value)
 
     def _decode_selected(self, jobs: list[FrameJob], describe: tuple
                          ) -> tuple[tuple, int, float]:
@@ -561,7 +599,7 @@ class PlannerCore:
             per_slot = ", ".join(
                 f"slot {s}: " + "/".join(f"{f.shape[0]}x{f.shape[1]}" for f in
                                         frames[s * FRAMES_PER_CAMERA:(s + 1) * FRAMES_PER_CAMERA])
-                for s in range(NUM_CAMERAS))
+                for s in range(self.num_cameras))
             raise InputNotReady(f"frame sizes differ (HxW {per_slot}); the model needs one "
                                 "size: set output_image_size to resize all frames",
                                 ReasonCode.SIZE_MISMATCH)
@@ -641,7 +679,9 @@ class PlannerCore:
             odom_frame_id=prepared.odom_frame_id,
             newest_frame_arrival_s=prepared.newest_frame_arrival_s,
             timings=replace(prepared.timings), model_id=getattr(self.model, "model_id", ""),
-            decodes=prepared.decodes)
+            decodes=prepared.decodes,
+            navigation_text=prepared.model_input.navigation_text or "",
+            navigation_status=prepared.navigation_status)
 
     def _build_output(self, prepared: PreparedInputs, output: ModelOutput) -> PlanResult:
         result = self._base_result(prepared, PlanStatus.OK, "")

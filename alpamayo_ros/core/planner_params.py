@@ -10,7 +10,6 @@ config/planner.yaml and the launch file must match, and the table in docs/parame
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any, Mapping, Optional, Sequence
 from alpamayo_ros.core.autoware_trajectory import (AUTOWARE_PARAMETERS, ENABLED_PARAMETER,
                                                   TOPIC_PARAMETER, trajectory_output)
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, STRING_ARRAY, ParamSpec,
-                                            render_markdown_table, update_docs, validate)
+                                            docs_main, validate)
 from alpamayo_ros.core.config import (CAMERA_INDICES_PARAMETER, CORE_PARAMETERS, CORE_PREFIX,
                                       PlannerConfig)
 from alpamayo_ros.core.types import (DEFAULT_CAMERA_INDICES, INFERENCE_PARAMETERS,
-                                     NUM_CAMERAS, InferenceOptions)
+                                     MAX_CAMERAS, NUM_CAMERAS, InferenceOptions)
 
 # Name of the planner node: its parameter-file section and its ROS node name.
 NODE_NAME = "alpamayo_planner"
@@ -43,13 +42,13 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("camera_topics", STRING_ARRAY,
               ["cameras/cross_left_120fov/image", "cameras/front_wide_120fov/image",
                "cameras/cross_right_120fov/image", "cameras/front_tele_30fov/image"],
-              "Image topic of each model camera, in the order of camera_indices.",
-              length=NUM_CAMERAS),
+              "Image topic of each model camera, in the order of camera_indices (as many as "
+              "camera_indices).", length_range=(1, MAX_CAMERAS)),
     CAMERA_INDICES_PARAMETER,
     ParamSpec("camera_transports", STRING_ARRAY, ["raw"] * NUM_CAMERAS,
               "Per camera: \"raw\" = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), "
               "\"compressed\" = sensor_msgs/CompressedImage (JPEG or PNG).",
-              choices=CAMERA_TRANSPORTS, length=NUM_CAMERAS),
+              choices=CAMERA_TRANSPORTS, length_range=(1, MAX_CAMERAS)),
     ParamSpec("odometry_topic", STRING, "odometry",
               "nav_msgs/Odometry of the rear-axle base frame (pose in the odometry frame)."),
     ParamSpec("autostart", BOOL, True,
@@ -103,11 +102,15 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     if any(b <= a for a, b in zip(indices, indices[1:])):
         errors.append(f"camera_indices: have {indices}, need strictly ascending "
                       f"(the model's camera order, e.g. {list(DEFAULT_CAMERA_INDICES)})")
-    topics = values["camera_topics"]
+    topics, count = values["camera_topics"], len(indices)
+    for name in ("camera_topics", "camera_transports"):
+        if len(values[name]) != count:
+            errors.append(f"{name}: have {len(values[name])} entries, need one per "
+                          f"camera_indices entry ({count})")
     if any(not t for t in topics):
-        errors.append(f"camera_topics: have {topics}, need 4 non-empty topic names")
+        errors.append(f"camera_topics: have {topics}, need {count} non-empty topic names")
     if len(set(topics)) != len(topics):
-        errors.append(f"camera_topics: have {topics}, need 4 distinct topics")
+        errors.append(f"camera_topics: have {topics}, need {count} distinct topics")
     if not values["odometry_topic"]:
         errors.append("odometry_topic: have \"\", need a topic name")
     if values[ENABLED_PARAMETER] and not values[TOPIC_PARAMETER]:
@@ -160,7 +163,8 @@ def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
                             sample_coc=values["model.sample_coc"],
                             top_p=values["model.top_p"],
                             temperature=values["model.temperature"],
-                            seed=None if seed < 0 else seed)
+                            seed=None if seed < 0 else seed,
+                            nav_guidance_scale=values["model.nav_guidance_scale"])
 
 
 def optional_outputs(values: Mapping[str, Any]) -> list:
@@ -171,18 +175,9 @@ def optional_outputs(values: Mapping[str, Any]) -> list:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-docs", type=Path, nargs="?",
-                        const=Path(__file__).resolve().parents[2] / "docs" / "parameters.md",
-                        help="rewrite the generated table in docs/parameters.md")
-    args = parser.parse_args(argv)
-    if args.write_docs:
-        changed = update_docs(args.write_docs, PLANNER_PARAMETERS, DOCS_GENERATOR)
-        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
-    else:
-        print(render_markdown_table(PLANNER_PARAMETERS))
-    return 0
-
+    return docs_main(argv, PLANNER_PARAMETERS,
+                     Path(__file__).resolve().parents[2] / "docs" / "parameters.md",
+                     DOCS_GENERATOR, __doc__.splitlines()[0])
 
 if __name__ == "__main__":
     sys.exit(main())

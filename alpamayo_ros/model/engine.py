@@ -37,7 +37,9 @@ class PreparedInputs:
     frame_keys: vision-cache keys of the 16 frames (fast path with frame keys only);
     encoded_frames: indices of the frames whose features must be computed (the others are
     in the fast path's vision cache); rope: the prompt's M-RoPE (position_ids (3, 1, L),
-    rope_deltas (1, 1)) when known (computed otherwise).
+    rope_deltas (1, 1)) when known (computed otherwise); unguided_input_ids / route_len:
+    the prompt without its navigation route span and the span's length (1.5 with an
+    instruction; None / 0 otherwise).
     """
 
     pixel_values: torch.Tensor
@@ -48,6 +50,8 @@ class PreparedInputs:
     frame_keys: Optional[tuple] = None
     encoded_frames: Optional[tuple[int, ...]] = None
     rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+    unguided_input_ids: Optional[torch.Tensor] = None
+    route_len: int = 0
 
     def encoded(self) -> tuple[int, ...]:
         """Indices of the frames whose patches are in pixel_values."""
@@ -64,7 +68,9 @@ class Request:
     temperature / top_p: the CoC sampler (greedy when sample is False); seed: re-seeds the
     engine's generator (None: a seed from torch's global RNG); noise: (rows, 64, 2) float32
     start of the flow (None: drawn from the seeded generator before decoding);
-    forced_tokens: (T,) ids fed instead of chosen ones (teacher forcing, for checks).
+    forced_tokens: (T,) ids fed instead of chosen ones (teacher forcing, for checks);
+    nav_guidance_scale: classifier-free navigation guidance weight (0: none; used with
+    PreparedInputs.unguided_input_ids, eager engine only).
     """
 
     rows: int
@@ -76,6 +82,7 @@ class Request:
     seed: Optional[int] = None
     noise: Optional[torch.Tensor] = None
     forced_tokens: Optional[torch.Tensor] = None
+    nav_guidance_scale: float = 0.0
 
     def __post_init__(self):
         if int(self.diffusion_steps) < 1:

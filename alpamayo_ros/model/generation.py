@@ -343,12 +343,33 @@ class EagerEngine:
             decoded = decode_coc(net, cache, prefilled, settings, rows, self.generator,
                                  request.forced_tokens)
             lap("coc_decode")
-            actions = sample_actions(net, cache, decoded.cache_len, decoded.offsets,
-                                     prefilled.rope_deltas, noise, int(request.diffusion_steps))
+            if prepared.unguided_input_ids is not None and request.nav_guidance_scale != 0:
+                actions = self._guided_actions(prepared, request, cache, prefilled, decoded,
+                                               noise, prompt_len)
+            else:
+                actions = sample_actions(net, cache, decoded.cache_len, decoded.offsets,
+                                         prefilled.rope_deltas, noise,
+                                         int(request.diffusion_steps))
             lap("diffusion")
         return Prediction(actions, decoded.tokens, decoded.found, decoded.offsets,
                           prefilled.rope_deltas, decoded.cache_len, path=self.path,
                           decode_steps=decoded.cache_len - prompt_len)
+
+    def _guided_actions(self, prepared: PreparedInputs, request: Request, cache, prefilled,
+                        decoded, noise: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        """Flow matching with classifier-free navigation guidance (nav_guidance.py): the
+        unguided context is the prompt without its route span plus the same fed CoC."""
+        from alpamayo_ros.model import nav_guidance  # it builds on this module's steps
+
+        net = self.network
+        fed = decoded.tokens[:, :decoded.cache_len - prompt_len]
+        unguided = nav_guidance.unguided_context(
+            net, prepared.unguided_input_ids, prepared.pixel_values.to(self.dtype),
+            prepared.image_grid_thw, fed, decoded.offsets, prepared.route_len, NUM_WAYPOINTS)
+        return nav_guidance.batched_guided_sample_actions(
+            net, nav_guidance.ExpertContext(cache, decoded.cache_len, decoded.offsets,
+                                            prefilled.rope_deltas),
+            unguided, noise, int(request.diffusion_steps), float(request.nav_guidance_scale))
 
     def clear_vision_cache(self) -> None:  # nothing kept between calls
         return None

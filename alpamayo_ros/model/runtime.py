@@ -1,6 +1,11 @@
 """AlpamayoRuntime: the single inference API (PlannerModel) of the node, replay and benches.
 
-One ``predict`` call: validate the input, preprocess the 16 frames and build the prompt,
+It runs both checkpoint families (R1 and 1.5, from config.json's model_type): for 1.5 the
+prompt names the cameras of ``ModelInput.camera_indices`` and may carry
+``ModelInput.navigation_text`` (with classifier-free guidance when
+``InferenceOptions.nav_guidance_scale`` is not 0; nav_guidance.py).
+
+One ``predict`` call: validate the input, preprocess the frames and build the prompt,
 prefill the VLM once (batch 1), decode the reasoning for N sample rows with a shared KV
 cache, integrate the flow-matching expert, and turn the actions into t0-frame waypoints at
 t0 + 0.1 .. 6.4 s. Everything loads from local directories (see docs/model.md).
@@ -36,9 +41,11 @@ import torch
 
 from alpamayo_ros.core.errors import (AlpamayoError, ConfigError, ModelInputError,
                                       ModelRuntimeError)
+from alpamayo_ros.core.model_family import ModelFamily
 from alpamayo_ros.core.model_input import MIN_FRAME_SIDE, validate_model_input
-from alpamayo_ros.core.types import (NUM_WAYPOINTS, InferenceOptions, InferencePath,
-                                     ModelInput, ModelOutput, StageTimings, TrajectorySample)
+from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NUM_WAYPOINTS, InferenceOptions,
+                                     InferencePath, ModelInput, ModelOutput, StageTimings,
+                                     TrajectorySample)
 from alpamayo_ros.model.cuda_graphs import LOG, OnceLog
 from alpamayo_ros.model.engine import Engine, Prediction, PreparedInputs, Request
 from alpamayo_ros.model.fast_path import FastEngine, FastPathConfig
@@ -46,6 +53,8 @@ from alpamayo_ros.model.generation import EagerEngine
 from alpamayo_ros.model.checkpoint import (compute_model_id, locate_checkpoint,
                                            resolve_processor_dir)
 from alpamayo_ros.model.modeling import AlpamayoR1Network, default_device_dtype, load_network
+from alpamayo_ros.model.prompt import PromptSpec
+from alpamayo_ros.model.prompt_1_5 import remove_route_span
 
 _ATTN_CHOICES = ("sdpa", "eager", "flash_attention_2")
 PATHS = ("fast", "eager")
@@ -64,6 +73,19 @@ class PathComparison:
     velocity_max_diff: float
     velocity_max: float
     same_decode: bool
+
+
+@dataclass
+class QuestionAnswer:
+    """What ``AlpamayoRuntime.ask`` returns: the answer ("" when the model wrote no
+    ``<|answer_end|>``), the generated ids, their raw logits (when asked for), whether the
+    end-of-turn token ended it (else the token limit did), and the seconds it took."""
+
+    answer: str
+    tokens: torch.Tensor
+    logits: Optional[torch.Tensor]
+    stopped_at_eos: bool
+    seconds: float
 
 
 def choose_vlm_attention(device: torch.device, dtype: torch.dtype,
@@ -87,17 +109,19 @@ def choose_vlm_attention(device: torch.device, dtype: torch.dtype,
 
 
 class AlpamayoRuntime:
-    """Alpamayo-R1 inference on one device; implements core.types.PlannerModel."""
+    """Alpamayo (R1 or 1.5) inference on one device; implements core.types.PlannerModel."""
 
     # Smallest frame side it accepts [px] (one merged vision patch; core.model_input).
     min_frame_side = MIN_FRAME_SIDE
 
     def __init__(self, network: AlpamayoR1Network, tokenizer, token_ids, image_config,
-                 action_space, *, checkpoint_dir: Path, processor_dir: Path, device: torch.device,
+                 action_space, *, family: ModelFamily, checkpoint_dir: Path,
+                 processor_dir: Path, device: torch.device,
                  dtype: torch.dtype, vlm_attn_implementation: str,
                  expert_attn_implementation: str, model_id: str, fast_path: bool = True,
                  fast_path_config: Optional[FastPathConfig] = None) -> None:
         self.network = network
+        self.family = family
         self.tokenizer = tokenizer
         self.token_ids = token_ids
         self.image_config = image_config
@@ -115,9 +139,10 @@ class AlpamayoRuntime:
         # Reused pixel_values buffer (about 70 MB for 16 frames): allocating it afresh every
         # cycle costs more in page faults than the normalisation itself.
         self._pixel_buffer: Optional[torch.Tensor] = None
-        # (image grid, prompt ids before history fusion) of the last call: rendering the chat
-        # template and tokenizing the ~3k-token prompt depend on the grid only.
-        self._unfused_prompt: Optional[tuple[tuple, torch.Tensor]] = None
+        # ((image grid, prompt spec), prompt ids before history fusion, M-RoPE) of the last
+        # call: rendering the chat template and tokenizing the ~3k-token prompt depend on
+        # the grid and the prompt spec only.
+        self._unfused_prompt: Optional[tuple] = None
         self.fast_path = bool(fast_path)
         self.fast_path_config = fast_path_config or FastPathConfig()
         # Shape changes, captures and capture failures are logged once each (and kept here).
@@ -173,16 +198,18 @@ class AlpamayoRuntime:
                                expert_attn_implementation=expert_attn)
         action_space = UnicycleActionSpace(
             ActionSpaceConfig.from_checkpoint_config(files.config["action_space_cfg"]))
-        return cls(network, tokenizer, token_ids, image_config, action_space,
+        family = files.family
+        return cls(network, tokenizer, token_ids, image_config, action_space, family=family,
                    checkpoint_dir=files.checkpoint_dir, processor_dir=proc_dir, device=device,
                    dtype=dtype, vlm_attn_implementation=vlm_attn,
-                   expert_attn_implementation=expert_attn, model_id=compute_model_id(files),
+                   expert_attn_implementation=expert_attn,
+                   model_id=f"{family.model_type}-{compute_model_id(files)}",
                    fast_path=fast_path, fast_path_config=fast_path_config)
 
     def describe(self) -> dict:
         """Identity and settings of the loaded model."""
         return dict(checkpoint=str(self.checkpoint_dir), processor_dir=str(self.processor_dir),
-                    model_id=self.model_id, device=str(self.device),
+                    family=self.family.model_type, model_id=self.model_id, device=str(self.device),
                     dtype=str(self.dtype).replace("torch.", ""),
                     attn_implementation=self.vlm_attn_implementation,
                     expert_attn_implementation=self.expert_attn_implementation,
@@ -260,6 +287,7 @@ class AlpamayoRuntime:
         from alpamayo_ros.model.prompt import fuse_history_tokens
 
         frames = normalize_frames(model_input.frames)
+        spec = self.prompt_spec(model_input, len(frames))
         height, width = (int(v) for v in frames[0].shape[:2])
         keys = encoded = None
         if frame_keys is not None and self.fast_path:
@@ -267,17 +295,45 @@ class AlpamayoRuntime:
             encoded = tuple(self.engine.missing_frames(keys))
         pixel_values = self._pixels(frames, encoded)
         grid = image_grid_thw(len(frames), height, width, self.image_config)
-        input_ids = fuse_history_tokens(self._unfused_prompt_for(grid), self.token_ids,
+        input_ids = fuse_history_tokens(self._unfused_prompt_for(grid, spec), self.token_ids,
                                         model_input.history_xyz).to(self.device)
+        unguided, route_len = None, 0
+        if spec.nav_text is not None:
+            unguided, route_len = remove_route_span(input_ids, self.token_ids.route_start,
+                                                    self.token_ids.route_end)
         return PreparedInputs(
             pixel_values=pixel_values, image_grid_thw=grid.to(self.device), input_ids=input_ids,
             history_xyz=torch.as_tensor(model_input.history_xyz, dtype=torch.float32),
             history_rot=torch.as_tensor(model_input.history_rot, dtype=torch.float32),
-            frame_keys=keys, encoded_frames=encoded, rope=self._unfused_prompt[2])
+            frame_keys=keys, encoded_frames=encoded, rope=self._unfused_prompt[2],
+            unguided_input_ids=unguided, route_len=route_len)
 
-    def _unfused_prompt_for(self, grid: torch.Tensor) -> torch.Tensor:
+    def prompt_spec(self, model_input: ModelInput, num_frames: int) -> PromptSpec:
+        """What the prompt says for this input and this checkpoint's family.
+
+        R1: the 16 frames of its 4 cameras, no labels; a navigation text or another camera
+        set is refused (the planner drops the instruction with a warning before). 1.5: the
+        cameras are named when ``camera_indices`` is given, the instruction is added.
+        """
+        cameras = model_input.camera_indices
+        cameras = None if cameras is None else tuple(int(i) for i in cameras)
+        family = self.family
+        if family.fixed_cameras is not None:
+            if model_input.navigation_text is not None:
+                raise ModelInputError(f"an {family.label} checkpoint takes no navigation text")
+            need = len(family.fixed_cameras) * FRAMES_PER_CAMERA
+            if num_frames != need or cameras not in (None, family.fixed_cameras):
+                raise ModelInputError(
+                    f"an {family.label} checkpoint takes {need} frames of the cameras "
+                    f"{list(family.fixed_cameras)}, have {num_frames} frames"
+                    + ("" if cameras is None else f" of the cameras {list(cameras)}"))
+            return PromptSpec()
+        return PromptSpec(camera_indices=cameras, nav_text=model_input.navigation_text)
+
+    def _unfused_prompt_for(self, grid: torch.Tensor, spec: PromptSpec) -> torch.Tensor:
         """(1, L) CPU prompt ids with the history placeholders still in (prompt.
-        build_unfused_input_ids), built again only when the (CPU) image grid changes.
+        build_unfused_input_ids), built again only when the (CPU) image grid or the prompt
+        spec (cameras, instruction) change.
 
         Also keeps the prompt's M-RoPE ids: they depend only on where the image tokens are
         and on the grid (Qwen3VLModel.get_rope_index), not on the fused history tokens, so
@@ -285,10 +341,10 @@ class AlpamayoRuntime:
         """
         from alpamayo_ros.model.prompt import build_unfused_input_ids
 
-        key = tuple(grid.flatten().tolist())
+        key = (tuple(grid.flatten().tolist()), spec)
         if self._unfused_prompt is None or self._unfused_prompt[0] != key:
             ids = build_unfused_input_ids(self.tokenizer, self.token_ids, grid.cpu(),
-                                          merge_size=self.image_config.merge_size)
+                                          merge_size=self.image_config.merge_size, spec=spec)
             position_ids, rope_deltas = self.network.vlm.model.get_rope_index(ids, grid.cpu(),
                                                                               None)
             self._unfused_prompt = (key, ids, (position_ids.to(self.device),
@@ -330,13 +386,18 @@ class AlpamayoRuntime:
         path: "fast" or "eager" (default: the runtime's choice).
         """
         path = path or ("fast" if self.fast_path else "eager")
+        guided = prepared.unguided_input_ids is not None and options.nav_guidance_scale != 0
+        if path == "fast" and guided:
+            self.log.once("guidance-eager", "navigation guidance runs on the eager path")
+            path = "eager"
         engine = self.engine_for(path)
         request = Request(
             rows=int(options.num_samples), max_new_tokens=int(options.max_coc_tokens),
             diffusion_steps=int(options.diffusion_steps), sample=bool(options.sample_coc),
             temperature=float(options.temperature), top_p=float(options.top_p),
             seed=options.seed, noise=self._initial_noise(initial_noise, options.num_samples),
-            forced_tokens=forced_tokens)
+            forced_tokens=forced_tokens,
+            nav_guidance_scale=float(options.nav_guidance_scale) if guided else 0.0)
         clock = _StageClock(self.device, timings)
         fields = {"vision": "vision_prefill", "prefill": "vision_prefill",
                   "coc_decode": "coc_decode", "diffusion": "diffusion"}
@@ -384,9 +445,62 @@ class AlpamayoRuntime:
                                     f"({type(exc).__name__}): {exc}") from exc
         return ModelOutput(samples=samples, v0=v0, timings=timings, model_id=self.model_id)
 
+    def ask(self, model_input: ModelInput, question: str, max_tokens: int = 64,
+            forced_tokens: Optional[torch.Tensor] = None,
+            keep_logits: bool = False) -> QuestionAnswer:
+        """Answer a question about the frames of ``model_input`` (Alpamayo 1.5; its
+        camera_indices name the cameras; the history is not used), as the official
+        ``generate_text`` with top_k=1 (model/vqa.py). max_tokens: generated-token limit.
+        forced_tokens / keep_logits: teacher forcing and raw logits, for checks.
+        ModelInputError for an R1 checkpoint or a question refused by
+        core.navigation.check_prompt_text (with the reason).
+        """
+        from alpamayo_ros.core.navigation import check_prompt_text
+        from alpamayo_ros.core.model_input import normalize_frames
+        from alpamayo_ros.model import vqa
+        from alpamayo_ros.model.image_processor import image_grid_thw
+        from alpamayo_ros.model.prompt import build_unfused_input_ids
+
+        if not self.family.questions:
+            raise ModelInputError(f"an {self.family.label} checkpoint answers no questions "
+                                  "(an Alpamayo 1.5 checkpoint does)")
+        try:
+            question = check_prompt_text(question, "question")
+        except ValueError as exc:
+            raise ModelInputError(str(exc)) from None
+        if not question:
+            raise ModelInputError("question is empty")
+        if int(max_tokens) < 1:
+            raise ModelInputError(f"max_tokens must be >= 1, have {max_tokens}")
+        start = time.perf_counter()
+        try:
+            with self._predict_lock, torch.inference_mode():
+                checked = validate_model_input(model_input)
+                frames = normalize_frames(checked.frames)
+                spec = PromptSpec(camera_indices=checked.camera_indices, question=question)
+                height, width = (int(v) for v in frames[0].shape[:2])
+                grid = image_grid_thw(len(frames), height, width, self.image_config)
+                ids = build_unfused_input_ids(self.tokenizer, self.token_ids, grid,
+                                              merge_size=self.image_config.merge_size,
+                                              spec=spec).to(self.device)
+                generated = vqa.generate_greedy(
+                    self.network, ids, self._pixels(frames, None).to(self.dtype),
+                    grid.to(self.device), self.token_ids.im_end, int(max_tokens),
+                    forced_tokens, keep_logits)
+        except AlpamayoError:
+            raise
+        except RuntimeError as exc:
+            raise ModelRuntimeError(f"model failed while answering ({type(exc).__name__}): "
+                                    f"{exc}") from exc
+        return QuestionAnswer(vqa.answer_text(self.tokenizer, generated.tokens),
+                              generated.tokens, generated.logits, generated.stopped_at_eos,
+                              time.perf_counter() - start)
+
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920)) -> float:
-        """Prepare for serving calls like ``options`` with frames of ``frame_shape`` (H, W).
+               frame_shape: tuple[int, int] = (1080, 1920),
+               camera_indices: Optional[tuple[int, ...]] = None) -> float:
+        """Prepare for serving calls like ``options`` with frames of ``frame_shape`` (H, W)
+        from the cameras ``camera_indices`` (None: the R1 rig, unnamed).
 
         Runs one call on synthetic frames with a two-token forced CoC: allocates the static
         KV cache for options.num_samples rows and the caching allocator's blocks, and
@@ -401,7 +515,7 @@ class AlpamayoRuntime:
         try:
             with self._predict_lock, torch.inference_mode():
                 prepared = self.prepare_inputs(validate_model_input(
-                    _warmup_input(height, width)))
+                    _warmup_input(height, width, camera_indices)))
                 forced = self._warmup_tokens()
                 if self.fast_path:
                     reason = self._fast_path_trouble(prepared, options, forced)
@@ -528,12 +642,16 @@ def compare_predictions(fast: Prediction, eager: Prediction, noise: torch.Tensor
                           velocity_max=float(v_eager.abs().max()), same_decode=bool(same))
 
 
-def _warmup_input(height: int, width: int) -> ModelInput:
-    """Black frames of (height, width) and a straight 5 m/s history."""
+def _warmup_input(height: int, width: int,
+                  camera_indices: Optional[tuple[int, ...]] = None) -> ModelInput:
+    """Black frames of (height, width) from the cameras ``camera_indices`` (None: the R1
+    rig, unnamed) and a straight 5 m/s history."""
     t = np.linspace(-1.5, 0.0, 16)
-    return ModelInput(frames=np.zeros((16, height, width, 3), dtype=np.uint8),
+    count = FRAMES_PER_CAMERA * (4 if camera_indices is None else len(camera_indices))
+    return ModelInput(frames=np.zeros((count, height, width, 3), dtype=np.uint8),
                       history_xyz=np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1),
-                      history_rot=np.tile(np.eye(3), (16, 1, 1)))
+                      history_rot=np.tile(np.eye(3), (16, 1, 1)),
+                      camera_indices=None if camera_indices is None else tuple(camera_indices))
 
 
 def _frame_keys(model_input: ModelInput, count: int) -> Optional[tuple]:

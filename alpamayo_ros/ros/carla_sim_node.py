@@ -11,6 +11,8 @@ Topics for role name R (default ego_vehicle), as the bridge publishes them:
                              crossed lane markings (their types)
   /carla/actor_list          carla_msgs/CarlaActorList: the ego and the obstacles (ids and
                              CARLA type ids), every step as the bridge's pseudo sensor
+  /carla/R/waypoints         nav_msgs/Path in `map`: the route (lane centre, 1 m apart), once
+                             and latched, as carla_waypoint_publisher publishes a route
   /clock                     rosgraph_msgs/Clock, the sim time
   in: /carla/R/vehicle_control_cmd (carla_msgs/CarlaEgoVehicleControl), /carla/control
       (carla_msgs/CarlaControl: PLAY, PAUSE, STEP_ONCE, as the bridge's run state)
@@ -37,9 +39,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from carla_msgs.msg import (CarlaActorInfo, CarlaActorList, CarlaCollisionEvent, CarlaControl,
                             CarlaEgoVehicleControl, CarlaLaneInvasionEvent)
-from nav_msgs.msg import Odometry
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, Path as PathMsg
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -49,12 +53,12 @@ from sensor_msgs.msg import CameraInfo, Image
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros import closed_loop_params as CP
-from alpamayo_ros.ros.convert import ns_to_time, time_to_ns
-from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS
+from alpamayo_ros.ros.convert import ns_to_time, poses_to_msgs, time_to_ns
+from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS, route_qos
 from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.ros.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
-from alpamayo_ros.sim.route import Route
+from alpamayo_ros.sim.route import SAMPLE_SPACING_M, Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
 from alpamayo_ros.tools import scenario as sc
@@ -127,6 +131,8 @@ class CarlaSimNode(GatedCallbacks, Node):
                                                  BRIDGE_QOS)
         self._actor_list = self._make_actor_list(role, route)
         self._actor_list_recorded = False
+        self._pub_route = self.create_publisher(PathMsg, f"{prefix}/waypoints", route_qos())
+        self._pub_route.publish(self._route_path(route))
         self.create_subscription(CarlaEgoVehicleControl, self._control_topic, self._on_command,
                                  BRIDGE_QOS)
         self.create_subscription(CarlaControl, "/carla/control", self._on_run_state, BRIDGE_QOS)
@@ -154,6 +160,22 @@ class CarlaSimNode(GatedCallbacks, Node):
             f"{'synchronous' if v['synchronous_mode'] else 'real-time'} mode, cameras "
             f"{[f'{prefix}/{cid}/image' for cid, _ in self._cameras]}, odometry "
             f"{self._odometry_topic}")
+
+    def _route_path(self, route: Route) -> PathMsg:
+        """The route's centre line every metre (and its end) as a nav_msgs/Path in map."""
+        every = max(int(round(1.0 / SAMPLE_SPACING_M)), 1)
+        index = np.unique(np.append(np.arange(0, len(route.s), every), len(route.s) - 1))
+        xyz = np.column_stack([route.xy[index], np.zeros(len(index))])
+        yaw = route.heading[index]
+        rot = np.zeros((len(index), 3, 3))
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = (np.cos(yaw), -np.sin(yaw),
+                                                                  np.sin(yaw), np.cos(yaw))
+        rot[:, 2, 2] = 1.0
+        msg = PathMsg()
+        msg.header.stamp, msg.header.frame_id = ns_to_time(self.sim.time_ns), "map"
+        for pose in poses_to_msgs(xyz, rot):
+            msg.poses.append(PoseStamped(header=msg.header, pose=pose))
+        return msg
 
     # ------------------------------------------------------------------ inputs
     def _on_command(self, msg: CarlaEgoVehicleControl) -> None:

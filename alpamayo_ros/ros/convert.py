@@ -44,6 +44,11 @@ def ns_to_time(ns: int) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
+def duration_to_ns(duration: Duration) -> int:
+    """builtin_interfaces/Duration -> int ns (sec may be negative, nanosec adds)."""
+    return int(duration.sec) * NS_PER_S + int(duration.nanosec)
+
+
 def ns_to_duration(ns: int) -> Duration:
     sec, nanosec = divmod(int(ns), NS_PER_S)
     return Duration(sec=sec, nanosec=nanosec)

@@ -26,7 +26,7 @@ from alpamayo_ros.core.param_schema import ParamSpec, check_value
 from alpamayo_ros.core.parameter_file import read_parameter_file
 from alpamayo_ros.core.autoware_trajectory import TOPIC_PARAMETER
 from alpamayo_ros.core.planner_params import MODEL_BACKENDS, NODE_NAME, PARAMETERS_BY_NAME
-from alpamayo_ros.core.types import NUM_CAMERAS
+from alpamayo_ros.core.types import MAX_CAMERAS, NUM_CAMERAS
 
 BOOLEAN_CHOICES = ("", "true", "false")
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
@@ -173,9 +173,9 @@ def configured_topics(params_file: Optional[Path | str], preset: str = ""
     values.update(preset_parameters(preset))
     cameras = list(values.get("camera_topics", PARAMETERS_BY_NAME["camera_topics"].default))
     odometry = values.get("odometry_topic", PARAMETERS_BY_NAME["odometry_topic"].default)
-    if len(cameras) != NUM_CAMERAS:
+    if not 1 <= len(cameras) <= MAX_CAMERAS:
         raise ConfigError(f"{params_file}: camera_topics has {len(cameras)} entries, "
-                          f"need {NUM_CAMERAS}")
+                          f"need 1 to {MAX_CAMERAS}")
     return [str(t) for t in cameras], str(odometry)
 
 
@@ -183,6 +183,7 @@ def topic_remaps(params_file: Optional[Path | str], args: Mapping[str, str]
                  ) -> list[tuple[str, str]]:
     """(configured topic, argument topic) for every topic argument the user set."""
     cameras, odometry = configured_topics(params_file, args.get("preset", ""))
+    _check_camera_arguments(params_file, cameras, args)
     remaps = [(cameras[k], args[name]) for k, name in enumerate(CAMERA_TOPIC_ARGUMENTS)
               if args.get(name)]
     if args.get(ODOMETRY_TOPIC_ARGUMENT):
@@ -195,6 +196,20 @@ def remap_pair(params_file: Optional[Path | str], args: Mapping[str, str],
     """The remap of one topic argument: (configured, target), or (configured, configured)
     (a no-op) when the argument is empty."""
     cameras, odometry = configured_topics(params_file, args.get("preset", ""))
-    source = odometry if argument == ODOMETRY_TOPIC_ARGUMENT else \
-        cameras[CAMERA_TOPIC_ARGUMENTS.index(argument)]
+    _check_camera_arguments(params_file, cameras, args)
+    if argument == ODOMETRY_TOPIC_ARGUMENT:
+        source = odometry
+    elif CAMERA_TOPIC_ARGUMENTS.index(argument) < len(cameras):
+        source = cameras[CAMERA_TOPIC_ARGUMENTS.index(argument)]
+    else:  # a slot the rig does not have (and an empty argument): a no-op remap
+        return odometry, odometry
     return source, args.get(argument) or source
+
+
+def _check_camera_arguments(params_file, cameras: list, args: Mapping[str, str]) -> None:
+    """ConfigError for a camera_<k>_topic argument of a slot the params file's rig lacks."""
+    extra = [name for k, name in enumerate(CAMERA_TOPIC_ARGUMENTS)
+             if args.get(name) and k >= len(cameras)]
+    if extra:
+        raise ConfigError(f"{', '.join(extra)}: {params_file or 'the default parameters'} "
+                          f"configure {len(cameras)} camera(s) (camera_topics)")

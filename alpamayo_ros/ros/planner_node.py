@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NoReturn, Optional
 
@@ -52,11 +52,13 @@ from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.subscription import Subscription
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
-from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
+from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady, ModelInputError
+from alpamayo_ros.core.model_family import FAMILIES
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import (NODE_NAME, PLANNER_PARAMETERS, optional_outputs,
@@ -67,13 +69,15 @@ from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
 from alpamayo_ros.core.types import NS_PER_S, InferencePath, ModelDescription
-from alpamayo_ros.msg import PlannerOutput
+from alpamayo_ros.msg import NavigationInstruction, PlannerOutput
+from alpamayo_ros.srv import Ask
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
-                                  LATCHED_PLAN_QOS, ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
+                                  LATCHED_PLAN_QOS, NAVIGATION_QOS,
+                                  ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
                                        StartupInterrupted, WorkerThread, shutdown_logger)
 from alpamayo_ros.ros.spin import run_node, take_pending
@@ -82,6 +86,11 @@ _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
 _LOG_THROTTLE_S = 5.0
+# Relative: follow the node's namespace; remappable like any topic or service.
+NAVIGATION_TOPIC = "alpamayo/navigation"
+ASK_SERVICE = "alpamayo/ask"
+# Answer length of a question that sets no max_tokens.
+DEFAULT_ANSWER_TOKENS = 64
 
 
 class PlannerNode(GatedCallbacks, LifecycleNode):
@@ -290,6 +299,93 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c.health.record_odometry(self._now_ns(), sample.stamp_ns)
         c.health.record_odometry_pose(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
 
+    def _on_navigation(self, msg: NavigationInstruction) -> None:
+        """Buffer an instruction (1.5); refused ones are logged with the reason. A model
+        family without navigation (R1, the dry run) ignores them with one WARN."""
+        c = self._configured
+        if c is None:
+            return
+        family = FAMILIES.get(c.description.family)
+        if family is None or not family.navigation:
+            c.navigation_ignored += 1
+            if c.navigation_ignored == 1:
+                what = family.label if family else f"the {c.values['model.backend']} backend"
+                self.get_logger().warning(
+                    f"{NAVIGATION_TOPIC}: navigation instructions are ignored: {what} takes "
+                    "none (an Alpamayo 1.5 checkpoint does)")
+            return
+        valid_for_ns = convert.duration_to_ns(msg.valid_for)
+        result = c.core.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,
+                                       valid_for_ns, msg.source)
+        if result.status == InsertStatus.REJECTED:
+            self.get_logger().warning(f"{NAVIGATION_TOPIC}: instruction from "
+                                      f"{msg.source or 'an unnamed source'} refused: "
+                                      f"{result.reason}",
+                                      throttle_duration_sec=_LOG_THROTTLE_S)
+
+    def _ask_refusal(self, c: Optional["_Configured"]) -> str:
+        """Why a question cannot be answered now ("" when it can be queued)."""
+        if c is None or self._phase is not Phase.ACTIVE:
+            return f"the planner is {self._phase.value}, not active"
+        family = FAMILIES.get(c.description.family)
+        if family is None or not family.questions:
+            what = family.label if family else f"the {c.values['model.backend']} backend"
+            return f"{what} answers no questions (an Alpamayo 1.5 checkpoint does)"
+        if c.last_input is None:
+            return "no tick has prepared camera frames yet"
+        return ""
+
+    async def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
+        """alpamayo/ask: answer from the newest planned tick's frames on the model worker
+        (queued behind a running tick, before later ones); one question waits at a time."""
+        start = time.perf_counter()
+        c = self._configured
+        reason = self._ask_refusal(c)
+        if reason:
+            response.status, response.reason = Ask.Response.STATUS_REFUSED, reason
+            return response
+        with c.ask_lock:
+            if c.question_pending:
+                response.status = Ask.Response.STATUS_BUSY
+                response.reason = "another question is waiting for the model"
+                return response
+            c.question_pending = True
+        t0_ns, model_input = c.last_input
+        done: Future = Future(executor=self.executor)
+        done.add_done_callback(lambda _: None)  # its task wakes the executor
+
+        def answer() -> None:
+            try:
+                done.set_result(c.model.ask(model_input, request.question,
+                                            int(request.max_tokens) or DEFAULT_ANSWER_TOKENS))
+            except Exception as exc:  # reported in the response, never raised
+                done.set_result(exc)
+            finally:
+                with c.ask_lock:
+                    c.question_pending = False
+
+        try:
+            c.worker.submit(answer)
+        except RuntimeError:  # the worker stopped (cleanup or shutdown)
+            with c.ask_lock:
+                c.question_pending = False
+            response.status, response.reason = (Ask.Response.STATUS_REFUSED,
+                                                "the planner is shutting down")
+            return response
+        out = await done
+        response.t0 = convert.ns_to_time(t0_ns)
+        response.latency = time.perf_counter() - start
+        if isinstance(out, ModelInputError):  # the question itself (text, R1, ...)
+            response.status, response.reason = Ask.Response.STATUS_REFUSED, str(out)
+            return response
+        if isinstance(out, Exception):
+            response.status = Ask.Response.STATUS_ERROR
+            response.reason = f"{type(out).__name__}: {out}"
+            return response
+        response.status, response.answer = Ask.Response.STATUS_OK, out.answer
+        response.model_time = out.seconds
+        return response
+
     def _on_time_jump(self, jump: TimeJump) -> None:
         c = self._configured
         if c is not None:
@@ -343,6 +439,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
             except InputNotReady as exc:
                 result = c.core.skipped(now_ns, exc)
             else:
+                # The frames a question is answered from (references, no copy).
+                c.last_input = (prepared.t0_ns, prepared.model_input)
                 result = c.core.run(prepared)
             with self._publish_gate.open() as allowed:
                 # Never after deactivate/close began, never while they run, never a result
@@ -420,8 +518,13 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         reports = [self._lifecycle_report()]
         c = self._configured
         if c is not None:
+            counters = c.core.counters()
             info = {"model_id": c.description.model_id, "device": c.description.device,
-                    "backend": c.values["model.backend"]}
+                    "backend": c.values["model.backend"],
+                    "family": c.description.family or "none",
+                    "navigation_ignored": str(c.navigation_ignored),
+                    **{f"navigation_{k}": str(getattr(counters, f"navigation_{k}"))
+                       for k in ("added", "rejected", "used", "none", "expired", "empty")}}
             reports += c.health.reports(now_ns, info, self._wall_clock.now().nanoseconds)
             reports.append(inference_path_report(_inference_path(c.model)))
             warning = c.health.base_offset_warning()
@@ -482,7 +585,8 @@ def _warm_up(model, description: ModelDescription, config) -> float:
     if warmup is None:
         return 0.0
     width, height = config.output_image_size or (1920, 1080)
-    return float(warmup(description.options, (height, width)))
+    return float(warmup(description.options, (height, width),
+                        camera_indices=tuple(config.camera_indices)))
 
 
 def _inference_path(model) -> InferencePath:
@@ -515,6 +619,13 @@ class _Configured:
     enabled_outputs: list  # (output with topic, msg_type and build(result), publisher)
     entities: list  # subscriptions and timers
     jump_callback: Any
+    # Instructions received while the model family takes none (R1, dry run).
+    navigation_ignored: int = 0
+    # (t0 [ns], ModelInput) of the newest prepared tick: what questions are asked about.
+    last_input: Optional[tuple] = None
+    # A question is queued or running on the worker (guarded by ask_lock).
+    question_pending: bool = False
+    ask_lock: Any = field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, node: "PlannerNode", values: dict, config, model,
@@ -556,6 +667,11 @@ class _Configured:
         c.entities.append(node.create_subscription(
             Odometry, values["odometry_topic"], node._on_odometry, ODOMETRY_SUBSCRIPTION_QOS,
             callback_group=sensors))
+        c.entities.append(node.create_subscription(
+            NavigationInstruction, NAVIGATION_TOPIC, node._on_navigation, NAVIGATION_QOS,
+            callback_group=sensors))
+        c.entities.append(node.create_service(Ask, ASK_SERVICE, node._on_ask,
+                                              callback_group=ReentrantCallbackGroup()))
         c.entities.append(node.create_timer(1.0 / values["rate_hz"], node._on_tick,
                                             callback_group=MutuallyExclusiveCallbackGroup()))
         # A backwards jump of the node clock beyond time_jump_tolerance (sim time restarted,
@@ -572,9 +688,12 @@ class _Configured:
         """Stop the worker (a running call is abandoned), destroy inputs and outputs."""
         self.worker.stop(0.0)
         for entity in self.entities:
-            destroy = (node.destroy_timer if hasattr(entity, "timer_period_ns")
-                       else node.destroy_subscription)
-            destroy(entity)
+            if hasattr(entity, "timer_period_ns"):
+                node.destroy_timer(entity)
+            elif hasattr(entity, "srv_type"):
+                node.destroy_service(entity)
+            else:
+                node.destroy_subscription(entity)
         if self.jump_callback is not None:
             self.jump_callback.unregister()
         for pub in (self.pub_plan, self.pub_path, self.pub_path_odom, self.pub_coc,

@@ -25,6 +25,12 @@ def _sensor_subscription(depth: int) -> QoSProfile:
 ODOMETRY_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(100)
 CAMERA_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(10)
 
+# Navigation instructions: few and important, so reliable with a small queue (volatile:
+# a publisher of any durability connects).
+NAVIGATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                            reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.VOLATILE)
+
 PLAN_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
@@ -52,6 +58,15 @@ BRIDGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 # so that a short executor stall loses no sample (each one gets its command in lockstep).
 CONTROL_ODOMETRY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                   reliability=ReliabilityPolicy.RELIABLE)
+
+# A route (nav_msgs/Path) published once and kept for late subscribers, as
+# carla_waypoint_publisher's; route_qos(False) for volatile publishers (Autoware's paths).
+def route_qos(transient_local: bool = True) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
+                                  else DurabilityPolicy.VOLATILE))
+
 
 # /clock published by tests or the bag player: keep last 1, reliable (as rosbag2 does).
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,

@@ -1,4 +1,5 @@
-"""Parameter schemas of the closed-loop nodes: controller, CI simulator and route oracle.
+"""Parameter schemas of the closed-loop nodes: controller, CI simulator and route oracle
+(the route navigation node's: core.route_navigation).
 
 Each table lists every parameter once (ParamSpec: name, type, default, description,
 range). The nodes declare and validate them through alpamayo_ros.ros.closed_loop_params;
@@ -14,6 +15,7 @@ from typing import Any, Mapping, Optional
 from alpamayo_ros.control.config import ControllerConfig
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
                                             STRING_ARRAY, CrossChecks, ParamSpec)
+from alpamayo_ros.core.route_navigation import ROUTE_NAVIGATION_PARAMETERS
 from alpamayo_ros.core.types import NUM_CAMERAS
 
 _CFG = ControllerConfig()
@@ -274,7 +276,8 @@ SIM_PARAMETERS: tuple[ParamSpec, ...] = (
               "without it)."),
     ParamSpec("record_path", STRING, "",
               "Write a rosbag2 bag here: odometry, commands and record_topics (\"\" = no bag)."),
-    ParamSpec("record_topics", STRING_ARRAY, ["/alpamayo/plan", "/diagnostics"],
+    ParamSpec("record_topics", STRING_ARRAY,
+              ["/alpamayo/plan", "/alpamayo/navigation", "/diagnostics"],
               "Further topics to record (subscribed as they appear)."),
     ParamSpec("record_storage", STRING, "mcap", "Bag storage.", choices=("mcap", "sqlite3")),
 )
@@ -355,4 +358,5 @@ NODE_PARAMETERS: dict[str, tuple[tuple[ParamSpec, ...], Optional[CrossChecks]]] 
     "controller_node": (CONTROLLER_PARAMETERS, controller_cross_checks),
     "carla_sim": (SIM_PARAMETERS, sim_cross_checks),
     "route_oracle": (ORACLE_PARAMETERS, None),
+    "route_navigation": (ROUTE_NAVIGATION_PARAMETERS, None),
 }

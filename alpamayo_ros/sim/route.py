@@ -11,7 +11,8 @@ Route file format (docs/closed_loop.md)::
         {"type": "arc", "length": 78.5, "radius": 50.0, "direction": "left",
          "speed_limit": 10.0}
       ],
-      "obstacles": [{"s": 150.0, "lateral": 0.0, "length": 4.6, "width": 1.9}]
+      "obstacles": [{"s": 150.0, "lateral": 0.0, "length": 4.6, "width": 1.9}],
+      "instructions": [{"s": 120.0, "text": "Turn right in 40m"}]
     }
 
 Units: metres, m/s, degrees for the start yaw; "direction" is "left" or "right". Instead
@@ -20,7 +21,9 @@ of start and segments, a route may be a lane centre given as points in map coord
 is the centre line of the ego lane in the simulator's world frame (`map`, REP-103). The
 road: the ego lane, an oncoming lane on its left, a dashed centre line between them, solid
 edge lines, asphalt half a metre beyond the edge lines, grass outside. "obstacles" is
-optional (sim/obstacles.py).
+optional (sim/obstacles.py). "instructions" is optional: navigation instructions by
+station (core.route_navigation; without them the route navigation node generates
+instructions from the route's turns).
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from scipy.spatial import cKDTree
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.sim.obstacles import DEFAULT_HEIGHT_M, OBSTACLE_ID_BASE, Obstacle
 from alpamayo_ros.core.param_schema import closest_name
+from alpamayo_ros.core.route_navigation import parse_route_instructions
 
 DEFAULT_ROUTE_FILE = Path(__file__).resolve().parent / "data" / "default_route.json"
 # Spacing of the dense centre-line samples [m].
@@ -221,13 +225,14 @@ class Route:
 
     def __init__(self, segments: Sequence[Segment], start_xy=(0.0, 0.0), start_yaw=0.0,
                  name: str = "route", road: RoadLayout = RoadLayout(),
-                 obstacles: Sequence[Obstacle] = ()) -> None:
+                 obstacles: Sequence[Obstacle] = (), instructions: Sequence = ()) -> None:
         if not segments:
             raise ConfigError("route: need at least one segment, have 0")
         self.name = name
         self.segments = tuple(segments)
         self.road = road
         self.obstacles = tuple(obstacles)
+        self.instructions = tuple(instructions)  # core.route_navigation.ScriptedInstruction
         self.start_xy = (float(start_xy[0]), float(start_xy[1]))
         self.start_yaw = float(start_yaw)
         xs, ys, yaws, ss, kappas, limits = [], [], [], [], [], []
@@ -271,7 +276,8 @@ class Route:
         if isinstance(doc, Mapping) and "points" in doc:
             return cls._from_points_doc(reader, doc)
         doc = reader.mapping(doc, "the route", ("name", "start", "lane_width", "segments",
-                                                "obstacles"), required=("segments",))
+                                                "obstacles", "instructions"),
+                             required=("segments",))
         start = reader.mapping(doc.get("start", {}), "start", ("x", "y", "yaw_deg"))
         raw_segments = doc["segments"]
         if not isinstance(raw_segments, list) or not raw_segments:
@@ -296,7 +302,8 @@ class Route:
             raise ConfigError(f"{source}: name: have {_have(name)}, need a string")
         return cls(segments, xy, math.radians(yaw_deg), name=name,
                    road=RoadLayout(lane_width=lane_width),
-                   obstacles=reader.obstacles(doc.get("obstacles")))
+                   obstacles=reader.obstacles(doc.get("obstacles")),
+                   instructions=parse_route_instructions(doc.get("instructions"), source))
 
     @classmethod
     def _from_points_doc(cls, reader: "_RouteReader", doc: Mapping[str, Any]) -> "Route":
@@ -347,6 +354,7 @@ class Route:
         heading = np.unwrap(np.arctan2(d[:, 1], d[:, 0]))
         route = cls.__new__(cls)
         route.name, route.road, route.obstacles = name, road, tuple(obstacles)
+        route.instructions = ()
         route.segments = (Segment("polyline", length, float(speed_limit)),)
         route.start_xy = (float(xy[0, 0]), float(xy[0, 1]))
         route.start_yaw = float(heading[0])

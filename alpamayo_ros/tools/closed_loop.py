@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synchronous simulator without the controller's lockstep gate")
     p.add_argument("--planner-param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra planner parameter (YAML value), e.g. model.max_coc_tokens=16")
+    p.add_argument("--navigation", choices=("auto", "on", "off"), default="auto",
+                   help="run the route navigation node (alpamayo/navigation from the route "
+                        "or the route file's instructions); auto = with --planner alpamayo")
     p.add_argument("--timeout", type=_number(0.0, exclusive=True), default=900.0,
                    help="wall seconds after which the run is aborted (exit 2)")
     p.add_argument("--golden", type=Path, default=None, help="previous report.json")
@@ -327,7 +330,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Route, list, float]:
                       checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                       device=args.device, sim=sim, planner_extra=planner_extra,
                       controller_extra={"lockstep.enabled": lockstep and not args.no_gate,
-                                        "diagnostics.period": 0.5})
+                                        "diagnostics.period": 0.5},
+                      navigation={"auto": None, "on": True, "off": False}[args.navigation])
     for spec in specs:
         check_parameters(spec)
     return route, specs, initial_speed

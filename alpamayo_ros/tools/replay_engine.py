@@ -101,9 +101,7 @@ def load_model(values: Mapping[str, Any]) -> tuple[PlannerModel, ModelDescriptio
         _MODEL_CACHE[key] = load_backend(values, inference_options(values))
     model, description = _MODEL_CACHE[key]
     # The options are per job (seed, samples), the loaded weights are shared.
-    return model, ModelDescription(description.checkpoint, description.model_id,
-                                   description.device, description.dtype,
-                                   inference_options(values))
+    return model, dataclasses.replace(description, options=inference_options(values))
 
 
 # ------------------------------------------------------------------------------ topics
