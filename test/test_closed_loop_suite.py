@@ -207,11 +207,11 @@ def test_two_lockstep_suite_runs_are_identical(ros_env, tmp_path):
     assert [r["odometry_sha256"] for r in a["routes"]] == \
         [r["odometry_sha256"] for r in b["routes"]]
     assert a["means"] == b["means"]
-    # In order, one planner process planned both routes (started once); with two workers
-    # each route had a fresh one: the planner's reset between routes leaves nothing behind.
+    # Each route had a planner process of its own (PlannerHost.ensure), in order and with
+    # two workers alike.
     hosts = a["run"]["planner_processes"]
-    assert len({h["pid"] for h in hosts.values()}) == 1
-    assert [h["starts"] for h in hosts.values()] == [1, 1]
+    assert len({h["pid"] for h in hosts.values()}) == 2
+    assert [h["starts"] for h in hosts.values()] == [1, 2]
     assert len({h["pid"] for h in b["run"]["planner_processes"].values()}) == 2
 
 
@@ -254,7 +254,7 @@ def test_constant_velocity_hits_an_obstacle_and_leaves_the_lane(ros_env, tmp_pat
 def test_routes_on_a_ray_actor_pool(ros_env, tmp_path):
     """Where Ray is installed: two routes on a pool of one actor on the module's ROS
     domain run the same route job as the --jobs workers, results in route order, and the
-    actor's planner process (its model) is started once for both."""
+    actor starts a planner process for each route (closed_loop.PlannerHost)."""
     pytest.importorskip("ray")
     from alpamayo_ros.tools import ray_closed_loop
     routes = [suite.SUITE_DIR / "stop_at_end.json", suite.SUITE_DIR / "obstacle_past_end.json"]
@@ -269,8 +269,8 @@ def test_routes_on_a_ray_actor_pool(ros_env, tmp_path):
         assert r["row"]["driving_score"] is not None
         assert r["worker"]["domain_id"] == int(ros_env["ROS_DOMAIN_ID"])
     assert [r["worker"]["routes_run"] for r in results] == [1, 2]
-    assert results[0]["planner"]["pid"] == results[1]["planner"]["pid"]
-    assert [r["planner"]["starts"] for r in results] == [1, 1]
+    assert results[0]["planner"]["pid"] != results[1]["planner"]["pid"]  # one per route
+    assert [r["planner"]["starts"] for r in results] == [1, 2]
 
 
 def test_parser_has_the_suite_options():

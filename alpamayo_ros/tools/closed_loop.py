@@ -189,13 +189,9 @@ class Processes:
 
 
 class PlannerHost:
-    """A planner process kept across runs (the routes of a suite worker), so the model is
-    loaded once: `ensure` starts it for the first run (and again only when its command
-    line changes or it died), `close` stops it. Each run's simulator restarts sim time at
-    0; planner_node resets on that backward jump of its clock and its timer re-anchors at
-    the new time, so its ticks fall on the multiples of its period as in a fresh process.
-    The route oracle plans from its route file, so it is started with each run instead.
-    Output: log_dir/<node>.log."""
+    """The planner process of a suite worker's runs: `ensure` starts one for each run (see
+    there why it is not kept across runs yet), `close` stops it. Output:
+    log_dir/<node>.log."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = Path(log_dir)
@@ -211,7 +207,11 @@ class PlannerHost:
         argv = command_line(spec)
         env = dict(os.environ if env is None else env)
         key = (tuple(argv), tuple(sorted(env.items())))
-        if self.proc is not None and (self.proc.poll() is not None or key != self._key):
+        # A fresh process for every run: a planner kept across lockstep runs (its clock
+        # jumping back to 0 between them) was seen to leave ticks unanswered for the next
+        # run's controller (lockstep timeouts of 120 s per tick), so reuse stays off until
+        # that is understood; the model then loads once per route.
+        if self.proc is not None:
             self.close()
         if self._procs is None:
             self._procs = Processes(self.log_dir, env)
