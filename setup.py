@@ -29,8 +29,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",  # numpy 2.4, scipy 1.17 and matplotlib 3.11 need 3.11
     packages=find_packages(include=["alpamayo_ros", "alpamayo_ros.*"]),
-    # The closed-loop simulator's default route.
-    package_data={"alpamayo_ros.sim": ["data/*.json"]},
+    # The closed-loop simulator's default route and route suite.
+    package_data={"alpamayo_ros.sim": ["data/*.json", "data/suite/*.json"]},
     install_requires=read_requirements("requirements.txt"),
     extras_require={"test": read_requirements("requirements-test.txt")},
     entry_points={

@@ -8,6 +8,13 @@ transformers' ``generate()`` producing the same number of tokens, measured side 
 
 ``--path eager`` measures the eager reference path instead of the fast path (the runtime's
 default); every frame is new in every run here (no frame keys, so no vision reuse).
+
+``--families`` measures, in one run and on tiny checkpoints of both families written with
+the same seed, Alpamayo R1, Alpamayo 1.5 (camera names in the prompt), 1.5 with a
+navigation instruction, and 1.5 with the instruction and classifier-free guidance
+(model.nav_guidance_scale 1.5) side by side, per sample count.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_model_cpu.py --families --runs 3 --samples 1
 bench/bench_model_gpu.py --geometry tiny --device cpu compares the paths side by side,
 warm ticks included.
 """
@@ -38,13 +45,14 @@ def synthetic_input(height: int, width: int, speed: float = 8.0):
 
 
 def bench_predict(runtime, model_input, samples: int, runs: int, max_coc_tokens: int,
-                  steps: int) -> dict:
+                  steps: int, nav_guidance_scale: float = 0.0) -> dict:
     from alpamayo_ros.core.types import InferenceOptions
 
     results = []
     for run in range(runs + 1):  # run 0 is the warm-up
         options = InferenceOptions(num_samples=samples, max_coc_tokens=max_coc_tokens,
-                                   diffusion_steps=steps, seed=run)
+                                   diffusion_steps=steps, seed=run,
+                                   nav_guidance_scale=nav_guidance_scale)
         start = time.perf_counter()
         out = runtime.predict(model_input, options)
         wall = time.perf_counter() - start
@@ -98,6 +106,44 @@ def bench_decode_vs_generate(runtime, model_input, tokens: int, rows: int, repea
             "generate_median_s": theirs_s, "speedup": theirs_s / ours_s}
 
 
+# The --families rows: (name, family, camera names, navigation text, guidance scale).
+FAMILY_ROWS = (
+    ("R1", "r1", False, None, 0.0),
+    ("1.5", "1.5", True, None, 0.0),
+    ("1.5 + nav", "1.5", True, "Turn left in 40m", 0.0),
+    ("1.5 + guidance", "1.5", True, "Turn left in 40m", 1.5),
+)
+
+
+def bench_families(args) -> list:
+    """The FAMILY_ROWS side by side (see the module docstring)."""
+    import dataclasses
+
+    from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    root = Path(tempfile.mkdtemp(prefix="alpamayo_tiny_families_"))
+    runtimes = {family: AlpamayoRuntime.from_pretrained(
+        write_tiny_checkpoint(root / family, seed=0, family=family),
+        fast_path=args.path == "fast") for family in ("r1", "1.5")}
+    base = synthetic_input(args.height, args.width)
+    rows = []
+    for samples in args.samples:
+        for name, family, named, nav_text, scale in FAMILY_ROWS:
+            model_input = dataclasses.replace(
+                base, camera_indices=DEFAULT_CAMERA_INDICES if named else None,
+                navigation_text=nav_text)
+            row = bench_predict(runtimes[family], model_input, samples, args.runs,
+                                args.max_coc_tokens, args.steps, nav_guidance_scale=scale)
+            row["name"] = name
+            rows.append(row)
+            stages = "  ".join(f"{s}={row[s + '_median_s'] * 1e3:.0f}ms" for s in STAGES)
+            print(f"{name:<15} samples={samples}: predict {row['wall_median_s'] * 1e3:.0f} ms  "
+                  f"{stages}")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, default=None,
@@ -114,9 +160,18 @@ def main(argv=None) -> int:
     parser.add_argument("--path", choices=["fast", "eager"], default="fast",
                         help="the runtime's inference path")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument("--families", action="store_true",
+                        help="R1, 1.5, 1.5 + nav, 1.5 + guidance side by side (tiny)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    if args.families:
+        rows = bench_families(args)
+        if args.json:
+            args.json.write_text(json.dumps({"threads": args.threads, "path": args.path,
+                                             "frame_size": [args.height, args.width],
+                                             "families": rows}, indent=2))
+        return 0
     from alpamayo_ros.model.runtime import AlpamayoRuntime
     from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
 

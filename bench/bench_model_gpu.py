@@ -2,29 +2,35 @@
 
 At the real Alpamayo-R1 geometry (``--geometry real``: Qwen3-VL-8B backbone + 2.3B expert,
 11.08B parameters, random weights built directly on the device, since no weights can be
-downloaded) with 16 host frames of 1080x1920 and a synthetic prompt of the real structure
+downloaded; conditioned like the fixture sets' (tiny_checkpoint.fixture_style_weights), so
+rounding differences stay rounding-sized instead of growing through the layers) with 16
+host frames of 1080x1920 and a synthetic prompt of the real structure
 (16 x 180 image tokens, 48 history tokens, ~3.0k tokens). ``--geometry tiny`` uses the
 tiny checkpoint instead, so the script can be checked on a CPU.
 
 Each cycle is one tick: preprocessing of the frames (host uint8 -> device patches), vision
-encoder, prefill, CoC decode of a forced length (the forced tokens end with
-<|traj_future_start|>, so every path decodes exactly that many tokens), and 10 Euler steps
-of the flow-matching expert. Stage boundaries are synchronised; p50 and p90 over
-``--cycles`` cycles after ``--warmup`` unmeasured ones. Paths, all in one process:
+encoder, prefill, CoC decode of a forced length within a larger budget (``--coc-slack``
+more tokens: the forced CoC emits <|traj_future_start|> at its last token and goes on
+after it, so a path that notices the stop late runs extra steps, reported as
+``extra_decode_steps``), and 10 Euler steps of the flow-matching expert. Stage boundaries
+are synchronised; p50 and p90 over ``--cycles`` cycles after ``--warmup`` unmeasured
+ones. Paths, all in one process:
 
 * ``fast`` (runtime's default): static KV cache, CUDA-graph decode and expert steps,
   sync-free sampling. ``tick: "warm"``: a 10 Hz tick sequence where each camera's window
   shifts by one frame, so 4 of 16 frames are new and only they are preprocessed and
   encoded (vision reuse). ``tick: "cold"``: every frame new.
-* ``eager``: the reference path (generation.py), all frames every tick.
+* ``eager``: the reference path (generation.EagerEngine), all frames every tick.
 * ``generate``: transformers' ``generate()`` for prefill + CoC (it prefills once per
   returned sequence, as the official code does), then the eager flow matching on its
   cache. Its decode_ms_per_token is (p50 generate of the CoC - p50 generate of 1 token) /
   (CoC - 1).
 
-Also measured: fast vs eager in the working dtype with the same noise and forced tokens
-(max waypoint difference), and with ``--attn`` several VLM attention implementations.
-Writes JSON (``--json``) after every configuration, so a run cut short keeps what it has.
+Also measured: fast vs eager in the working dtype on the first Euler step's velocities for
+the same noise, forced CoC and context (runtime.compare_predictions, the warm-up
+self-check's figure), and with ``--attn`` several VLM attention implementations. Writes
+JSON (``--json``) after every configuration, so a run cut short keeps what it has. Exits 3
+when a step that should run as a CUDA graph does not (``capture_failures``).
 
     PYTHONPATH=. python bench/bench_model_gpu.py --json bench/results/gpu_h200_fast_path.json
     PYTHONPATH=. python bench/bench_model_gpu.py --geometry tiny --device cpu --cycles 3
@@ -104,6 +110,7 @@ def build_real(device, dtype, attn) -> Setup:
     from alpamayo_ros.model.image_processor import ImageProcessorConfig
     from alpamayo_ros.model.modeling import (NetworkSpec, _rebuild_non_persistent_buffers,
                                              build_meta_network, build_vlm_config)
+    from alpamayo_ros.model.tiny_checkpoint import fixture_style_weights
 
     config = build_vlm_config(dict(text_config=TEXT, vision_config=VISION,
                                    tie_word_embeddings=False, **IDS),
@@ -115,16 +122,16 @@ def build_real(device, dtype, attn) -> Setup:
     net = build_meta_network(config, spec, dtype, "sdpa")
     net.to_empty(device=device)
     with torch.no_grad():
-        for name, p in net.named_parameters():
-            if p.ndim == 1:
-                p.fill_(1.0 if "norm" in name or "layernorm" in name else 0.0)
-            else:
-                p.normal_(0.0, 0.02)
         for name, b in net.named_buffers():
             if name.startswith("action_space."):
                 b.fill_(1.0)
             elif name.endswith("freqs"):
                 b.copy_(torch.logspace(0, 2, b.shape[-1], device=device)[None])
+        generator = torch.Generator(device=device).manual_seed(0)
+        parameters = dict(net.named_parameters())
+        for name, value in fixture_style_weights(net, generator, device):
+            if name in parameters:
+                parameters[name].copy_(value)
     _rebuild_non_persistent_buffers(net, device)
     return Setup(net.eval().requires_grad_(False), REAL_TOKENS, device, dtype,
                  ImageProcessorConfig(), "real (random weights)")
@@ -208,13 +215,24 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def forced_tokens(tokens: TokenSpec, coc: int, device) -> torch.Tensor:
-    return torch.tensor([tokens.filler] * (coc - 1) + [tokens.traj_future_start],
-                        device=device)
+def forced_tokens(tokens: TokenSpec, coc: int, budget: int, device) -> torch.Tensor:
+    """``coc`` tokens ending with <|traj_future_start|>, then fillers up to ``budget``."""
+    return torch.tensor([tokens.filler] * (coc - 1) + [tokens.traj_future_start]
+                        + [tokens.filler] * (budget - coc), device=device)
+
+
+def request(setup, rows, coc, budget, steps, seed, noise):
+    from alpamayo_ros.model.engine import Request
+
+    return Request(rows=rows, max_new_tokens=budget, diffusion_steps=steps, seed=seed,
+                   noise=noise, forced_tokens=forced_tokens(setup.tokens, coc, budget,
+                                                            setup.device))
 
 
 # ------------------------------------------------------------------ one cycle per path
-def cycle_fast(setup, engine, source, tick, rows, coc, cold, chooser, noise, prompt):
+def cycle_fast(setup, engine, source, tick, rows, coc, budget, cold, noise, prompt,
+               steps=STEPS):
+    from alpamayo_ros.model.engine import PreparedInputs
     from alpamayo_ros.model.image_processor import image_grid_thw, preprocess_frames
 
     clock = StageClock(setup.device)
@@ -230,45 +248,37 @@ def cycle_fast(setup, engine, source, tick, rows, coc, cold, chooser, noise, pro
     grid = image_grid_thw(16, height, width, setup.image_config, setup.device)
     clock.lap("preprocess")
     input_ids, rope = prompt
-    result = engine.run(input_ids, grid, pixel_values, encoded, keys, rows, chooser, coc, STEPS,
-                        seed=tick, noise=noise,
-                        forced_tokens=forced_tokens(setup.tokens, coc, setup.device),
-                        lap=clock.lap, rope=rope)
+    prepared = PreparedInputs(pixel_values, grid, input_ids, torch.empty(0), torch.empty(0),
+                              frame_keys=keys, encoded_frames=tuple(encoded), rope=rope)
+    result = engine.run(prepared, request(setup, rows, coc, budget, steps, tick, noise),
+                        lap=clock.lap)
     stages = dict(clock.stages, total=clock.total())
     stages["decode_steps"] = result.decode_steps
     stages["encoded_frames"] = len(encoded)
     return stages, result
 
 
-def cycle_eager(setup, source, tick, rows, coc, noise, input_ids):
-    from alpamayo_ros.model import generation
+def cycle_eager(setup, engine, source, tick, rows, coc, budget, noise, input_ids,
+                steps=STEPS):
+    from alpamayo_ros.model.engine import PreparedInputs
     from alpamayo_ros.model.image_processor import preprocess_frames
 
-    net, tokens = setup.net, setup.tokens
     clock = StageClock(setup.device)
     frames, _ = source.tick(tick)
     pixel_values, grid = preprocess_frames(frames, setup.image_config, layout="hwc",
                                            device=setup.device)
     clock.lap("preprocess")
-    cache = generation.PreallocatedKVCache(net.num_layers, input_ids.shape[1] + coc + 64, rows)
-    prefilled = generation.prefill(net, input_ids, pixel_values.to(setup.dtype), grid, cache)
-    clock.lap("vision_prefill")
-    settings = generation.DecodeSettings(tokens.traj_future_start, tokens.traj_token_start,
-                                         tokens.traj_token_end, coc)
-    generator = torch.Generator(device=setup.device).manual_seed(tick)
-    decoded = generation.decode_coc(net, cache, prefilled, settings, rows, generator,
-                                    forced_tokens(tokens, coc, setup.device))
-    clock.lap("coc_decode")
-    actions = generation.sample_actions(net, cache, decoded.cache_len, decoded.offsets,
-                                        prefilled.rope_deltas, noise, STEPS)
-    clock.lap("diffusion")
-    return dict(clock.stages, total=clock.total(), decode_steps=decoded.cache_len
-                - input_ids.shape[1]), actions
+    prepared = PreparedInputs(pixel_values, grid, input_ids, torch.empty(0), torch.empty(0))
+    result = engine.run(prepared, request(setup, rows, coc, budget, steps, tick, noise),
+                        lap=lambda stage: clock.lap("vision_prefill" if stage == "prefill"
+                                                    else stage))
+    return dict(clock.stages, total=clock.total(), decode_steps=result.decode_steps), result
 
 
 def cycle_generate(setup, source, tick, rows, coc, noise, input_ids, diffusion=True):
     from alpamayo_ros.model import generation
     from alpamayo_ros.model.image_processor import preprocess_frames
+    from alpamayo_ros.model.modeling import official_autocast
 
     net = setup.net
     clock = StageClock(setup.device)
@@ -277,11 +287,13 @@ def cycle_generate(setup, source, tick, rows, coc, noise, input_ids, diffusion=T
                                            device=setup.device)
     clock.lap("preprocess")
     torch.manual_seed(tick)
-    out = net.vlm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                           pixel_values=pixel_values.to(setup.dtype), image_grid_thw=grid,
-                           max_new_tokens=coc, min_new_tokens=coc, do_sample=True,
-                           num_return_sequences=rows, top_p=0.98, temperature=0.6, top_k=None,
-                           pad_token_id=setup.tokens.filler, return_dict_in_generate=True)
+    with official_autocast(setup.device, setup.dtype):  # as the official generate runs
+        out = net.vlm.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                               pixel_values=pixel_values.to(setup.dtype), image_grid_thw=grid,
+                               max_new_tokens=coc, min_new_tokens=coc, do_sample=True,
+                               num_return_sequences=rows, top_p=0.98, temperature=0.6,
+                               top_k=None, pad_token_id=setup.tokens.filler,
+                               return_dict_in_generate=True)
     clock.lap("generate")
     if diffusion:
         cache = out.past_key_values
@@ -319,6 +331,8 @@ def summarize(path: str, tick: Optional[str], rows: int, coc: int, records: list
     if "coc_decode" in stage_names:
         entry["decode_ms_per_token"] = entry["p50_coc_decode_ms"] / coc
         entry["decode_steps"] = statistics.median(r["decode_steps"] for r in records)
+        # The stop rule feeds exactly coc tokens; more steps were run past the stop.
+        entry["extra_decode_steps"] = entry["decode_steps"] - coc
     if "diffusion" in stage_names:
         entry["expert_step_ms"] = entry["p50_diffusion_ms"] / STEPS
     if "encoded_frames" in records[0]:
@@ -327,23 +341,6 @@ def summarize(path: str, tick: Optional[str], rows: int, coc: int, records: list
         entry["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
     entry.update(extra or {})
     return entry
-
-
-def waypoint_difference(actions_a, actions_b) -> float:
-    """Max |xyz| difference [m] of the trajectories of two action sets (straight history
-    at 8 m/s, released action-space constants)."""
-    from alpamayo_ros.model.action_space import UnicycleActionSpace
-
-    rows = actions_a.shape[0]
-    t = torch.linspace(-1.5, 0.0, 16)
-    xyz = torch.stack([8.0 * t, torch.zeros(16), torch.zeros(16)], dim=1)
-    rot = torch.eye(3).expand(16, 3, 3)
-    space = UnicycleActionSpace()
-    a = space.action_to_traj(actions_a.float().cpu(), xyz.expand(rows, -1, -1),
-                             rot.expand(rows, -1, -1, -1))["xyz"]
-    b = space.action_to_traj(actions_b.float().cpu(), xyz.expand(rows, -1, -1),
-                             rot.expand(rows, -1, -1, -1))["xyz"]
-    return float((a - b).abs().max())
 
 
 def versions(device) -> dict:
@@ -364,9 +361,9 @@ def versions(device) -> dict:
 def run(args) -> dict:
     from alpamayo_ros.model.cuda_graphs import OnceLog
     from alpamayo_ros.model.fast_path import FastEngine, FastPathConfig
+    from alpamayo_ros.model.generation import EagerEngine
     from alpamayo_ros.model.image_processor import image_grid_thw
-    from alpamayo_ros.model.modeling import _set_attn_implementation
-    from alpamayo_ros.model.sampling import TokenChooser
+    from alpamayo_ros.model.runtime import compare_predictions
 
     device = torch.device(args.device)
     dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
@@ -380,8 +377,9 @@ def run(args) -> dict:
                   description=setup.description, params=params,
                   build_s=time.perf_counter() - start, dtype=args.dtype,
                   frame_size=[height, width], flow_steps=STEPS, cycles=args.cycles,
+                  reference_cycles=args.reference_cycles, coc_slack=args.coc_slack,
                   warmup_cycles=args.warmup, **versions(device), runs=[], parity=[],
-                  notes=[])
+                  capture_failures=[], notes=[])
     print(f"{report['gpu'] or report['cpu']}: {params / 1e9:.3f}B params ({setup.description}) "
           f"built in {report['build_s']:.1f} s; torch {report['torch']}, CUDA {report['cuda']}",
           flush=True)
@@ -393,12 +391,14 @@ def run(args) -> dict:
     prompt = (input_ids, (rope[0].to(device), rope[1].to(device)))
     report["prompt_tokens"] = int(input_ids.shape[1])
     log = OnceLog()
-    engine = FastEngine(setup.net, setup.tokens.traj_future_start, device, dtype,
+    engine = FastEngine(setup.net, setup.tokens, device, dtype,
                         FastPathConfig(stop_check_interval=args.stop_check_interval), log)
-    chooser = TokenChooser(setup.tokens.traj_token_start, setup.tokens.traj_token_end, True)
+    eager = EagerEngine(setup.net, setup.tokens, device, dtype)
+    slack = args.coc_slack
 
     def save():
         report["fast_path_messages"] = list(log.messages)
+        report["capture_failures"] = engine.capture_failures()
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(report, indent=2))
@@ -406,7 +406,7 @@ def run(args) -> dict:
     def add(entry):
         report["runs"].append(entry)
         keys = ("path", "tick", "samples", "coc_tokens", "p50_total_ms", "p90_total_ms",
-                "decode_ms_per_token", "expert_step_ms", "attn")
+                "decode_ms_per_token", "expert_step_ms", "extra_decode_steps", "attn")
         print(json.dumps({k: (round(entry[k], 2) if isinstance(entry.get(k), float)
                               else entry.get(k)) for k in keys}), flush=True)
         save()
@@ -419,42 +419,45 @@ def run(args) -> dict:
         if attn == "flash_attention_2" and not report["flash_attn_installed"]:
             report["notes"].append("flash_attention_2 skipped: flash-attn is not installed")
             continue
-        _set_attn_implementation(setup.net.vlm.config, attn)
-        # The expert always runs SDPA (additive mask); only the VLM attention changes.
+        if attn != setup.net.vlm.config.text_config._attn_implementation:
+            # transformers' public switch; the expert keeps SDPA (additive mask), and the
+            # fast path's steps keep their own attention (static_cache.with_attention).
+            setup.net.vlm.set_attn_implementation(attn)
         extra = dict(attn=attn)
         capture_start = time.perf_counter()
         for rows in args.samples:  # allocation and capture, like the node's warm-up
             noise = torch.randn(rows, 64, 2, device=device)
-            measure(lambda n: cycle_fast(setup, engine, source, n, rows, max(args.coc), True,
-                                         chooser, noise, prompt)[0], 1, 0)
+            budget = max(args.coc) + slack
+            measure(lambda n: cycle_fast(setup, engine, source, n, rows, 2, budget, True,
+                                         noise, prompt)[0], 1, 0)
         report.setdefault("warmup_s", {})[attn] = time.perf_counter() - capture_start
+        save()
         for rows in args.samples:
             noise = torch.randn(rows, 64, 2, device=device)
             for coc in args.coc:
-                # parity in the working dtype: same noise, same forced tokens
+                # fast vs eager: first Euler step from the same noise, CoC and context
                 with torch.inference_mode():
-                    _, fast = cycle_fast(setup, engine, source, 0, rows, coc, True, chooser,
-                                         noise, prompt)
-                    _, eager_actions = cycle_eager(setup, source, 0, rows, coc, noise,
-                                                   input_ids)
+                    _, fast = cycle_fast(setup, engine, source, 0, rows, coc, coc + slack,
+                                         True, noise, prompt, steps=1)
+                    _, reference = cycle_eager(setup, eager, source, 0, rows, coc,
+                                               coc + slack, noise, input_ids, steps=1)
+                check = compare_predictions(fast, reference, noise.float().cpu())
                 report["parity"].append(dict(
-                    attn=attn, samples=rows, coc_tokens=coc,
-                    max_action_difference=float((fast.actions - eager_actions.float())
-                                                .abs().max()),
-                    max_waypoint_difference_m=waypoint_difference(fast.actions,
-                                                                   eager_actions)))
+                    attn=attn, samples=rows, coc_tokens=coc, same_decode=check.same_decode,
+                    first_step_velocity_max_diff=check.velocity_max_diff,
+                    first_step_velocity_max=check.velocity_max))
                 print(json.dumps(report["parity"][-1]), flush=True)
                 reset_peak()
                 add(summarize("fast", "warm", rows, coc, measure(
-                    lambda n: cycle_fast(setup, engine, source, n, rows, coc, False, chooser,
-                                         noise, prompt)[0], args.cycles, args.warmup, 100),
-                    device, extra))
+                    lambda n: cycle_fast(setup, engine, source, n, rows, coc, coc + slack,
+                                         False, noise, prompt)[0],
+                    args.cycles, args.warmup, 100), device, extra))
         reset_peak()
         noise = torch.randn(1, 64, 2, device=device)
-        add(summarize("fast", "cold", 1, args.coc[0], measure(
-            lambda n: cycle_fast(setup, engine, source, n, 1, args.coc[0], True, chooser,
-                                 noise, prompt)[0], args.cycles, args.warmup, 300),
-            device, extra))
+        coc = args.coc[0]
+        add(summarize("fast", "cold", 1, coc, measure(
+            lambda n: cycle_fast(setup, engine, source, n, 1, coc, coc + slack, True, noise,
+                                 prompt)[0], args.cycles, args.warmup, 300), device, extra))
         if args.no_reference:
             continue
         for rows in args.samples:
@@ -462,13 +465,14 @@ def run(args) -> dict:
             for coc in args.coc:
                 reset_peak()
                 add(summarize("eager", None, rows, coc, measure(
-                    lambda n: cycle_eager(setup, source, n, rows, coc, noise, input_ids)[0],
+                    lambda n: cycle_eager(setup, eager, source, n, rows, coc, coc + slack,
+                                          noise, input_ids)[0],
                     args.reference_cycles, 1), device, extra))
         for rows in args.samples:
             noise = torch.randn(rows, 64, 2, device=device)
             one = measure(lambda n: cycle_generate(setup, source, n, rows, 1, noise, input_ids,
                                                    diffusion=False),
-                          max(3, args.reference_cycles // 4), 1)
+                          max(2, args.reference_cycles // 2), 1)
             one_ms = percentile([r["generate"] * 1e3 for r in one], 50)
             for coc in args.coc:
                 reset_peak()
@@ -516,7 +520,9 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--attn", nargs="+", default=["sdpa"],
                         choices=["sdpa", "flash_attention_2", "eager"])
-    parser.add_argument("--stop-check-interval", type=int, default=None)
+    parser.add_argument("--coc-slack", type=int, default=32,
+                        help="CoC budget beyond the forced length (extra steps show)")
+    parser.add_argument("--stop-check-interval", type=int, default=1)
     parser.add_argument("--no-reference", action="store_true",
                         help="fast path only (no eager / generate() runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -534,6 +540,10 @@ def main(argv=None) -> int:
     for ratio in report["ratios"]:
         print(f"samples={ratio['samples']} coc={ratio['coc_tokens']} {ratio['attn']}: "
               f"{ratio['versus']} / fast({ratio['fast_tick']}) = {ratio['speedup_p50']:.2f}x")
+    if report["capture_failures"]:
+        print("FAILED: steps that should run as CUDA graphs do not: "
+              + "; ".join(report["capture_failures"]), file=sys.stderr)
+        return 3
     return 0
 
 

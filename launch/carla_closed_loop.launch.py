@@ -8,7 +8,8 @@ Starts carla_ros_bridge's carla_ros_bridge.launch.py in synchronous mode with
 fixed_delta_seconds and synchronous_mode_wait_for_vehicle_control_command, then
 carla_spawn_objects with config/carla_objects.json (vehicle.lincoln.mkz_2017 as ego_vehicle
 with the 4 Alpamayo cameras at 1920x1080 at the rig's poses and FOVs, and the odometry
-pseudo sensor), the planner on the bridge's topics with the blueprint's rear-axle offset
+pseudo sensor, the collision and lane invasion sensors and the actor list for the scores),
+the planner on the bridge's topics with the blueprint's rear-axle offset
 (config/planner.yaml + config/carla_planner.yaml) and the controller
 (config/controller.yaml). Planner and controller are closed_loop_stack.carla_stack(), the
 same specs the CI closed loop runs (docs/closed_loop.md). Not tested here: no CARLA server

@@ -6,11 +6,14 @@ itself unless autostart:=false).
         odometry_topic:=/localization/kinematic_state use_sim_time:=true
     # CPU-only machine, no weights: the kinematic dry run
     ros2 launch alpamayo_ros planner.launch.py backend:=constant_velocity device:=cpu
+    # On an Autoware vehicle (config/autoware.yaml over planner.yaml; docs/autoware.md)
+    ros2 launch alpamayo_ros planner.launch.py preset:=autoware checkpoint_dir:=...
 
 Arguments: see alpamayo_ros/ros/launch_support.py (LAUNCH_ARGUMENTS), which also holds the
 rules: an empty argument passes nothing (the params file or a parent launch file's
-SetParameter decides), topic arguments remap the topic the params file configures, and
-values are checked like parameters. The Node action is plain to `ros2 launch --print`; its
+SetParameter decides), a preset's parameters apply over the params file, topic arguments
+remap the topic the params file (or preset) configures, and values are checked like
+parameters. The Node action is plain to `ros2 launch --print`; its
 parameter overrides and remaps are substitutions evaluated from the arguments.
 
 launch/launch_ros are imported inside generate_launch_description, so this file's
@@ -52,10 +55,12 @@ def generate_launch_description():
             return f"{get_package_share_directory(PACKAGE)}/config/planner.yaml"
 
     class Overrides(Substitution):
-        """A parameter file with only the parameters of the arguments the user set."""
+        """A parameter file with only the preset's parameters and those of the arguments
+        the user set."""
 
         def describe(self) -> str:
-            return "parameters of the set launch arguments (launch_support.parameter_overrides)"
+            return ("parameters of the preset and the set launch arguments "
+                    "(launch_support.parameter_overrides)")
 
         def perform(self, context) -> str:
             overrides = support.parameter_overrides(argument_values(context))

@@ -6,7 +6,8 @@ set -euo pipefail
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV_DIR="${VENV_DIR:-$REPO_DIR/.venv}"
 export VENV_DIR
-# The test-only interface packages (test/interfaces/: carla_msgs) are part of the test venv.
+# The test-only interface packages (test/interfaces/: carla_msgs, autoware_planning_msgs) are
+# part of the test venv.
 export ALPAMAYO_TEST_INTERFACES=1
 "$REPO_DIR/scripts/setup_env.sh"
 cd "$REPO_DIR"

@@ -12,8 +12,9 @@
 #              <repo>/build/venv-<hash> for any other venv, so two venvs never share a cache)
 #   ALPAMAYO_TEST_INTERFACES=1  also build the test-only interface packages under
 #              test/interfaces/ (carla_msgs: the messages of carla-ros-bridge the closed-loop
-#              controller and the CI simulator use) into the venv; scripts/run_tests.sh and
-#              .ci/run set it. A real ROS install uses the bridge's own carla_msgs instead.
+#              controller and the CI simulator use; autoware_planning_msgs: Autoware's
+#              Trajectory and Path) into the venv; scripts/run_tests.sh and .ci/run set it.
+#              A real ROS install uses the bridge's and Autoware's own packages instead.
 #
 # Idempotent: pip runs only when the hash of the requirements files (and the Python
 # version) differs from the one recorded in the venv; the cmake build/install runs only
@@ -34,7 +35,7 @@ if [[ -z "${BUILD_DIR:-}" ]]; then
 fi
 STATE_DIR="$VENV_DIR/.alpamayo_setup"
 EXECUTABLES=(planner_node synthetic_sensors replay bag_player make_tiny_checkpoint make_scenario_bag
-             controller_node carla_sim route_oracle closed_loop)
+             controller_node carla_sim route_oracle closed_loop route_navigation)
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -110,7 +111,7 @@ fi
 # --- 4. build and install messages + package into the venv ---------------------------------
 # Hash of everything the install rules copy, so an unchanged tree skips cmake entirely.
 hashed_paths=()
-for p in CMakeLists.txt package.xml msg launch config alpamayo_ros "${EXECUTABLES[@]/#/scripts/}"; do
+for p in CMakeLists.txt package.xml msg srv launch config alpamayo_ros "${EXECUTABLES[@]/#/scripts/}"; do
   [[ -e "$REPO_DIR/$p" ]] && hashed_paths+=("$p")
 done
 src_hash="$(

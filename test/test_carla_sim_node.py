@@ -14,12 +14,13 @@ pytest.importorskip("rclpy")
 pytest.importorskip("carla_msgs.msg")
 
 from carla_msgs.msg import CarlaControl, CarlaEgoVehicleControl  # noqa: E402
-from nav_msgs.msg import Odometry  # noqa: E402
+from nav_msgs.msg import Odometry, Path  # noqa: E402
 from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from alpamayo_ros.ros.convert import ns_to_time, time_to_ns  # noqa: E402
-from alpamayo_ros.ros.qos import BRIDGE_QOS  # noqa: E402
+from alpamayo_ros.ros.qos import BRIDGE_QOS, route_qos  # noqa: E402
+from alpamayo_ros.sim.route import Route  # noqa: E402
 
 CONFIG = ros_harness.REPO_ROOT / "config" / "carla_sim.yaml"
 PREFIX = "/carla/ego_vehicle"
@@ -71,6 +72,14 @@ def test_bridge_topics_types_and_conventions(ros_process, ros_node):
     assert got[1].twist.twist.linear.x > 0.0  # throttle drives forwards (+x, no y flip)
     assert abs(got[1].pose.pose.position.y) < 1e-9
     assert clock.wait_for(2, 10.0)[-1].clock == got[1].header.stamp
+    # The route, latched as carla_waypoint_publisher's: the default route's centre line in
+    # map, 1 m apart, from the start to the end.
+    route = ros_node.wait_for_message(f"{PREFIX}/waypoints", Path, qos=route_qos())
+    xy = np.array([(p.pose.position.x, p.pose.position.y) for p in route.poses])
+    default = Route.load()
+    assert route.header.frame_id == "map" and len(xy) == int(default.length) + 2
+    assert xy[0] == pytest.approx([0.0, 0.0]) and xy[-1] == pytest.approx(default.xy[-1])
+    assert np.hypot(*np.diff(xy, axis=0).T)[:-1] == pytest.approx(1.0, abs=0.01)
 
 
 def test_synchronous_mode_times_out_like_the_bridge_and_honours_pause(ros_process, ros_node):

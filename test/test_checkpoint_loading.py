@@ -101,8 +101,14 @@ def test_missing_weights_and_config(root):
 
 def test_wrong_model_type(root):
     _edit_config(root / "checkpoint", model_type="qwen3_vl")
-    with pytest.raises(CheckpointError, match="model_type is 'qwen3_vl', need 'alpamayo_r1'"):
+    with pytest.raises(CheckpointError,
+                       match="model_type is 'qwen3_vl', need one of 'alpamayo_r1' "
+                             r"\(Alpamayo R1\), 'alpamayo1_5' \(Alpamayo 1.5\)") as info:
         locate_checkpoint(root / "checkpoint")
+    assert "\n" not in str(info.value)
+    _edit_config(root / "checkpoint", model_type=None)
+    with pytest.raises(CheckpointError, match="model_type is None, need one of"):
+        AlpamayoRuntime.from_pretrained(root / "checkpoint")
 
 
 def test_malformed_json_files_raise_checkpoint_errors(root):
@@ -267,7 +273,8 @@ def test_runtime_loads_reuse_the_cached_digest(root, digest_cache, caplog):
     with caplog.at_level(logging.INFO, logger="alpamayo_ros.model.checkpoint"):
         a = AlpamayoRuntime.from_pretrained(root / "checkpoint")
         b = AlpamayoRuntime.from_pretrained(root / "checkpoint")
-    assert a.model_id == b.model_id == compute_model_id(locate_checkpoint(root / "checkpoint"))
+    assert a.model_id == b.model_id == \
+        "alpamayo_r1-" + compute_model_id(locate_checkpoint(root / "checkpoint"))
     assert hashed == ["model.safetensors"]
     assert len(re.findall("hashed 1 weight file", caplog.text)) == 1
 

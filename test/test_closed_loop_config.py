@@ -85,7 +85,8 @@ def test_one_rear_axle_offset_and_vehicle_everywhere():
 def test_objects_json_carries_the_rig_cameras_at_1080p():
     objects = json.loads((CONFIG / "carla_objects.json").read_text())
     assert objects == stack.carla_objects()
-    (ego,) = objects["objects"]
+    actor_list, ego = objects["objects"]
+    assert actor_list == {"type": "sensor.pseudo.actor_list", "id": "actor_list"}
     assert ego["type"] == stack.BLUEPRINT and ego["id"] == stack.ROLE_NAME
     cameras = [s for s in ego["sensors"] if s["type"] == "sensor.camera.rgb"]
     assert [c["fov"] for c in cameras] == [120.0, 120.0, 120.0, 30.0]
@@ -98,6 +99,9 @@ def test_objects_json_carries_the_rig_cameras_at_1080p():
         assert (sp["y"], sp["z"]) == pytest.approx(rig.xyz[1:])
         assert sp["yaw"] == pytest.approx(math.degrees(rig.yaw))  # + = left (ROS convention)
     assert {"type": "sensor.pseudo.odom", "id": "odometry"} in ego["sensors"]
+    # The events the leaderboard scores use: /carla/ego_vehicle/collision, /lane_invasion.
+    assert [s["id"] for s in ego["sensors"] if s["type"].startswith("sensor.other.")] == [
+        "collision", "lane_invasion"]
 
 
 def _load(name):
@@ -121,7 +125,18 @@ def test_launch_files_declare_their_arguments_and_run_the_stack_specs():
     assert "sim_stack(" in (launch_dir / "sim_closed_loop.launch.py").read_text()
     assert "carla_stack(" in (launch_dir / "carla_closed_loop.launch.py").read_text()
     specs = stack.sim_stack("alpamayo", checkpoint="/ckpt")
-    assert [s.executable for s in specs] == ["carla_sim", "planner_node", "controller_node"]
+    assert [s.executable for s in specs] == ["carla_sim", "planner_node", "controller_node",
+                                             "route_navigation"]
+    assert specs[0].overrides["start.min_odometry_subscribers"] == 3
+    assert specs[3].overrides["route_topic"] == "/carla/ego_vehicle/waypoints"
+    assert specs[3].overrides["odometry_topic"] == specs[0].overrides.get(
+        "odometry_topic", "/carla/ego_vehicle/odometry")
+    plain = stack.sim_stack("alpamayo", checkpoint="/ckpt", navigation=False)
+    assert [s.executable for s in plain] == ["carla_sim", "planner_node", "controller_node"]
+    assert plain[0].overrides["start.min_odometry_subscribers"] == 2
+    # Without the model planner, only when asked for.
+    assert len(stack.sim_stack("route_oracle")) == 3
+    assert stack.sim_stack("route_oracle", navigation=True)[3].executable == "route_navigation"
     for spec in specs + stack.carla_stack(checkpoint="/ckpt"):
         for name in spec.params_files:
             assert (CONFIG / name).is_file(), name
@@ -134,7 +149,8 @@ def test_launch_files_declare_their_arguments_and_run_the_stack_specs():
 
 def test_launch_descriptions_build_with_launch_ros():
     pytest.importorskip("launch_ros")
-    for name in ("sim_closed_loop.launch.py", "carla_closed_loop.launch.py"):
+    for name in ("sim_closed_loop.launch.py", "carla_closed_loop.launch.py",
+                 "route_navigation.launch.py"):
         module = _load(name)
         declared = {a.name for a in module.generate_launch_description().get_launch_arguments()}
         assert declared == set(module.LAUNCH_ARGUMENTS)
@@ -154,7 +170,7 @@ def test_control_conversions_and_the_ackermann_absence_path():
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1, 500_000_000)
     out = PlannerOutput()
     with pytest.raises(PlanRejected, match="no candidates"):
-        control_convert.reference_plan(out)
+        control_convert.reference_plan(out, max_waypoints=256)
     try:
         import ackermann_msgs  # noqa: F401
     except ImportError:

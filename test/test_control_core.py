@@ -21,14 +21,17 @@ OFFSETS = np.round(np.arange(1, 65) * 0.1, 10)
 
 
 def straight_plan(t0_ns=0, pose=Pose.identity(), v0=10.0, accel=0.0, frame="map", tick_ns=None):
-    """A straight plan in the t0 frame: speed v0 + accel * t (not below 0)."""
-    speed = np.maximum(v0 + accel * OFFSETS, 0.0)
-    x = v0 * OFFSETS + 0.5 * accel * OFFSETS ** 2
+    """A straight plan in the t0 frame: speed v0 + accel * t until it stops."""
+    t = OFFSETS
+    if accel < 0:
+        t = np.minimum(OFFSETS, v0 / -accel)
+    speed = v0 + accel * t
+    x = v0 * t + 0.5 * accel * t ** 2
     xyz = np.stack([x, np.zeros(64), np.zeros(64)], axis=1)
     return ReferencePlan(t0_ns=t0_ns, tick_ns=t0_ns if tick_ns is None else tick_ns,
                          odom_frame_id=frame, t0_pose=pose, offsets_s=OFFSETS, xyz_t0=xyz,
-                         yaw_t0=np.zeros(64), speed=speed, acceleration=np.full(64, accel),
-                         v0=v0)
+                         yaw_t0=np.zeros(64), speed=speed,
+                         acceleration=np.where(speed > 0, accel, 0.0), v0=v0)
 
 
 def odom(t_s, x, y=0.0, yaw=0.0, speed=10.0, frame="map", offset_x=-1.42):
@@ -116,9 +119,10 @@ def test_lockstep_gate_waits_at_unanswered_ticks_only():
     gate = LockstepGate(S // 2)
     assert not gate.is_tick(0) and gate.is_tick(S // 2) and not gate.is_tick(S // 2 + S // 20)
     assert gate.must_wait(S // 2)
-    gate.note_output(S // 2)  # any status answers the tick
+    gate.note_odometry(S // 2)  # ticks are taken only once odometry gives the time
+    assert gate.note_output(S // 2) is None  # any status answers the tick
     assert not gate.must_wait(S // 2) and gate.must_wait(S)
-    gate.note_output(S)
+    assert gate.note_output(S) is None
     gate.reset()
     assert gate.must_wait(S // 2)
     with pytest.raises(ValueError):
@@ -267,4 +271,186 @@ def test_plans_a_car_cannot_drive_are_refused():
                           acceleration=np.zeros(64), v0=10.0)
     d = offer(ctl, sharp)
     assert not d.accepted and "lateral acceleration 20.0 m/s^2" in d.reason
-    assert ctl.counters.refusals == {"dynamics": 2}
+    assert ctl.counters.refusals == {"speed": 1, "lateral_acceleration": 1}
+
+
+# ------------------------------------------------------------------ plan checks (issue 20)
+def arc_plan(speed=10.0, radius=None, t0_ns=0, pose=Pose.identity(), yaw=None, curvature=None,
+             acceleration=None, n=64, dt=0.1):
+    """A constant-speed plan along a straight line or a left circle of `radius`; yaw,
+    curvature and acceleration arrays default to the true ones."""
+    t = np.round(np.arange(1, n + 1) * dt, 10)
+    if radius is None:
+        x, y, true_yaw, true_curvature = speed * t, np.zeros(n), np.zeros(n), 0.0
+    else:
+        true_yaw = speed * t / radius
+        x, y = radius * np.sin(true_yaw), radius * (1 - np.cos(true_yaw))
+        true_curvature = 1.0 / radius
+    return ReferencePlan(
+        t0_ns=t0_ns, tick_ns=t0_ns, odom_frame_id="map", t0_pose=pose, offsets_s=t,
+        xyz_t0=np.stack([x, y, np.zeros(n)], axis=1),
+        yaw_t0=true_yaw if yaw is None else yaw,
+        speed=np.full(n, speed), v0=speed,
+        acceleration=np.zeros(n) if acceleration is None else acceleration,
+        curvature=np.full(n, true_curvature) if curvature is None else curvature)
+
+
+def _far_waypoint():
+    plan = arc_plan()
+    xyz = np.column_stack([plan.local_xy[1:], np.zeros(64)])
+    xyz[20, 0] = 1e200
+    return ReferencePlan(t0_ns=0, tick_ns=0, odom_frame_id="map", t0_pose=Pose.identity(),
+                         offsets_s=plan.times_s[1:], xyz_t0=xyz, yaw_t0=np.zeros(64),
+                         speed=np.full(64, 10.0), acceleration=np.zeros(64), v0=10.0)
+
+
+def _zigzag():
+    """10 m/s, each step turned +-0.1 rad from the last, yaw array straight: every step is
+    within the motion tolerance of the yaws, the path itself swerves at 20 m/s^2."""
+    headings = np.where(np.arange(64) % 2 == 0, 0.05, -0.05)
+    xy = np.cumsum(np.stack([np.cos(headings), np.sin(headings)], axis=1), axis=0)
+    return ReferencePlan(t0_ns=0, tick_ns=0, odom_frame_id="map", t0_pose=Pose.identity(),
+                         offsets_s=OFFSETS, xyz_t0=np.column_stack([xy, np.zeros(64)]),
+                         yaw_t0=np.zeros(64), speed=np.full(64, 10.0),
+                         acceleration=np.zeros(64), v0=10.0)
+
+
+def _sideways():
+    """Moves 10 m/s to the left while yaw says straight ahead."""
+    xyz = np.stack([np.zeros(64), 10.0 * OFFSETS, np.zeros(64)], axis=1)
+    return ReferencePlan(t0_ns=0, tick_ns=0, odom_frame_id="map", t0_pose=Pose.identity(),
+                         offsets_s=OFFSETS, xyz_t0=xyz, yaw_t0=np.zeros(64),
+                         speed=np.full(64, 10.0), acceleration=np.zeros(64), v0=10.0)
+
+
+@pytest.mark.parametrize("make, kind, message", [
+    (_far_waypoint, "range", "pose 1e+200 m from the t0 pose"),
+    (lambda: arc_plan(acceleration=np.full(64, 1e30)), "acceleration",
+     "acceleration 1e+30 m/s^2 above max_plan_acceleration 10"),
+    (lambda: arc_plan(acceleration=np.full(64, 5.0)), "acceleration",
+     "disagrees with the speed profile"),
+    # 10 m/s on a 2.04 m circle: 49 m/s^2 sideways, yaw consistent ...
+    (lambda: arc_plan(radius=10.0 ** 2 / 49.0), "lateral_acceleration",
+     "lateral acceleration 49.0 m/s^2"),
+    # ... or with a yaw that says straight: the poses disagree with it.
+    (lambda: arc_plan(radius=10.0 ** 2 / 49.0, yaw=np.zeros(64), curvature=np.zeros(64)),
+     "motion", "poses disagree with speed and yaw"),
+    (_sideways, "motion", "at heading 0 deg"),
+    (_zigzag, "lateral_acceleration", "of the path's own geometry"),
+    # 1 m/s on a 0.5 m circle: only 2 m/s^2, but tighter than the car can turn.
+    (lambda: arc_plan(speed=1.0, radius=0.5), "curvature", "above what the car can drive"),
+    (lambda: arc_plan(speed=5.0, radius=10.0, curvature=np.zeros(64)), "curvature",
+     "curvature array (0 .. 0 1/m) disagrees with the path's own curvature 0.1"),
+    (lambda: arc_plan(speed=-50.0), "speed", "speed 50.0 m/s above max_plan_speed"),
+    (lambda: arc_plan(n=300), "size", "plan has 300 waypoints, more than max_plan_waypoints"),
+    (lambda: arc_plan(speed=1.0, n=64, dt=0.5), "size", "plan horizon 32 s above"),
+])
+def test_plans_are_checked_on_what_the_controller_follows(make, kind, message):
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(0.0, 0.0))
+    good = arc_plan(t0_ns=0)
+    assert offer(ctl, good).accepted
+    d = ctl.offer_plan(status_ok=True, status_text="", make_plan=make)
+    assert not d.accepted and message in d.reason, d.reason
+    assert ctl.counters.refusals == {kind: 1} and ctl.plan is good
+    r = ctl.step(odom(0.05, 0.5))
+    assert r.mode == Mode.TRACKING and abs(r.command.steer) < 1e-9
+
+
+def test_plans_that_real_producers_make_pass_the_checks():
+    """Kinematic arcs (the constant-velocity backend's shape) and a stopping plan."""
+    for plan in (arc_plan(speed=12.0, radius=30.0), straight_plan(v0=3.0, accel=-2.0)):
+        ctl = TrackingController(ControllerConfig())
+        ctl.step(odom(0.0, 0.0))
+        assert offer(ctl, plan).accepted
+
+
+def test_oversized_messages_are_refused_before_conversion():
+    from alpamayo_ros.control.plan_check import check_sizes
+    with pytest.raises(PlanRejected, match="100000 poses, more than max_plan_waypoints 256"):
+        check_sizes({"poses": 100_000}, 256)
+    check_sizes({"poses": 64, "yaw values": 64}, 256)
+
+
+# ------------------------------------------------------------------ anchor never skipped
+def test_no_plan_is_accepted_before_any_odometry():
+    ctl = TrackingController(ControllerConfig())
+    d = offer(ctl, straight_plan(t0_ns=0))
+    assert not d.accepted and "no odometry yet" in d.reason
+    assert ctl.counters.refusals == {"no_odometry": 1}
+    assert ctl.step(odom(0.0, 0.0)).mode == Mode.STOPPING
+
+
+def test_a_plan_ahead_of_the_odometry_waits_and_is_anchored_when_it_is_reached():
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(0.0, 0.0))
+    # t0 0.15 s after the newest odometry, anchored 8 m to the side: it waits ...
+    aside = straight_plan(t0_ns=15 * S // 100, pose=Pose.from_xyz_rpy((1.5, 8.0, 0.0),
+                                                                      (0, 0, 0)))
+    d = offer(ctl, aside)
+    assert not d.accepted and d.waiting and ctl.plan is None
+    r = ctl.step(odom(0.05, 0.5))
+    assert r.plan_decision is None and r.mode == Mode.STOPPING
+    ctl.step(odom(0.10, 1.0))
+    # ... and is refused by the anchor check at the sample that reaches its t0.
+    r = ctl.step(odom(0.15, 1.5))
+    assert r.plan_decision is not None and not r.plan_decision.accepted
+    assert "8.00 m from where the odometry" in r.plan_decision.reason
+    assert r.mode == Mode.STOPPING and ctl.plan is None and abs(r.command.steer) < 1e-9
+    # The same plan anchored where the car was is tracked from that sample on.
+    ontrack = straight_plan(t0_ns=30 * S // 100, pose=Pose.from_xyz_rpy((3.0, 0.0, 0.0),
+                                                                        (0, 0, 0)))
+    assert offer(ctl, ontrack).waiting
+    ctl.step(odom(0.20, 2.0))
+    ctl.step(odom(0.25, 2.5))
+    r = ctl.step(odom(0.30, 3.0))
+    assert r.plan_decision.accepted and r.mode == Mode.TRACKING and ctl.plan is ontrack
+
+
+def test_a_plan_whose_t0_the_kept_odometry_does_not_cover_is_refused():
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(20.0, 0.0, speed=0.0))
+    d = offer(ctl, straight_plan(t0_ns=19 * S, v0=0.0))
+    assert not d.accepted and "no odometry sample within 0.06 s of its t0 19.000 s" in d.reason
+    assert ctl.counters.refusals == {"anchor": 1}
+
+
+# ------------------------------------------------------------------ command guard
+def test_a_non_finite_intermediate_brakes_fully_with_an_error_and_recovers_on_the_next_plan():
+    cfg = ControllerConfig()
+    ctl = TrackingController(cfg)
+    ctl.step(odom(0.0, 0.0))
+    plan = straight_plan(t0_ns=0)
+    assert offer(ctl, plan).accepted
+    assert ctl.step(odom(0.05, 0.5)).mode == Mode.TRACKING
+    plan.speeds[:] = np.nan  # a value no check could foresee (a bug further down)
+    r = ctl.step(odom(0.10, 1.0))
+    assert r.error and "non-finite reference speed" in r.event
+    assert (r.command.throttle, r.command.brake) == (0.0, 1.0) and ctl.faulted
+    assert ctl.counters.non_finite == 1 and ctl.plan is None
+    r = ctl.step(odom(0.15, 1.5))  # still braking fully, the filters' state finite
+    assert r.command.brake == 1.0 and math.isfinite(r.command.steer)
+    assert offer(ctl, straight_plan(t0_ns=S // 10, pose=Pose.from_xyz_rpy((1.0, 0, 0),
+                                                                         (0, 0, 0)))).accepted
+    r = ctl.step(odom(0.20, 2.0))
+    assert r.mode == Mode.TRACKING and not ctl.faulted and not r.error
+    assert all(math.isfinite(v) for v in (r.command.throttle, r.command.brake, r.command.steer))
+
+
+def test_limiters_never_hold_a_non_finite_state():
+    assert laws.rate_limit(0.3, float("nan"), 2.0, 0.05) == 0.3
+    assert laws.rate_limit(float("inf"), 0.2, 2.0, 0.05) == 0.2
+    pi = laws.SpeedPI(kp=1.0, ki=1.0, integral_limit=10.0)
+    pi.update(5.0, 4.0, 0.0, 0.05, -8.0, 3.0)
+    before = pi.integral
+    assert math.isnan(pi.update(float("nan"), 4.0, 0.0, 0.05, -8.0, 3.0))
+    assert pi.integral == before
+
+
+def test_a_teleport_is_a_reset_whatever_twist_is_reported():
+    ctl = TrackingController(ControllerConfig())
+    ctl.step(odom(0.0, 0.0))
+    assert offer(ctl, straight_plan(t0_ns=0)).accepted
+    r = ctl.step(odom(0.05, 30.0, speed=1e4))
+    assert "odometry jumped 30.00 m in 0.050 s" in r.cause and ctl.counters.resets == 1
+    assert r.mode == Mode.STOPPING and ctl.plan is None

@@ -25,7 +25,7 @@ from alpamayo_ros.msg import PlannerOutput, TrajectoryCandidate  # noqa: E402
 from alpamayo_ros.ros import control_convert  # noqa: E402
 from alpamayo_ros.ros.convert import ns_to_duration, ns_to_time, time_to_ns  # noqa: E402
 from alpamayo_ros.ros.qos import (BRIDGE_QOS, CLOCK_QOS, CONTROL_ODOMETRY_QOS,  # noqa: E402
-                                  PLAN_QOS)
+                                  LATCHED_PLAN_QOS, PLAN_QOS)
 
 CONFIG = ros_harness.REPO_ROOT / "config" / "controller.yaml"
 S = 1_000_000_000
@@ -48,8 +48,9 @@ def odometry(t_ns, x, y=0.0, yaw=0.0, speed=10.0, frame="map"):
 
 
 def plan_msg(t0_ns, x0=0.0, speed=10.0, frame="map", tick_ns=None, status=0, nan=False,
-             curve_radius=None):
-    """A straight (or left-curving) PlannerOutput starting at the rear axle (x0, 0)."""
+             curve_radius=None, y0=0.0, n=64, far_waypoint=False, acceleration=0.0):
+    """A straight (or left-curving) PlannerOutput of n waypoints starting at the rear axle
+    (x0, y0); far_waypoint puts waypoint 20 at x = 1e200."""
     msg = PlannerOutput()
     msg.header.stamp = ns_to_time(t0_ns)
     msg.header.frame_id = "base_link"
@@ -58,17 +59,21 @@ def plan_msg(t0_ns, x0=0.0, speed=10.0, frame="map", tick_ns=None, status=0, nan
     msg.status_reason = "" if status == 0 else "test: skipped"
     msg.odom_frame_id = frame
     msg.t0_pose_odom.position.x = x0
+    msg.t0_pose_odom.position.y = y0
     msg.t0_pose_odom.orientation.w = 1.0
     msg.v0 = speed
-    t = np.round(np.arange(1, 65) * 0.1, 10)
+    t = np.round(np.arange(1, n + 1) * 0.1, 10)
     if curve_radius is None:
-        xs, ys, yaw = speed * t, np.zeros(64), np.zeros(64)
+        xs, ys, yaw = speed * t, np.zeros(n), np.zeros(n)
     else:
         yaw = speed * t / curve_radius
         xs, ys = curve_radius * np.sin(yaw), curve_radius * (1 - np.cos(yaw))
     if nan:
         xs = xs.copy()
         xs[10] = float("nan")
+    if far_waypoint:
+        xs = xs.copy()
+        xs[20] = 1e200
     cand = TrajectoryCandidate()
     for x, y, a in zip(xs, ys, yaw):
         pose = Pose()
@@ -77,9 +82,9 @@ def plan_msg(t0_ns, x0=0.0, speed=10.0, frame="map", tick_ns=None, status=0, nan
         cand.poses.append(pose)
     cand.time_from_t0 = [ns_to_duration(int(round(v * S))) for v in t]
     cand.yaw = [float(a) for a in yaw]
-    cand.speed = [float(speed)] * 64
-    cand.acceleration = [0.0] * 64
-    cand.curvature = [0.0] * 64
+    cand.speed = [float(speed)] * n
+    cand.acceleration = [float(acceleration)] * n
+    cand.curvature = [0.0 if curve_radius is None else 1.0 / curve_radius] * n
     cand.valid = True
     msg.candidates = [cand]
     return msg
@@ -92,7 +97,7 @@ class Harness:
         n = ros_node.node
         self.ros_node = ros_node
         self.odom = n.create_publisher(Odometry, ODOM, CONTROL_ODOMETRY_QOS)
-        self.plan = n.create_publisher(PlannerOutput, "/alpamayo/plan", PLAN_QOS)
+        self.plan = n.create_publisher(PlannerOutput, "/alpamayo/plan", LATCHED_PLAN_QOS)
         self.clock = n.create_publisher(Clock, "/clock", CLOCK_QOS)
         self.command_sub, self.commands = ros_node.subscribe(CMD, CarlaEgoVehicleControl,
                                                              qos=BRIDGE_QOS)
@@ -259,3 +264,56 @@ def test_watchdog_brakes_when_odometry_stops(ros_process, ros_node):
     proc.wait_for_output("no odometry for")
     ros_node.wait_until(lambda: (h.controller_status() is not None and
                                  h.controller_status().level == b"\x02"), 10.0, "ERROR status")
+
+
+def test_hostile_plans_give_finite_commands_and_their_refusals_in_diagnostics(ros_process,
+                                                                             ros_node):
+    proc = start_controller(ros_process)
+    h = Harness(ros_node)
+    proc.wait_for_output("following", timeout=30.0)
+    ros_node.wait_for_publisher_match(h.plan, timeout=20.0)
+    # No odometry yet: even a plan with t0 in the future is refused (no anchor to check).
+    h.plan.publish(plan_msg(3 * STEP))
+    proc.wait_for_output("plan refused: no odometry yet")
+    h.wait_connected(proc)
+    h.plan.publish(plan_msg(0))
+    k = until_tracking(h, proc, lambda k: odometry(k * STEP, 0.5 * k), 1)
+    commands = []
+
+    def drive(steps):
+        nonlocal k
+        for _ in range(steps):
+            commands.append(h.send(odometry(k * STEP, 0.5 * k)))
+            k += 1
+
+    hostile = [
+        (plan_msg(k * STEP, 0.5 * k, far_waypoint=True), r"pose 1e\+200 m from the t0 pose"),
+        (plan_msg(k * STEP, 0.5 * k, acceleration=1e30),
+         r"acceleration 1e\+30 m/s\^2 above max_plan_acceleration 10 m/s\^2"),
+        (plan_msg(k * STEP, 0.5 * k, n=300), "plan has 300 poses, more than "
+         "max_plan_waypoints 256"),
+        # Refused on its size before it is deserialized (that alone would take seconds).
+        (plan_msg(k * STEP, 0.5 * k, n=100_000), r"plan message of \d+ bytes, more than "
+         "max_plan_message_bytes 1048576"),
+    ]
+    for msg, reason in hostile:
+        h.plan.publish(msg)
+        proc.wait_for_output(reason)
+        drive(2)
+    # t0 three steps ahead of the newest odometry, anchored 8 m to the side: it waits for
+    # the odometry, then the anchor check refuses it.
+    h.plan.publish(plan_msg((k + 2) * STEP, 0.5 * (k + 2), y0=8.0))
+    drive(4)
+    proc.wait_for_output(r"its t0 pose is 8\.00 m from where the odometry had the rear axle")
+    drive(2)
+    for cmd in commands:
+        assert all(math.isfinite(v) for v in (cmd.throttle, cmd.brake, cmd.steer))
+        assert abs(cmd.steer) < 1e-6 and cmd.throttle <= 0.5, cmd  # the straight plan kept
+    ros_node.wait_until(lambda: (h.controller_status() is not None and "anchor=1" in {
+        kv.key: kv.value for kv in h.controller_status().values}.get("refusals", "")), 10.0,
+        "refusals in /diagnostics")
+    values = {kv.key: kv.value for kv in h.controller_status().values}
+    assert values["refusals"] == "acceleration=1, anchor=1, no_odometry=1, range=1, size=2"
+    assert "8.00 m from where the odometry" in values["last_refusal"]
+    assert values["plans_waiting"] == "1" and values["mode"] == "tracking"
+    proc.assert_running()

@@ -18,7 +18,7 @@ from alpamayo_ros.core.odometry import OdometrySample  # noqa: E402
 from alpamayo_ros.core.plan_message import OutputContext  # noqa: E402
 from alpamayo_ros.core.plan_result import PlanStatus  # noqa: E402
 from alpamayo_ros.core.planner_core import PlannerCore  # noqa: E402
-from alpamayo_ros.core.types import InferenceOptions, ModelDescription  # noqa: E402
+from alpamayo_ros.core.types import InferenceOptions, InferencePath, ModelDescription  # noqa: E402,E501
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.ros import convert  # noqa: E402
 from alpamayo_ros.ros.markers import plan_to_markers  # noqa: E402
@@ -150,7 +150,8 @@ def plan():
 def _context():
     return OutputContext("base_link", ("/a", "/b", "/c", "/d"), (0, 1, 2, 6), ModelDescription(
         checkpoint="/ckpt (abc)", model_id="abc", device="cpu", dtype="float32",
-        options=InferenceOptions(num_samples=2)))
+        options=InferenceOptions(num_samples=2),
+        path=InferencePath("eager", "fast path switched off at warm-up: why")))
 
 
 def test_plan_message_is_complete_and_stamped_with_t0(plan):
@@ -181,6 +182,8 @@ def test_plan_message_is_complete_and_stamped_with_t0(plan):
     assert 0 < msg.timing.tick_to_model_start <= plan.timings.model_call + 1.0
     assert msg.timing.model_total == pytest.approx(plan.timings.model.total, rel=1e-5)
     assert (msg.model.checkpoint, msg.model.num_samples, msg.model.seed) == ("/ckpt (abc)", 2, 0)
+    assert (msg.model.inference_path, msg.model.inference_problem) == (
+        "eager", "fast path switched off at warm-up: why")
     assert msg.v0 == pytest.approx(8.0, rel=1e-3)
 
 

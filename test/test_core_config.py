@@ -34,8 +34,8 @@ def test_unknown_keys_rejected_unless_allowed():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"camera_indices": (0, 2, 1, 6)}, "ascending and unique"),
-    ({"camera_indices": (0, 1, 2)}, "camera_indices: have 3 entries, need 4"),
-    ({"camera_names": ("a", "b")}, "camera_names: have 2 entries, need 4"),
+    ({"camera_indices": tuple(range(7)) + (6,)}, "camera_indices: have 8 entries, need 1 to 7"),
+    ({"camera_names": ("a", "b")}, r"camera_names: have 2 names, need one per camera index \(4\)"),
     ({"frame_tolerance": 0.0}, r"frame_tolerance: have 0.0, need >= 0.001"),
     ({"max_extrapolation": -0.1}, r"max_extrapolation: have -0.1, need >= 0.0"),
     ({"buffer_duration": 0.3}, r"buffer_duration: have 0.3, need >= 0.31"),

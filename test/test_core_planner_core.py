@@ -562,6 +562,27 @@ def test_frame_keys_name_each_frame_and_change_after_a_restart():
     assert not set(again) & set(keys)
 
 
+def test_a_new_core_clears_the_models_vision_cache():
+    """A model reused by a new core (the replay's next bag) sees the same keys again from
+    epoch 0, for other pixels: the core makes it forget the features kept per key."""
+    class Model(ConstantVelocityModel):
+        cleared = 0
+
+        def clear_vision_cache(self):
+            self.cleared += 1
+
+    model = Model()
+    first = make_core(model)
+    scenario = Scenario(end_s=4.0)
+    scenario.advance(first, 3.0)
+    keys = first.prepare(now_ns(3.0)).model_input.frame_keys
+    assert model.cleared == 1
+    second = make_core(model)
+    assert model.cleared == 2
+    Scenario(end_s=4.0).advance(second, 3.0)
+    assert second.prepare(now_ns(3.0)).model_input.frame_keys == keys  # the same keys
+
+
 def test_frames_smaller_than_the_model_accepts_skip_the_tick():
     """A model with min_frame_side: 1x1 px frames are SIZE_MISMATCH (an input problem named
     with both sizes), and the model is not called; resized frames plan."""

@@ -1,4 +1,5 @@
 """The demo (`python -m alpamayo_ros.ros.demo`): real tiny model, real processes, a PNG."""
+import json
 import re
 import subprocess
 import sys
@@ -18,14 +19,18 @@ def _run_demo(tmp_path, domain_id, *args, timeout=240):
                           timeout=timeout)
 
 
-def test_demo_plans_with_the_tiny_model_and_draws_a_png(tmp_path, ros_domain_id):
+@pytest.mark.parametrize("family,model_type", [("r1", "alpamayo_r1"), ("1.5", "alpamayo1_5")])
+def test_demo_plans_with_the_tiny_model_and_draws_a_png(tmp_path, ros_domain_id, family,
+                                                        model_type):
     pytest.importorskip("torch")
     from PIL import Image
 
     done = _run_demo(tmp_path, ros_domain_id, "--cache-dir", str(tmp_path / "cache"),
-                     "--seconds", "12")
+                     "--seconds", "12", "--family", family)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "cache" / "checkpoint" / "config.json").is_file()
+    config = json.loads((tmp_path / "cache" / "checkpoint" / "config.json").read_text())
+    assert config["model_type"] == model_type
+    assert re.search(rf"model {model_type}-[0-9a-f]{{12}}", done.stdout), done.stdout[-2000:]
     plans = re.findall(r"plan +\d+: t0=\d+\.\d+ s  v0= *([\d.]+) m/s  first=.*latency=", done.stdout)
     assert plans and all(abs(float(v0) - 8.0) < 0.5 for v0 in plans)  # curved_drive starts at 8 m/s
     summary = re.search(r"summary: (\d+) plans OK", done.stdout)

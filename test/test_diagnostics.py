@@ -3,7 +3,9 @@ import pytest
 
 from alpamayo_ros.core.plan_result import ReasonCode
 from alpamayo_ros.core.planner_health import (InputTracker, LatencyStats, Level,
-                                              PlannerHealth, TickOutcome)
+                                              PlannerHealth, TickOutcome,
+                                              inference_path_report)
+from alpamayo_ros.core.types import InferencePath
 
 S = 1_000_000_000
 
@@ -213,3 +215,14 @@ def test_base_offset_estimate_is_reported_and_a_mismatch_warns(configured_x, lev
     health.restart_odometry()
     report = _by_name(health.reports(int(stamps[-1])))["base offset"]
     assert report.level is Level.OK and "not estimated yet" in report.message
+
+
+def test_the_inference_path_is_reported_and_its_problem_is_an_error():
+    fine = inference_path_report(InferencePath("fast"))
+    assert (fine.name, fine.level, fine.values) == ("model path", Level.OK,
+                                                    {"inference_path": "fast"})
+    why = "fast path switched off at warm-up: CUDA graph capture failed: ..."
+    fallback = inference_path_report(InferencePath("eager", why))
+    assert fallback.level == Level.ERROR and fallback.message == why
+    assert fallback.values == {"inference_path": "eager", "inference_problem": why}
+    assert inference_path_report(InferencePath()).values == {"inference_path": "none"}

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from alpamayo_ros.core.errors import ModelInputError, ModelRuntimeError
-from alpamayo_ros.core.types import NUM_WAYPOINTS, InferenceOptions, ModelInput
+from alpamayo_ros.core.types import NUM_WAYPOINTS, InferenceOptions, InferencePath, ModelInput
 from alpamayo_ros.model import static_cache
 from alpamayo_ros.model.cuda_graphs import OnceLog, StepRunner
-from alpamayo_ros.model.fast_path import FastPathConfig
+from alpamayo_ros.model.engine import Request
+from alpamayo_ros.model.fast_path import FastEngine, FastPathConfig
 from alpamayo_ros.model.runtime import AlpamayoRuntime
 from alpamayo_ros.model.sampling import TokenChooser, exponential_race
 
@@ -53,7 +54,6 @@ def _both_paths(runtime, options, noise=None, forced=None, model_input=None):
     with torch.inference_mode():
         prepared = runtime.prepare_inputs(model_input or _model_input())
         eager = runtime.run_prepared(prepared, options, noise, forced_tokens=forced,
-                                     generator=runtime.make_generator(options.seed),
                                      path="eager")
         fast = runtime.run_prepared(prepared, options, noise, forced_tokens=forced,
                                     path="fast")
@@ -127,6 +127,79 @@ def test_stop_checked_every_k_steps_gives_the_same_outputs(checkpoint, interval)
         _assert_same(eager, fast)
 
 
+def test_a_lagged_stop_read_runs_no_step_past_the_stop(runtime, monkeypatch):
+    """On CUDA the host reads each step's stop status one step late (a step stays queued).
+    That costs no step: the one step it lets run is the step that feeds
+    <|traj_future_start|>, which the stop rule needs anyway."""
+    ids = runtime.token_ids
+    forced = torch.tensor([300, 301, ids.cot_end, ids.traj_future_start] + [302] * 20)
+    noise = np.zeros((1, NUM_WAYPOINTS, 2), np.float32)
+    options = InferenceOptions(num_samples=1, max_coc_tokens=24, diffusion_steps=2)
+    monkeypatch.setattr(FastEngine, "stop_check_schedule", lambda self: (1, 1))
+    eager, fast = _both_paths(runtime, options, noise, forced)
+    _assert_same(eager, fast)
+    assert eager.decode_steps == fast.decode_steps == 4
+
+
+def test_same_seed_same_plan_whatever_the_stop_read_interval(checkpoint):
+    """The flow-matching noise is drawn before the CoC, so a seed gives the same plan
+    however many decode steps ran past the stop (CPU: none; here up to 7 with a read
+    every 8 steps)."""
+    every = AlpamayoRuntime.from_pretrained(checkpoint)
+    rarely = AlpamayoRuntime.from_pretrained(
+        checkpoint, fast_path_config=FastPathConfig(stop_check_interval=8))
+    with torch.inference_mode():
+        prepared = every.prepare_inputs(_model_input())
+    for seed in range(40):  # a seed whose sampled CoC ends within the budget
+        options = InferenceOptions(num_samples=1, max_coc_tokens=40, diffusion_steps=3,
+                                   seed=seed)
+        first = every.run_prepared(prepared, options)
+        if bool(first.found.all()):
+            break
+    assert bool(first.found.all())
+    second = rarely.run_prepared(prepared, options)
+    assert second.decode_steps > first.decode_steps  # steps ran past the stop
+    _assert_same(first, second, actions_atol=0.0)
+    a, b = every.predict(_model_input(), options), rarely.predict(_model_input(), options)
+    np.testing.assert_array_equal(a.samples[0].xyz, b.samples[0].xyz)
+
+
+@pytest.mark.parametrize("path", ["fast", "eager"])
+@pytest.mark.parametrize("where", ["logits", "velocities"])
+def test_non_finite_network_outputs_are_a_model_error(checkpoint, path, where):
+    """NaN logits (a damaged lm_head row) or NaN velocities (a damaged action_out_proj)
+    end the call with ModelRuntimeError naming them, never a plan."""
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint, fast_path=path == "fast")
+    with torch.no_grad():
+        if where == "logits":
+            runtime.network.vlm.lm_head.weight[5, 0] = float("nan")
+        else:
+            runtime.network.action_out_proj.bias[0] = float("nan")
+    with pytest.raises(ModelRuntimeError, match="non-finite values in the .*"
+                       + ("logits" if where == "logits" else "velocities")):
+        runtime.predict(_model_input(), InferenceOptions(max_coc_tokens=6,
+                                                         diffusion_steps=2, seed=1))
+
+
+def test_the_static_steps_own_their_attention(runtime):
+    """The static steps run on attention twins (same weight tensors, their own config):
+    the network's own language model and expert keep the attention they were loaded with,
+    before and after a call."""
+    from alpamayo_ros.model.static_cache import GROUPED_SDPA
+
+    net, engine = runtime.network, runtime.engine
+    runtime.predict(_model_input(), InferenceOptions(max_coc_tokens=3, diffusion_steps=2))
+    pairs = ((net.vlm.model.language_model, engine.step_language_model),
+             (net.expert, engine.step_expert))
+    for model, twin in pairs:
+        assert model.config._attn_implementation == "sdpa"
+        assert twin.config._attn_implementation == GROUPED_SDPA
+        assert twin.layers[0].self_attn.config is twin.config
+        for (name, mine), theirs in zip(twin.named_parameters(), model.parameters()):
+            assert mine.data_ptr() == theirs.data_ptr(), name
+    assert net.vlm.config.vision_config._attn_implementation == "sdpa"
+
+
 def test_predict_defaults_to_the_fast_path_and_is_reproducible(runtime):
     assert runtime.fast_path and runtime.describe()["fast_path"]
     options = InferenceOptions(num_samples=3, max_coc_tokens=24, diffusion_steps=4, seed=5)
@@ -171,23 +244,23 @@ def test_cache_is_reused_grown_and_bounded(checkpoint, caplog):
     assert sum("grows from" in m for m in logged) == 1
 
 
+def _video_tick(start):
+    """A 10 Hz tick: camera c holds frames start .. start + 3 of a "video" (tinted per
+    camera), keyed (camera, frame index)."""
+    video = [_frames(phase=p)[0] for p in range(8)]
+    frames = [np.roll(video[start + f], shift=7 * c, axis=1) for c in range(4) for f in range(4)]
+    keys = tuple((c, start + f) for c in range(4) for f in range(4))
+    return frames, keys
+
+
 def test_vision_features_are_reused_across_ticks(runtime):
     """A 10 Hz tick sequence: each camera's window shifts by one frame, so 4 of 16 frames
     are new. Only those are encoded, and the plans equal those of a run without reuse."""
-    video = [_frames(phase=p)[0] for p in range(8)]  # frame p of a "video"
-
-    def tick(start):
-        # camera c, frame f: video frame start + f, tinted per camera
-        frames = [np.roll(video[start + f], shift=7 * c, axis=1)
-                  for c in range(4) for f in range(4)]
-        keys = tuple((c, start + f) for c in range(4) for f in range(4))
-        return frames, keys
-
     options = InferenceOptions(num_samples=2, max_coc_tokens=10, diffusion_steps=3, seed=4)
     engine = runtime.engine
     runtime.clear_vision_cache()
     for start in range(3):
-        frames, keys = tick(start)
+        frames, keys = _video_tick(start)
         before = dict(engine.vision_stats)
         reused = runtime.predict(_model_input(frames, keys=keys), options)
         encoded = engine.vision_stats["encoded"] - before["encoded"]
@@ -200,6 +273,33 @@ def test_vision_features_are_reused_across_ticks(runtime):
     assert engine.report()["vision"]["cached_frames"] == 16
     runtime.clear_vision_cache()
     assert engine.report()["vision"]["cached_frames"] == 0
+
+
+def _warm_and_cold_prefill_logits(runtime):
+    """Prefill logits of tick 1 with 12 frames' features from tick 0 (warm) and with every
+    frame encoded afresh (cold)."""
+    engine = runtime.engine
+    out = []
+    with torch.inference_mode():
+        runtime.clear_vision_cache()
+        for start, keyed in ((0, True), (1, True), (1, False)):
+            frames, keys = _video_tick(start)
+            prepared = runtime.prepare_inputs(_model_input(frames, keys=keys),
+                                              keys if keyed else None)
+            features = engine.frame_features(prepared.pixel_values, prepared.image_grid_thw,
+                                              prepared.encoded(), prepared.frame_keys)
+            state = engine.state_for(1, prepared.input_ids.shape[1], 2)
+            logits, _ = engine.prefill(state, prepared.input_ids, prepared.image_grid_thw,
+                                       features, prepared.rope)
+            out.append((len(prepared.encoded()), logits.float().cpu()))
+    (_, _), (warm_encoded, warm), (cold_encoded, cold) = out
+    assert (warm_encoded, cold_encoded) == (4, 16)
+    return warm, cold
+
+
+def test_warm_and_cold_prefill_logits_agree(runtime):
+    warm, cold = _warm_and_cold_prefill_logits(runtime)
+    torch.testing.assert_close(warm, cold, atol=1e-5, rtol=0)
 
 
 def test_repeated_keys_are_encoded_once_and_bad_keys_refused(runtime):
@@ -257,7 +357,75 @@ def test_warmup_prepares_the_row_state(checkpoint):
     assert len(runtime.fast_path_report()["messages"]) == messages
     eager = AlpamayoRuntime.from_pretrained(checkpoint, fast_path=False)
     assert eager.warmup(InferenceOptions(max_coc_tokens=4), (64, 96)) > 0.0
-    assert eager._engine is None
+    assert "fast" not in eager._engines
+
+
+def test_warmup_self_check_passes_and_keeps_the_fast_path(checkpoint, caplog):
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint)
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    runtime.warmup(InferenceOptions(num_samples=2, max_coc_tokens=8), (64, 96))
+    assert runtime.fast_path and runtime.inference_path() == InferencePath("fast", "")
+    assert any("self-check passed" in r.getMessage() for r in caplog.records)
+    with torch.inference_mode():
+        check = runtime.self_check(runtime.prepare_inputs(_model_input()),
+                                   InferenceOptions(num_samples=2, max_coc_tokens=8))
+    assert check.same_decode and check.velocity_max > 0.0
+    assert check.velocity_max_diff <= runtime.self_check_atol()
+
+
+def _assert_fell_back(runtime, caplog, why):
+    path = runtime.inference_path()
+    assert not runtime.fast_path and path.name == "eager"
+    assert "fast path switched off at warm-up" in path.problem and why in path.problem
+    assert "fast" not in runtime._engines  # its caches and graphs are released
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(why in m for m in errors)
+    output = runtime.predict(_model_input(), InferenceOptions(max_coc_tokens=4,
+                                                              diffusion_steps=2, seed=0))
+    assert len(output.samples) == 1 and np.isfinite(output.samples[0].xyz).all()
+
+
+def test_a_capture_failure_at_warmup_falls_back_to_the_eager_path(checkpoint, monkeypatch,
+                                                                  caplog):
+    """Injected: the CUDA graph capture raises (CPU stands in with graphs forced on)."""
+    def broken(self):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing")
+
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint)
+    runtime.engine.use_graphs = True
+    monkeypatch.setattr(StepRunner, "_record", broken)
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    runtime.warmup(InferenceOptions(max_coc_tokens=8), (64, 96))
+    _assert_fell_back(runtime, caplog, "CUDA graph capture failed")
+    assert "operation not permitted when stream is capturing" in runtime.inference_path().problem
+
+
+def test_a_fast_path_mismatch_at_warmup_falls_back_to_the_eager_path(checkpoint, monkeypatch,
+                                                                     caplog):
+    """Injected: each fast Euler step adds 0.01 to x (a velocity error of 0.01 / dt)."""
+    step = FastEngine._flow_step
+
+    def skewed(self, state, times, dt):
+        step(self, state, times, dt)
+        state.x += 0.01
+
+    monkeypatch.setattr(FastEngine, "_flow_step", skewed)
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint)
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    runtime.warmup(InferenceOptions(max_coc_tokens=8), (64, 96))
+    _assert_fell_back(runtime, caplog, "first Euler step differs from the eager path's by 0.01")
+
+
+def test_a_fast_path_error_at_warmup_falls_back_to_the_eager_path(checkpoint, monkeypatch,
+                                                                  caplog):
+    def broken(self, *args):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(FastEngine, "prefill", broken)
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint)
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    runtime.warmup(InferenceOptions(max_coc_tokens=8), (64, 96))
+    _assert_fell_back(runtime, caplog, "illegal memory access")
 
 
 def test_backend_parameter_turns_the_fast_path_off(runtime):
@@ -307,26 +475,25 @@ def test_grouped_query_sdpa_equals_transformers_sdpa(q_len, mask_rows, groups):
     torch.testing.assert_close(have, want, atol=1e-6, rtol=1e-5)
 
 
-def test_static_cache_modes():
+def test_static_cache_prefill_view_and_static_writes():
     cache = static_cache.StaticKVCache(num_layers=1, rows=3, capacity=16, kv_heads=2,
                                        head_dim=4, dtype=torch.float32, device=torch.device("cpu"))
     assert bool((cache.layers[0].keys == 0).all())  # zeroed: masked slots stay finite
-    cache.begin_prefill()
+    prefill = cache.prefill_writes()
     prompt = torch.randn(1, 2, 5, 4)
-    keys, _ = cache.update(prompt, prompt, 0, {"cache_position": torch.arange(5)})
-    assert keys.shape == (1, 2, 5, 4) and cache.get_seq_length() == 5
+    keys, _ = prefill.update(prompt, prompt, 0, {"cache_position": torch.arange(5)})
+    assert keys.shape == (1, 2, 5, 4) and prefill.get_seq_length() == 5
     torch.testing.assert_close(cache.layers[0].keys[:, :, :5], prompt.expand(3, -1, -1, -1))
     step = torch.randn(3, 2, 1, 4)
-    with cache.static_writes():
-        keys, values = cache.update(step, step, 0, {"cache_position": torch.tensor([9])})
+    keys, values = cache.update(step, step, 0, {"cache_position": torch.tensor([9])})
     assert keys.shape == (3, 2, 16, 4) and keys.data_ptr() == cache.layers[0].keys.data_ptr()
     torch.testing.assert_close(keys[:, :, 9:10], step)
     assert bool((keys[:, :, 5:9] == 0).all())
-    assert not cache.layers[0].static
+    assert cache.prefill_writes().get_seq_length() == 0  # a new prompt starts at slot 0
     with pytest.raises(ModelRuntimeError, match="multiple of 16"):
         static_cache.StaticKVCache(1, 1, 20, 2, 4, torch.float32, torch.device("cpu"))
     with pytest.raises(ModelRuntimeError, match="room for 16 tokens, need 21"):
-        cache.update(torch.randn(1, 2, 16, 4), torch.randn(1, 2, 16, 4), 0, {})
+        prefill.update(torch.randn(1, 2, 16, 4), torch.randn(1, 2, 16, 4), 0, {})
 
 
 def _warped_reference(logits, banned, temperature, top_p):
@@ -384,21 +551,25 @@ def test_exponential_race_never_picks_zero_probability_tokens():
     assert bool((exponential_race(probs, torch.Generator().manual_seed(0)) == 3).all())
 
 
-def test_step_runner_falls_back_once_when_capture_fails():
-    """A failed capture (here: no CUDA) logs once and runs the step without a graph."""
+def test_step_runner_keeps_the_capture_failure_and_runs_uncaptured(monkeypatch, caplog):
+    """A failed capture is tried once, logged once as an error, kept with its reason, and
+    the step still runs (without a graph)."""
     log = OnceLog()
-    calls = []
+    calls, tries = [], []
+
+    def broken(self):
+        tries.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(StepRunner, "_record", broken)
     runner = StepRunner(lambda: calls.append(1), "a test step", torch.device("cuda"), log=log)
-    if CUDA:
-        pytest.skip("capture would succeed on this machine")
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
     assert runner.capture() is False and runner.capture() is False
     runner()
-    assert calls == [1] and not runner.captured and runner.capture_failed
+    assert calls == [1] and tries == [1] and not runner.captured
+    assert runner.failure == "RuntimeError: operation not permitted when stream is capturing"
     assert len(log.messages) == 1 and "capture of a test step failed" in log.messages[0]
-    cpu = StepRunner(lambda: calls.append(2), "cpu step", torch.device("cpu"), log=log)
-    assert cpu.capture() is False and not cpu.capture_failed  # nothing to capture on CPU
-    cpu()
-    assert calls == [1, 2]
+    assert [r.levelno for r in caplog.records] == [logging.ERROR]
 
 
 def test_once_log_reports_each_event_once(caplog):
@@ -457,7 +628,26 @@ def test_cuda_graph_sampling_is_reproducible(cuda_runtime):
 
 
 @cuda_only
-def test_decode_and_euler_steps_do_not_synchronise(cuda_runtime):
+def test_warm_and_cold_prefill_logits_agree_on_cuda(cuda_runtime):
+    """Vision reuse on the GPU: features encoded in another batch (4 new frames) give the
+    prefill logits of encoding all 16 at once, up to the convolution's TF32 rounding."""
+    warm, cold = _warm_and_cold_prefill_logits(cuda_runtime)
+    torch.testing.assert_close(warm, cold, atol=1e-3, rtol=1e-3)
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_warmup_self_check_passes_on_cuda(checkpoint, dtype):
+    """Captured steps against the eager path at warm-up: the fast path stays, in float32
+    and in bf16 (where the paths' attention kernels round differently)."""
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint, device="cuda", dtype=dtype)
+    runtime.warmup(InferenceOptions(num_samples=2, max_coc_tokens=8), (64, 96))
+    assert runtime.inference_path() == InferencePath("fast", "")
+    assert runtime.fast_path_report()["capture_failures"] == []
+
+
+@cuda_only
+def test_decode_and_euler_steps_do_not_synchronise_on_cuda(cuda_runtime):
     """One decode step and one Euler step, uncaptured and replayed, under
     torch.cuda.set_sync_debug_mode("error"): any host sync inside would raise."""
     runtime = cuda_runtime
@@ -465,7 +655,7 @@ def test_decode_and_euler_steps_do_not_synchronise(cuda_runtime):
     runtime.predict(_model_input(), options)  # allocates, captures, fills the cache
     engine = runtime.engine
     state = engine._states[2]
-    chooser = runtime._chooser(options)
+    chooser = engine.chooser(Request(rows=2, max_new_tokens=8, diffusion_steps=4))
     decode = engine.decode_runner(state, chooser)
     flow = engine.flow_runner(state, 4)
     assert decode.captured and flow.captured

@@ -30,6 +30,7 @@ EXECUTABLES = {
     "carla_sim": "alpamayo_ros.testbed.carla_sim_node",
     "route_oracle": "alpamayo_ros.testbed.route_oracle_node",
     "closed_loop": "alpamayo_ros.tools.closed_loop",
+    "route_navigation": "alpamayo_ros.ros.route_navigation_node",
 }
 # Executables without rclpy that answer --help quickly.
 TOOLS = ("replay", "make_tiny_checkpoint", "make_scenario_bag", "closed_loop")

@@ -1,6 +1,7 @@
 """launch_pytest test of launch/planner.launch.py: `ros2 launch`'s own machinery starts the
 planner (dry-run backend, `backend:=constant_velocity device:=cpu`) next to the synthetic
-sensors, on a ROS domain of its own, and an OK plan arrives.
+sensors, on a ROS domain of its own, and an OK plan arrives; with `preset:=autoware` and
+sensors on Autoware's topics, an autoware_planning_msgs/Trajectory in map arrives.
 
 Needs launch, launch_ros and launch_pytest from a ROS 2 install (`colcon test` on a ROS
 install runs it); they are not on PyPI, so on pip-only machines this module is skipped.
@@ -42,41 +43,81 @@ def domain():
             os.environ[key] = value
 
 
-@launch_pytest.fixture
-def launch_description(domain):
+def _planner_and_sensors(domain, planner_arguments: dict, sensor_parameters: dict):
+    """planner.launch.py (dry-run backend, sim time) and the synthetic sensors, in the
+    module's domain and namespace."""
     planner = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(str(REPO / "launch" / "planner.launch.py")),
         launch_arguments={"namespace": NAMESPACE, "backend": "constant_velocity",
-                          "device": "cpu", "use_sim_time": "true", "rate_hz": "5"}.items())
+                          "device": "cpu", "use_sim_time": "true", "rate_hz": "5",
+                          **planner_arguments}.items())
     sensors = Node(package="alpamayo_ros", executable="synthetic_sensors",
-                   namespace=NAMESPACE, parameters=[{"publish_clock": True,
-                                                     "width": 64, "height": 48}])
+                   namespace=NAMESPACE, parameters=[{"publish_clock": True, "width": 64,
+                                                     "height": 48, **sensor_parameters}])
     return LaunchDescription([
         SetEnvironmentVariable("ROS_DOMAIN_ID", str(domain)),
         SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"),
         planner, sensors, launch_pytest.actions.ReadyToTest()])
 
 
-@pytest.mark.launch(fixture=launch_description)
-def test_launch_file_starts_a_planner_that_plans(domain):
-    from alpamayo_ros.msg import PlannerOutput
+def _first_message(domain, msg_type, topic: str, accept=lambda m: True,
+                   timeout_s: float = 60.0):
+    """The first accepted message on topic within timeout_s (None if none came)."""
     from alpamayo_ros.ros.qos import PLAN_QOS
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     try:
         node = rclpy.create_node("launch_probe", context=context)
-        ok = []
-        node.create_subscription(PlannerOutput, f"/{NAMESPACE}/alpamayo/plan",
-                                 lambda m: ok.append(m) if m.status == m.STATUS_OK else None,
+        received = []
+        node.create_subscription(msg_type, topic,
+                                 lambda m: received.append(m) if accept(m) else None,
                                  PLAN_QOS)
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        deadline = time.monotonic() + 60.0
-        while not ok and time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s
+        while not received and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-        assert ok, "no OK plan from the launched planner within 60 s"
-        assert ok[0].model.dtype == "float64"  # the constant-velocity backend
         node.destroy_node()
+        return received[0] if received else None
     finally:
         rclpy.shutdown(context=context)
+
+
+@launch_pytest.fixture
+def launch_description(domain):
+    return _planner_and_sensors(domain, {}, {})
+
+
+@pytest.mark.launch(fixture=launch_description)
+def test_launch_file_starts_a_planner_that_plans(domain):
+    from alpamayo_ros.msg import PlannerOutput
+
+    plan = _first_message(domain, PlannerOutput, f"/{NAMESPACE}/alpamayo/plan",
+                          lambda m: m.status == m.STATUS_OK)
+    assert plan is not None, "no OK plan from the launched planner within 60 s"
+    assert plan.model.dtype == "float64"  # the constant-velocity backend
+
+
+# Autoware's topics as config/autoware.yaml names them (camera index order 0, 1, 2, 6).
+AUTOWARE_CAMERA_TOPICS = [f"/sensing/camera/camera{n}/image_raw/compressed" for n in (3, 1, 4, 2)]
+
+
+@launch_pytest.fixture
+def autoware_launch_description(domain):
+    """`preset:=autoware` next to sensors on Autoware's topics: JPEG cameras, 50 Hz
+    /localization/kinematic_state of base_link in map."""
+    return _planner_and_sensors(domain, {"preset": "autoware"}, {
+        "camera_topics": AUTOWARE_CAMERA_TOPICS, "camera_encodings": ["jpeg"] * 4,
+        "odometry_topic": "/localization/kinematic_state", "odom_frame_id": "map"})
+
+
+@pytest.mark.launch(fixture=autoware_launch_description)
+def test_autoware_preset_publishes_the_plan_as_an_autoware_trajectory(domain):
+    from autoware_planning_msgs.msg import Trajectory
+
+    traj = _first_message(domain, Trajectory, "/alpamayo/predicted_trajectory")
+    assert traj is not None, "no Trajectory from the launched planner within 60 s"
+    assert traj.header.frame_id == "map" and len(traj.points) == 64
+    first = traj.points[0].time_from_start
+    assert (first.sec, first.nanosec) == (0, 100_000_000)

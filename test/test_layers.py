@@ -16,7 +16,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "alpamayo_ros"
 ROS_MESSAGE_PACKAGES = ("builtin_interfaces", "std_msgs", "geometry_msgs", "nav_msgs",
                         "sensor_msgs", "visualization_msgs", "diagnostic_msgs",
-                        "rosgraph_msgs", "rcl_interfaces", "carla_msgs", "ackermann_msgs")
+                        "rosgraph_msgs", "rcl_interfaces", "carla_msgs", "ackermann_msgs",
+                        "autoware_planning_msgs")
 FORBIDDEN = {
     "core": ("torch", "transformers", "rclpy", "rosbags", "alpamayo_ros.msg",
              "alpamayo_ros.ros", "alpamayo_ros.model", "alpamayo_ros.tools",
@@ -32,9 +33,9 @@ FORBIDDEN = {
     "testbed": ("torch", "transformers"),
 }
 
-# The folders, lowest first, and the folders of the package each may import ("msg": the
-# generated alpamayo_ros.msg). A new folder gets a row in both.
-ORDER = ("msg", "core", "control", "bag", "model", "sim", "replay", "ros", "testbed", "tools")
+# The folders, lowest first, and the folders of the package each may import ("msg", "srv":
+# the generated alpamayo_ros.msg and alpamayo_ros.srv). A new folder gets a row in both.
+ORDER = ("msg", "srv", "core", "control", "bag", "model", "sim", "replay", "ros", "testbed", "tools")
 ALLOWED = {
     "core": (),
     "control": ("core",),
@@ -42,8 +43,8 @@ ALLOWED = {
     "model": ("core",),
     "sim": ("core", "control", "bag"),
     "replay": ("core", "bag", "model"),
-    "ros": ("msg", "core", "control", "model", "sim"),
-    "testbed": ("msg", "core", "control", "bag", "sim", "ros"),
+    "ros": ("msg", "srv", "core", "control", "model", "sim"),
+    "testbed": ("msg", "srv", "core", "control", "bag", "sim", "ros"),
     "tools": ("core", "control", "bag", "model", "sim", "replay", "testbed"),
 }
 
@@ -83,8 +84,8 @@ def _package_imports(layer: str) -> list[str]:
 
 def test_every_folder_has_a_place_and_imports_only_folders_below_it():
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
-    assert folders - {"msg"} == set(ALLOWED) == set(ORDER) - {"msg"}
-    assert folders <= set(FORBIDDEN) | {"msg"}
+    assert folders - {"msg", "srv"} == set(ALLOWED) == set(ORDER) - {"msg", "srv"}
+    assert folders <= set(FORBIDDEN) | {"msg", "srv"}
     for layer, allowed in ALLOWED.items():
         assert all(ORDER.index(a) < ORDER.index(layer) for a in allowed), layer
 

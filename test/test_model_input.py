@@ -53,7 +53,7 @@ def test_list_of_frames_is_kept_without_copy_and_mixed_shapes_are_refused():
     assert isinstance(out, tuple) and len(out) == 16
     # the very same buffers (no full-resolution copy on the planner's hot path)
     assert all(a is b for a, b in zip(out, frames))
-    with pytest.raises(ModelInputError, match="need 16 frames .* have 15"):
+    with pytest.raises(ModelInputError, match="need 4 frames per camera .* have 15 frames"):
         validate_model_input(_input(frames=frames[:15]))
     with pytest.raises(ModelInputError, match="uint8"):
         validate_model_input(_input(frames=[f.astype(np.float32) for f in frames]))
@@ -64,14 +64,33 @@ def test_list_of_frames_is_kept_without_copy_and_mixed_shapes_are_refused():
         validate_model_input(_input(frames=frames))
 
 
-@pytest.mark.parametrize("count", [15, 17, 4])
+@pytest.mark.parametrize("count", [15, 17, 0, 32])
 def test_wrong_frame_count(count):
-    with pytest.raises(ModelInputError, match=f"need 16 frames .* have {count}"):
+    with pytest.raises(ModelInputError,
+                       match=f"need 4 frames per camera for 1 to 7 cameras, have {count}"):
         validate_model_input(_input(frames=_frames((count, 48, 64, 3))))
 
 
+@pytest.mark.parametrize("cameras", [1, 2, 7])
+def test_any_camera_count_from_1_to_7(cameras):
+    """4 frames per camera for any rig; camera ids, when given, name one camera per 4."""
+    out = validate_model_input(_input(frames=_frames((cameras, 4, 40, 40, 3))))
+    assert out.frames.shape == (4 * cameras, 40, 40, 3)
+    ids = tuple(range(cameras))
+    named = ModelInput(out.frames, out.history_xyz, out.history_rot, camera_indices=ids,
+                       navigation_text="Turn left in 40m")
+    checked = validate_model_input(named)
+    assert checked.camera_indices == ids and checked.navigation_text == "Turn left in 40m"
+    with pytest.raises(ModelInputError, match=f"camera_indices name {cameras + 1} cameras"):
+        validate_model_input(ModelInput(out.frames, out.history_xyz, out.history_rot,
+                                        camera_indices=ids + (6,)))
+    with pytest.raises(ModelInputError, match="navigation_text must be a str"):
+        validate_model_input(ModelInput(out.frames, out.history_xyz, out.history_rot,
+                                        navigation_text=b"Turn left"))
+
+
 def test_wrong_camera_grid():
-    with pytest.raises(ModelInputError, match=r"\(4, 4, H, W, 3\).*\(2, 8, 40, 40, 3\)"):
+    with pytest.raises(ModelInputError, match=r"\(cameras, 4, H, W, 3\).*\(2, 8, 40, 40, 3\)"):
         validate_model_input(_input(frames=_frames((2, 8, 40, 40, 3))))
 
 

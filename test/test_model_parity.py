@@ -15,6 +15,7 @@ from fixture_set import (base_vlm_dir, load_expected, load_expected_tensors, loa
 
 from alpamayo_ros.core.types import InferenceOptions, ModelInput
 from alpamayo_ros.model import generation
+from alpamayo_ros.model.checkpoint import load_state_dict, locate_checkpoint
 from alpamayo_ros.model.modeling import expert_velocity
 
 pytestmark = [requires_fixtures, pytest.mark.fixtures]
@@ -221,7 +222,7 @@ def test_stochastic_rollout_facts(runtime, path, monkeypatch):
     ids = runtime.token_ids
     with torch.inference_mode():
         prepared = runtime.prepare_inputs(model_input)
-        raw = runtime.run_prepared(prepared, options, generator=runtime.make_generator(seed))
+        raw = runtime.run_prepared(prepared, options)
     assert raw.path == path
     prompt_len = prepared.input_ids.shape[1]
     assert raw.tokens.shape[0] == num_samples and raw.tokens.shape[1] <= budget
@@ -249,11 +250,14 @@ def test_stochastic_rollout_facts(runtime, path, monkeypatch):
     assert output.v0 == pytest.approx(float(load_expected_tensors()["v0"][0]), rel=1e-5)
 
 
-def test_bfloat16_weights_keep_float32_fourier_and_stay_close():
-    """bf16 (the CUDA default) on the same path: Fourier angles and the action-space
-    buffers stay float32, and the trajectory stays near the float32 official one. bf16 has
-    an 8-bit mantissa (relative precision 2^-8 = 0.4 %), so only a loose bound: 0.5 % of
-    the official path's length (0.23 m on set A's 46 m path; observed 0.04 m there)."""
+def test_bfloat16_runs_with_the_official_autocast_numerics_and_stays_close():
+    """bf16 (the CUDA default) as the official run does it (from_pretrained(dtype=bf16)
+    inside torch.autocast(bf16)): the Fourier freqs are bf16 like every loaded tensor but
+    the angles float32; the action expert reads float32 embeddings (LayerNorm under
+    autocast) and float32 rotary tables, the VLM's stay bf16; the action-space buffers stay
+    float32. The trajectory stays near the float32 official one. bf16 has an 8-bit mantissa
+    (relative precision 2^-8 = 0.4 %), so only a loose bound: 0.5 % of the official path's
+    length (0.23 m on set A's 46 m path)."""
     from alpamayo_ros.model.runtime import AlpamayoRuntime
 
     expected, inputs = load_expected_tensors(), load_inputs()
@@ -262,18 +266,40 @@ def test_bfloat16_weights_keep_float32_fourier_and_stay_close():
                                               dtype=torch.bfloat16)
     net = runtime.network
     assert net.vlm.lm_head.weight.dtype == torch.bfloat16
-    assert net.action_in_proj.timestep_fourier_encoder.freqs.dtype == torch.float32
+    freqs = net.action_in_proj.timestep_fourier_encoder.freqs
+    files = locate_checkpoint(require_fixture_dir() / "checkpoint")
+    stored = load_state_dict(files, device="cpu", dtype=None)[
+        "action_in_proj.timestep_fourier_encoder.freqs"]
+    assert freqs.dtype == torch.bfloat16 and torch.equal(freqs, stored.to(torch.bfloat16))
     assert net.action_space.accel_std.dtype == torch.float32
-    for path in ("eager", "fast"):
-        with torch.inference_mode():
-            prepared = runtime.prepare_inputs(_model_input())
-            raw = runtime.run_prepared(prepared, InferenceOptions(),
-                                       inputs["diffusion_init_noise"].numpy(),
-                                       forced_tokens=expected["tf_continuation_ids"][0], path=path)
-            sample = runtime.to_samples(raw, prepared)[0]
-        assert raw.actions.dtype == torch.float32 and raw.path == path
-        np.testing.assert_allclose(sample.xyz, expected["tf_pred_xyz"][0, 0, 0].numpy(),
-                                   atol=0.25)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, output):
+            seen.setdefault(name, set()).add(
+                (output[0] if isinstance(output, tuple) else output).dtype)
+        return hook
+
+    hooks = [net.action_in_proj.register_forward_hook(record("expert embeddings")),
+             net.expert.rotary_emb.register_forward_hook(record("expert rotary")),
+             net.vlm.model.language_model.rotary_emb.register_forward_hook(record("vlm rotary"))]
+    try:
+        for path in ("eager", "fast"):
+            with torch.inference_mode():
+                prepared = runtime.prepare_inputs(_model_input())
+                raw = runtime.run_prepared(prepared, InferenceOptions(),
+                                           inputs["diffusion_init_noise"].numpy(),
+                                           forced_tokens=expected["tf_continuation_ids"][0],
+                                           path=path)
+                sample = runtime.to_samples(raw, prepared)[0]
+            assert raw.actions.dtype == torch.float32 and raw.path == path
+            np.testing.assert_allclose(sample.xyz, expected["tf_pred_xyz"][0, 0, 0].numpy(),
+                                       atol=0.25)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert seen == {"expert embeddings": {torch.float32}, "expert rotary": {torch.float32},
+                    "vlm rotary": {torch.bfloat16}}
 
 
 def test_vision_encoder_treats_frames_independently(runtime):

@@ -23,6 +23,7 @@ TYPOS = [
     ("planner_node", "alpamayo_planner", "rate_hx", "rate_hz"),
     ("controller_node", "alpamayo_controller", "plan.max_agee", "plan.max_age"),
     ("route_oracle", "alpamayo_route_oracle", "rate_hx", "rate_hz"),
+    ("route_navigation", "alpamayo_route_navigation", "valid_fr", "valid_for"),
     ("carla_sim", "carla_sim", "durration", "duration"),
     ("synthetic_sensors", "synthetic_sensors", "odometry_rat", "odometry_rate"),
 ]

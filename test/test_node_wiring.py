@@ -31,7 +31,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel  # noqa: E402
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.core import planner_params as P  # noqa: E402
-from alpamayo_ros.core.types import ModelDescription  # noqa: E402
+from alpamayo_ros.core.types import InferencePath, ModelDescription  # noqa: E402
 from alpamayo_ros.ros.convert import time_to_ns  # noqa: E402
 from alpamayo_ros.ros.planner_node import PlannerNode  # noqa: E402
 from alpamayo_ros.ros.qos import PLAN_QOS  # noqa: E402
@@ -93,6 +93,23 @@ class FlakyModel(ConstantVelocityModel):
         finally:
             with self._cond:
                 self.active -= 1
+
+
+class FallenBackModel(FlakyModel):
+    """A model whose warm-up switched it from its fast path to its eager one, as
+    AlpamayoRuntime does when the fast path fails its self-check."""
+
+    def __init__(self):
+        super().__init__()
+        self.path = InferencePath("fast")
+
+    def warmup(self, options, frame_shape, camera_indices=None):
+        self.path = InferencePath("eager", "fast path switched off at warm-up: its first "
+                                  "Euler step differs from the eager path's by 0.01")
+        return 0.0
+
+    def inference_path(self):
+        return self.path
 
 
 class Rig:
@@ -358,6 +375,23 @@ def test_model_failure_is_reported_and_the_node_keeps_serving(rig_factory, error
     status = rig.wait_status(lambda s: s.level == DiagnosticStatus.ERROR
                              and "model error" in s.message, what="a model error status")
     assert str(error) in status.message
+
+
+def test_a_fast_path_fallback_at_warmup_is_an_error_in_diagnostics_and_plans(rig_factory):
+    """8f: the node says why plans come from the eager path, in /diagnostics (ERROR) and in
+    every plan's ModelInfo, while it keeps planning."""
+    rig = rig_factory(model=FallenBackModel())
+    rig.run(0.0, 3.0)
+    plans = _ok(rig.drain(3.01, 3.5))
+    assert plans
+    for plan in plans:
+        assert plan.model.inference_path == "eager"
+        assert plan.model.inference_problem.startswith("fast path switched off at warm-up")
+    status = rig.wait_status(lambda s: s.name.endswith("model path"),
+                             what="the model path status")
+    assert status.level == DiagnosticStatus.ERROR
+    assert "first Euler step differs from the eager path's by 0.01" in status.message
+    assert _values(status)["inference_path"] == "eager"
 
 
 def test_unsupported_encoding_is_rejected_and_never_planned(rig_factory):

@@ -146,7 +146,8 @@ def test_cli_writes_report_csv_png_and_a_readable_output_bag(straight_bag, tmp_p
     assert counts[PLAN_TOPIC] == len(bag["ticks"])
     assert counts[PATH_TOPIC] == counts[PATH_ODOM_TOPIC] == len(ok)
     # Every topic the node publishes (core.outputs.OUTPUTS, markers enabled by default).
-    assert set(counts) == {"/" + row.topic for row in outputs.OUTPUTS}
+    assert set(counts) == {"/" + row.topic
+                           for row in outputs.enabled_outputs(report["parameters"])}
     assert counts["/" + outputs.COC_TOPIC] == counts["/" + outputs.MARKERS_TOPIC] == len(ok)
     first_ok = next(p.msg for p in plans if p.msg.status == 0)
     assert bag_io.stamp_to_ns(first_ok.header.stamp) == ok[0]["t0_ns"]

@@ -48,7 +48,9 @@ def test_output_contract(each_path):
     assert out.waypoint_offsets[0] == pytest.approx(0.1)
     assert out.waypoint_offsets[-1] == pytest.approx(6.4)
     assert out.v0 == pytest.approx(6.0, rel=1e-3)
-    assert out.model_id == each_path.model_id and len(out.model_id) == 12
+    family, _, digest = out.model_id.partition("-")
+    assert out.model_id == each_path.model_id and len(digest) == 12
+    assert family == "alpamayo_r1" == each_path.describe()["family"]
     for sample in out.samples:
         assert sample.xyz.shape == (NUM_WAYPOINTS, 3) and sample.rot.shape == (NUM_WAYPOINTS, 3, 3)
         for name in ("yaw", "speed", "acceleration", "curvature"):
@@ -104,9 +106,16 @@ def test_greedy_truncation_reports_cut_off_reasoning(each_path):
 
 def test_invalid_inputs_and_options_are_refused(runtime):
     bad = _model_input()
-    with pytest.raises(ModelInputError, match="need 16 frames"):
+    with pytest.raises(ModelInputError, match=r"R1 checkpoint takes 16 frames of the cameras "
+                                              r"\[0, 1, 2, 6\], have 12 frames"):
         runtime.predict(ModelInput(bad.frames[:12], bad.history_xyz, bad.history_rot),
                         InferenceOptions(**SHORT))
+    with pytest.raises(ModelInputError, match="R1 checkpoint takes no navigation text"):
+        runtime.predict(ModelInput(bad.frames, bad.history_xyz, bad.history_rot,
+                                   navigation_text="Turn left in 40m"), InferenceOptions(**SHORT))
+    with pytest.raises(ModelInputError, match=r"of the cameras \[0, 1, 2, 3\]"):
+        runtime.predict(ModelInput(bad.frames, bad.history_xyz, bad.history_rot,
+                                   camera_indices=(0, 1, 2, 3)), InferenceOptions(**SHORT))
     # Options check themselves when they are made (the parameter table's ranges).
     with pytest.raises(ConfigError, match="num_samples: have 0, need >= 1"):
         InferenceOptions(num_samples=0)

@@ -148,7 +148,7 @@ def _closed_loop(plan_delay_s=0.0, anchor_at_current_pose=False, seconds=30.0):
             ctl.offer_plan(status_ok=True, status_text="", make_plan=lambda: ReferencePlan(
                 t0_ns=t0, tick_ns=t0, odom_frame_id="map", t0_pose=pose, offsets_s=p.offsets,
                 xyz_t0=p.xyz, yaw_t0=p.yaw, speed=p.speed, acceleration=p.acceleration,
-                v0=p.v0))
+                curvature=p.curvature, v0=p.v0))
         r = ctl.step(odom)
         sim.apply(HeldCommand(r.command.throttle, r.command.brake, r.command.steer))
         sim.step()
@@ -156,6 +156,8 @@ def _closed_loop(plan_delay_s=0.0, anchor_at_current_pose=False, seconds=30.0):
         if sim.time_ns > 3 * S:
             lateral.append(proj.lateral[0])
             speed_err.append(sim.state.speed - route.target_speed(proj.s, 2.0)[0])
+    if not anchor_at_current_pose:  # every oracle plan passes the controller's checks
+        assert ctl.counters.plans_refused == 0, ctl.last_refusal
     return np.asarray(lateral), np.asarray(speed_err)
 
 

@@ -17,7 +17,7 @@ import pytest
 import ros_harness
 
 NODES = ("planner_node", "synthetic_sensors", "bag_player", "controller_node", "carla_sim",
-         "route_oracle")
+         "route_oracle", "route_navigation")
 TOOLS = ("replay", "make_tiny_checkpoint", "make_scenario_bag", "closed_loop")
 
 # Runs the wrapper sys.argv[2] as __main__; its first import of module sys.argv[1] says

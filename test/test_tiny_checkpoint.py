@@ -22,6 +22,12 @@ def tiny(tmp_path_factory):
     return root, write_tiny_checkpoint(root, seed=0)
 
 
+@pytest.fixture(scope="module")
+def tiny_1_5(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny15")
+    return root, write_tiny_checkpoint(root, seed=0, family="1.5")
+
+
 def test_layout_and_official_config_fields(tiny):
     root, ckpt = tiny
     assert ckpt == root / "checkpoint"
@@ -69,6 +75,54 @@ def test_same_format_as_the_official_fixture(tiny):
     assert _naming_scheme(_tensor_names(ckpt)) == _naming_scheme(_tensor_names(official_dir))
 
 
+@fixture_set.SET_1_5.requires
+def test_1_5_same_format_as_the_official_1_5_fixture(tiny_1_5):
+    """--family 1.5: the official 1.5 config fields and class paths, and no buffers in the
+    weights (the 1.5 checkpoint stores none)."""
+    _, ckpt = tiny_1_5
+    ours = json.loads((ckpt / "config.json").read_text())
+    official = fixture_set.SET_1_5.checkpoint_config()
+    assert sorted(ours) == sorted(official)
+    for key in ("action_space_cfg", "action_in_proj_cfg", "expert_cfg", "traj_tokenizer_cfg",
+                "diffusion_cfg", "hist_traj_tokenizer_cfg"):
+        assert sorted(ours[key]) == sorted(official[key]), key
+        assert ours[key].get("_target_") == official[key].get("_target_"), key
+    for key in ("model_type", "architectures", "include_camera_ids", "include_frame_nums"):
+        assert ours[key] == official[key], key
+    official_dir = fixture_set.SET_1_5.require_fixture_dir() / "checkpoint"
+    assert _naming_scheme(_tensor_names(ckpt)) == _naming_scheme(_tensor_names(official_dir))
+
+
+def test_1_5_runs_with_cameras_and_navigation(tiny_1_5):
+    """A 1.5 tiny checkpoint loads (buffers rebuilt from its config), says its family,
+    and plans from 2 cameras with an instruction, with and without guidance."""
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+
+    torch.set_num_threads(1)
+    runtime = AlpamayoRuntime.from_pretrained(tiny_1_5[1])
+    assert runtime.describe()["family"] == "alpamayo1_5"
+    assert runtime.model_id.startswith("alpamayo1_5-")
+    assert float(runtime.network.action_space.accel_std) == pytest.approx(0.6810426736454882)
+    frames = np.random.default_rng(0).integers(0, 256, (8, 64, 96, 3), dtype=np.uint8)
+    t = np.linspace(-1.5, 0.0, 16)
+    xyz = np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1)
+    outputs = []
+    for scale in (0.0, 1.5):
+        model_input = ModelInput(frames, xyz, np.tile(np.eye(3), (16, 1, 1)),
+                                 camera_indices=(1, 6), navigation_text="Turn left in 40m")
+        out = runtime.predict(model_input, InferenceOptions(
+            num_samples=2, max_coc_tokens=16, diffusion_steps=2, seed=0,
+            nav_guidance_scale=scale))
+        assert all(np.isfinite(s.xyz).all() for s in out.samples)
+        outputs.append(out.samples[0].xyz)
+    assert not np.allclose(outputs[0], outputs[1])
+
+
+def test_unknown_family_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="family: have 'r2'"):
+        write_tiny_checkpoint(tmp_path, family="r2")
+
+
 def test_deterministic_for_a_seed(tiny, tmp_path):
     _, ckpt = tiny
     again = write_tiny_checkpoint(tmp_path / "again", seed=0)
@@ -102,6 +156,9 @@ def test_cli(tmp_path, capsys):
     assert main([str(tmp_path / "cli"), "--seed", "3"]) == 0
     assert (tmp_path / "cli" / "checkpoint" / "model.safetensors").is_file()
     assert "wrote" in capsys.readouterr().out
+    assert main([str(tmp_path / "cli15"), "--family", "1.5"]) == 0
+    config = json.loads((tmp_path / "cli15" / "checkpoint" / "config.json").read_text())
+    assert config["model_type"] == "alpamayo1_5"
 
 
 def test_runs_and_sampled_reasoning_can_end(tiny):
@@ -117,3 +174,29 @@ def test_runs_and_sampled_reasoning_can_end(tiny):
                                            seed=0))
     assert any(not s.coc_truncated for s in out.samples)
     assert all(np.isfinite(s.xyz).all() for s in out.samples)
+
+
+def test_1_5_batched_guidance_equals_two_calls_per_step(tiny_1_5, monkeypatch):
+    """Rows with different CoC lengths (some cut off by the token limit): the batched
+    guided and unguided expert calls give the velocities of separate calls."""
+    from alpamayo_ros.model import nav_guidance
+    from alpamayo_ros.model.runtime import AlpamayoRuntime
+
+    torch.set_num_threads(1)
+    runtime = AlpamayoRuntime.from_pretrained(tiny_1_5[1], fast_path=False)
+    frames = np.random.default_rng(1).integers(0, 256, (4, 64, 96, 3), dtype=np.uint8)
+    t = np.linspace(-1.5, 0.0, 16)
+    model_input = ModelInput(frames, np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1),
+                             np.tile(np.eye(3), (16, 1, 1)), camera_indices=(1,),
+                             navigation_text="Turn right in 30m")
+    options = InferenceOptions(num_samples=6, max_coc_tokens=12, diffusion_steps=3, seed=5,
+                               nav_guidance_scale=2.0)
+    batched = runtime.predict(model_input, options)
+    lengths = {s.coc_token_count for s in batched.samples}
+    assert len(lengths) > 1 and any(s.coc_truncated for s in batched.samples)
+    monkeypatch.setattr(nav_guidance, "batched_guided_sample_actions",
+                        nav_guidance.guided_sample_actions)
+    separate = runtime.predict(model_input, options)
+    for a, b in zip(batched.samples, separate.samples):
+        assert a.coc_token_count == b.coc_token_count
+        np.testing.assert_allclose(a.xyz, b.xyz, atol=1e-4, rtol=0)

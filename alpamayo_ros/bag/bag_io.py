@@ -1,7 +1,7 @@
 """rosbag2 reading and writing (no ROS graph), and message <-> core adapters.
 
 `rosbags` parses metadata, reads sqlite3 bags, writes bags and (de)serialises CDR; mcap
-files are read front to back with every CRC checked (tools.mcap_stream), so a damaged
+files are read front to back with every CRC checked (bag.mcap_stream), so a damaged
 bag gives its messages up to the damage and then a BagError saying where (BagReader).
 
 rosbags deserialises to its own dataclasses (not rclpy messages), so this module is the
@@ -17,10 +17,14 @@ Times: every message in a bag has two times.
 
 Our message types (msg/*.msg) are registered in the Kilted typestore; their RIHS01 hashes
 equal rosidl's, and bags are written with rosbag2 metadata version 8 so that Humble's
-``ros2 bag`` can read them.
+``ros2 bag`` can read them. Types of other interface packages the typestore lacks (Autoware's
+autoware_planning_msgs) are registered from the .msg files of the installed package when
+first used (`register_package_types`).
 """
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +42,7 @@ from alpamayo_ros.core.types import NS_PER_S, stamp_to_ns
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+NAVIGATION_TYPE = "alpamayo_ros/msg/NavigationInstruction"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 STORAGE_IDS = ("mcap", "sqlite3")
 # Humble's rosbag2 parses metadata up to version 8 (version 9 fails there).
@@ -84,9 +89,49 @@ def typestore():
                    + ", ".join(str(d) for d in _msg_dir_candidates()))
 
 
+def _share_msg_dirs(package: str) -> list[Path]:
+    """Where an installed interface package keeps its .msg files: <prefix>/share/<package>/msg
+    of this interpreter's prefix (the venv) and of every AMENT_PREFIX_PATH entry."""
+    prefixes = [Path(sys.prefix)]
+    prefixes += [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    return [prefix / "share" / package / "msg" for prefix in prefixes]
+
+
+@lru_cache(maxsize=None)
+def register_package_types(package: str) -> None:
+    """Register every message of an installed interface package (e.g. Autoware's
+    autoware_planning_msgs) in the typestore, from the .msg files rosidl installs; the
+    Kilted typestore has only the core ROS packages. BagError when none are found."""
+    from rosbags.typesys import get_types_from_msg
+    for directory in _share_msg_dirs(package):
+        files = sorted(directory.glob("*.msg"))
+        if files:
+            types: dict = {}
+            for path in files:
+                types.update(get_types_from_msg(path.read_text(), f"{package}/msg/{path.stem}"))
+            typestore().register(types)
+            return
+    raise BagError(f"message package {package} is not installed (no .msg files in "
+                   + ", ".join(str(d) for d in _share_msg_dirs(package)) + ")")
+
+
+def _known_type(msgtype: str) -> None:
+    """Make sure the typestore knows msgtype, registering its package when the typestore
+    has none of its types (BagError when that package is not installed)."""
+    types = typestore().types
+    if msgtype not in types:
+        package = msgtype.split("/")[0]
+        if not any(name.startswith(package + "/") for name in types):
+            register_package_types(package)
+
+
 def msg_class(msgtype: str):
     """rosbags dataclass of a message type name, e.g. 'nav_msgs/msg/Odometry'."""
-    return typestore().types[msgtype]
+    _known_type(msgtype)
+    try:
+        return typestore().types[msgtype]
+    except KeyError:
+        raise BagError(f"unknown message type {msgtype}") from None
 
 
 # --------------------------------------------------------------------------------------
@@ -162,7 +207,7 @@ class BagReader:
     """Context manager over one rosbag2 directory (mcap or sqlite3).
 
     mcap (uncompressed bag files, rosbag2's default): messages are read front to back by
-    tools.mcap_stream, every CRC checked. Topics, counts and times come from metadata.yaml
+    bag.mcap_stream, every CRC checked. Topics, counts and times come from metadata.yaml
     through rosbags when rosbags can open the bag; when it cannot (a file cut short has no
     summary, metadata.yaml is missing), from a pass over the readable part of the files
     (topics of metadata.yaml included when it is readable). A damaged file gives its
@@ -186,6 +231,7 @@ class BagReader:
         self._by_id: dict[int, BagConnection] = {}
         self._start_ns = 0
         self._end_ns = 0
+        self._definitions: dict[str, str] = {}   # msgtype -> the bag's own definition
 
     def __enter__(self) -> "BagReader":
         from rosbags.rosbag2 import Reader
@@ -206,6 +252,8 @@ class BagReader:
             return self
         self._connections = [BagConnection(c.topic, c.msgtype, c.msgcount)
                              for c in reader.connections]
+        self._definitions = {c.msgtype: c.msgdef.data for c in reader.connections
+                             if c.msgdef.format.name == "MSG" and c.msgdef.data}
         self._by_id = {c.id: conn for c, conn in zip(reader.connections, self._connections)}
         self._start_ns, self._end_ns = int(reader.start_time), int(reader.end_time)
         if mcap_files and not reader.compression_mode:  # "" or None: not compressed
@@ -326,8 +374,15 @@ class BagReader:
         """Messages of `topics` (all when None) in log-time order, deserialised;
         BagError after the messages before a damage."""
         store = typestore()
+        for conn in self.connections(topics):
+            # Types outside the typestore (e.g. carla_msgs) from the bag's own definitions.
+            if conn.msgtype not in store.types and conn.msgtype in self._definitions:
+                from rosbags.typesys import get_types_from_msg
+                store.register(get_types_from_msg(self._definitions[conn.msgtype],
+                                                  conn.msgtype))
         for conn, log_time, raw in self.raw_messages(topics):
             try:
+                _known_type(conn.msgtype)
                 msg = store.deserialize_cdr(raw, conn.msgtype)
             except Exception as exc:  # corrupt payload: say which message
                 raise BagError(f"{self.path}: cannot deserialise {conn.msgtype} on "
@@ -466,7 +521,7 @@ class BagWriter:
     """Context manager writing a rosbag2 directory (metadata version 8, mcap or sqlite3).
 
     mcap files get their chunk, data-section and summary CRCs once closed
-    (tools.mcap_stream.fill_crcs; rosbags writes none).
+    (bag.mcap_stream.fill_crcs; rosbags writes none).
 
     `write(topic, msgtype, log_time_ns, msg)` adds the connection on first use; the log
     time is the bag's record time (for generated bags: the header stamp, i.e. an ideal,

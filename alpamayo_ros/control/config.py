@@ -21,6 +21,7 @@ class ControllerConfig:
     rear_axle_offset_xyz: tuple = (-1.42, 0.0, 0.0)
     full_throttle_accel: float = 3.0
     full_brake_decel: float = 8.0
+    max_vehicle_speed: float = 60.0
     # Lateral: pure pursuit on the rear axle.
     lookahead_base: float = 2.0
     lookahead_gain: float = 0.6
@@ -40,6 +41,13 @@ class ControllerConfig:
     max_t0_ahead: float = 0.2
     max_plan_speed: float = 40.0
     max_plan_lateral_accel: float = 6.0
+    max_plan_acceleration: float = 10.0
+    max_plan_waypoints: int = 256
+    max_plan_message_bytes: int = 1 << 20
+    max_plan_horizon: float = 20.0
+    max_plan_motion_mismatch: float = 2.0
+    max_plan_accel_mismatch: float = 2.0
+    max_plan_curvature_mismatch: float = 0.05
     # Stops.
     stop_deceleration: float = 3.0
     standstill_speed: float = 0.2
@@ -54,13 +62,21 @@ class ControllerConfig:
         positive = ("wheelbase", "max_wheel_angle", "full_throttle_accel", "full_brake_decel",
                     "lookahead_min", "lookahead_max", "steer_rate_limit",
                     "throttle_rate_limit", "max_plan_age", "max_anchor_error",
-                    "max_plan_speed", "max_plan_lateral_accel",
+                    "max_plan_speed", "max_plan_lateral_accel", "max_plan_acceleration",
+                    "max_plan_waypoints", "max_plan_message_bytes", "max_plan_horizon",
+                    "max_plan_motion_mismatch",
+                    "max_plan_accel_mismatch", "max_plan_curvature_mismatch",
+                    "max_vehicle_speed",
                     "stop_deceleration", "standstill_speed", "max_position_jump",
                     "max_yaw_jump", "odometry_timeout")
         for name in positive:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 errors.append(f"{name}: have {value!r}, need a finite number > 0")
+        for name, least in (("max_plan_waypoints", 2), ("max_plan_message_bytes", 1)):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= least):
+                errors.append(f"{name}: have {value!r}, need an integer >= {least}")
         if self.lookahead_min > self.lookahead_max:
             errors.append(f"lookahead_min {self.lookahead_min} > lookahead_max "
                           f"{self.lookahead_max}")
@@ -81,6 +97,11 @@ class ControllerConfig:
         if unknown:
             raise ConfigError(f"unknown controller settings {unknown}; have {sorted(known)}")
         return cls(**dict(values))
+
+    @property
+    def max_path_curvature(self) -> float:
+        """Tightest curvature the car can drive [1/m]: tan(max wheel angle) / wheelbase."""
+        return math.tan(min(self.max_wheel_angle, math.radians(89.0))) / self.wheelbase
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -42,7 +42,12 @@ def steer_to_wheel_angle(steer: float, max_wheel_angle_rad: float) -> float:
 
 def rate_limit(previous: float, wanted: float, max_rate_per_s: float, dt_s: float) -> float:
     """Move from previous towards wanted by at most max_rate * dt (a slew limiter: one clip,
-    scipy's filters would need a state of their own for this)."""
+    scipy's filters would need a state of their own for this). A non-finite wanted value
+    keeps previous, so a limiter's state never becomes non-finite."""
+    if not math.isfinite(wanted):
+        return float(previous) if math.isfinite(previous) else 0.0
+    if not math.isfinite(previous):
+        return float(wanted)
     step = max_rate_per_s * max(dt_s, 0.0)
     return float(np.clip(wanted, previous - step, previous + step))
 
@@ -50,7 +55,9 @@ def rate_limit(previous: float, wanted: float, max_rate_per_s: float, dt_s: floa
 @dataclass
 class SpeedPI:
     """a_cmd = a_ref + kp (v_ref - v) + ki * integral; the integral stops growing while the
-    output saturates (conditional integration anti-windup) and is clamped to +-limit."""
+    output saturates (conditional integration anti-windup) and is clamped to +-limit. A
+    non-finite input leaves the integral as it is (the output is then non-finite, which the
+    caller's guard catches)."""
 
     kp: float
     ki: float
@@ -63,7 +70,8 @@ class SpeedPI:
         unclamped = a_ref + self.kp * error + self.ki * self.integral
         saturated_high = unclamped >= a_max and error > 0
         saturated_low = unclamped <= a_min and error < 0
-        if dt_s > 0 and not (saturated_high or saturated_low):
+        if (dt_s > 0 and math.isfinite(error * dt_s) and math.isfinite(unclamped)
+                and not (saturated_high or saturated_low)):
             self.integral = float(np.clip(self.integral + error * dt_s,
                                           -self.integral_limit, self.integral_limit))
         return float(np.clip(a_ref + self.kp * error + self.ki * self.integral, a_min, a_max))

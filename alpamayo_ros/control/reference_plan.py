@@ -21,7 +21,12 @@ from alpamayo_ros.core.types import NS_PER_S
 
 
 class PlanRejected(AlpamayoError, ValueError):
-    """A plan cannot be tracked (non-finite values, inconsistent arrays, ...); says why."""
+    """A plan cannot be tracked (non-finite values, inconsistent arrays, ...); says why.
+    kind names the failed check (counted per kind in /diagnostics)."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -56,18 +61,23 @@ class ReferencePlan:
     t0_pose: base pose at t0 in the odometry frame; offsets_s (N,) strictly increasing
     waypoint times after t0 [s]; xyz_t0 (N, 3) waypoints in the t0 frame; yaw_t0 (N,)
     their heading in the t0 frame [rad]; speed (N,) [m/s]; acceleration (N,) [m/s^2];
-    v0: speed at t0 [m/s] (NaN: the first waypoint's speed is used).
-    Raises PlanRejected for arrays that cannot describe a trajectory.
+    v0: speed at t0 [m/s] (NaN: the first waypoint's speed is used); curvature (N,) [1/m]
+    or None (not given). Raises PlanRejected for arrays that cannot describe a trajectory;
+    whether a car can follow it is control.plan_check's part.
+
+    The t0-frame samples (t0 origin prepended) are kept as local_xy (N+1, 2), local_yaw,
+    speeds, accelerations and times_s for the checks.
     """
 
     def __init__(self, *, t0_ns: int, tick_ns: int, odom_frame_id: str, t0_pose: Pose,
-                 offsets_s, xyz_t0, yaw_t0, speed, acceleration, v0: float = float("nan")
-                 ) -> None:
+                 offsets_s, xyz_t0, yaw_t0, speed, acceleration, v0: float = float("nan"),
+                 curvature=None) -> None:
         offsets = np.asarray(offsets_s, dtype=np.float64).reshape(-1)
         xyz = np.asarray(xyz_t0, dtype=np.float64)
         yaw = np.asarray(yaw_t0, dtype=np.float64).reshape(-1)
         speed = np.asarray(speed, dtype=np.float64).reshape(-1)
         accel = np.asarray(acceleration, dtype=np.float64).reshape(-1)
+        curv = np.asarray([] if curvature is None else curvature, np.float64).reshape(-1)
         n = offsets.shape[0]
         if n < 2:
             raise PlanRejected(f"plan has {n} waypoints, need >= 2")
@@ -75,8 +85,10 @@ class ReferencePlan:
             raise PlanRejected(
                 f"plan arrays disagree: {n} times, poses {xyz.shape}, yaw {yaw.shape}, "
                 f"speed {speed.shape}, acceleration {accel.shape}")
+        if curv.size and curv.shape != (n,):
+            raise PlanRejected(f"plan arrays disagree: {n} times, curvature {curv.shape}")
         for name, values in (("waypoint times", offsets), ("poses", xyz), ("yaw", yaw),
-                             ("speed", speed), ("acceleration", accel),
+                             ("speed", speed), ("acceleration", accel), ("curvature", curv),
                              ("t0 pose position", t0_pose.position),
                              ("t0 pose rotation", t0_pose.rotation)):
             if not np.all(np.isfinite(values)):
@@ -91,15 +103,23 @@ class ReferencePlan:
         v_start = float(v0) if np.isfinite(v0) else float(speed[0])
         # Sample 0 is the base pose at t0 (the origin of the t0 frame).
         xyz_all = np.vstack([np.zeros((1, 3)), xyz])
-        odom_xyz, _ = from_local_frame(xyz_all, np.broadcast_to(np.eye(3), (n + 1, 3, 3)),
-                                       t0_pose)
         self.times_s = np.concatenate([[0.0], offsets])
-        self.positions = odom_xyz[:, :2].copy()
-        self.yaws = np.unwrap(np.concatenate([[0.0], yaw]) + t0_pose.yaw)
+        self.local_xy = xyz_all[:, :2].copy()
+        self.local_yaw = np.concatenate([[0.0], yaw])
+        self.curvature = curv if curv.size else None
         self.speeds = np.concatenate([[v_start], speed])
         self.accelerations = np.concatenate([[accel[0]], accel])
-        steps = np.hypot(*np.diff(self.positions, axis=0).T)
-        self.arc_lengths = np.concatenate([[0.0], np.cumsum(steps)])
+        # Huge (finite) values may overflow here; plan_check refuses them by magnitude
+        # before anything is followed, and non-finite geometry is refused at once.
+        with np.errstate(all="ignore"):
+            odom_xyz, _ = from_local_frame(xyz_all, np.broadcast_to(np.eye(3), (n + 1, 3, 3)),
+                                           t0_pose)
+            self.positions = odom_xyz[:, :2].copy()
+            self.yaws = np.unwrap(self.local_yaw + t0_pose.yaw)
+            steps = np.hypot(*np.diff(self.positions, axis=0).T)
+            self.arc_lengths = np.concatenate([[0.0], np.cumsum(steps)])
+        if not (np.all(np.isfinite(self.arc_lengths)) and np.all(np.isfinite(self.yaws))):
+            raise PlanRejected("plan geometry overflows (poses out of range)", kind="range")
 
     @property
     def horizon_s(self) -> float:

@@ -1,10 +1,13 @@
 """TrackingController: newest valid plan + odometry -> one vehicle command per odometry sample.
 
-Plan intake (`offer_plan`): only OK plans with finite, consistent arrays, in the odometry
-frame, anchored where this controller's odometry had the base at t0 (within
-max_anchor_error), within the speed and lateral acceleration a car can drive, newer than
-the tracked one and not from before the last odometry reset replace the tracked plan.
-Anything else is refused with a reason and the tracked plan stays.
+Plan intake (`offer_plan`): only OK plans that pass plan_check (what the controller will
+follow: sizes, speeds, accelerations, poses, lateral acceleration, curvature), in the
+odometry frame, anchored where this controller's odometry had the base at t0 (within
+max_anchor_error), newer than the tracked one and not from before the last odometry reset
+replace the tracked plan. The anchor check is never skipped: without odometry a plan is
+refused, and a plan whose t0 is after the newest odometry (at most max_t0_ahead) waits for
+the odometry sample that reaches it. Anything else is refused with a reason naming the
+check, and the tracked plan stays.
 
 Per odometry sample (`step`): a jump in position or yaw, time going back or a new
 odometry frame resets (the plan is dropped: its anchoring belongs to the old world);
@@ -12,7 +15,9 @@ then either TRACKING (plan age <= max_plan_age) or a controlled STOP with its ca
 (no plan, stale plan, reset) at stop_deceleration down to standstill, where the brake is
 held. Steering and throttle are always rate limited, so no cause produces a steering spike;
 while stopping the wheel follows the last plan's path if it is still trusted, else it
-returns to straight at the rate limit.
+returns to straight at the rate limit. Every command passes one guard (`_emit`): finite,
+pedals in [0, 1], steer in [-1, 1]; a non-finite value on the way brakes fully, with an
+error event naming it, until the next plan is accepted.
 
 The time base is the odometry stamp (the sim time of the state), so the output depends
 only on the sequence of messages, not on when they were processed.
@@ -28,7 +33,7 @@ from typing import Optional
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from alpamayo_ros.control import laws
+from alpamayo_ros.control import laws, plan_check
 from alpamayo_ros.control.config import ControllerConfig
 from alpamayo_ros.control.reference_plan import PlanRejected, ReferencePlan
 from alpamayo_ros.core.geometry import Pose
@@ -41,6 +46,14 @@ _ANCHOR_LOOKUP_TOLERANCE_S = 0.06
 # Steps longer than this are not used for integration or rate limits (first sample,
 # simulator paused for a long time) [s].
 _MAX_DT_S = 0.5
+
+
+def _first_non_finite(*named: tuple[str, Optional[float]]) -> str:
+    """Name of the first value that is not a finite number ("" when all are)."""
+    for name, value in named:
+        if value is not None and not math.isfinite(value):
+            return name
+    return ""
 
 
 class Mode(enum.Enum):
@@ -63,8 +76,13 @@ class OdometryInput:
 
 @dataclass(frozen=True)
 class PlanDecision:
+    """accepted: the plan is tracked now; waiting: decided at a later odometry sample;
+    reason: the refusal's text; kind: the check that refused it (a short fixed name)."""
+
     accepted: bool
     reason: str = ""
+    waiting: bool = False
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,10 @@ class StepResult:
     lookahead_m: Optional[float] = None
     # A message to log once (mode change, reset, ...), "" when nothing new happened.
     event: str = ""
+    # The event is an error (a non-finite value met while computing the command).
+    error: bool = False
+    # The decision on a plan that waited for this odometry sample, else None.
+    plan_decision: Optional[PlanDecision] = None
 
 
 @dataclass
@@ -98,6 +120,8 @@ class _Stop:
     start_ns: int
     start_speed: float
     keep_path: bool
+    # Brake fully (not at stop_deceleration) until the next plan: a non-finite value was met.
+    full_brake: bool = False
 
 
 @dataclass
@@ -106,6 +130,8 @@ class ControllerCounters:
     plans_refused: int = 0
     resets: int = 0
     stops: int = 0
+    plans_waiting: int = 0
+    non_finite: int = 0
     refusals: dict = field(default_factory=dict)
 
 
@@ -117,6 +143,8 @@ class TrackingController:
         self._offset = Pose.from_xyz_rpy(config.rear_axle_offset_xyz, (0.0, 0.0, 0.0))
         self._pi = laws.SpeedPI(config.speed_kp, config.speed_ki, config.speed_integral_limit)
         self.plan: Optional[ReferencePlan] = None
+        # A checked plan whose t0 is after the newest odometry (anchor checked later).
+        self._waiting: Optional[ReferencePlan] = None
         self._last_path: Optional[ReferencePlan] = None
         # The first stop starts with the first odometry sample (start_ns -1 until then).
         self._stop: Optional[_Stop] = _Stop("no plan received yet", -1, 0.0, False)
@@ -134,13 +162,47 @@ class TrackingController:
     # ---------------------------------------------------------------- plans
     def offer_plan(self, *, status_ok: bool, status_text: str, make_plan) -> PlanDecision:
         """A new planner output. make_plan() builds the ReferencePlan (it may raise
-        PlanRejected); it is called only for OK outputs."""
+        PlanRejected); it is called only for OK outputs. A plan whose t0 the odometry has
+        not reached yet waits (decision.waiting) and is decided at the odometry sample that
+        reaches it (StepResult.plan_decision)."""
         if not status_ok:
             return self._refuse("status", f"not tracked: {status_text}")
         try:
             plan = make_plan()
+            plan_check.check_plan(plan, self.config)
         except PlanRejected as exc:
-            return self._refuse("invalid", f"plan refused: {exc}")
+            return self._refuse(exc.kind, f"plan refused: {exc}")
+        if self._prev is None:
+            return self._refuse("no_odometry", "plan refused: no odometry yet, so its anchor "
+                                "(the t0 pose) cannot be checked")
+        ahead = (plan.t0_ns - self._prev[0]) / NS_PER_S
+        if ahead > self.config.max_t0_ahead:
+            return self._refuse(
+                "future", f"plan refused: t0 is {ahead:.3f} s ahead of the newest "
+                f"odometry (max_t0_ahead {self.config.max_t0_ahead:g} s)")
+        decision = self._relate(plan)
+        if decision is not None:
+            return decision
+        if ahead > 0:
+            if self._waiting is not None and plan.t0_ns <= self._waiting.t0_ns:
+                return self._refuse(
+                    "older", f"plan ignored: t0 {plan.t0_ns / NS_PER_S:.3f} s is not newer "
+                    f"than the waiting plan's {self._waiting.t0_ns / NS_PER_S:.3f} s")
+            self._waiting = plan
+            self.counters.plans_waiting += 1
+            return PlanDecision(False, f"plan waits: t0 is {ahead:.3f} s ahead of the newest "
+                                "odometry; its anchor is checked when the odometry reaches it",
+                                waiting=True)
+        return self._anchor_and_accept(plan)
+
+    def refuse_plan(self, rejection: PlanRejected) -> PlanDecision:
+        """Count and keep a refusal decided before a plan could be built (e.g. an oversized
+        message that is never deserialized)."""
+        return self._refuse(rejection.kind, f"plan refused: {rejection}")
+
+    def _relate(self, plan: ReferencePlan) -> Optional[PlanDecision]:
+        """The refusal of a plan that cannot replace the tracked one (frame, reset, age),
+        None when it can."""
         if self._frame_id is not None and plan.odom_frame_id != self._frame_id:
             return self._refuse(
                 "frame", f"plan refused: its frame {plan.odom_frame_id!r} cannot be related "
@@ -153,45 +215,43 @@ class TrackingController:
             return self._refuse(
                 "older", f"plan ignored: t0 {plan.t0_ns / NS_PER_S:.3f} s is not newer than "
                 f"the tracked plan's {self.plan.t0_ns / NS_PER_S:.3f} s")
-        if self._prev is not None:
-            newest_ns = self._prev[0]
-            ahead = (plan.t0_ns - newest_ns) / NS_PER_S
-            if ahead > self.config.max_t0_ahead:
-                return self._refuse(
-                    "future", f"plan refused: t0 is {ahead:.3f} s ahead of the newest "
-                    f"odometry (max_t0_ahead {self.config.max_t0_ahead:g} s)")
-        top_speed = float(np.max(np.abs(plan.speeds)))
-        if top_speed > self.config.max_plan_speed:
-            return self._refuse("dynamics", f"plan refused: speed {top_speed:.1f} m/s above "
-                                f"max_plan_speed {self.config.max_plan_speed:g} m/s")
-        # Lateral acceleration from the plan's own motion: speed x yaw rate.
-        yaw_rate = np.diff(plan.yaws) / np.diff(plan.times_s)
-        lateral = float(np.max(np.abs(plan.speeds[1:] * yaw_rate)))
-        if lateral > self.config.max_plan_lateral_accel:
-            return self._refuse("dynamics", f"plan refused: lateral acceleration {lateral:.1f} "
-                                f"m/s^2 above max_plan_lateral_accel "
-                                f"{self.config.max_plan_lateral_accel:g} m/s^2")
+        return None
+
+    def _anchor_and_accept(self, plan: ReferencePlan) -> PlanDecision:
         at_t0 = self._position_at(plan.t0_ns)
-        if at_t0 is not None:
-            error = float(np.hypot(*(plan.t0_pose.position[:2] - at_t0)))
-            if error > self.config.max_anchor_error:
-                return self._refuse(
-                    "anchor", f"plan refused: its t0 pose is {error:.2f} m from where the "
-                    f"odometry had the rear axle at t0 (max_anchor_error "
-                    f"{self.config.max_anchor_error:g} m): not the same frame or vehicle")
+        if at_t0 is None:
+            return self._refuse(
+                "anchor", f"plan refused: no odometry sample within "
+                f"{_ANCHOR_LOOKUP_TOLERANCE_S:g} s of its t0 {plan.t0_ns / NS_PER_S:.3f} s, so "
+                "its anchor (the t0 pose) cannot be checked")
+        error = float(np.hypot(*(plan.t0_pose.position[:2] - at_t0)))
+        if not error <= self.config.max_anchor_error:
+            return self._refuse(
+                "anchor", f"plan refused: its t0 pose is {error:.2f} m from where the "
+                f"odometry had the rear axle at t0 (max_anchor_error "
+                f"{self.config.max_anchor_error:g} m): not the same frame or vehicle")
         self.plan = plan
         self._last_path = plan
         self.counters.plans_accepted += 1
         return PlanDecision(True)
 
+    def _decide_waiting(self) -> Optional[PlanDecision]:
+        """Decide the waiting plan once the newest odometry has reached its t0."""
+        plan = self._waiting
+        if plan is None or self._prev is None or plan.t0_ns > self._prev[0]:
+            return None
+        self._waiting = None
+        return self._relate(plan) or self._anchor_and_accept(plan)
+
     def _refuse(self, kind: str, reason: str) -> PlanDecision:
         self.counters.plans_refused += 1
         self.counters.refusals[kind] = self.counters.refusals.get(kind, 0) + 1
         self.last_refusal = reason
-        return PlanDecision(False, reason)
+        return PlanDecision(False, reason, kind=kind)
 
     def _position_at(self, stamp_ns: int) -> Optional[np.ndarray]:
-        """Rear-axle position of the kept odometry sample nearest to stamp_ns."""
+        """Rear-axle position of the kept odometry sample nearest to stamp_ns; None when
+        none is within _ANCHOR_LOOKUP_TOLERANCE_S."""
         if not self._poses:
             return None
         stamps = np.fromiter((s for s, _ in self._poses), dtype=np.int64)
@@ -229,20 +289,23 @@ class TrackingController:
             elif dt < 0:
                 reason = f"odometry time went back {-dt:.3f} s (simulator reset)"
             else:
+                # The reported speed counts at most max_vehicle_speed: a twist can't hide a
+                # teleport.
+                speed = min(abs(odom.speed), cfg.max_vehicle_speed)
                 jump = float(np.hypot(*(xy - prev_xy)))
-                allowed = cfg.max_position_jump + 2.0 * abs(odom.speed) * dt
+                allowed = cfg.max_position_jump + 2.0 * speed * dt
                 dyaw = abs(math.remainder(yaw - prev_yaw, 2.0 * math.pi))
                 if jump > allowed:
                     reason = (f"odometry jumped {jump:.2f} m in {dt:.3f} s (allowed "
                               f"{allowed:.2f} m): teleport or simulator reset")
-                elif dyaw > cfg.max_yaw_jump + abs(odom.speed) * dt:
+                elif dyaw > cfg.max_yaw_jump + speed * dt:
                     reason = (f"odometry yaw jumped {math.degrees(dyaw):.1f} deg in "
                               f"{dt:.3f} s: teleport or simulator reset")
             if reason is not None:
                 self._reset(odom, reason)
                 dt = 0.0
         if self._stop is not None and self._stop.start_ns < 0:
-            self._stop = _Stop(self._stop.cause, odom.stamp_ns, max(odom.speed, 0.0), False)
+            self._stop = _Stop(self._stop.cause, odom.stamp_ns, self._start_speed(odom), False)
         self._frame_id = odom.frame_id
         self._prev = (odom.stamp_ns, xy, yaw)
         self._poses.append((odom.stamp_ns, xy))
@@ -250,6 +313,7 @@ class TrackingController:
             self._poses.popleft()
         if dt > _MAX_DT_S:
             dt = 0.0
+        decided = self._decide_waiting()
 
         plan = self.plan
         if plan is not None:
@@ -268,12 +332,16 @@ class TrackingController:
             self._begin_stop("no plan", odom, keep_path=True)
 
         if self._stop is None:
-            return self._track(odom, xy, yaw, dt)
-        return self._stopping(odom, xy, yaw, dt)
+            result = self._track(odom, xy, yaw, dt)
+        else:
+            result = self._stopping(odom, xy, yaw, dt)
+        result.plan_decision = decided
+        return result
 
     def _reset(self, odom: OdometryInput, reason: str) -> None:
         self.counters.resets += 1
         self.plan = None
+        self._waiting = None
         self._last_path = None
         self._poses.clear()
         self._pi.reset()
@@ -284,8 +352,11 @@ class TrackingController:
     def _begin_stop(self, cause: str, odom: OdometryInput, keep_path: bool) -> None:
         if self._stop is None:
             self.counters.stops += 1
-        self._stop = _Stop(cause, odom.stamp_ns, max(odom.speed, 0.0), keep_path)
+        self._stop = _Stop(cause, odom.stamp_ns, self._start_speed(odom), keep_path)
         self._pending_event = f"controlled stop: {cause}"
+
+    def _start_speed(self, odom: OdometryInput) -> float:
+        return float(np.clip(odom.speed, 0.0, self.config.max_vehicle_speed))
 
     # ---------------------------------------------------------------- laws
     def _steer_along(self, path: ReferencePlan, xy, yaw: float, speed: float
@@ -307,11 +378,19 @@ class TrackingController:
         angle, lookahead, lateral = self._steer_along(plan, xy, yaw, odom.speed)
         accel = self._pi.update(reference.speed, odom.speed, reference.acceleration, dt,
                                 -cfg.full_brake_decel, cfg.full_throttle_accel)
+        bad = _first_non_finite(("reference speed", reference.speed),
+                                ("reference acceleration", reference.acceleration),
+                                ("wheel angle", angle), ("lateral error", lateral),
+                                ("acceleration command", accel))
+        if bad:
+            return self._fault(odom.stamp_ns, bad)
         throttle, brake = laws.acceleration_to_pedals(accel, cfg.full_throttle_accel,
                                                       cfg.full_brake_decel,
                                                       cfg.brake_deadband)
         result = self._emit(odom.stamp_ns, Mode.TRACKING, "", throttle, brake,
                             laws.wheel_angle_to_steer(angle, cfg.max_wheel_angle), dt)
+        if result.error:
+            return result
         result.plan_age_s = plan.age_s(odom.stamp_ns)
         result.reference_speed = reference.speed
         result.reference_acceleration = reference.acceleration
@@ -324,6 +403,9 @@ class TrackingController:
         cfg = self.config
         stop = self._stop
         assert stop is not None
+        if stop.full_brake:
+            return self._emit(odom.stamp_ns, Mode.STOPPING, stop.cause, 0.0, 1.0, self._steer,
+                              dt)
         elapsed = max(odom.stamp_ns - stop.start_ns, 0) / NS_PER_S
         v_ref = max(stop.start_speed - cfg.stop_deceleration * elapsed, 0.0)
         path = self._last_path if stop.keep_path else None
@@ -345,13 +427,41 @@ class TrackingController:
                                 steer, dt)
             result.reference_speed = v_ref
             result.reference_acceleration = a_ref
-        result.lateral_error_m = lateral
+        if not result.error:
+            result.lateral_error_m = lateral
         return result
+
+    def _fault(self, stamp_ns: int, what: str) -> StepResult:
+        """A non-finite value on the way to the command: full brake, wheel held, plans
+        dropped until the next one is accepted."""
+        self.counters.non_finite += 1
+        self.plan = None
+        self._last_path = None
+        self._pi.reset()
+        if self._stop is None:
+            self.counters.stops += 1
+        cause = f"non-finite {what}: full brake until the next plan"
+        self._stop = _Stop(cause, stamp_ns, 0.0, False, full_brake=True)
+        self._throttle = 0.0
+        self._mode = Mode.STOPPING
+        self._pending_event = ""
+        return StepResult(command=Command(0.0, 1.0, self._steer), mode=Mode.STOPPING,
+                          cause=cause, stamp_ns=stamp_ns,
+                          wheel_angle=laws.steer_to_wheel_angle(self._steer,
+                                                                self.config.max_wheel_angle),
+                          event=cause, error=True)
 
     def _emit(self, stamp_ns: int, mode: Mode, cause: str, throttle: float, brake: float,
               steer: float, dt: float, event: str = "") -> StepResult:
+        """The command of this step: rate limits, then the guard that every command passes
+        (finite, throttle and brake in [0, 1], steer in [-1, 1])."""
         cfg = self.config
-        self._steer = laws.rate_limit(self._steer, steer, cfg.steer_rate_limit, dt)
+        bad = _first_non_finite(("throttle", throttle), ("brake", brake), ("steer", steer))
+        if bad:
+            return self._fault(stamp_ns, bad)
+        self._steer = laws.rate_limit(self._steer, float(np.clip(steer, -1.0, 1.0)),
+                                      cfg.steer_rate_limit, dt)
+        throttle = float(np.clip(throttle, 0.0, 1.0))
         # Throttle rises at the rate limit, drops at once (releasing it is always safe).
         self._throttle = min(throttle, laws.rate_limit(self._throttle, throttle,
                                                        cfg.throttle_rate_limit, dt))
@@ -361,7 +471,8 @@ class TrackingController:
                 event = f"{mode.value}: {cause}" if cause else mode.value
         self._mode = mode
         self._pending_event = ""
-        return StepResult(command=Command(self._throttle, float(brake), self._steer),
+        return StepResult(command=Command(self._throttle, float(np.clip(brake, 0.0, 1.0)),
+                                          self._steer),
                           mode=mode, cause=cause, stamp_ns=stamp_ns,
                           wheel_angle=laws.steer_to_wheel_angle(self._steer,
                                                                 cfg.max_wheel_angle),
@@ -375,6 +486,11 @@ class TrackingController:
     @property
     def mode(self) -> Mode:
         return self._mode
+
+    @property
+    def faulted(self) -> bool:
+        """Braking fully after a non-finite value, until the next plan is accepted."""
+        return self._stop is not None and self._stop.full_brake
 
     @property
     def stop_cause(self) -> str:

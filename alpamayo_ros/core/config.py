@@ -16,7 +16,7 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.image_decode import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_LIMIT
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
                                             STRING_ARRAY, ParamSpec, check_fields)
-from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NUM_CAMERAS
+from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, MAX_CAMERAS, NUM_CAMERAS
 
 # Names of the Alpamayo rig cameras by camera index (model-spec section 1).
 CAMERA_NAMES_BY_INDEX = {
@@ -47,13 +47,15 @@ INTERPOLATION_METHODS = ("spline", "linear")
 CORE_PREFIX = "core."
 CAMERA_INDICES_PARAMETER = ParamSpec(
     "camera_indices", INT_ARRAY, list(DEFAULT_CAMERA_INDICES),
-    "Alpamayo camera index of each topic (strictly ascending; R1 uses 0 1 2 6 = "
-    "cross_left, front_wide, cross_right, front_tele).",
-    minimum=0, maximum=6, length=NUM_CAMERAS)
+    "Alpamayo camera index of each topic (strictly ascending). An Alpamayo R1 checkpoint "
+    "takes exactly 0 1 2 6 = cross_left, front_wide, cross_right, front_tele; an "
+    "Alpamayo 1.5 checkpoint any 1 to 7 of 0..6 (3 4 5 = rear_left, rear_tele, "
+    "rear_right), checked at configure.",
+    minimum=0, maximum=6, length_range=(1, MAX_CAMERAS))
 CORE_PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("core.camera_names", STRING_ARRAY, ["", "", "", ""],
-              "Camera names shown in messages and diagnostics; all \"\" = the rig names by "
-              "camera index.", length=NUM_CAMERAS),
+    ParamSpec("core.camera_names", STRING_ARRAY, [""] * NUM_CAMERAS,
+              "Camera names shown in messages and diagnostics, one per camera_indices entry; "
+              "all \"\" = the rig names by camera index.", length_range=(1, MAX_CAMERAS)),
     ParamSpec("core.buffer_duration", FLOAT, 1.0,
               "Camera frames kept per camera, back from its newest stamp [s].",
               minimum=0.31, maximum=60.0),
@@ -248,6 +250,9 @@ class PlannerConfig:
         idx = self.camera_indices
         if list(idx) != sorted(set(idx)):
             raise ConfigError(f"camera_indices must be ascending and unique, have {idx!r}")
+        if self.camera_names and len(self.camera_names) != len(idx):
+            raise ConfigError(f"camera_names: have {len(self.camera_names)} names, need one "
+                              f"per camera index ({len(idx)})")
         # The oldest frame target is t0-0.3 s; the buffer must reach it plus the tolerance.
         need = 0.3 + self.frame_tolerance
         if self.buffer_duration < need:

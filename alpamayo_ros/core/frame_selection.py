@@ -17,7 +17,7 @@ import numpy as np
 
 from alpamayo_ros.core.errors import InputNotReady
 from alpamayo_ros.core.plan_result import ReasonCode
-from alpamayo_ros.core.types import FRAME_OFFSETS, FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS
+from alpamayo_ros.core.types import FRAME_OFFSETS, FRAMES_PER_CAMERA, NS_PER_S
 
 FRAME_OFFSETS_NS = tuple(int(round(o * NS_PER_S)) for o in FRAME_OFFSETS)
 
@@ -45,7 +45,7 @@ class FrameSelection:
 
 def select_frames(camera_stamps_ns: Sequence[np.ndarray], frame_tolerance: float,
                   slot_descriptions: Sequence[str]) -> FrameSelection:
-    """Choose t0 and 4 frames per camera.
+    """Choose t0 and 4 frames per camera (any number of cameras).
 
     camera_stamps_ns: per camera slot, ascending int64 stamps [ns] of the buffered frames.
     frame_tolerance: largest allowed target - stamp [s].
@@ -53,8 +53,8 @@ def select_frames(camera_stamps_ns: Sequence[np.ndarray], frame_tolerance: float
     Raises InputNotReady with the camera and the numbers when a camera has no frames or a
     target has no frame within the tolerance.
     """
-    if len(camera_stamps_ns) != NUM_CAMERAS:
-        raise ValueError(f"need stamps of {NUM_CAMERAS} cameras, have {len(camera_stamps_ns)}")
+    if len(camera_stamps_ns) < 1:
+        raise ValueError("need the stamps of at least one camera")
     for slot, stamps in enumerate(camera_stamps_ns):
         if len(stamps) == 0:
             raise InputNotReady(f"{slot_descriptions[slot]}: no frame received yet",
@@ -62,7 +62,7 @@ def select_frames(camera_stamps_ns: Sequence[np.ndarray], frame_tolerance: float
     newest = np.asarray([int(s[-1]) for s in camera_stamps_ns], dtype=np.int64)
     t0_ns = int(newest.min())
     tolerance_ns = int(round(frame_tolerance * NS_PER_S))
-    targets = np.empty(NUM_CAMERAS * FRAMES_PER_CAMERA, dtype=np.int64)
+    targets = np.empty(len(camera_stamps_ns) * FRAMES_PER_CAMERA, dtype=np.int64)
     chosen = np.empty_like(targets)
     for slot, stamps in enumerate(camera_stamps_ns):
         stamps = np.asarray(stamps, dtype=np.int64)

@@ -4,7 +4,8 @@ One object owns everything between a received frame or odometry sample and a pla
 tick, for the node and the replay alike:
 * the acceptance checks (camera slot, encoding, zero stamp; core.odometry.checked_odometry
   for odometry, applied once per sample);
-* one time-keyed buffer per stream (4 camera slots, odometry);
+* one time-keyed buffer per stream (a camera slot per configured camera, odometry) and the
+  navigation instructions (core.navigation: checked, chosen at each tick's t0);
 * the time-jump rule (JumpRule: stamps off a stream's time line are refused until
   TIME_JUMP_CONFIRMATIONS in a row lie on one consistent new line) and the odometry
   frame-change rule; both restart only the stream concerned;
@@ -37,9 +38,10 @@ from alpamayo_ros.core.frame_selection import FrameSelection, select_frames
 from alpamayo_ros.core.history import OdometryTrack
 from alpamayo_ros.core.image_decode import (SUPPORTED_ENCODINGS, DecodeCache, EncodedImage,
                                             is_supported_encoding)
+from alpamayo_ros.core.navigation import NavigationBuffer, check_instruction
 from alpamayo_ros.core.odometry import OdometrySample, checked_odometry
 from alpamayo_ros.core.ring_buffer import InsertStatus, StampedBuffer
-from alpamayo_ros.core.types import FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS
+from alpamayo_ros.core.types import FRAMES_PER_CAMERA, NS_PER_S
 
 # Out-of-order stamps in a row on one time line that make a time jump of it: a single
 # late, zero-stamped or stray message must never clear anything.
@@ -49,10 +51,11 @@ T = TypeVar("T")
 
 
 class StreamKind(enum.Enum):
-    """The two kinds of input stream, the first key of the insert counters."""
+    """The kinds of input stream, the first key of the insert counters."""
 
     CAMERA = "frames"
     ODOMETRY = "odometry"
+    NAVIGATION = "navigation"
 
 
 class LineVerdict(enum.Enum):
@@ -210,7 +213,8 @@ class InputSnapshot:
     odom_frames: (frame_id, child_frame_id) of the buffered odometry, None before any;
     frame_change_ns: stamp of the last odometry frame change, None if none;
     frame_epoch: first part of the frame cache keys (bumped when decoded frames go);
-    last_restart: (stamp or tick time [ns], why) of the last event that emptied buffers.
+    last_restart: (stamp or tick time [ns], why) of the last event that emptied buffers;
+    navigation: a copy of the navigation instructions (NavigationBuffer.select at t0).
     """
 
     cameras: tuple
@@ -220,6 +224,7 @@ class InputSnapshot:
     frame_change_ns: Optional[int]
     frame_epoch: int
     last_restart: Optional[tuple]
+    navigation: NavigationBuffer = field(default_factory=NavigationBuffer)
 
     def newest_odometry_ns(self) -> Optional[int]:
         return int(self.odometry_stamps[-1]) if len(self.odometry_stamps) else None
@@ -230,7 +235,7 @@ class InputSnapshot:
         return _odometry_track(self.odometry_stamps, self.odometry_items, start_ns)
 
     def frame_jobs(self, selection: FrameSelection) -> tuple[list[FrameJob], Optional[float]]:
-        """(cache key (epoch, slot, stamp), undecoded frame) of the 16 selected frames in
+        """(cache key (epoch, slot, stamp), undecoded frame) of the selected frames in
         model order, and the arrival time of the newest one (None if unknown). The epoch
         in the key keeps a restarted stream's frames (same stamps, other images) apart."""
         jobs = []
@@ -268,18 +273,22 @@ class InputStreams:
         self.config = config
         self.on_time_jump = on_time_jump
         self._lock = threading.RLock()
+        # One camera slot per configured camera (the rig: config.camera_indices).
+        self.num_cameras = len(config.camera_indices)
         self._cameras = [StampedBuffer(int(config.buffer_duration * NS_PER_S),
                                        config.camera_buffer_max_entries)
-                         for _ in range(NUM_CAMERAS)]
+                         for _ in range(self.num_cameras)]
         self._odometry = StampedBuffer(int(config.odometry_buffer_duration * NS_PER_S),
                                        config.odometry_buffer_max_entries)
+        self._navigation = NavigationBuffer()
         self.decoder = FrameDecoder(DecodeCache(config.decode_cache_size,
                                                 max_pixels=config.max_image_pixels),
                                     config.output_image_size, config.decode_threads)
         self._jump_ns = int(round(config.time_jump_tolerance * NS_PER_S))
         self._jumps: JumpRule = JumpRule(self._jump_ns)
         # "camera slot 3 (index 6, front_tele_30fov)" per slot, for messages (config is frozen).
-        self.slot_descriptions = tuple(config.describe_slot(s) for s in range(NUM_CAMERAS))
+        self.slot_descriptions = tuple(config.describe_slot(s)
+                                       for s in range(self.num_cameras))
         self._counts = InputCounts()
         # (frame_id, child_frame_id) of the buffered odometry (frame_id names the frame of
         # t0_pose_odom and path_odom); None before the first sample.
@@ -297,15 +306,15 @@ class InputStreams:
     # ------------------------------------------------------------------ cameras
     def add_image(self, camera_slot: int, stamp_ns: int, image: EncodedImage,
                   arrival_s: Optional[float] = None) -> InsertResult:
-        """Buffer a frame (undecoded) of camera slot 0..3 at its header stamp [ns].
+        """Buffer a frame (undecoded) of camera slot 0..num_cameras-1 at its stamp [ns].
 
         arrival_s: time.perf_counter() when it was received (live only), the start of the
         plan's wall-clock latency (PlanResult.newest_frame_arrival_s).
         """
-        if not 0 <= camera_slot < NUM_CAMERAS:
+        if not 0 <= camera_slot < self.num_cameras:
             return self._count(StreamKind.CAMERA, InsertResult(
                 InsertStatus.REJECTED,
-                f"camera slot {camera_slot} out of range 0..{NUM_CAMERAS - 1}"))
+                f"camera slot {camera_slot} out of range 0..{self.num_cameras - 1}"))
         source = self.slot_descriptions[camera_slot]
         if not is_supported_encoding(image.encoding):
             return self._count(StreamKind.CAMERA, InsertResult(
@@ -392,6 +401,20 @@ class InputStreams:
                                     change)
         return self._count(StreamKind.ODOMETRY, inserted)
 
+    # ------------------------------------------------------------------ navigation
+    def add_navigation(self, stamp_ns: int, text, valid_for_ns: int, source: str = ""
+                       ) -> InsertResult:
+        """Buffer a navigation instruction (core.navigation: checks and the choice at t0);
+        REJECTED with the reason for text or validity it refuses."""
+        try:
+            instruction = check_instruction(stamp_ns, text, valid_for_ns, source)
+        except ValueError as exc:
+            return self._count(StreamKind.NAVIGATION,
+                               InsertResult(InsertStatus.REJECTED, str(exc)))
+        with self._lock:
+            self._navigation.add(instruction)
+        return self._count(StreamKind.NAVIGATION, InsertResult(InsertStatus.ADDED))
+
     # ------------------------------------------------------------------ common
     def _insert(self, buffer: StampedBuffer, source: str, stamp_ns: int, item,
                 key: Optional[Hashable] = None) -> InsertResult:
@@ -446,6 +469,7 @@ class InputStreams:
             for buffer in self._cameras:
                 buffer.clear()
             self._odometry.clear()
+            self._navigation.clear()
             self.decoder.clear()
             self._jumps.forget()
             self._frame_epoch += 1
@@ -460,7 +484,8 @@ class InputStreams:
             odometry_stamps, odometry_items = self._odometry.snapshot()
             return InputSnapshot(tuple(b.snapshot() for b in self._cameras), odometry_stamps,
                                  odometry_items, self._odom_frames, self._frame_change_ns,
-                                 self._frame_epoch, self._last_restart)
+                                 self._frame_epoch, self._last_restart,
+                                 self._navigation.copy())
 
     def odometry_track(self, start_ns: Optional[int] = None) -> OdometryTrack:
         """Copy of the buffered odometry (child frame poses in the odom frame); with
@@ -468,7 +493,8 @@ class InputStreams:
         return _odometry_track(*self._odometry.snapshot(), start_ns)
 
     def buffered_counts(self) -> tuple:
-        """(frames per camera slot (4 ints), odometry samples) currently buffered."""
+        """(frames per camera slot (num_cameras ints), odometry samples) currently
+        buffered."""
         return tuple(len(b) for b in self._cameras), len(self._odometry)
 
     def counts(self) -> InputCounts:

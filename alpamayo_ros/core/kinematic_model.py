@@ -90,6 +90,7 @@ class ConstantVelocityModel:
                            model_id=self.model_id)
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE) -> float:
+               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE,
+               camera_indices: Optional[tuple[int, ...]] = None) -> float:
         """Nothing to prepare (PlannerModel.warmup): returns 0 seconds."""
         return 0.0

@@ -2,14 +2,16 @@
 
 Rules (each violation raises ModelInputError with have/need numbers):
 
-* frames: uint8 RGB, channels last, either (16, H, W, 3) camera-major (cam0 f0..f3, cam1
-  f0..f3, ...) or (4, 4, H, W, 3) [camera, frame] which is flattened to that order. A list of
-  16 (or 4 x 4) HxWx3 arrays is kept as a flat tuple of 16 frames, not stacked. All 16
-  frames must share one (H, W): a rig with mixed resolutions has to resize before (the
-  image processor would otherwise give each camera another token grid). H and W must be
+* frames: uint8 RGB, channels last, either (4 C, H, W, 3) camera-major for C = 1..7
+  cameras (cam0 f0..f3, cam1 f0..f3, ...; C = 4 for the R1 rig) or (C, 4, H, W, 3)
+  [camera, frame] which is flattened to that order. A list of 4 C (or C x 4) HxWx3 arrays
+  is kept as a flat tuple of frames, not stacked. All frames must share one (H, W): a rig
+  with mixed resolutions has to resize before (the image processor would otherwise give
+  each camera another token grid). H and W must be
   at least 32 px (one merged vision patch). Channels-first (CHW) input is refused, not
   guessed.
   The order inside the array cannot be checked from pixels; the planner core builds it.
+* camera_indices (optional): one camera id per 4 frames; navigation_text: a str or None.
 * history_xyz (16, 3) and history_rot (16, 3, 3): finite; every rotation orthonormal with
   det +1 (tolerance 1e-3); the last pose (t0) at the origin (|xyz| <= 1e-3 m) with the
   identity rotation (max |R - I| <= 1e-3), since the history is given in the t0 frame.
@@ -19,25 +21,28 @@ from __future__ import annotations
 import numpy as np
 
 from alpamayo_ros.core.errors import ModelInputError
-from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NUM_CAMERAS, NUM_FRAMES, NUM_HISTORY,
-                                     ModelInput)
+from alpamayo_ros.core.types import FRAMES_PER_CAMERA, MAX_CAMERAS, NUM_HISTORY, ModelInput
 
 MIN_FRAME_SIDE = 32
 T0_POSITION_TOLERANCE = 1e-3  # m
 ROTATION_TOLERANCE = 1e-3
 
 
+def _check_frame_count(count: int) -> None:
+    if count % FRAMES_PER_CAMERA or not 1 <= count // FRAMES_PER_CAMERA <= MAX_CAMERAS:
+        raise ModelInputError(f"need {FRAMES_PER_CAMERA} frames per camera for 1 to "
+                              f"{MAX_CAMERAS} cameras, have {count} frames")
+
+
 def _normalize_frame_list(frames) -> tuple:
-    """A list of 16 (or 4 x 4) HxWx3 frames, checked one by one and kept as a tuple.
+    """A list of 4 C (or C x 4) HxWx3 frames, checked one by one and kept as a tuple.
 
     The planner hands its cached frames over as a list so that 16 full-resolution frames
     are not copied into one array only to be resized; the image processor reads each one.
     """
     flat = [f for group in frames for f in (group if isinstance(group, (list, tuple))
                                              else [group])]
-    if len(flat) != NUM_FRAMES:
-        raise ModelInputError(f"need {NUM_FRAMES} frames ({NUM_CAMERAS} cameras x "
-                              f"{FRAMES_PER_CAMERA}), have {len(flat)}")
+    _check_frame_count(len(flat))
     shapes = sorted({tuple(np.shape(f)) for f in flat})
     if len(shapes) > 1:
         raise ModelInputError(
@@ -57,8 +62,8 @@ def _normalize_frame_list(frames) -> tuple:
 
 
 def normalize_frames(frames):
-    """Frames as a C-contiguous (16, H, W, 3) uint8 array, or, when given as a list, a
-    tuple of 16 (H, W, 3) uint8 arrays (see the module rules)."""
+    """Frames as a C-contiguous (4 C, H, W, 3) uint8 array, or, when given as a list, a
+    tuple of 4 C (H, W, 3) uint8 arrays (see the module rules)."""
     if isinstance(frames, (list, tuple)):
         return _normalize_frame_list(frames)
     if not isinstance(frames, np.ndarray):
@@ -66,18 +71,16 @@ def normalize_frames(frames):
     if frames.dtype != np.uint8:
         raise ModelInputError(f"frames must be uint8 RGB, have dtype {frames.dtype}")
     if frames.ndim == 5:
-        if frames.shape[:2] != (NUM_CAMERAS, FRAMES_PER_CAMERA):
+        if frames.shape[1] != FRAMES_PER_CAMERA:
             raise ModelInputError(
-                f"5-D frames must be ({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3) "
+                f"5-D frames must be (cameras, {FRAMES_PER_CAMERA}, H, W, 3) "
                 f"[camera, frame], have shape {frames.shape}")
-        frames = frames.reshape((NUM_FRAMES,) + frames.shape[2:])
+        frames = frames.reshape((-1,) + frames.shape[2:])
     if frames.ndim != 4:
-        raise ModelInputError(f"frames must be ({NUM_FRAMES}, H, W, 3) or "
-                              f"({NUM_CAMERAS}, {FRAMES_PER_CAMERA}, H, W, 3), have shape "
+        raise ModelInputError(f"frames must be (4 x cameras, H, W, 3) or "
+                              f"(cameras, {FRAMES_PER_CAMERA}, H, W, 3), have shape "
                               f"{frames.shape}")
-    if frames.shape[0] != NUM_FRAMES:
-        raise ModelInputError(f"need {NUM_FRAMES} frames ({NUM_CAMERAS} cameras x "
-                              f"{FRAMES_PER_CAMERA}), have {frames.shape[0]}")
+    _check_frame_count(frames.shape[0])
     _check_frame_layout(frames)
     return np.ascontiguousarray(frames)
 
@@ -134,10 +137,27 @@ def normalize_history(history_xyz, history_rot) -> tuple[np.ndarray, np.ndarray]
 
 
 def validate_model_input(model_input: ModelInput) -> ModelInput:
-    """Check a ModelInput and return a normalised copy (16-frame array, or a tuple of 16
-    frames when they came as a list; float64 history)."""
+    """Check a ModelInput and return a normalised copy (frame array, or a tuple of frames
+    when they came as a list; float64 history; camera ids as a tuple of ints, one per
+    4 frames; the navigation text a str or None)."""
     if not isinstance(model_input, ModelInput):
         raise ModelInputError(f"need a ModelInput, have {type(model_input).__name__}")
     frames = normalize_frames(model_input.frames)
     xyz, rot = normalize_history(model_input.history_xyz, model_input.history_rot)
-    return ModelInput(frames=frames, history_xyz=xyz, history_rot=rot)
+    cameras = model_input.camera_indices
+    if cameras is not None:
+        try:
+            cameras = tuple(int(i) for i in cameras)
+        except (TypeError, ValueError) as exc:
+            raise ModelInputError(f"camera_indices must be integers, have {cameras!r}") from exc
+        if len(cameras) * FRAMES_PER_CAMERA != len(frames):
+            raise ModelInputError(f"camera_indices name {len(cameras)} cameras, the frames "
+                                  f"are {len(frames)} ({len(frames) // FRAMES_PER_CAMERA} "
+                                  f"cameras x {FRAMES_PER_CAMERA})")
+    text = model_input.navigation_text
+    if text is not None and not isinstance(text, str):
+        raise ModelInputError(f"navigation_text must be a str or None, have "
+                              f"{type(text).__name__}")
+    return ModelInput(frames=frames, history_xyz=xyz, history_rot=rot,
+                      frame_keys=model_input.frame_keys, camera_indices=cameras,
+                      navigation_text=text)

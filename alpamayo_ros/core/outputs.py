@@ -1,20 +1,26 @@
 """The planner's published outputs, one table for the node and the replay.
 
 Each row of OUTPUTS is one topic the planner node publishes and the replay writes to its
-output bag: the topic (relative, resolved in the node's namespace), the message type, the
-builder that turns a tick's PlanResult into plain message data (core.plan_message.MsgData)
-and the bool parameter that enables it (None: always on). The node creates one publisher
-per enabled row and publishes each built message (ros/convert.py makes rclpy messages of
-them); the replay writes the same messages with rosbags (replay/outputs.py). Adding an
-output is one row here and one builder.
+output bag: the topic (a fixed relative name, or the parameter that names it; relative
+names resolve in the node's namespace), the message type, the builder that turns a tick's
+PlanResult into plain message data (core.plan_message.MsgData), the bool parameter that
+enables it (None: always on) and whether late subscribers get the last message (latched).
+The node creates one publisher per enabled row and publishes each built message
+(ros/convert.py makes rclpy messages of them); the replay writes the same messages with
+rosbags (replay/outputs.py). Adding an output is one row here and one builder. Message
+types of other packages (Autoware's Trajectory) are checked when their row is enabled: the
+node and the replay refuse to start, naming the parameter, when the package is missing.
 
 Builders get an OutputTick and return None when the row publishes nothing for that tick
-(path, CoC and markers only go out for OK plans; PlannerOutput goes out every tick).
+(path, CoC, markers and the Autoware Trajectory only go out for OK plans; PlannerOutput
+goes out every tick).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
+
+from alpamayo_ros.core import autoware_trajectory
 
 from alpamayo_ros.core.plan_message import (PATH_TYPE, PLANNER_OUTPUT_TYPE, STRING_TYPE,
                                             MsgData, OutputContext, base_path_data, coc_data,
@@ -37,7 +43,8 @@ class OutputTick:
 
     latency_s: publication - t0 on the node clock (replay: tick time - t0) [s];
     latency_wall_s: wall time from the newest used frame's arrival to publication [s]
-    (0 in the replay); marker_text_height: height of the CoC text marker [m].
+    (0 in the replay); marker_text_height: height of the CoC text marker [m];
+    values: the validated planner parameters (builders of configurable rows read theirs).
     """
 
     result: PlanResult
@@ -45,21 +52,29 @@ class OutputTick:
     latency_s: float
     latency_wall_s: float = 0.0
     marker_text_height: float = 0.6
+    values: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class OutputRow:
-    """One published output: name, topic (relative), message type, builder, and the bool
-    parameter that enables it (None: always published)."""
+    """One published output: name, topic (the default; topic_parameter names the parameter
+    that sets it, if any), message type, builder, the bool parameter that enables it (None:
+    always published), and latched (late subscribers get the last message)."""
 
     name: str
     topic: str
     type: str
     build: Callable[[OutputTick], Optional[MsgData]]
     enabled_by: Optional[str] = None
+    topic_parameter: Optional[str] = None
+    latched: bool = False
 
     def enabled(self, values: Mapping[str, Any]) -> bool:
         return self.enabled_by is None or bool(values[self.enabled_by])
+
+    def topic_in(self, values: Mapping[str, Any]) -> str:
+        """The topic as configured (unresolved: relative names are in the namespace)."""
+        return self.topic if self.topic_parameter is None else values[self.topic_parameter]
 
 
 # ------------------------------------------------------------------------------ builders
@@ -86,12 +101,23 @@ def _markers(tick: OutputTick) -> Optional[MsgData]:
     return markers_data(tick.result, tick.context.base_frame_id, tick.marker_text_height)
 
 
+def _autoware_trajectory(tick: OutputTick) -> Optional[MsgData]:
+    return autoware_trajectory.TrajectoryOutput(
+        tick.values[autoware_trajectory.TOPIC_PARAMETER],
+        float(tick.values[autoware_trajectory.WHEELBASE_PARAMETER])).build(tick.result)
+
+
 OUTPUTS: tuple[OutputRow, ...] = (
-    OutputRow("plan", PLAN_TOPIC, PLANNER_OUTPUT_TYPE, _plan),
+    # Latched: a subscriber that joins late (a controller started after the first plan)
+    # still gets the newest plan.
+    OutputRow("plan", PLAN_TOPIC, PLANNER_OUTPUT_TYPE, _plan, latched=True),
     OutputRow("path", PATH_TOPIC, PATH_TYPE, _path),
     OutputRow("path_odom", PATH_ODOM_TOPIC, PATH_TYPE, _path_odom),
     OutputRow("coc", COC_TOPIC, STRING_TYPE, _coc),
     OutputRow("markers", MARKERS_TOPIC, MARKER_ARRAY_TYPE, _markers, "markers.enabled"),
+    OutputRow("autoware_trajectory", autoware_trajectory.DEFAULT_TOPIC,
+              autoware_trajectory.TRAJECTORY_TYPE, _autoware_trajectory,
+              autoware_trajectory.ENABLED_PARAMETER, autoware_trajectory.TOPIC_PARAMETER),
 )
 
 

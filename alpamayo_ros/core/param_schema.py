@@ -42,7 +42,8 @@ class ParamSpec:
 
     minimum/maximum bound numeric values (inclusive; for arrays, every element).
     choices lists the allowed strings (for string arrays, every element).
-    length fixes the length of an array parameter.
+    length fixes the length of an array parameter; length_range = (lo, hi) bounds it
+    instead (inclusive).
     """
 
     name: str
@@ -54,6 +55,7 @@ class ParamSpec:
     choices: Optional[tuple[str, ...]] = None
     length: Optional[int] = None
     read_only: bool = True
+    length_range: Optional[tuple[int, int]] = None
 
     def range_text(self) -> str:
         """Human-readable allowed values, for docs and error messages."""
@@ -66,6 +68,8 @@ class ParamSpec:
             parts.append(" | ".join(f'"{c}"' for c in self.choices))
         if self.length is not None:
             parts.append(f"length {self.length}")
+        if self.length_range is not None:
+            parts.append(f"length {self.length_range[0]} to {self.length_range[1]}")
         return "; ".join(parts)
 
 
@@ -124,6 +128,10 @@ def check_value(spec: ParamSpec, value: Any, where: Optional[str] = None
         errors = []
         if spec.length is not None and len(value) != spec.length:
             errors.append(f"{where}: have {len(value)} entries, need {spec.length}")
+        if spec.length_range is not None and not (
+                spec.length_range[0] <= len(value) <= spec.length_range[1]):
+            errors.append(f"{where}: have {len(value)} entries, need "
+                          f"{spec.length_range[0]} to {spec.length_range[1]}")
         for i, item in enumerate(value):
             errors += _check_scalar(spec, ARRAY_ITEM[spec.type], item, f"{where}[{i}]")
         if spec.type == FLOAT_ARRAY and not errors:
@@ -203,6 +211,23 @@ def update_docs(path: Path, specs: Sequence[ParamSpec], generator: str) -> bool:
     if new != text:
         path.write_text(new)
     return new != text
+
+
+def docs_main(argv: Optional[Sequence[str]], specs: Sequence[ParamSpec], docs_path: Path,
+              generator: str, description: str) -> int:
+    """The `--write-docs [PATH]` command of a parameter table's module: rewrite the
+    generated table of docs_path (or PATH); without it, print the table."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write-docs", type=Path, nargs="?", const=docs_path,
+                        help=f"rewrite the generated table in {docs_path.name}")
+    args = parser.parse_args(argv)
+    if args.write_docs:
+        changed = update_docs(args.write_docs, specs, generator)
+        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
+    else:
+        print(render_markdown_table(specs))
+    return 0
 
 
 def param_literal(value: Any) -> str:

@@ -106,10 +106,12 @@ def output_stamp_ns(result: PlanResult) -> int:
 def model_info_data(model: ModelDescription) -> MsgData:
     o = model.options
     return MsgData("alpamayo_ros/msg/ModelInfo", {
-        "checkpoint": model.checkpoint, "model_id": model.model_id, "device": model.device,
-        "dtype": model.dtype, "num_samples": int(o.num_samples),
+        "checkpoint": model.checkpoint, "model_id": model.model_id, "family": model.family,
+        "device": model.device, "dtype": model.dtype, "num_samples": int(o.num_samples),
         "diffusion_steps": int(o.diffusion_steps), "max_coc_tokens": int(o.max_coc_tokens),
-        "sample_coc": bool(o.sample_coc), "seed": -1 if o.seed is None else int(o.seed)})
+        "sample_coc": bool(o.sample_coc), "seed": -1 if o.seed is None else int(o.seed),
+        "nav_guidance_scale": float(o.nav_guidance_scale),
+        "inference_path": model.path.name, "inference_problem": model.path.problem})
 
 
 def _candidate_data(cand, offsets_ns: Optional[np.ndarray]) -> MsgData:
@@ -177,7 +179,7 @@ def planner_output_data(result: PlanResult, ctx: OutputContext, *, latency_s: fl
         "selected_index": int(result.selected_index),
         "inputs": _manifest_data(result, ctx),
         "timing": _timing_data(result, latency_s, latency_wall_s),
-        "model": model_info_data(ctx.model)})
+        "model": model_info_data(ctx.model), "navigation_text": result.navigation_text})
 
 
 # ------------------------------------------------------------------------------ Paths

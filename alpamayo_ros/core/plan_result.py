@@ -140,6 +140,10 @@ class PlanResult:
     # time.perf_counter() when the newest frame used arrived (live only; None otherwise):
     # the start of the wall-clock latency.
     newest_frame_arrival_s: Optional[float] = None
+    # The navigation instruction the model saw ("" without one) and what the tick did
+    # with navigation (core.navigation.NavStatus value; "" before t0 was found).
+    navigation_text: str = ""
+    navigation_status: str = ""
 
     @property
     def ok(self) -> bool:

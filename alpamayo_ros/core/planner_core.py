@@ -43,12 +43,13 @@ from alpamayo_ros.core.image_decode import EncodedImage
 from alpamayo_ros.core.input_streams import (TIME_JUMP_CONFIRMATIONS, FrameChange,
                                              InputCounts, InputEvent, InputSnapshot,
                                              InputStreams, InsertResult, StreamKind, TimeJump)
+from alpamayo_ros.core.navigation import NavStatus
 from alpamayo_ros.core.odometry import OdometrySample
 from alpamayo_ros.core.output_check import OutputCheckLimits, check_sample
 from alpamayo_ros.core.plan_result import (Candidate, PlanResult, PlanStatus, ReasonCode,
                                            TickTimings)
 from alpamayo_ros.core.ring_buffer import InsertStatus
-from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S, NUM_CAMERAS,
+from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NS_PER_S,
                                      InferenceOptions, ModelInput, ModelOutput, PlannerModel)
 
 __all__ = ["PlannerCore", "PlannerConfig", "PreparedInputs", "PlanResult", "PlanStatus",
@@ -77,6 +78,11 @@ def _status_count(status: PlanStatus) -> property:
     return property(lambda self: self.statuses[status], doc=f"ticks with status {status.name}")
 
 
+def _navigation_count(status: NavStatus) -> property:
+    return property(lambda self: self.navigation[status],
+                    doc=f"prepared ticks with navigation {status.value}")
+
+
 @dataclass
 class CoreCounters:
     """Counts since construction (monotonic; reset() does not zero them): the input counts
@@ -88,6 +94,9 @@ class CoreCounters:
     decodes: int = 0
     decode_cache_hits: int = 0
 
+    # Navigation: ticks prepared per NavStatus (what each did with navigation).
+    navigation: collections.Counter = field(default_factory=collections.Counter)
+
     frames_added = _insert_count(StreamKind.CAMERA, InsertStatus.ADDED)
     frames_replaced = _insert_count(StreamKind.CAMERA, InsertStatus.REPLACED)
     frames_rejected = _insert_count(StreamKind.CAMERA, InsertStatus.REJECTED)
@@ -96,6 +105,8 @@ class CoreCounters:
     odometry_replaced = _insert_count(StreamKind.ODOMETRY, InsertStatus.REPLACED)
     odometry_rejected = _insert_count(StreamKind.ODOMETRY, InsertStatus.REJECTED)
     odometry_too_old = _insert_count(StreamKind.ODOMETRY, InsertStatus.TOO_OLD)
+    navigation_added = _insert_count(StreamKind.NAVIGATION, InsertStatus.ADDED)
+    navigation_rejected = _insert_count(StreamKind.NAVIGATION, InsertStatus.REJECTED)
     out_of_order = _event_count(InputEvent.OUT_OF_ORDER)
     time_jumps = _event_count(InputEvent.TIME_JUMP)
     odometry_frame_changes = _event_count(InputEvent.ODOMETRY_FRAME_CHANGE)
@@ -104,6 +115,10 @@ class CoreCounters:
     skipped = _status_count(PlanStatus.SKIPPED)
     invalid_output = _status_count(PlanStatus.INVALID_OUTPUT)
     model_errors = _status_count(PlanStatus.MODEL_ERROR)
+    navigation_used = _navigation_count(NavStatus.USED)
+    navigation_none = _navigation_count(NavStatus.NONE)
+    navigation_expired = _navigation_count(NavStatus.EXPIRED)
+    navigation_empty = _navigation_count(NavStatus.EMPTY)
 
     @property
     def ticks(self) -> int:
@@ -130,6 +145,9 @@ class PreparedInputs:
     # time.perf_counter() when preparation ended / when the newest frame used arrived.
     prepared_wall_s: float = 0.0
     newest_frame_arrival_s: Optional[float] = None
+    # What the tick did with navigation (core.navigation.NavStatus value); the text the
+    # model gets is model_input.navigation_text.
+    navigation_status: str = ""
 
     @property
     def t0_ns(self) -> int:
@@ -151,8 +169,14 @@ class PlannerCore:
         self.config = config
         self.model = model
         self.options = options
+        # Frame keys restart with this core's epochs: features a reused model kept for an
+        # earlier core's keys (e.g. the previous bag of a replay) must not match them.
+        clear_vision_cache = getattr(model, "clear_vision_cache", None)
+        if clear_vision_cache is not None:
+            clear_vision_cache()
         self.inputs = InputStreams(config, on_time_jump)
         self._statuses: collections.Counter = collections.Counter()  # PlanStatus -> ticks
+        self._navigation_ticks: collections.Counter = collections.Counter()  # NavStatus
         self._statuses_lock = threading.Lock()
         self._base_offset = Pose.from_xyz_rpy(config.base_offset_xyz, config.base_offset_rpy)
         self._limits = OutputCheckLimits(config.first_waypoint_abs_tolerance,
@@ -185,6 +209,11 @@ class PlannerCore:
         """InputStreams.odometry_track."""
         return self.inputs.odometry_track(start_ns)
 
+    def add_navigation(self, stamp_ns: int, text, valid_for_ns: int, source: str = ""
+                       ) -> InsertResult:
+        """InputStreams.add_navigation."""
+        return self.inputs.add_navigation(stamp_ns, text, valid_for_ns, source)
+
     def buffered_counts(self) -> tuple:
         """InputStreams.buffered_counts."""
         return self.inputs.buffered_counts()
@@ -198,7 +227,9 @@ class PlannerCore:
         cache = self.inputs.decoder.cache
         with self._statuses_lock:
             statuses = collections.Counter(self._statuses)
-        return CoreCounters(self.inputs.counts(), statuses, cache.decodes, cache.hits)
+            navigation = collections.Counter(self._navigation_ticks)
+        return CoreCounters(self.inputs.counts(), statuses, cache.decodes, cache.hits,
+                            navigation)
 
     # ------------------------------------------------------------------ planning
     def _check_camera_age(self, now_ns: int, stamps_per_slot: list, describe: tuple) -> None:
@@ -273,6 +304,7 @@ class PlannerCore:
         self._check_camera_age(now_ns, [c[0] for c in cameras], describe)
         selection = select_frames([c[0] for c in cameras], cfg.frame_tolerance, describe)
         self.inputs.note_tick_t0(selection.t0_ns)
+        instruction, nav_status = snapshot.navigation.select(selection.t0_ns)
         # Only the odometry the history can use (the gap check looks one sample
         # further back than t0-1.5 s).
         track = snapshot.odometry_track(selection.t0_ns - HISTORY_SPAN_NS)
@@ -309,15 +341,20 @@ class PlannerCore:
                               tick_to_model_start=end - tick_wall_s)
         keys = tuple(key for key, _ in jobs)
         model_input = ModelInput(frames=frames, history_xyz=history.xyz,
-                                 history_rot=history.rot, frame_keys=keys)
+                                 history_rot=history.rot, frame_keys=keys,
+                                 camera_indices=tuple(cfg.camera_indices),
+                                 navigation_text=instruction.text if instruction else None)
+        with self._statuses_lock:
+            self._navigation_ticks[nav_status] += 1
         return PreparedInputs(now_ns=int(now_ns), selection=selection, history=history,
                               model_input=model_input, timings=timings, decodes=decodes,
                               odom_frame_id=odom_frame_id, prepared_wall_s=end,
-                              newest_frame_arrival_s=arrival_s)
+                              newest_frame_arrival_s=arrival_s,
+                              navigation_status=nav_status.value)
 
     def _decode_selected(self, jobs: list[FrameJob], describe: tuple
                          ) -> tuple[tuple, int, float]:
-        """The 16 (H, W, 3) uint8 frames of the jobs (camera-major, oldest first), frames
+        """The (H, W, 3) uint8 frames of the jobs (camera-major, oldest first), frames
         not decoded yet at the start (decoded now, in parallel, or waited for), seconds
         spent on that."""
         start = time.perf_counter()
@@ -333,7 +370,7 @@ class PlannerCore:
             per_slot = ", ".join(
                 f"slot {s}: " + "/".join(f"{f.shape[0]}x{f.shape[1]}" for f in
                                         frames[s * FRAMES_PER_CAMERA:(s + 1) * FRAMES_PER_CAMERA])
-                for s in range(NUM_CAMERAS))
+                for s in range(self.inputs.num_cameras))
             raise InputNotReady(f"frame sizes differ (HxW {per_slot}); the model needs one "
                                 "size: set output_image_size to resize all frames",
                                 ReasonCode.SIZE_MISMATCH)
@@ -410,7 +447,9 @@ class PlannerCore:
             odom_frame_id=prepared.odom_frame_id,
             newest_frame_arrival_s=prepared.newest_frame_arrival_s,
             timings=replace(prepared.timings), model_id=getattr(self.model, "model_id", ""),
-            decodes=prepared.decodes)
+            decodes=prepared.decodes,
+            navigation_text=prepared.model_input.navigation_text or "",
+            navigation_status=prepared.navigation_status)
 
     def _build_output(self, prepared: PreparedInputs, output: ModelOutput) -> PlanResult:
         result = self._base_result(prepared, PlanStatus.OK, "")

@@ -19,7 +19,7 @@ import numpy as np
 
 from alpamayo_ros.core.base_offset import BaseOffsetEstimator, check_base_offset
 from alpamayo_ros.core.plan_result import ReasonCode
-from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.core.types import NS_PER_S, InferencePath
 
 
 class Level(enum.IntEnum):
@@ -415,3 +415,13 @@ class PlannerHealth:
 def _code_name(code: Optional[ReasonCode]) -> str:
     """A ReasonCode as /diagnostics writes it ("" for none)."""
     return "" if code is None else code.name
+
+
+def inference_path_report(path: InferencePath) -> HealthReport:
+    """The model's inference path: ERROR with the reason when it runs other than configured
+    (the fast path fell back to the eager one, or a step runs without its CUDA graph)."""
+    values = {"inference_path": path.name or "none"}
+    if path.problem:
+        values["inference_problem"] = path.problem
+        return HealthReport("model path", Level.ERROR, path.problem, values)
+    return HealthReport("model path", Level.OK, f"{path.name or 'no'} inference path", values)

@@ -10,19 +10,20 @@ config/planner.yaml and the launch file must match, and the table in docs/parame
 """
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from alpamayo_ros.core.autoware_trajectory import (AUTOWARE_PARAMETERS, ENABLED_PARAMETER,
+                                                  TOPIC_PARAMETER, trajectory_output)
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, STRING_ARRAY, ParamSpec,
-                                            render_markdown_table, update_docs, validate)
+                                            docs_main, validate)
 from alpamayo_ros.core.config import (CAMERA_INDICES_PARAMETER, CORE_PARAMETERS, CORE_PREFIX,
                                       DEFAULT_ODOMETRY_TOPIC, PlannerConfig, camera_topic)
 from alpamayo_ros.core.types import (DEFAULT_CAMERA_INDICES, INFERENCE_PARAMETERS,
-                                     NUM_CAMERAS, InferenceOptions)
+                                     MAX_CAMERAS, NUM_CAMERAS, InferenceOptions)
 
 # Name of the planner node: its parameter-file section and its ROS node name.
 NODE_NAME = "alpamayo_planner"
@@ -65,13 +66,13 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               minimum=0.05, maximum=50.0),
     ParamSpec("camera_topics", STRING_ARRAY,
               [camera_topic(index) for index in DEFAULT_CAMERA_INDICES],
-              "Image topic of each model camera, in the order of camera_indices.",
-              length=NUM_CAMERAS),
+              "Image topic of each model camera, in the order of camera_indices (as many as "
+              "camera_indices).", length_range=(1, MAX_CAMERAS)),
     CAMERA_INDICES_PARAMETER,
     ParamSpec("camera_transports", STRING_ARRAY, ["raw"] * NUM_CAMERAS,
               "Per camera: \"raw\" = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), "
               "\"compressed\" = sensor_msgs/CompressedImage (JPEG or PNG).",
-              choices=CAMERA_TRANSPORTS, length=NUM_CAMERAS),
+              choices=CAMERA_TRANSPORTS, length_range=(1, MAX_CAMERAS)),
     ParamSpec("odometry_topic", STRING, DEFAULT_ODOMETRY_TOPIC,
               "nav_msgs/Odometry of the rear-axle base frame (pose in the odometry frame)."),
     ParamSpec("autostart", BOOL, True,
@@ -89,6 +90,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               "Publish alpamayo/markers (candidate paths + CoC text) for RViz."),
     ParamSpec("markers.coc_text_height", FLOAT, 0.6,
               "Height of the CoC text marker [m].", minimum=0.05, maximum=10.0),
+    *AUTOWARE_PARAMETERS,
     *CORE_PARAMETERS,
     # The model and its inference options.
     ParamSpec("model.backend", STRING, "alpamayo",
@@ -123,13 +125,20 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     if any(b <= a for a, b in zip(indices, indices[1:])):
         errors.append(f"camera_indices: have {indices}, need strictly ascending "
                       f"(the model's camera order, e.g. {list(DEFAULT_CAMERA_INDICES)})")
-    topics = values["camera_topics"]
+    topics, count = values["camera_topics"], len(indices)
+    for name in ("camera_topics", "camera_transports"):
+        if len(values[name]) != count:
+            errors.append(f"{name}: have {len(values[name])} entries, need one per "
+                          f"camera_indices entry ({count})")
     if any(not t for t in topics):
-        errors.append(f"camera_topics: have {topics}, need 4 non-empty topic names")
+        errors.append(f"camera_topics: have {topics}, need {count} non-empty topic names")
     if len(set(topics)) != len(topics):
-        errors.append(f"camera_topics: have {topics}, need 4 distinct topics")
+        errors.append(f"camera_topics: have {topics}, need {count} distinct topics")
     if not values["odometry_topic"]:
         errors.append("odometry_topic: have \"\", need a topic name")
+    if values[ENABLED_PARAMETER] and not values[TOPIC_PARAMETER]:
+        errors.append(f"{TOPIC_PARAMETER}: have \"\", need a topic name when "
+                      f"{ENABLED_PARAMETER} is true")
     if not _DEVICE_RE.match(values["model.device"]):
         errors.append(f"model.device: have {values['model.device']!r}, "
                       "need cpu, cuda or cuda:N")
@@ -178,22 +187,21 @@ def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
                             sample_coc=values["model.sample_coc"],
                             top_p=values["model.top_p"],
                             temperature=values["model.temperature"],
-                            seed=None if seed < 0 else seed)
+                            seed=None if seed < 0 else seed,
+                            nav_guidance_scale=values["model.nav_guidance_scale"])
+
+
+def optional_outputs(values: Mapping[str, Any]) -> list:
+    """The outputs that parameters enable, for the node and the replay alike: each has a
+    topic (as configured), msg_type, enabled_by (its parameter) and build(result) -> the
+    plain-data message of a tick, or None (nothing is published for that tick)."""
+    return [o for o in (trajectory_output(values),) if o is not None]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-docs", type=Path, nargs="?",
-                        const=Path(__file__).resolve().parents[2] / "docs" / "parameters.md",
-                        help="rewrite the generated table in docs/parameters.md")
-    args = parser.parse_args(argv)
-    if args.write_docs:
-        changed = update_docs(args.write_docs, PLANNER_PARAMETERS, DOCS_GENERATOR)
-        print(f"{args.write_docs}: {'updated' if changed else 'up to date'}")
-    else:
-        print(render_markdown_table(PLANNER_PARAMETERS))
-    return 0
-
+    return docs_main(argv, PLANNER_PARAMETERS,
+                     Path(__file__).resolve().parents[2] / "docs" / "parameters.md",
+                     DOCS_GENERATOR, __doc__.splitlines()[0])
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,11 @@ def stamp_to_ns(stamp) -> int:
     """builtin_interfaces/Time (an rclpy message or a rosbags dataclass alike: both have
     sec and nanosec) -> int ns, exact (no float round trip)."""
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+# The R1 rig (and the default): 4 cameras; Alpamayo 1.5 takes 1..MAX_CAMERAS.
 NUM_CAMERAS = 4
+MAX_CAMERAS = 7
 FRAMES_PER_CAMERA = 4
 NUM_FRAMES = NUM_CAMERAS * FRAMES_PER_CAMERA
 NUM_HISTORY = 16
@@ -58,6 +62,11 @@ INFERENCE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("model.seed", INT, 0,
               "Seed of CoC sampling and diffusion noise; -1 = unseeded (fresh noise each "
               "tick).", minimum=-1, maximum=2**31 - 1),
+    ParamSpec("model.nav_guidance_scale", FLOAT, 1.5,
+              "Alpamayo 1.5 with a navigation instruction: classifier-free guidance weight w "
+              "of each flow-matching velocity, (1 - w) * v(no instruction) + w * "
+              "v(instruction); 0 = no guidance (one expert call per step); the default is "
+              "the official navigation notebook's.", minimum=0.0, maximum=10.0),
 )
 
 
@@ -76,6 +85,8 @@ class InferenceOptions:
     # Seed of the torch generator used for CoC sampling and the diffusion noise;
     # None = unseeded (fresh noise each call).
     seed: Optional[int] = 0
+    # Classifier-free guidance weight for a navigation instruction (1.5); 0 = none.
+    nav_guidance_scale: float = 1.5
 
     def __post_init__(self) -> None:
         rows = {p.name[len(INFERENCE_PREFIX):]: p for p in INFERENCE_PARAMETERS}
@@ -93,10 +104,11 @@ class InferenceOptions:
 class ModelInput:
     """What the model sees.
 
-    frames: (16, H, W, 3) uint8 RGB, camera-major (cam0 f0..f3, cam1 f0..f3, ...),
-        oldest first within each camera. (4, 4, H, W, 3) is accepted and flattened, and
-        so is a tuple/list of 16 (H, W, 3) arrays (the planner passes its cached frames
-        that way to avoid copying full-resolution frames).
+    frames: (4 * C, H, W, 3) uint8 RGB for C cameras (16 for the R1 rig), camera-major
+        (cam0 f0..f3, cam1 f0..f3, ...), oldest first within each camera. (C, 4, H, W, 3)
+        is accepted and flattened, and so is a tuple/list of 4 * C (H, W, 3) arrays (the
+        planner passes its cached frames that way to avoid copying full-resolution
+        frames).
     history_xyz: (16, 3) positions in the t0 frame at t0-1.5 .. t0; the last is 0.
     history_rot: (16, 3, 3) rotations in the t0 frame; the last is the identity.
     frame_keys: optional identity of each of the 16 frames (hashable, e.g. (epoch, camera
@@ -108,6 +120,11 @@ class ModelInput:
     history_xyz: np.ndarray
     history_rot: np.ndarray
     frame_keys: Optional[tuple] = None
+    # The camera id of each camera block of frames (ascending rig ids, e.g. (0, 1, 2, 6));
+    # Alpamayo 1.5 names them in the prompt. None: unnamed (the R1 prompt).
+    camera_indices: Optional[tuple[int, ...]] = None
+    # Navigation instruction (Alpamayo 1.5), e.g. "Turn left in 40m"; None: none.
+    navigation_text: Optional[str] = None
 
 
 @dataclass
@@ -154,11 +171,25 @@ class ModelOutput:
 
 
 @dataclass(frozen=True)
+class InferencePath:
+    """Which inference path serves the model calls, and what is wrong with it.
+
+    name: "fast" or "eager" (runtime.AlpamayoRuntime), "" for a backend without paths;
+    problem: why the calls run other than configured (the fast path fell back to the eager
+    one, or a step runs without its CUDA graph), "" when nothing is wrong.
+    """
+
+    name: str = ""
+    problem: str = ""
+
+
+@dataclass(frozen=True)
 class ModelDescription:
     """Identity and settings of the loaded model, as published in PlannerOutput.model.
 
     checkpoint: directory (with the content hash) or "" for a backend without weights;
-    model_id: content hash of the weights; device / dtype: where and how it runs.
+    model_id: content hash of the weights; device / dtype: where and how it runs; path:
+    the inference path and its problem (known after the warm-up).
     """
 
     checkpoint: str
@@ -166,11 +197,18 @@ class ModelDescription:
     device: str
     dtype: str
     options: InferenceOptions
+    # Checkpoint family (config.json model_type: "alpamayo_r1", "alpamayo1_5"); "" for a
+    # backend without weights.
+    family: str = ""
+    path: InferencePath = field(default_factory=InferencePath)
 
 
 class PlannerModel(Protocol):
     """The single inference API used by the node, the replay tool and the benchmarks.
 
+    Optional, looked up with getattr: ``clear_vision_cache()`` (forget features kept per
+    frame key; called when a new PlannerCore starts its frame keys afresh) and
+    ``inference_path() -> InferencePath`` (shown in /diagnostics and PlannerOutput.model).
     A model that needs frames of a minimum size has an int attribute `min_frame_side` [px]:
     the planner core skips ticks with smaller frames (SIZE_MISMATCH) instead of calling it.
     """
@@ -182,7 +220,9 @@ class PlannerModel(Protocol):
         ...
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE) -> float:
-        """Get ready to serve calls like ``options`` on frames of (height, width): allocate,
-        capture, compile. Returns the seconds it took."""
+               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE,
+               camera_indices: Optional[tuple[int, ...]] = None) -> float:
+        """Get ready to serve calls like ``options`` on frames of (height, width) from the
+        cameras ``camera_indices`` (None: the R1 rig): allocate, capture, compile. Returns
+        the seconds it took."""
         ...

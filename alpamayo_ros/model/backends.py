@@ -20,7 +20,8 @@ def load_model(values: Mapping[str, Any], options: InferenceOptions
     """(model, description) for validated `model.*` parameter values, by the loader that
     core.planner_params.MODEL_BACKEND_TABLE names for model.backend.
 
-    values: flat parameter dict with model.backend, model.checkpoint_dir,
+    values: flat parameter dict with camera_indices (checked against the checkpoint's
+        family: core.model_family.check_camera_rig), model.backend, model.checkpoint_dir,
         model.processor_dir, model.device, model.dtype ("auto" or a dtype name) and
         model.fast_path (True: the fast inference path, with CUDA graphs on CUDA; False:
         the eager reference path).
@@ -51,6 +52,12 @@ def load_alpamayo(values: Mapping[str, Any], options: InferenceOptions
     if not checkpoint.is_dir():
         raise ConfigError(f"model.checkpoint_dir: have {str(checkpoint)!r}, need an existing "
                           "directory holding config.json and the safetensors weights")
+    # The camera rig must fit the checkpoint's family; refused before any weight is read.
+    from alpamayo_ros.core.model_family import check_camera_rig
+    from alpamayo_ros.model.checkpoint import checkpoint_family, read_checkpoint_config
+    if "camera_indices" in values:
+        check_camera_rig(checkpoint_family(read_checkpoint_config(checkpoint)),
+                         values["camera_indices"])
     from alpamayo_ros.model.runtime import AlpamayoRuntime
     runtime = AlpamayoRuntime.from_pretrained(
         str(checkpoint), processor_dir=values["model.processor_dir"] or None,
@@ -59,5 +66,6 @@ def load_alpamayo(values: Mapping[str, Any], options: InferenceOptions
     info = runtime.describe()
     description = ModelDescription(
         checkpoint=f"{checkpoint.resolve()} ({runtime.model_id})", model_id=runtime.model_id,
-        device=str(info["device"]), dtype=str(info["dtype"]), options=options)
+        device=str(info["device"]), dtype=str(info["dtype"]), options=options,
+        family=str(info["family"]))
     return runtime, description

@@ -1,7 +1,8 @@
-"""Reads an Alpamayo-R1 checkpoint directory in the official on-disk format.
+"""Reads an Alpamayo checkpoint directory (R1 or 1.5) in the official on-disk format.
 
-The official release (``nvidia/Alpamayo-R1-10B``) is a ``config.json`` with
-``model_type: alpamayo_r1`` plus safetensors weights, either one ``model.safetensors`` or a
+The official releases (``nvidia/Alpamayo-R1-10B``, ``nvidia/Alpamayo-1.5-10B``) are a
+``config.json`` with ``model_type`` ``alpamayo_r1`` or ``alpamayo1_5`` (the family, see
+core.model_family) plus safetensors weights, either one ``model.safetensors`` or a
 ``model.safetensors.index.json`` naming the shards. This module only finds, checks and reads
 those files (no torch modules are built here; see ``modeling.py``). Nothing is fetched from
 the hub: every path must exist locally, and pickle formats (.bin/.pt) are refused.
@@ -31,12 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from alpamayo_ros.core.errors import CheckpointError
+from alpamayo_ros.core.errors import CheckpointError, ConfigError
+from alpamayo_ros.core.model_family import FAMILIES, ModelFamily, family_for_model_type
 
 CONFIG_NAME = "config.json"
 SINGLE_WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-MODEL_TYPE = "alpamayo_r1"
 # Files a processor / base-VLM directory must hold for our loader (the tokenizer, the
 # chat template, the image-processor constants and the base Qwen3-VL geometry).
 REQUIRED_PROCESSOR_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json",
@@ -65,6 +66,11 @@ class CheckpointFiles:
     index_path: Optional[Path]
     weight_map: Optional[dict]
 
+    @property
+    def family(self) -> ModelFamily:
+        """R1 or 1.5, from config.json's model_type."""
+        return checkpoint_family(self.config)
+
 
 def _read_json(path: Path) -> dict:
     """Parse one JSON object file of a checkpoint or processor directory (CheckpointError
@@ -87,13 +93,14 @@ def _read_json(path: Path) -> dict:
 
 def _is_alpamayo_config(path: Path) -> bool:
     try:
-        return _read_json(path).get("model_type") == MODEL_TYPE
+        return _read_json(path).get("model_type") in FAMILIES
     except CheckpointError:
         return False
 
 
 def read_checkpoint_config(checkpoint_dir: Path | str) -> dict:
-    """Parse ``<checkpoint_dir>/config.json`` and check that it is an Alpamayo-R1 config."""
+    """Parse ``<checkpoint_dir>/config.json`` and check that it is an Alpamayo R1 or 1.5
+    config (its family: checkpoint_family)."""
     checkpoint_dir = Path(checkpoint_dir)
     if not checkpoint_dir.is_dir():
         raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} does not exist")
@@ -106,15 +113,21 @@ def read_checkpoint_config(checkpoint_dir: Path | str) -> dict:
         raise CheckpointError(f"checkpoint directory {str(checkpoint_dir)!r} has no "
                               f"{CONFIG_NAME}{hint}")
     config = _read_json(config_path)
-    model_type = config.get("model_type")
-    if model_type != MODEL_TYPE:
-        raise CheckpointError(
-            f"{config_path}: model_type is {model_type!r}, need {MODEL_TYPE!r}")
+    checkpoint_family(config, str(config_path))
     for key in ("vocab_size", "traj_vocab_size", "traj_token_start_idx", "expert_cfg",
                 "action_in_proj_cfg", "action_space_cfg", "vlm_name_or_path"):
         if key not in config:
             raise CheckpointError(f"{config_path} lacks the field {key!r}")
     return config
+
+
+def checkpoint_family(config: dict, where: str = CONFIG_NAME) -> ModelFamily:
+    """The family (R1 or 1.5) a parsed config.json names; CheckpointError naming the
+    model_type found when it is neither."""
+    try:
+        return family_for_model_type(config.get("model_type"), where)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def find_weight_files(checkpoint_dir: Path | str) -> tuple[tuple[Path, ...], Optional[Path],

@@ -7,7 +7,8 @@ it (the static KV cache, token and position buffers, the flow-matching state). O
 kernel launches and Python calls. Random draws use a generator registered with the graph,
 so re-seeding that generator before a replay makes replays reproducible. Elsewhere (CPU),
 or when the capture fails, the same step function is called directly: the fixed-shape code
-path is the same either way, which is what the CPU tests rely on.
+path is the same either way, which is what the CPU tests rely on. A failed capture is kept
+(``StepRunner.failure``) for the runtime to act on (see runtime.AlpamayoRuntime.warmup).
 
 Capture runs the step during warm-up, so a caller captures before it fills the buffers
 with real state (the fast path captures at the start of a call, before the prefill).
@@ -70,7 +71,8 @@ class StepRunner:
         self.log = log or OnceLog()
         self.reset = reset or (lambda: None)
         self.graph: Optional["torch.cuda.CUDAGraph"] = None
-        self.capture_failed = False
+        # Why the capture failed ("ExceptionType: message"); None while it has not.
+        self.failure: Optional[str] = None
         self.capture_seconds = 0.0
 
     @property
@@ -78,41 +80,47 @@ class StepRunner:
         return self.graph is not None
 
     def capture(self) -> bool:
-        """Capture the step on CUDA (no-op elsewhere or after a failure); True if captured.
+        """Capture the step (CUDA only; no-op after a failure); True if captured.
 
         Runs the step WARMUP_CALLS times for real (warm-up) and records one call; ``reset``
         (if given) runs before each of them, so the step always starts from valid indices.
-        The step's buffers hold warm-up results afterwards.
+        The step's buffers hold warm-up results afterwards. A failure is kept in
+        ``failure``, logged once as an error, and the step runs without a graph.
         """
-        if self.graph is not None or self.capture_failed or self.device.type != "cuda":
+        if self.graph is not None or self.failure is not None:
             return self.graph is not None
         start = time.perf_counter()
         try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(WARMUP_CALLS):
-                    self.reset()
-                    self.step()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            for generator in self.generators:
-                graph.register_generator_state(generator)
-            self.reset()
-            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
-                self.step()
-            torch.cuda.synchronize(self.device)
-        except Exception as exc:  # capture is an optimisation: fall back, say why once
-            self.capture_failed = True
+            graph = self._record()
+        except Exception as exc:  # the step still runs, uncaptured; the caller decides
+            self.failure = f"{type(exc).__name__}: {exc}"
             self.log.once(("capture_failed", self.name),
-                          f"CUDA graph capture of {self.name} failed ({type(exc).__name__}: "
-                          f"{exc}); running it without a graph", logging.WARNING)
+                          f"CUDA graph capture of {self.name} failed ({self.failure}); it "
+                          "runs without a graph (about 3x slower)", logging.ERROR)
             return False
         self.graph = graph
         self.capture_seconds = time.perf_counter() - start
         self.log.once(("captured", self.name),
                       f"captured {self.name} as a CUDA graph in {self.capture_seconds:.2f} s")
         return True
+
+    def _record(self) -> "torch.cuda.CUDAGraph":
+        """Warm the step up on a side stream and record one call into a CUDA graph."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                self.reset()
+                self.step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        for generator in self.generators:
+            graph.register_generator_state(generator)
+        self.reset()
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            self.step()
+        torch.cuda.synchronize(self.device)
+        return graph
 
     def __call__(self) -> None:
         if self.graph is not None:

@@ -16,12 +16,16 @@ shapes so that the two per-token loops can be captured as CUDA graphs:
   slots 0..position, project to the vocabulary, choose the next tokens with
   :class:`~alpamayo_ros.model.sampling.TokenChooser` (no host sync), record them and
   advance the position, all in place.
-* **Stop test**: the host reads the per-row stop status only every ``stop_check_interval``
-  steps, through a non-blocking copy it waits for one check later (so the GPU always has a
-  queued step). Steps run after the stop only write slots that the expert mask hides and
-  tokens that are cut off, so the outputs equal the reference loop's; the stop rule itself
-  (one step after every row emitted ``<|traj_future_start|>``, budget ``max_new_tokens``) is
-  the same.
+* **Stop test**: after each step the host posts a non-blocking copy of the per-row stop
+  status and reads the one posted a step earlier (on CUDA; the CPU reads at once), so the
+  GPU always has one queued step. That queued step is the one the stop rule needs anyway
+  (one step after every row emitted ``<|traj_future_start|>``, so its KV is cached), so no
+  step runs past the stop. With ``stop_check_interval`` K > 1 (tests) steps do run past
+  it; they only write slots that the expert mask hides and tokens that are cut off, so the
+  outputs still equal the reference loop's (budget ``max_new_tokens`` the same).
+* **Finite check**: each decode and flow-matching step folds "all logits / velocities
+  finite" into a device flag; the host reads it once per call and raises NonFiniteError
+  (the node reports MODEL_ERROR with the reason) instead of planning from NaN.
 * **Flow-matching step** (captured per row count and step count): the 64 action tokens
   are written to the fixed last 64 slots (no crop), the expert mask (built once per call
   on the device) hides each row's tokens after its ``<|traj_future_start|>`` and every
@@ -37,27 +41,27 @@ shapes so that the two per-token loops can be captured as CUDA graphs:
   and calls its language model directly.
 
 On CPU the same steps run without graphs, so every line above is exercised by the CPU
-tests (``test/test_fast_path.py``).
+tests (``test/test_fast_path.py``). Numerics follow the official autocast run
+(``modeling.official_autocast``) on both paths.
 """
 from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Callable, Hashable, Optional, Sequence
+from typing import Hashable, Optional, Sequence
 
 import torch
 
 from alpamayo_ros.core.errors import ModelRuntimeError
 from alpamayo_ros.core.types import NUM_WAYPOINTS
 from alpamayo_ros.model.cuda_graphs import OnceLog, StepRunner
+from alpamayo_ros.model.engine import (Lap, Prediction, PreparedInputs, Request,
+                                       raise_if_not_finite, seed_and_noise)
 from alpamayo_ros.model.generation import expert_position_ids
-from alpamayo_ros.model.modeling import AlpamayoR1Network
+from alpamayo_ros.model.modeling import AlpamayoR1Network, official_autocast
 from alpamayo_ros.model.sampling import TokenChooser
-from alpamayo_ros.model.static_cache import (GROUPED_SDPA, StaticKVCache,
-                                             attention_implementation, register_grouped_sdpa,
-                                             round_capacity)
-
-NUM_ACTIONS = NUM_WAYPOINTS  # one action token per waypoint
+from alpamayo_ros.model.static_cache import (GROUPED_SDPA, StaticKVCache, round_capacity,
+                                             with_attention)
 
 
 @dataclass(frozen=True)
@@ -65,20 +69,24 @@ class FastPathConfig:
     """Settings of the fast path.
 
     cuda_graphs: capture the decode and flow-matching steps on CUDA (else plain calls).
-    stop_check_interval: decode steps between two reads of the stop status; None: 4 on
-        CUDA, 1 elsewhere (on the CPU there is no queued work to overlap with). Above 1, or
-        on CUDA, the host reads each status only after posting the next one.
+    stop_check_interval: decode steps between two reads of the stop status (1: every step,
+        the default; larger values only to check that extra steps are harmless). On CUDA,
+        or above 1, the host reads each status only after posting the next one.
     max_row_counts: row counts whose caches and graphs are kept (least recently used goes).
     vision_reuse: keep the vision features of the last call's frames (needs frame keys).
+    self_check_atol: largest first-Euler-step velocity difference between the fast and the
+        eager path that the warm-up self-check accepts (None: 1e-4 for float32 weights,
+        0.05 for bf16/fp16, where the two paths' attention kernels round differently).
     """
 
     cuda_graphs: bool = True
-    stop_check_interval: Optional[int] = None
+    stop_check_interval: int = 1
     max_row_counts: int = 3
     vision_reuse: bool = True
+    self_check_atol: Optional[float] = None
 
     def __post_init__(self):
-        if self.stop_check_interval is not None and int(self.stop_check_interval) < 1:
+        if int(self.stop_check_interval) < 1:
             raise ModelRuntimeError(
                 f"stop_check_interval must be >= 1, have {self.stop_check_interval}")
         if int(self.max_row_counts) < 1:
@@ -94,24 +102,6 @@ class VisionFeatures:
     deepstack: tuple[torch.Tensor, ...]
 
 
-@dataclass
-class FastResult:
-    """Output of :meth:`FastEngine.run` (the fields of runtime.RawPrediction).
-
-    actions (N, 64, 2) float32; tokens (N, T) int64; found (N,) bool; offsets (N,) int64;
-    rope_deltas int; cache_len int (prompt + fed tokens); decode_steps: decode steps run
-    (including the ones after the stop that the check interval lets through).
-    """
-
-    actions: torch.Tensor
-    tokens: torch.Tensor
-    found: torch.Tensor
-    offsets: torch.Tensor
-    rope_deltas: int
-    cache_len: int
-    decode_steps: int
-
-
 class RowState:
     """Static cache and persistent step tensors for ``rows`` sample rows."""
 
@@ -119,7 +109,7 @@ class RowState:
                  device: torch.device, dtype: torch.dtype, traj_future_start: int) -> None:
         text = network.vlm.config.text_config
         self.rows, self.capacity = rows, capacity
-        self.action_start = capacity - NUM_ACTIONS
+        self.action_start = capacity - NUM_WAYPOINTS
         self.cache = StaticKVCache(network.num_layers, rows, capacity, text.num_key_value_heads,
                                    text.head_dim, dtype, device)
         self.traj_future_start = traj_future_start
@@ -134,13 +124,15 @@ class RowState:
         self.first_index = torch.full((rows,), -1, **long)
         self.forced = torch.zeros(capacity, **long)
         self.use_forced = torch.zeros((), dtype=torch.bool, device=device)
+        # False once a step saw NaN/inf logits or velocities (read once per call).
+        self.finite = torch.ones((), dtype=torch.bool, device=device)
         self.mask_open = torch.zeros((), dtype=dtype, device=device)
         self.mask_hidden = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=device)
-        self.x = torch.zeros(rows, NUM_ACTIONS, 2, dtype=torch.float32, device=device)
+        self.x = torch.zeros(rows, NUM_WAYPOINTS, 2, dtype=torch.float32, device=device)
         self.flow_step = torch.zeros((), **long)
-        mask_rows = 1 if network.spec.expert_non_causal_attention else NUM_ACTIONS
+        mask_rows = 1 if network.spec.expert_non_causal_attention else NUM_WAYPOINTS
         self.expert_mask = torch.zeros(rows, 1, mask_rows, capacity, dtype=dtype, device=device)
-        self.expert_positions = torch.zeros(3, rows, NUM_ACTIONS, **long)
+        self.expert_positions = torch.zeros(3, rows, NUM_WAYPOINTS, **long)
         self.action_slots = torch.arange(self.action_start, capacity, **long)
         self.decode_runners: dict[tuple, StepRunner] = {}
         self.flow_runners: dict[int, StepRunner] = {}
@@ -153,6 +145,7 @@ class RowState:
         self.rope_delta.copy_(rope_delta.reshape(()))
         self.found.zero_()
         self.first_index.fill_(-1)
+        self.finite.fill_(True)
         if forced is not None:
             self.forced[:forced.numel()].copy_(forced.reshape(-1))
         self.use_forced.fill_(forced is not None)
@@ -212,17 +205,23 @@ class _StatusReader:
 class FastEngine:
     """Fast-path inference on one network and device (see the module docstring).
 
-    traj_future_start: id of <|traj_future_start|>; log: where shape changes, captures and
-    fallbacks are reported (once each).
+    token_ids: the checkpoint's special ids (prompt.TokenIds); log: where shape changes,
+    captures and capture failures are reported (once each).
     """
 
-    def __init__(self, network: AlpamayoR1Network, traj_future_start: int,
-                 device: torch.device, dtype: torch.dtype,
-                 config: FastPathConfig = FastPathConfig(), log: Optional[OnceLog] = None
-                 ) -> None:
-        register_grouped_sdpa()
+    path = "fast"
+
+    def __init__(self, network: AlpamayoR1Network, token_ids, device: torch.device,
+                 dtype: torch.dtype, config: FastPathConfig = FastPathConfig(),
+                 log: Optional[OnceLog] = None) -> None:
         self.network = network
-        self.traj_future_start = int(traj_future_start)
+        self.token_ids = token_ids
+        self.traj_future_start = int(token_ids.traj_future_start)
+        # The static steps' own instances of the language model and the expert (same
+        # weights), built to call the grouped static-cache attention.
+        self.step_language_model = with_attention(network.vlm.model.language_model,
+                                                  GROUPED_SDPA)
+        self.step_expert = with_attention(network.expert, GROUPED_SDPA)
         self.device = torch.device(device)
         self.dtype = dtype
         self.config = config
@@ -237,7 +236,7 @@ class FastEngine:
     # ----------------------------------------------------------------- row states
     def state_for(self, rows: int, prompt_len: int, max_new_tokens: int) -> RowState:
         """The RowState for ``rows`` rows, grown (new cache, new graphs) when too small."""
-        need = prompt_len + max_new_tokens + NUM_ACTIONS
+        need = prompt_len + max_new_tokens + NUM_WAYPOINTS
         state = self._states.get(rows)
         if state is not None and state.capacity >= need:
             self._states.move_to_end(rows)
@@ -247,7 +246,7 @@ class FastEngine:
             self.log.once(("grow", rows, capacity),
                           f"fast path: KV cache for {rows} row(s) grows from {state.capacity} "
                           f"to {capacity} slots (prompt {prompt_len} + CoC {max_new_tokens} + "
-                          f"{NUM_ACTIONS}); its steps are captured again")
+                          f"{NUM_WAYPOINTS}); its steps are captured again")
             del self._states[rows]
             state = None
         while len(self._states) >= self.config.max_row_counts:
@@ -288,31 +287,32 @@ class FastEngine:
     # ----------------------------------------------------------------- steps
     def _decode_step(self, state: RowState, chooser: TokenChooser) -> None:
         """Feed state.token_in at slot state.position; choose and record the next tokens."""
-        lm = self.network.vlm.model.language_model
+        lm = self.step_language_model
         rows = state.rows
-        embeds = lm.embed_tokens(state.token_in[:, None])
         position_ids = (state.position + state.rope_delta).reshape(1, 1, 1).expand(3, rows, 1)
         mask = torch.where(state.columns <= state.position, state.mask_open, state.mask_hidden)
-        with state.cache.static_writes(), attention_implementation(lm.config, GROUPED_SDPA):
+        with official_autocast(self.device, self.dtype):
+            embeds = lm.embed_tokens(state.token_in[:, None])
             hidden = lm(inputs_embeds=embeds, position_ids=position_ids,
                         attention_mask=mask.reshape(1, 1, 1, -1), past_key_values=state.cache,
                         cache_position=state.position.reshape(1), use_cache=True
                         ).last_hidden_state
-        logits = self.network.vlm.lm_head(hidden[:, -1]).float()
+            logits = self.network.vlm.lm_head(hidden[:, -1]).float()
+        state.finite &= torch.isfinite(logits).all()
         state.record(chooser(logits, self.generator))
 
     def _flow_step(self, state: RowState, times: torch.Tensor, dt: float) -> None:
         """One Euler step x <- x + dt * v(x, t_k) with the actions in the last 64 slots."""
         net = self.network
         t = times.index_select(0, state.flow_step.reshape(1)).expand(state.rows)
-        embeds = net.action_in_proj(state.x, t)
-        with state.cache.static_writes(), attention_implementation(net.expert.config,
-                                                                   GROUPED_SDPA):
-            hidden = net.expert(inputs_embeds=embeds, position_ids=state.expert_positions,
-                                attention_mask=state.expert_mask, past_key_values=state.cache,
-                                cache_position=state.action_slots, use_cache=True
-                                ).last_hidden_state
-        velocity = net.action_out_proj(hidden).float()
+        with official_autocast(self.device, self.dtype):
+            embeds = net.action_in_proj(state.x, t)
+            hidden = self.step_expert(
+                inputs_embeds=embeds, position_ids=state.expert_positions,
+                attention_mask=state.expert_mask, past_key_values=state.cache,
+                cache_position=state.action_slots, use_cache=True).last_hidden_state
+            velocity = net.action_out_proj(hidden).float()
+        state.finite &= torch.isfinite(velocity).all()
         state.x.copy_(state.x + dt * velocity)
         state.flow_step += 1
 
@@ -333,8 +333,9 @@ class FastEngine:
         """Vision encoder over the given frames: one VisionFeatures per frame."""
         if grid.shape[0] == 0:
             return []
-        embeds, deepstack = self.network.vlm.model.get_image_features(
-            pixel_values.to(self.dtype), grid)
+        with official_autocast(self.device, self.dtype):
+            embeds, deepstack = self.network.vlm.model.get_image_features(
+                pixel_values.to(self.dtype), grid)
         sizes = [e.shape[0] for e in embeds]
         per_layer = [d.split(sizes) for d in deepstack]
         return [VisionFeatures(embeds[i], tuple(layer[i] for layer in per_layer))
@@ -387,20 +388,19 @@ class FastEngine:
         image_mask, _ = vlm.get_placeholder_mask(input_ids, inputs_embeds=embeds,
                                                  image_features=image_embeds)
         embeds = embeds.masked_scatter(image_mask, image_embeds)
-        state.cache.begin_prefill()
-        out = vlm.language_model(inputs_embeds=embeds, position_ids=position_ids,
-                                 past_key_values=state.cache, use_cache=True,
-                                 visual_pos_masks=image_mask[..., 0],
-                                 deepstack_visual_embeds=deepstack)
-        logits = self.network.vlm.lm_head(out.last_hidden_state[:, -1:, :])[:, 0].float()
+        with official_autocast(self.device, self.dtype):
+            out = vlm.language_model(inputs_embeds=embeds, position_ids=position_ids,
+                                     past_key_values=state.cache.prefill_writes(),
+                                     use_cache=True, visual_pos_masks=image_mask[..., 0],
+                                     deepstack_visual_embeds=deepstack)
+            logits = self.network.vlm.lm_head(out.last_hidden_state[:, -1:, :])[:, 0].float()
         return logits, rope_deltas
 
     def stop_check_schedule(self) -> tuple[int, int]:
-        """(decode steps between stop-status reads, reads kept in flight)."""
-        cuda = self.device.type == "cuda"
-        interval = self.config.stop_check_interval
-        interval = int(interval) if interval is not None else (4 if cuda else 1)
-        return interval, 1 if (cuda or interval > 1) else 0
+        """(decode steps between stop-status reads, reads kept in flight): every step, one
+        in flight on CUDA (the GPU keeps a queued step while the host waits)."""
+        interval = int(self.config.stop_check_interval)
+        return interval, 1 if (self.device.type == "cuda" or interval > 1) else 0
 
     def decode(self, state: RowState, runner: StepRunner, chooser: TokenChooser,
                logits: torch.Tensor, prompt_len: int, rope_deltas: torch.Tensor,
@@ -417,6 +417,7 @@ class FastEngine:
             max_new_tokens = min(max_new_tokens, int(forced.numel()))
             forced = forced.to(self.device)[:max_new_tokens]
         state.begin_decode(prompt_len, rope_deltas, forced)
+        state.finite &= torch.isfinite(logits).all()
         state.record(chooser(logits.expand(state.rows, -1).clone(), self.generator))
         limit = max_new_tokens - 1  # feeds at most (the last token is never fed)
         interval, lag = self.stop_check_schedule()
@@ -454,13 +455,13 @@ class FastEngine:
         hidden = (columns >= visible[:, None]) & (columns < state.action_start)
         hidden = hidden[:, None, None, :]
         if state.expert_mask.shape[2] != 1:  # causal among the action tokens
-            query = torch.arange(NUM_ACTIONS, device=self.device)
+            query = torch.arange(NUM_WAYPOINTS, device=self.device)
             future = (columns - state.action_start) > query[:, None]
             hidden = hidden | future[None, None]
         state.expert_mask.copy_(torch.where(hidden, state.mask_hidden, state.mask_open)
                                 .expand_as(state.expert_mask))
         state.expert_positions.copy_(expert_position_ids(offsets, rope_deltas.reshape(()),
-                                                         NUM_ACTIONS))
+                                                         NUM_WAYPOINTS))
         state.x.copy_(noise)
         state.flow_step.zero_()
         for _ in range(steps):
@@ -468,64 +469,64 @@ class FastEngine:
         return state.x.clone()
 
     # ----------------------------------------------------------------- one call
-    def run(self, input_ids: torch.Tensor, grid: torch.Tensor, pixel_values: torch.Tensor,
-            encoded: Sequence[int], frame_keys: Optional[Sequence[Hashable]], rows: int,
-            chooser: TokenChooser, max_new_tokens: int, diffusion_steps: int,
-            seed: Optional[int], noise: Optional[torch.Tensor] = None,
-            forced_tokens: Optional[torch.Tensor] = None,
-            lap: Callable[[str], None] = lambda stage: None,
-            rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> FastResult:
-        """Vision (new frames only), prefill, CoC decode and flow matching.
+    def chooser(self, request: Request) -> TokenChooser:
+        ids = self.token_ids
+        return TokenChooser(ids.traj_token_start, ids.traj_token_end, bool(request.sample),
+                            float(request.temperature), float(request.top_p))
 
-        encoded: indices of the frames whose patches are ``pixel_values``; frame_keys: the
-        vision-cache keys of all frames (None: every frame is in ``pixel_values``).
-        seed: re-seeds the runtime's generator (None: a seed from torch's global RNG).
-        lap(stage) is called after "vision", "prefill", "coc_decode" and "diffusion".
-        rope: the prompt's M-RoPE ids if known (see prefill).
-        """
-        if diffusion_steps < 1:
-            raise ModelRuntimeError(f"diffusion_steps must be >= 1, have {diffusion_steps}")
+    def run(self, prepared: PreparedInputs, request: Request,
+            lap: Lap = lambda stage: None) -> Prediction:
+        """Vision (the frames in ``prepared.encoded()`` only; the others come from the
+        vision cache by ``prepared.frame_keys``), prefill, CoC decode and flow matching."""
         with torch.inference_mode():  # the row states hold inference tensors
-            return self._run(input_ids, grid, pixel_values, encoded, frame_keys, rows, chooser,
-                             max_new_tokens, diffusion_steps, seed, noise, forced_tokens, lap,
-                             rope)
+            return self._run(prepared, request, lap)
 
-    def _run(self, input_ids, grid, pixel_values, encoded, frame_keys, rows, chooser,
-             max_new_tokens, diffusion_steps, seed, noise, forced_tokens, lap, rope
-             ) -> FastResult:
+    def _run(self, prepared: PreparedInputs, request: Request, lap: Lap) -> Prediction:
+        input_ids, grid = prepared.input_ids, prepared.image_grid_thw
+        rows, steps = int(request.rows), int(request.diffusion_steps)
+        max_new_tokens = int(request.max_new_tokens)
+        chooser = self.chooser(request)
         prompt_len = int(input_ids.shape[1])
         state = self.state_for(rows, prompt_len, max_new_tokens)
         decode_runner = self.decode_runner(state, chooser)
-        flow_runner = self.flow_runner(state, diffusion_steps)
+        flow_runner = self.flow_runner(state, steps)
         if self.use_graphs:  # before the prefill: warm-up calls write into the cache
             decode_runner.capture()
             flow_runner.capture()
-        features = self.frame_features(pixel_values, grid, encoded, frame_keys)
+        features = self.frame_features(prepared.pixel_values, grid, prepared.encoded(),
+                                       prepared.frame_keys)
         lap("vision")
-        logits, rope_deltas = self.prefill(state, input_ids, grid, features, rope)
+        logits, rope_deltas = self.prefill(state, input_ids, grid, features, prepared.rope)
         lap("prefill")
-        if seed is None:
-            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
-        self.generator.manual_seed(int(seed))
+        noise = seed_and_noise(self.generator, request, self.device)
         kept, feeds, steps_run = self.decode(state, decode_runner, chooser, logits, prompt_len,
-                                             rope_deltas, max_new_tokens, forced_tokens)
+                                             rope_deltas, max_new_tokens,
+                                             request.forced_tokens)
         lap("coc_decode")
         cache_len = prompt_len + feeds
         offsets = torch.where(state.found, prompt_len + state.first_index + 1,
                               torch.full_like(state.first_index, cache_len + 1))
-        if noise is None:
-            noise = torch.randn((rows, NUM_ACTIONS, 2), generator=self.generator,
-                                device=self.device, dtype=torch.float32)
-        actions = self.sample_actions(state, flow_runner, diffusion_steps, offsets, cache_len,
-                                      rope_deltas, noise.to(self.device, torch.float32))
+        actions = self.sample_actions(state, flow_runner, steps, offsets, cache_len,
+                                      rope_deltas, noise)
+        raise_if_not_finite(state.finite, "CoC logits or flow-matching velocities")
         lap("diffusion")
-        return FastResult(actions=actions, tokens=state.tokens[:, :kept].clone(),
+        return Prediction(actions=actions, tokens=state.tokens[:, :kept].clone(),
                           found=state.found.clone(), offsets=offsets,
                           rope_deltas=int(rope_deltas.reshape(-1)[0]), cache_len=cache_len,
-                          decode_steps=steps_run)
+                          path=self.path, decode_steps=steps_run)
+
+    def capture_failures(self) -> list[str]:
+        """One line per step that should run as a CUDA graph but does not (why)."""
+        if not self.use_graphs:
+            return []
+        # Copies: /diagnostics asks from another thread while a call may add a state.
+        return [f"{runner.name}: {runner.failure}" for state in list(self._states.values())
+                for runner in (*list(state.decode_runners.values()),
+                               *list(state.flow_runners.values()))
+                if runner.failure is not None]
 
     def report(self) -> dict:
-        """Row states, captured steps, fallbacks and vision reuse counts (for diagnostics)."""
+        """Row states, captured steps, capture failures and vision reuse counts."""
         states = []
         for rows, state in self._states.items():
             runners = list(state.decode_runners.values()) + list(state.flow_runners.values())
@@ -533,5 +534,6 @@ class FastEngine:
                                captured=[r.name for r in runners if r.captured],
                                uncaptured=[r.name for r in runners if not r.captured]))
         return dict(cuda_graphs=self.use_graphs, states=states,
+                    capture_failures=self.capture_failures(),
                     vision=dict(self.vision_stats, cached_frames=len(self._vision)),
                     messages=list(self.log.messages))

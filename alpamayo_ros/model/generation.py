@@ -10,8 +10,8 @@ Steps of one model call (model-spec sections 5-6):
    which attends to each row's cached prefix through a fixed additive mask.
 
 All token positions are explicit M-RoPE ids (3, B, L); no hidden state is kept on the model
-between calls. This is the eager reference path; ``fast_path.py`` computes the same with
-fixed shapes (static cache, captured steps) and is tested against it.
+between calls. This is the eager reference path (:class:`EagerEngine`); ``fast_path.py``
+computes the same with fixed shapes (static cache, captured steps) and is tested against it.
 """
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from alpamayo_ros.core.errors import ModelRuntimeError
-from alpamayo_ros.model.modeling import AlpamayoR1Network, expert_velocity
+from alpamayo_ros.core.types import NUM_WAYPOINTS
+from alpamayo_ros.model.engine import (Lap, Prediction, PreparedInputs, Request, non_finite,
+                                       raise_if_not_finite, seed_and_noise)
+from alpamayo_ros.model.modeling import AlpamayoR1Network, expert_velocity, official_autocast
 from alpamayo_ros.model.static_cache import append_to_layer
 
 
@@ -202,6 +205,8 @@ def decode_coc(network: AlpamayoR1Network, cache: Cache, prefill_result: Prefill
         if forced_tokens is not None:
             token = forced_tokens.reshape(-1)[step].to(device).expand(num_rows)
         else:
+            if not bool(torch.isfinite(logits).all()):  # this loop syncs every step anyway
+                raise non_finite("CoC logits")
             token = _choose_tokens(logits, settings, warpers, generator)
         generated.append(token)
         newly = (token == settings.traj_future_start) & ~found
@@ -294,4 +299,77 @@ def sample_actions(network: AlpamayoR1Network, cache: Cache, cache_len: int,
         if record is not None:
             record(k, x, t, v)
         x = x + dt * v
+    raise_if_not_finite(torch.isfinite(x).all(), "flow-matching velocities")
     return x
+
+
+class EagerEngine:
+    """The reference path as an engine (see engine.py): a cache sized for the call,
+    transformers' attention, one host sync per decode step.
+
+    token_ids: the checkpoint's special ids (prompt.TokenIds); generator: re-seeded by each
+    call (see engine.seed_and_noise).
+    """
+
+    path = "eager"
+
+    def __init__(self, network: AlpamayoR1Network, token_ids, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.network = network
+        self.token_ids = token_ids
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.generator = torch.Generator(device=self.device)
+
+    def run(self, prepared: PreparedInputs, request: Request,
+            lap: Lap = lambda stage: None) -> Prediction:
+        if len(prepared.encoded()) != prepared.image_grid_thw.shape[0]:
+            raise ModelRuntimeError("the eager path needs the patches of every frame: prepare "
+                                    "the input without frame keys")
+        net, ids, rows = self.network, self.token_ids, int(request.rows)
+        noise = seed_and_noise(self.generator, request, self.device)
+        prompt_len = int(prepared.input_ids.shape[1])
+        capacity = prompt_len + int(request.max_new_tokens) + NUM_WAYPOINTS
+        cache = PreallocatedKVCache(net.num_layers, capacity, rows)
+        settings = DecodeSettings(
+            traj_future_start=ids.traj_future_start, banned_start=ids.traj_token_start,
+            banned_stop=ids.traj_token_end, max_new_tokens=int(request.max_new_tokens),
+            sample=bool(request.sample), temperature=float(request.temperature),
+            top_p=float(request.top_p))
+        with official_autocast(self.device, self.dtype):
+            prefilled = prefill(net, prepared.input_ids, prepared.pixel_values.to(self.dtype),
+                                prepared.image_grid_thw, cache)
+            lap("prefill")
+            decoded = decode_coc(net, cache, prefilled, settings, rows, self.generator,
+                                 request.forced_tokens)
+            lap("coc_decode")
+            if prepared.unguided_input_ids is not None and request.nav_guidance_scale != 0:
+                actions = self._guided_actions(prepared, request, cache, prefilled, decoded,
+                                               noise, prompt_len)
+            else:
+                actions = sample_actions(net, cache, decoded.cache_len, decoded.offsets,
+                                         prefilled.rope_deltas, noise,
+                                         int(request.diffusion_steps))
+            lap("diffusion")
+        return Prediction(actions, decoded.tokens, decoded.found, decoded.offsets,
+                          prefilled.rope_deltas, decoded.cache_len, path=self.path,
+                          decode_steps=decoded.cache_len - prompt_len)
+
+    def _guided_actions(self, prepared: PreparedInputs, request: Request, cache, prefilled,
+                        decoded, noise: torch.Tensor, prompt_len: int) -> torch.Tensor:
+        """Flow matching with classifier-free navigation guidance (nav_guidance.py): the
+        unguided context is the prompt without its route span plus the same fed CoC."""
+        from alpamayo_ros.model import nav_guidance  # it builds on this module's steps
+
+        net = self.network
+        fed = decoded.tokens[:, :decoded.cache_len - prompt_len]
+        unguided = nav_guidance.unguided_context(
+            net, prepared.unguided_input_ids, prepared.pixel_values.to(self.dtype),
+            prepared.image_grid_thw, fed, decoded.offsets, prepared.route_len, NUM_WAYPOINTS)
+        return nav_guidance.batched_guided_sample_actions(
+            net, nav_guidance.ExpertContext(cache, decoded.cache_len, decoded.offsets,
+                                            prefilled.rope_deltas),
+            unguided, noise, int(request.diffusion_steps), float(request.nav_guidance_scale))
+
+    def clear_vision_cache(self) -> None:  # nothing kept between calls
+        return None

@@ -34,6 +34,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from alpamayo_ros.core.errors import CheckpointError, ModelInputError
 
@@ -266,9 +267,12 @@ def normalize_and_patchify(images: torch.Tensor, config: ImageProcessorConfig,
         raise ModelInputError(f"out must be a contiguous float32 {shape} tensor on "
                               f"{images.device}, have {out.dtype} {tuple(out.shape)} on "
                               f"{out.device}")
-    # (n, c, gh/m, m, p, gw/m, m, p) -> (n, gh/m, gw/m, m, m, c, p, p): the patch order.
-    patches = images.reshape(n, c, gh // m, m, p, gw // m, m, p).permute(0, 2, 5, 3, 6, 1, 4, 7)
-    blocks = out.view(n, gh // m, gw // m, m, m, c, t, p, p)
+    # The patch order: merge blocks row-major, the m x m patches of a block, then channels,
+    # time and the p x p pixels of a patch (both are views: no copy before the one below).
+    axes = dict(m1=m, m2=m, p1=p, p2=p)
+    patches = rearrange(images, "n c (bh m1 p1) (bw m2 p2) -> n bh bw m1 m2 c p1 p2", **axes)
+    blocks = rearrange(out, "(n bh bw m1 m2) (c t p1 p2) -> n bh bw m1 m2 c t p1 p2",
+                       n=n, bh=gh // m, c=c, t=t, **axes)
     first = blocks[:, :, :, :, :, :, 0]
     first.copy_(patches)  # uint8 -> float32 and reorder in one pass
     # transformers fuses rescale and normalise into one subtraction and one division; done

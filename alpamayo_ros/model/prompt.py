@@ -1,5 +1,7 @@
 """Tokenizer extension and checks, the chat prompt, history tokens and CoC extraction.
 
+Both families (R1 and 1.5) use this prompt; 1.5 may add camera labels, a navigation
+instruction, or ask a question instead (``PromptSpec``; the pieces are in prompt_1_5.py).
 Alpamayo-R1 extends the base Qwen3-VL tokenizer, in this order, with ``<i0>`` ..
 ``<i{traj_vocab_size-1}>`` (plain added tokens: 3000 future-trajectory bins, then 1000
 history bins) and then 29 special ``<|...|>`` tokens (``<|image_pad|>`` already exists and
@@ -12,7 +14,7 @@ Everything loads from local directories only (no hub access, no remote code).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -20,6 +22,10 @@ import numpy as np
 import torch
 
 from alpamayo_ros.core.errors import CheckpointError, ModelInputError
+from alpamayo_ros.core.model_family import ALPAMAYO_1_5
+from alpamayo_ros.model.prompt_1_5 import (QUESTION_END, QUESTION_START,
+                                           SPECIAL_TOKEN_NAMES_1_5, image_content,
+                                           route_section)
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -27,6 +33,7 @@ __all__ = [
     "SPECIAL_TOKEN_NAMES",
     "TRAJ_TOKEN_NAMES",
     "TokenIds",
+    "PromptSpec",
     "load_extended_tokenizer",
     "tokenizer_expectations_from_config",
     "history_token_bins",
@@ -42,7 +49,8 @@ INSTRUCTION = ("output the chain-of-thought reasoning of the driving process, "
                "then output the future trajectory.")
 NUM_HISTORY_TOKENS = 48
 
-# Names k of the special tokens <|k|>, in the order the official code adds them.
+# Names k of the special tokens <|k|>, in the order the official R1 code adds them (1.5:
+# prompt_1_5.SPECIAL_TOKEN_NAMES_1_5, same ids).
 SPECIAL_TOKEN_NAMES = (
     "prompt_start", "prompt_end", "image_start", "image_pre_tkn", "image_end",
     "traj_history_start", "traj_history_pre_tkn", "traj_history_end", "cot_start", "cot_end",
@@ -93,6 +101,10 @@ class TokenIds:
     hist_token_start: int
     traj_vocab_size: int
     vocab_size: int
+    # Route (navigation) and question/answer markers: same ids in both families.
+    route_start: int = -1
+    route_end: int = -1
+    answer_end: int = -1
 
     @property
     def traj_token_end(self) -> int:
@@ -104,7 +116,8 @@ def tokenizer_expectations_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]
     """Keyword arguments for :func:`load_extended_tokenizer` from a checkpoint config.json.
 
     Returns traj_vocab_size, expected_traj_token_start, expected_traj_token_ids,
-    expected_vocab_size and future_num_bins (``traj_tokenizer_cfg.num_bins`` when present).
+    expected_vocab_size, future_num_bins (``traj_tokenizer_cfg.num_bins`` when present) and
+    the family's special_token_names.
     """
     missing = [k for k in ("traj_vocab_size", "traj_token_start_idx", "traj_token_ids",
                            "vocab_size") if k not in cfg]
@@ -115,7 +128,10 @@ def tokenizer_expectations_from_config(cfg: Mapping[str, Any]) -> dict[str, Any]
                 expected_traj_token_start=int(cfg["traj_token_start_idx"]),
                 expected_traj_token_ids={k: int(v) for k, v in cfg["traj_token_ids"].items()},
                 expected_vocab_size=int(cfg["vocab_size"]),
-                future_num_bins=int(future_bins))
+                future_num_bins=int(future_bins),
+                special_token_names=(SPECIAL_TOKEN_NAMES_1_5
+                                     if cfg.get("model_type") == ALPAMAYO_1_5
+                                     else SPECIAL_TOKEN_NAMES))
 
 
 def _single_id(tokenizer, token: str) -> int:
@@ -131,11 +147,13 @@ def load_extended_tokenizer(processor_dir, *, traj_vocab_size: int = 4000,
                             expected_traj_token_start: Optional[int] = None,
                             expected_traj_token_ids: Optional[Mapping[str, int]] = None,
                             expected_vocab_size: Optional[int] = None,
-                            future_num_bins: int = FUTURE_NUM_BINS):
+                            future_num_bins: int = FUTURE_NUM_BINS,
+                            special_token_names: Sequence[str] = SPECIAL_TOKEN_NAMES):
     """Load the base-VLM tokenizer from a local directory and extend it like the official code.
 
-    Adds ``<i0>``..``<i{traj_vocab_size-1}>`` then the special tokens of
-    :data:`SPECIAL_TOKEN_NAMES` (``<|image_pad|>`` is not re-added), then checks the ids
+    Adds ``<i0>``..``<i{traj_vocab_size-1}>`` then the special tokens
+    ``special_token_names`` (R1: :data:`SPECIAL_TOKEN_NAMES`; ``<|image_pad|>`` is not
+    re-added), then checks the ids
     against the given expectations (the checkpoint config's ``traj_token_start_idx``,
     ``traj_token_ids`` and ``vocab_size``). A mismatch means the checkpoint was trained with
     other token ids; running it would feed it wrong tokens, so it raises CheckpointError.
@@ -171,9 +189,9 @@ def load_extended_tokenizer(processor_dir, *, traj_vocab_size: int = 4000,
         raise CheckpointError(f"<iN> ids are not contiguous: <i0> is {traj_token_start}, "
                               f"{traj_tokens[-1]} is {last}")
     # add_tokens skips tokens that already exist (<|image_pad|>), as the official code relies on.
-    tokenizer.add_tokens([f"<|{k}|>" for k in SPECIAL_TOKEN_NAMES], special_tokens=True)
+    tokenizer.add_tokens([f"<|{k}|>" for k in special_token_names], special_tokens=True)
 
-    special = {k: _single_id(tokenizer, f"<|{k}|>") for k in SPECIAL_TOKEN_NAMES}
+    special = {k: _single_id(tokenizer, f"<|{k}|>") for k in special_token_names}
     traj_ids = {k: _single_id(tokenizer, tok) for k, tok in TRAJ_TOKEN_NAMES.items()}
     vocab_size = len(tokenizer)
 
@@ -215,6 +233,9 @@ def load_extended_tokenizer(processor_dir, *, traj_vocab_size: int = 4000,
         hist_token_start=traj_token_start + future_num_bins,
         traj_vocab_size=traj_vocab_size,
         vocab_size=vocab_size,
+        route_start=special["route_start"],
+        route_end=special["route_end"],
+        answer_end=special["answer_end"],
     )
     return tokenizer, ids
 
@@ -247,34 +268,58 @@ def history_token_bins(history_xyz) -> np.ndarray:
     return bins[0] if single else bins
 
 
-def _chat_messages(num_images: int) -> list[dict]:
-    """The conversation of the official ``create_message``: 16 images, history, instruction."""
-    user_text = ("<|traj_history_start|>" + "<|traj_history|>" * NUM_HISTORY_TOKENS
-                 + "<|traj_history_end|>" + INSTRUCTION)
+@dataclass(frozen=True)
+class PromptSpec:
+    """What the prompt says besides the images (hashable: a prompt cache key).
+
+    camera_indices: label every image with its camera's display name and frame number
+        (1.5; None: no labels, the R1 prompt); nav_text: navigation instruction in a route
+        span (1.5; None: none); question: a VQA prompt with this question instead of the
+        driving prompt (1.5; no history placeholders, the assistant turn opens with
+        ``<|answer_start|>``).
+    """
+
+    camera_indices: Optional[tuple[int, ...]] = field(default=None)
+    nav_text: Optional[str] = None
+    question: Optional[str] = None
+
+
+def _chat_messages(num_images: int, spec: PromptSpec = PromptSpec()) -> list[dict]:
+    """The conversation of the official ``create_message`` (or ``create_vqa_message``):
+    images, history placeholders, route, instruction."""
+    if spec.question is not None:
+        user_text = f"{QUESTION_START}{spec.question}{QUESTION_END}"
+        assistant = "<|answer_start|>"
+    else:
+        user_text = ("<|traj_history_start|>" + "<|traj_history|>" * NUM_HISTORY_TOKENS
+                     + "<|traj_history_end|>" + route_section(spec.nav_text) + INSTRUCTION)
+        assistant = "<|cot_start|>"
     return [
         {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
         {"role": "user",
-         "content": [{"type": "image"} for _ in range(num_images)]
+         "content": image_content(num_images, spec.camera_indices)
          + [{"type": "text", "text": user_text}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "<|cot_start|>"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": assistant}]},
     ]
 
 
-def render_prompt_text(tokenizer, num_images: int = 16) -> str:
-    """The chat prompt as text, one ``<|image_pad|>`` per image, ending in ``<|cot_start|>``.
+def render_prompt_text(tokenizer, num_images: int = 16, spec: PromptSpec = PromptSpec()) -> str:
+    """The chat prompt as text, one ``<|image_pad|>`` per image, ending in ``<|cot_start|>``
+    (``<|answer_start|>`` for a question).
 
     Uses the tokenizer's own chat template with continue_final_message=True, so the
     assistant turn stays open (no trailing ``<|im_end|>``).
     """
     if num_images < 1:
         raise ModelInputError(f"the prompt needs at least one image, have {num_images}")
-    return tokenizer.apply_chat_template(_chat_messages(num_images), tokenize=False,
+    return tokenizer.apply_chat_template(_chat_messages(num_images, spec), tokenize=False,
                                          add_generation_prompt=False,
                                          continue_final_message=True)
 
 
 def build_unfused_input_ids(tokenizer, ids: TokenIds, image_grid_thw,
-                            merge_size: int = 2) -> torch.LongTensor:
+                            merge_size: int = 2,
+                            spec: PromptSpec = PromptSpec()) -> torch.LongTensor:
     """(1, L) prompt ids with image pads expanded and the history placeholders still in.
 
     Image i gets grid_t*grid_h*grid_w / merge_size^2 ``<|image_pad|>`` tokens, as the
@@ -284,7 +329,7 @@ def build_unfused_input_ids(tokenizer, ids: TokenIds, image_grid_thw,
     if grid.ndim != 2 or grid.shape[1] != 3 or grid.shape[0] < 1:
         raise ModelInputError(f"image_grid_thw must be (N, 3), have {tuple(grid.shape)}")
     counts = (grid.prod(dim=1) // (merge_size ** 2)).tolist()
-    text = render_prompt_text(tokenizer, num_images=len(counts))
+    text = render_prompt_text(tokenizer, num_images=len(counts), spec=spec)
     pad = "<|image_pad|>"
     pieces = text.split(pad)
     if len(pieces) != len(counts) + 1:
@@ -318,9 +363,9 @@ def fuse_history_tokens(input_ids: torch.Tensor, ids: TokenIds,
 
 
 def build_input_ids(tokenizer, ids: TokenIds, image_grid_thw, history_xyz,
-                    merge_size: int = 2) -> torch.LongTensor:
+                    merge_size: int = 2, spec: PromptSpec = PromptSpec()) -> torch.LongTensor:
     """(1, L) final prompt ids: chat template rendered, image pads expanded, history fused."""
-    unfused = build_unfused_input_ids(tokenizer, ids, image_grid_thw, merge_size)
+    unfused = build_unfused_input_ids(tokenizer, ids, image_grid_thw, merge_size, spec)
     return fuse_history_tokens(unfused, ids, history_xyz)
 
 

@@ -7,28 +7,31 @@ Layout of one cache of ``capacity`` slots per sample row (capacity is a multiple
     ...                    unused slots (stale values of earlier calls, always masked)
     [capacity - 64, capacity)   the 64 action tokens of the flow-matching expert
 
-Two write modes. *Prefill* writes a contiguous range starting at slot 0 and returns only
-the written part, so the prompt runs through transformers' usual causal attention. *Static*
-(decode and expert steps) writes with ``index_copy_`` at device-side slot indices and always
-returns the whole buffer, so a step has the same tensor shapes and addresses every time and
-can be captured as a CUDA graph; the caller's additive mask hides the slots that do not
-belong to the current sequence. The buffers start zeroed: a masked slot must hold finite
-numbers, because masking is additive and NaN * 0 is NaN.
+Two ways to write. The prompt goes through :meth:`StaticKVCache.prefill_writes`, a view
+that writes a contiguous range from slot 0 and returns only the written part, so it runs
+through transformers' usual causal attention. Decode and expert steps write the cache
+itself: ``index_copy_`` at device-side slot indices, the whole buffer returned, so a step
+has the same tensor shapes and addresses every time and can be captured as a CUDA graph;
+the caller's additive mask hides the slots that do not belong to the current sequence. The
+buffers start zeroed: a masked slot must hold finite numbers, because masking is additive
+and NaN * 0 is NaN.
 
 Attention of static steps goes through :func:`grouped_query_sdpa`, registered with
-transformers' AttentionInterface (the Qwen3-VL attention layers themselves are reused).
-Why not transformers' SDPA call: with an attention mask it expands the 8 KV heads to the 32
-query heads (``repeat_kv``), which copies the whole fixed-size cache of every layer on every
-step; folding the query heads of a KV group into the query axis gives the same products
-without that copy.
+transformers' AttentionInterface and used by *attention twins* of the language model and
+the expert (:func:`with_attention`: the same weights, a model instance built for that
+attention; the Qwen3-VL attention layers themselves are reused). Why not transformers' SDPA
+call: with an attention mask it expands the 8 KV heads to the 32 query heads
+(``repeat_kv``), which copies the whole fixed-size cache of every layer on every step;
+folding the query heads of a KV group into the query axis gives the same products without
+that copy.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange, repeat
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from alpamayo_ros.core.errors import ModelRuntimeError
@@ -65,7 +68,9 @@ def append_to_layer(layer, key_states: torch.Tensor, value_states: torch.Tensor
 
 
 class StaticKVLayer(CacheLayerMixin):
-    """One layer's keys and values: two zeroed (rows, kv_heads, capacity, head_dim) buffers."""
+    """One layer's keys and values: two zeroed (rows, kv_heads, capacity, head_dim) buffers,
+    written at device-side slots (``cache_kwargs["cache_position"]``) and always returned
+    whole, so a step has the same shapes and addresses every time."""
 
     is_compileable = False
     is_sliding = False
@@ -79,25 +84,52 @@ class StaticKVLayer(CacheLayerMixin):
         self.dtype, self.device = dtype, device
         self.is_initialized = True
         self.rows, self.capacity = rows, capacity
-        self.static = False
-        # Slots written by the prefill (host int; the static mode keeps positions on device).
-        self.length = 0
 
     def lazy_initialization(self, key_states: torch.Tensor) -> None:  # buffers exist already
         return None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
                cache_kwargs: Optional[dict[str, Any]] = None):
-        if self.static:
-            slots = cache_kwargs["cache_position"]
-            self.keys.index_copy_(2, slots, key_states)
-            self.values.index_copy_(2, slots, value_states)
-            return self.keys, self.values
+        slots = cache_kwargs["cache_position"]
+        # The cast is a no-op except under autocast, where the expert's rotated keys come
+        # out float32 (float32 rotary tables); SDPA would round them to the cache dtype.
+        self.keys.index_copy_(2, slots, key_states.to(self.dtype))
+        self.values.index_copy_(2, slots, value_states.to(self.dtype))
+        return self.keys, self.values
+
+    def get_mask_sizes(self, cache_position: torch.Tensor) -> tuple[int, int]:
+        return self.capacity, 0
+
+    def get_seq_length(self) -> int:
+        return self.capacity
+
+    def get_max_cache_shape(self) -> int:
+        return self.capacity
+
+
+class PrefillLayer(CacheLayerMixin):
+    """The prompt's writes into a StaticKVLayer's buffers: contiguous from slot 0, only
+    the written part returned (so the prompt runs through the usual causal attention)."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self, layer: StaticKVLayer) -> None:
+        super().__init__()
+        self.keys, self.values = layer.keys, layer.values
+        self.dtype, self.device = layer.dtype, layer.device
+        self.is_initialized = True
+        self.rows, self.capacity = layer.rows, layer.capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor) -> None:
+        return None
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
+               cache_kwargs: Optional[dict[str, Any]] = None):
         return append_to_layer(self, key_states, value_states)
 
     def get_mask_sizes(self, cache_position: torch.Tensor) -> tuple[int, int]:
-        if self.static:
-            return self.capacity, 0
         return self.length + cache_position.shape[0], 0
 
     def get_seq_length(self) -> int:
@@ -108,7 +140,8 @@ class StaticKVLayer(CacheLayerMixin):
 
 
 class StaticKVCache(Cache):
-    """A transformers Cache of ``StaticKVLayer``s for ``rows`` sample rows."""
+    """A transformers Cache of ``StaticKVLayer``s for ``rows`` sample rows (static writes:
+    decode and expert steps); :meth:`prefill_writes` gives the prompt's view of it."""
 
     def __init__(self, num_layers: int, rows: int, capacity: int, kv_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device) -> None:
@@ -119,21 +152,10 @@ class StaticKVCache(Cache):
                                  for _ in range(num_layers)])
         self.rows, self.capacity = rows, capacity
 
-    def begin_prefill(self) -> None:
-        """Next writes: the prompt from slot 0 (contiguous, returned unpadded)."""
-        for layer in self.layers:
-            layer.static, layer.length = False, 0
-
-    @contextlib.contextmanager
-    def static_writes(self) -> Iterator[None]:
-        """Writes at device-side slots, whole buffers returned (decode and expert steps)."""
-        for layer in self.layers:
-            layer.static = True
-        try:
-            yield
-        finally:
-            for layer in self.layers:
-                layer.static = False
+    def prefill_writes(self) -> Cache:
+        """A Cache over the same buffers that writes the prompt from slot 0 (a new one per
+        prompt: it counts the slots written)."""
+        return Cache(layers=[PrefillLayer(layer) for layer in self.layers])
 
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for layer in self.layers
@@ -154,19 +176,18 @@ def grouped_query_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.
     if attention_mask is None:
         raise ModelRuntimeError("grouped_query_sdpa needs an attention mask (static steps "
                                 "always pass one)")
-    batch, q_heads, q_len, head_dim = query.shape
-    kv_heads, kv_len = key.shape[1], key.shape[2]
-    groups = q_heads // kv_heads
-    grouped = query.reshape(batch, kv_heads, groups * q_len, head_dim)
+    groups = query.shape[1] // key.shape[1]
+    kv_len = key.shape[2]
+    # g: the query heads that share one KV head (head h uses KV head h // g).
+    grouped = rearrange(query, "b (kv g) q d -> b kv (g q) d", g=groups)
     mask = attention_mask[..., :kv_len]
     if mask.shape[2] == 1:  # one mask row for every query: a broadcast view, no copy
-        mask = mask.expand(mask.shape[0], 1, groups * q_len, kv_len)
+        mask = mask.expand(-1, -1, grouped.shape[2], -1)
     else:
-        mask = mask[:, :, None].expand(mask.shape[0], 1, groups, q_len, kv_len)
-        mask = mask.reshape(mask.shape[0], 1, groups * q_len, kv_len)
+        mask = repeat(mask, "b one q k -> b one (g q) k", g=groups)
     out = F.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, dropout_p=0.0,
                                          scale=scaling)
-    return out.reshape(batch, q_heads, q_len, head_dim).transpose(1, 2).contiguous(), None
+    return rearrange(out, "b kv (g q) d -> b q (kv g) d", g=groups).contiguous(), None
 
 
 def register_grouped_sdpa() -> None:
@@ -176,12 +197,27 @@ def register_grouped_sdpa() -> None:
     AttentionInterface.register(GROUPED_SDPA, grouped_query_sdpa)
 
 
-@contextlib.contextmanager
-def attention_implementation(config, name: str) -> Iterator[None]:
-    """Use attention ``name`` for the layers that read ``config`` inside the block."""
-    previous = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = previous
+def with_attention(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """A second transformers text model that shares every weight and module-level buffer
+    of ``model`` (no memory) but whose attention layers call attention ``name``.
+
+    Built from a copy of the model's config made with the public ``attn_implementation``
+    argument: the attention function is a property of the model instance, so the static
+    steps get their own instance instead of switching the shared one's configuration.
+    """
+    if name == GROUPED_SDPA:
+        register_grouped_sdpa()
+    config = type(model.config).from_dict(model.config.to_dict(), attn_implementation=name)
+    with torch.device("meta"):
+        twin = type(model)(config)
+    if getattr(model, "embed_tokens", True) is None:  # the expert reads embeddings only
+        twin.embed_tokens = None
+    twin.load_state_dict(model.state_dict(), strict=True, assign=True)
+    twin.rotary_emb = model.rotary_emb  # its inverse frequencies are not in the state dict
+    twin.eval()
+    twin.requires_grad_(False)
+    left = [n for n, t in list(twin.named_parameters()) + list(twin.named_buffers()) if t.is_meta]
+    if left:
+        raise ModelRuntimeError(f"attention twin of {type(model).__name__} left tensors on "
+                                f"the meta device: {left[:4]}")
+    return twin

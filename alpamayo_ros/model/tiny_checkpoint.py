@@ -1,4 +1,4 @@
-"""Writes a tiny random Alpamayo-R1 checkpoint in the official on-disk format.
+"""Writes a tiny random Alpamayo checkpoint (R1 or 1.5) in the official on-disk format.
 
 Layout under ``root``::
 
@@ -8,6 +8,9 @@ Layout under ``root``::
     base_vlm/config.json           tiny Qwen3-VL config (text hidden 64, 2 layers, ...)
     base_vlm/...                   tokenizer, chat template, preprocessor config
 
+The family (``--family r1`` or ``1.5``) decides config.json's model_type, architectures,
+``_target_`` package and 1.5 fields, the special-token names, and whether the Fourier
+frequencies and action-space constants are stored (R1) or left to the config (1.5).
 It runs the real model code fast on a CPU (demo, CI, replay tests). Weights follow the
 fixture recipe (matrices N(0, 1/fan_in), norm weights 1 + 0.1 N, biases 0.05 N, damped
 first action_in_proj layer, halved action_out_proj) so flow matching stays well
@@ -24,11 +27,12 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.core.model_family import ALPAMAYO_1_5, FAMILIES, R1
 from alpamayo_ros.model.action_space import ActionSpaceConfig
 
 CHECKPOINT_SUBDIR = "checkpoint"
@@ -55,9 +59,14 @@ VISION_CONFIG = dict(
     spatial_merge_size=2, temporal_patch_size=2, initializer_range=0.02)
 EXPERT_CFG = dict(dtype="float32", head_dim=16, hidden_size=32, intermediate_size=64,
                   num_attention_heads=2)
-ACTION_IN_PROJ_CFG = {"_target_": "alpamayo_r1.models.action_in_proj.PerWaypointActionInProjV2",
+ACTION_IN_PROJ_CFG = {"_target_": "{package}.models.action_in_proj.PerWaypointActionInProjV2",
                       "hidden_size": 32, "max_freq": 100.0, "num_enc_layers": 2,
                       "num_fourier_feats": 20}
+# --family names -> config.json model_type; per family the official package (hydra
+# _target_ prefix) and architecture name.
+FAMILY_NAMES = {"r1": R1, "1.5": ALPAMAYO_1_5}
+_PACKAGE = {R1: "alpamayo_r1", ALPAMAYO_1_5: "alpamayo1_5"}
+_ARCHITECTURE = {R1: "AlpamayoR1", ALPAMAYO_1_5: "Alpamayo1_5"}
 
 
 def _write_processor_files(out_dir: Path, processor_files_from: Optional[Path]) -> None:
@@ -85,44 +94,47 @@ def _base_vlm_config(tokenizer, base_vocab_size: int) -> dict:
             "text_config": text, "vision_config": dict(VISION_CONFIG)}
 
 
-def _checkpoint_config(ids, vocab_size: int, traj_ids: dict) -> dict:
+def _checkpoint_config(ids, vocab_size: int, traj_ids: dict, model_type: str = R1) -> dict:
+    package = _PACKAGE[model_type]
     space = ActionSpaceConfig()
-    space_cfg = {"_target_": "alpamayo_r1.action_space.UnicycleAccelCurvatureActionSpace"}
+    space_cfg = {"_target_": f"{package}.action_space.UnicycleAccelCurvatureActionSpace"}
     for name in ("a_lambda", "a_ridge", "accel_bounds", "accel_mean", "accel_std",
                  "curvature_bounds", "curvature_mean", "curvature_std", "dt", "kappa_lambda",
                  "kappa_ridge", "n_waypoints", "theta_lambda", "theta_ridge", "v_lambda",
                  "v_ridge"):
         value = getattr(space, name)
         space_cfg[name] = list(value) if isinstance(value, tuple) else value
-    return {
-        "action_in_proj_cfg": dict(ACTION_IN_PROJ_CFG),
+    config = {
+        "action_in_proj_cfg": dict(ACTION_IN_PROJ_CFG,
+                                   _target_=ACTION_IN_PROJ_CFG["_target_"].format(
+                                       package=package)),
         "action_out_proj_cfg": {"_target_": "torch.nn.Linear"},
         "action_space_cfg": space_cfg,
         "add_special_tokens": True,
-        "architectures": ["AlpamayoR1"],
+        "architectures": [_ARCHITECTURE[model_type]],
         "attn_implementation": "sdpa",
-        "diffusion_cfg": {"_target_": "alpamayo_r1.diffusion.flow_matching.FlowMatching",
+        "diffusion_cfg": {"_target_": f"{package}.diffusion.flow_matching.FlowMatching",
                           "int_method": "euler", "x_dims": "???"},
         "dtype": "float32",
         "expert_cfg": dict(EXPERT_CFG),
         "expert_non_causal_attention": True,
         "hist_traj_tokenizer_cfg": {
-            "_target_": "alpamayo_r1.models.delta_tokenizer.DeltaTrajectoryTokenizer"},
+            "_target_": f"{package}.models.delta_tokenizer.DeltaTrajectoryTokenizer"},
         "keep_same_dtype": True,
         "max_pixels": 196608,
         "min_pixels": 163840,
         "model_dtype": "float32",
-        "model_type": "alpamayo_r1",
+        "model_type": model_type,
         "tokens_per_future_traj": 128,
         "tokens_per_history_traj": 48,
         "traj_token_ids": traj_ids,
         "traj_token_start_idx": int(ids.traj_token_start),
         "traj_tokenizer_cfg": {
             "_recursive_": False,
-            "_target_": ("alpamayo_r1.action_space.discrete_action_space."
+            "_target_": (f"{package}.action_space.discrete_action_space."
                          "DiscreteTrajectoryTokenizer"),
             "action_space_cfg": {
-                "_target_": "alpamayo_r1.action_space.UnicycleAccelCurvatureActionSpace"},
+                "_target_": f"{package}.action_space.UnicycleAccelCurvatureActionSpace"},
             "dims_max": [10, 10], "dims_min": [-10, -10], "num_bins": 3000},
         "traj_vocab_size": TRAJ_VOCAB_SIZE,
         "transformers_version": "4.57.1",
@@ -130,31 +142,38 @@ def _checkpoint_config(ids, vocab_size: int, traj_ids: dict) -> dict:
         "vlm_name_or_path": BASE_VLM_SUBDIR,
         "vocab_size": int(vocab_size),
     }
+    if model_type == ALPAMAYO_1_5:
+        # Official 1.5 config fields (no inference code reads them).
+        config.update(include_camera_ids=True, include_frame_nums=True)
+    return config
 
 
-def _random_weights(network, generator: torch.Generator) -> dict:
-    """Fixture-style well-conditioned random weights keyed by official names."""
-    state = {}
+def fixture_style_weights(network, generator: torch.Generator, device=None
+                          ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Fixture-style well-conditioned random weights (see the module docstring), one
+    float32 tensor at a time, keyed by official names in sorted order; the action-space
+    buffers and Fourier frequencies are the network's own. One tensor at a time so the
+    benchmark can fill a 10B network on its device without a second copy."""
+    freqs = network.action_in_proj.timestep_fourier_encoder.freqs.reshape(-1).float()
+    per_channel = torch.cat([freqs, freqs]).to(device)  # sin and cos of each frequency
     for name, param in sorted(network.state_dict().items()):
         shape = tuple(param.shape)
         if name.startswith("action_space.") or name.endswith(".freqs"):
-            state[name] = param.detach().clone().float()
-        elif name.endswith("bias"):
-            state[name] = 0.05 * torch.randn(shape, generator=generator)
+            yield name, param.detach().clone().float()
+            continue
+        if name.endswith("bias"):
+            value = 0.05 * torch.randn(shape, generator=generator, device=device)
         elif len(shape) == 1:  # RMSNorm / LayerNorm weights
-            state[name] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+            value = 1.0 + 0.1 * torch.randn(shape, generator=generator, device=device)
         else:
             fan_in = int(math.prod(shape[1:]))
-            state[name] = torch.randn(shape, generator=generator) / math.sqrt(fan_in)
-    first = "action_in_proj.encoder.trunk.0.weight"
-    freqs = network.action_in_proj.timestep_fourier_encoder.freqs.reshape(-1).float()
-    per_channel = torch.cat([freqs, freqs])  # sin and cos of each frequency
-    repeats = state[first].shape[1] // per_channel.numel()  # accel, curvature, t blocks
-    damping = (0.5 / (2.0 * math.pi * per_channel)).repeat(repeats)
-    state[first] = state[first] * damping[None, :]
-    for key in ("action_out_proj.weight", "action_out_proj.bias"):
-        state[key] = state[key] * 0.5
-    return state
+            value = torch.randn(shape, generator=generator, device=device) / math.sqrt(fan_in)
+        if name == "action_in_proj.encoder.trunk.0.weight":
+            repeats = shape[1] // per_channel.numel()  # accel, curvature, t blocks
+            value = value * (0.5 / (2.0 * math.pi * per_channel)).repeat(repeats)[None, :]
+        elif name in ("action_out_proj.weight", "action_out_proj.bias"):
+            value = value * 0.5
+        yield name, value
 
 
 def _lift_end_tokens(state: dict, ids, hidden: int) -> None:
@@ -167,8 +186,10 @@ def _lift_end_tokens(state: dict, ids, hidden: int) -> None:
 
 
 def write_tiny_checkpoint(root, seed: int = 0, overwrite: bool = False,
-                          processor_files_from=None) -> Path:
+                          processor_files_from=None, family: str = R1) -> Path:
     """Write root/checkpoint and root/base_vlm; return the checkpoint directory.
+
+    family: config.json model_type ("alpamayo_r1" or "alpamayo1_5"; "r1" and "1.5" also).
 
     processor_files_from: copy the tokenizer / processor files from this directory instead
     of generating them with tiny_processor.write_tiny_processor_files (its config.json is
@@ -177,8 +198,14 @@ def write_tiny_checkpoint(root, seed: int = 0, overwrite: bool = False,
     from safetensors.torch import save_file
 
     from alpamayo_ros.model.modeling import AlpamayoR1Network, NetworkSpec, build_vlm_config
-    from alpamayo_ros.model.prompt import TRAJ_TOKEN_NAMES, load_extended_tokenizer
+    from alpamayo_ros.model.prompt import (SPECIAL_TOKEN_NAMES, TRAJ_TOKEN_NAMES,
+                                           load_extended_tokenizer)
+    from alpamayo_ros.model.prompt_1_5 import SPECIAL_TOKEN_NAMES_1_5
 
+    model_type = FAMILY_NAMES.get(family, family)
+    if model_type not in FAMILIES:
+        raise ConfigError(f"family: have {family!r}, need one of "
+                          f"{', '.join(list(FAMILY_NAMES) + list(FAMILIES))}")
     root = Path(root)
     ckpt_dir, vlm_dir = root / CHECKPOINT_SUBDIR, root / BASE_VLM_SUBDIR
     for path in (ckpt_dir, vlm_dir):
@@ -197,18 +224,22 @@ def write_tiny_checkpoint(root, seed: int = 0, overwrite: bool = False,
     vlm_config = _base_vlm_config(base_tokenizer, len(base_tokenizer))
     (vlm_dir / "config.json").write_text(json.dumps(vlm_config, indent=2) + "\n")
 
-    tokenizer, ids = load_extended_tokenizer(vlm_dir, traj_vocab_size=TRAJ_VOCAB_SIZE)
+    tokenizer, ids = load_extended_tokenizer(
+        vlm_dir, traj_vocab_size=TRAJ_VOCAB_SIZE,
+        special_token_names=(SPECIAL_TOKEN_NAMES_1_5 if model_type == ALPAMAYO_1_5
+                             else SPECIAL_TOKEN_NAMES))
     traj_ids = {key: int(tokenizer.convert_tokens_to_ids(tok))
                 for key, tok in TRAJ_TOKEN_NAMES.items()}
-    config = _checkpoint_config(ids, ids.vocab_size, traj_ids)
+    config = _checkpoint_config(ids, ids.vocab_size, traj_ids, model_type)
     (ckpt_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     # The tiny network (under 1M parameters) is simply built on the CPU; its buffers
-    # (Fourier frequencies, action-space constants) are kept, every weight is redrawn.
+    # (Fourier frequencies, action-space constants) are kept where the family stores them
+    # (R1), every weight is redrawn.
     network = AlpamayoR1Network(build_vlm_config(vlm_config, ids.vocab_size, "sdpa"),
                                 NetworkSpec.from_checkpoint_config(config))
     generator = torch.Generator().manual_seed(int(seed))
-    state = _random_weights(network, generator)
+    state = dict(fixture_style_weights(network, generator))
     _lift_end_tokens(state, ids, TEXT_CONFIG["hidden_size"])
     state = {k: v.contiguous().float() for k, v in state.items()}
     save_file(state, str(ckpt_dir / "model.safetensors"), metadata={"format": "pt"})
@@ -216,13 +247,18 @@ def write_tiny_checkpoint(root, seed: int = 0, overwrite: bool = False,
 
 
 def main(argv=None) -> int:
-    """CLI: python -m alpamayo_ros.model.tiny_checkpoint OUTPUT_DIR [--seed N] [--overwrite]."""
+    """CLI: python -m alpamayo_ros.model.tiny_checkpoint OUTPUT_DIR [--seed N] [--overwrite]
+    [--family r1|1.5]."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir", help="root directory (gets checkpoint/ and base_vlm/)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing files")
+    parser.add_argument("--family", choices=sorted(FAMILY_NAMES), default="r1",
+                        help="checkpoint family: r1 (Alpamayo R1, default) or 1.5 "
+                             "(Alpamayo 1.5)")
     args = parser.parse_args(argv)
-    ckpt = write_tiny_checkpoint(args.output_dir, seed=args.seed, overwrite=args.overwrite)
+    ckpt = write_tiny_checkpoint(args.output_dir, seed=args.seed, overwrite=args.overwrite,
+                                 family=args.family)
     print(f"wrote {ckpt} (load with AlpamayoRuntime.from_pretrained({str(ckpt)!r}))")
     return 0
 

@@ -40,12 +40,14 @@ from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.image_decode import EncodedImage
 from alpamayo_ros.core.input_streams import TIME_JUMP_CONFIRMATIONS, JumpRule, LineVerdict
 from alpamayo_ros.core.metrics import DEFAULT_HORIZONS
+from alpamayo_ros.core.model_family import FAMILIES
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
 from alpamayo_ros.core.odometry import OdometrySample, checked_odometry, odometry_from_msg
 from alpamayo_ros.core.plan_message import OutputContext
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus, ReasonCode
 from alpamayo_ros.core.planner_core import PlannerCore
 from alpamayo_ros.core.planner_params import inference_options, planner_config
-from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel
+from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel, stamp_to_ns
 from alpamayo_ros.bag import bag_io
 from alpamayo_ros.replay.scoring import aggregate_metrics, ground_truth_track, score_ticks
 
@@ -104,9 +106,7 @@ def load_model(values: Mapping[str, Any]) -> tuple[PlannerModel, ModelDescriptio
         _MODEL_CACHE[key] = load_backend(values, inference_options(values))
     model, description = _MODEL_CACHE[key]
     # The options are per job (seed, samples), the loaded weights are shared.
-    return model, ModelDescription(description.checkpoint, description.model_id,
-                                   description.device, description.dtype,
-                                   inference_options(values))
+    return model, dataclasses.replace(description, options=inference_options(values))
 
 
 # ------------------------------------------------------------------------------ topics
@@ -123,11 +123,26 @@ class _Topics:
     cameras: dict          # topic -> camera slot
     transports: list       # per slot "raw" | "compressed"
     odometry: str
+    navigation: Optional[str] = None  # the node's navigation input, when the bag has it
+
+
+def _navigation_topic(bag_types: Mapping[str, set], options: ReplayOptions,
+                      description: Optional[ModelDescription]) -> Optional[str]:
+    """The navigation topic the node subscribes to, when the bag has it with its type and
+    the model's family takes navigation (the node ignores it otherwise)."""
+    family = FAMILIES.get(description.family) if description is not None else None
+    topic = resolve_topic(NAVIGATION_TOPIC, options.namespace)
+    if family is None or not family.navigation or \
+            bag_types.get(topic) != {bag_io.NAVIGATION_TYPE}:
+        return None
+    return topic
 
 
 def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
-                  options: ReplayOptions) -> _Topics:
-    """Map configured topics to the bag's connections; BagError on missing or wrong types."""
+                  options: ReplayOptions,
+                  description: Optional[ModelDescription] = None) -> _Topics:
+    """Map configured topics to the bag's connections; BagError on missing or wrong types.
+    The navigation topic is optional (read when present and the model takes it)."""
     bag_types: dict[str, set] = {}
     for conn in reader.connections():
         bag_types.setdefault(conn.topic, set()).add(conn.msgtype)
@@ -156,7 +171,8 @@ def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
         listing = ", ".join(f"{t} [{'/'.join(sorted(ty))}]" for t, ty in sorted(bag_types.items()))
         raise bag_io.BagError(f"{reader.path}: " + "; ".join(problems)
                               + f". Bag has: {listing or 'no topics'}")
-    return _Topics(cameras, transports, odometry)
+    return _Topics(cameras, transports, odometry,
+                   _navigation_topic(bag_types, options, description))
 
 
 def _json_float(value: Optional[float]) -> Optional[float]:
@@ -187,6 +203,7 @@ class ReplayCounts:
     messages: int = 0
     images: int = 0
     odometry: int = 0
+    navigation: int = 0
     late_messages: int = 0
     rejected: int = 0
 
@@ -206,7 +223,16 @@ class _OdometryMessage:
     sample: OdometrySample
 
 
-_Payload = Union[_ImageMessage, _OdometryMessage]
+@dataclass(frozen=True)
+class _NavigationMessage:
+    """A navigation instruction read from the bag (checked by InputStreams at its tick)."""
+
+    text: str
+    valid_for_ns: int
+    source: str
+
+
+_Payload = Union[_ImageMessage, _OdometryMessage, _NavigationMessage]
 
 
 @dataclass
@@ -337,12 +363,16 @@ class BagReplay:
         result: dict[str, Any] = {"bag": self.job.bag, "status": "ok", "error": ""}
         try:
             with bag_io.BagReader(self.job.bag) as reader:
-                topics = _check_topics(reader, self.values, self.options)
+                topics = _check_topics(reader, self.values, self.options, self.description)
                 result["storage"] = bag_io.storage_of(Path(self.job.bag))
                 result["topics"] = {"cameras": list(topics.cameras), "odometry": topics.odometry}
+                read = list(topics.cameras) + [topics.odometry]
+                if topics.navigation is not None:
+                    result["topics"]["navigation"] = topics.navigation
+                    read.append(topics.navigation)
                 if self.options.progress:
                     self._open_progress(reader)
-                for bm in reader.messages(list(topics.cameras) + [topics.odometry]):
+                for bm in reader.messages(read):
                     self._on_message(bm, topics)
             self._finish_epoch()
         except bag_io.BagError as exc:
@@ -380,6 +410,9 @@ class BagReplay:
         try:
             if bm.topic == topics.odometry:
                 payload = _OdometryMessage(checked_odometry(odometry_from_msg(bm.msg)))
+            elif bm.topic == topics.navigation:
+                payload = _NavigationMessage(bm.msg.text, stamp_to_ns(bm.msg.valid_for),
+                                             bm.msg.source)
             else:
                 payload = _ImageMessage(topics.cameras[bm.topic],
                                         bag_io.image_to_encoded(bm.msg, bm.msgtype))
@@ -461,6 +494,10 @@ class BagReplay:
                     epoch.odo_stamps.append(stamp)
                     epoch.odo_xyz.append(payload.sample.xyz)
                     epoch.odo_quat.append(payload.sample.quat_xyzw)
+            elif isinstance(payload, _NavigationMessage):
+                res = inputs.add_navigation(stamp, payload.text, payload.valid_for_ns,
+                                            payload.source)
+                self.counts.navigation += 1
             else:
                 res = inputs.add_image(payload.slot, stamp, payload.image)
                 self.counts.images += 1

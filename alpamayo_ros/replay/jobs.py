@@ -34,7 +34,7 @@ def run_bag_job(job: BagJob, model: PlannerModel | None = None,
         from alpamayo_ros.replay.outputs import write_plan_bag
         try:
             write_plan_bag(job.output_bag, replay.results, replay.output_context(),
-                           job.values, job.output_storage)
+                           job.values, job.output_storage, job.options.namespace)
             result["output_bag"] = Path(job.output_bag).name
         except (AlpamayoError, OSError) as exc:
             result["status"] = "error"

@@ -9,6 +9,7 @@ import numpy as np
 from carla_msgs.msg import CarlaEgoVehicleControl
 from nav_msgs.msg import Odometry
 
+from alpamayo_ros.control.plan_check import check_sizes
 from alpamayo_ros.control.reference_plan import PlanRejected, ReferencePlan
 from alpamayo_ros.control.tracking_controller import Command, OdometryInput
 from alpamayo_ros.core.geometry import Pose
@@ -31,16 +32,21 @@ def odometry_input(msg: Odometry) -> OdometryInput:
                          speed=float(msg.twist.twist.linear.x))
 
 
-def reference_plan(msg: PlannerOutput) -> ReferencePlan:
+def reference_plan(msg: PlannerOutput, max_waypoints: int) -> ReferencePlan:
     """The selected candidate of an OK PlannerOutput, anchored at its t0 pose.
 
-    Raises PlanRejected when the message cannot describe a trajectory."""
+    Raises PlanRejected when the message cannot describe a trajectory; arrays longer than
+    max_waypoints are refused before anything is converted."""
     if not msg.candidates:
         raise PlanRejected("plan has no candidates")
     if msg.selected_index >= len(msg.candidates):
         raise PlanRejected(f"selected_index {msg.selected_index} out of range "
                            f"({len(msg.candidates)} candidates)")
     cand = msg.candidates[msg.selected_index]
+    check_sizes({"poses": len(cand.poses), "waypoint times": len(cand.time_from_t0),
+                 "yaw values": len(cand.yaw), "speed values": len(cand.speed),
+                 "acceleration values": len(cand.acceleration),
+                 "curvature values": len(cand.curvature)}, max_waypoints)
     if not cand.time_from_t0:
         raise PlanRejected("selected candidate has no waypoint times (time_from_t0)")
     p, q = msg.t0_pose_odom.position, msg.t0_pose_odom.orientation
@@ -58,7 +64,7 @@ def reference_plan(msg: PlannerOutput) -> ReferencePlan:
                          t0_pose=Pose.from_xyz_quat(position, quat / np.linalg.norm(quat)),
                          offsets_s=offsets, xyz_t0=xyz, yaw_t0=np.asarray(cand.yaw),
                          speed=np.asarray(cand.speed), acceleration=np.asarray(cand.acceleration),
-                         v0=float(msg.v0))
+                         curvature=np.asarray(cand.curvature), v0=float(msg.v0))
 
 
 def vehicle_control(command: Command, stamp_ns: int, frame_id: str = "") -> CarlaEgoVehicleControl:

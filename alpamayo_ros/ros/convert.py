@@ -3,7 +3,8 @@
 Inbound: sensor_msgs/Image and CompressedImage -> EncodedImage (a zero-copy numpy view of
 msg.data; decoding happens later, only for selected frames); nav_msgs/Odometry -> the
 core's OdometrySample. Outbound: the plain-data messages of core.plan_message
-(PlannerOutput, nav_msgs/Path, std_msgs/String) -> rclpy messages; the replay writes the
+(PlannerOutput, nav_msgs/Path, std_msgs/String) and core.autoware_trajectory (Autoware's
+Trajectory) -> rclpy messages; the replay writes the
 same descriptions into its output bag. Stamps are int nanoseconds throughout.
 cv_bridge is not used (not available for ROS 2 from PyPI, and it would copy the pixels).
 """
@@ -19,6 +20,7 @@ from nav_msgs.msg import Path
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
                                             checked_raw_image)
 from alpamayo_ros.core.odometry import odometry_from_msg
@@ -39,6 +41,11 @@ def ns_to_time(ns: int) -> Time:
     """int ns -> builtin_interfaces/Time (floor division keeps nanosec in [0, 1e9))."""
     sec, nanosec = divmod(int(ns), NS_PER_S)
     return Time(sec=sec, nanosec=nanosec)
+
+
+def duration_to_ns(duration: Duration) -> int:
+    """builtin_interfaces/Duration -> int ns (sec may be negative, nanosec adds)."""
+    return int(duration.sec) * NS_PER_S + int(duration.nanosec)
 
 
 def ns_to_duration(ns: int) -> Duration:
@@ -78,6 +85,18 @@ def message_class(type_name: str):
     """rclpy class of 'pkg/msg/Name' (ImportError when the package is not installed)."""
     package, _, name = type_name.split("/")
     return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+def output_message_class(type_name: str, enabled_by: str):
+    """rclpy class of an optional output's message type; ConfigError naming the parameter
+    that enabled the output when the message package is not installed."""
+    try:
+        return message_class(type_name)
+    except (ImportError, AttributeError) as exc:
+        package = type_name.split("/")[0]
+        raise ConfigError(f"{enabled_by} is true but the message package {package} is not "
+                          f"installed ({type(exc).__name__}: {exc}); source the workspace "
+                          f"that has it, or set {enabled_by} to false") from None
 
 
 def _ros_value(value: Any) -> Any:

@@ -31,19 +31,28 @@ from alpamayo_ros.core.types import NS_PER_S
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
-def default_cache_dir() -> Path:
+def default_cache_dir(family: str = "r1") -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "alpamayo_ros" / "tiny_checkpoint_seed0"
+    name = "tiny_checkpoint_seed0" if family == "r1" else "tiny_checkpoint_1_5_seed0"
+    return Path(base) / "alpamayo_ros" / name
 
 
-def ensure_tiny_checkpoint(root: Path, seed: int = 0) -> Path:
-    """root/checkpoint (+ root/base_vlm), written once; returns the checkpoint directory."""
+def ensure_tiny_checkpoint(root: Path, seed: int = 0, family: str = "r1") -> Path:
+    """root/checkpoint (+ root/base_vlm) of the family ("r1" or "1.5"), written once (again
+    when root holds another family's); returns the checkpoint directory."""
+    import json
+
+    from alpamayo_ros.model.tiny_checkpoint import FAMILY_NAMES, write_tiny_checkpoint
+
     checkpoint = root / "checkpoint"
-    if (checkpoint / "config.json").is_file() and (root / "base_vlm").is_dir():
+    try:
+        written = json.loads((checkpoint / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        written = None
+    if written == FAMILY_NAMES[family] and (root / "base_vlm").is_dir():
         return checkpoint
-    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
-    print(f"writing a tiny random checkpoint to {root} ...", flush=True)
-    return write_tiny_checkpoint(root, seed=seed, overwrite=True)
+    print(f"writing a tiny random {family} checkpoint to {root} ...", flush=True)
+    return write_tiny_checkpoint(root, seed=seed, overwrite=True, family=family)
 
 
 def child_environment(domain_id: int, log_dir: Path) -> dict:
@@ -183,7 +192,9 @@ def run_demo(args: argparse.Namespace) -> int:
               "model.device": "cpu", "model.num_samples": args.num_samples,
               "model.max_coc_tokens": args.max_coc_tokens, "model.seed": args.seed}
     if args.backend == "alpamayo":
-        params["model.checkpoint_dir"] = str(ensure_tiny_checkpoint(Path(args.cache_dir)))
+        cache_dir = Path(args.cache_dir or default_cache_dir(args.family))
+        params["model.checkpoint_dir"] = str(ensure_tiny_checkpoint(cache_dir,
+                                                                    family=args.family))
     domain_id = args.domain_id if args.domain_id is not None else 1 + os.getpid() % 100
     env = child_environment(domain_id, log_dir)
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_LOG_DIR",
@@ -272,8 +283,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="wall seconds to run after the planner is up (default 12)")
     parser.add_argument("--output-dir", default="demo_output",
                         help="where the PNG and the node logs go (default ./demo_output)")
-    parser.add_argument("--cache-dir", default=str(default_cache_dir()),
+    parser.add_argument("--cache-dir", default=None,
                         help="tiny checkpoint cache (default ~/.cache/alpamayo_ros/...)")
+    parser.add_argument("--family", choices=("r1", "1.5"), default="r1",
+                        help="tiny checkpoint family: r1 (Alpamayo R1) or 1.5 (Alpamayo 1.5)")
     parser.add_argument("--backend", choices=("alpamayo", "constant_velocity"),
                         default="alpamayo", help="alpamayo = real model code, tiny weights")
     parser.add_argument("--scenario", default="curved_drive")

@@ -37,7 +37,8 @@ import gc
 import sys
 import threading
 import time
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, NoReturn, Optional
 
@@ -48,32 +49,45 @@ from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
+from rclpy.subscription import Subscription
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
-from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady
+from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady, ModelInputError
 from alpamayo_ros.core.input_streams import TimeJump
+from alpamayo_ros.core.model_family import FAMILIES
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
 from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
 from alpamayo_ros.core.planner_core import PlannerCore
-from alpamayo_ros.core.planner_health import HealthReport, Level, PlannerHealth, TickOutcome
+from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
+                                              inference_path_report)
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
-from alpamayo_ros.core.types import CAMERA_IMAGE_SHAPE, NS_PER_S, ModelDescription
+from alpamayo_ros.core.types import (CAMERA_IMAGE_SHAPE, NS_PER_S, InferencePath,
+                                     ModelDescription)
+from alpamayo_ros.msg import NavigationInstruction
+from alpamayo_ros.srv import Ask
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.model_loader import load_model
-from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, DIAGNOSTICS_QOS,
+from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
+                                  LATCHED_PLAN_QOS, NAVIGATION_QOS,
                                   ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
                                        StartupInterrupted, WorkerThread, shutdown_logger)
-from alpamayo_ros.ros.spin import run_node
+from alpamayo_ros.ros.spin import run_node, take_pending
 
 _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome.SKIPPED,
              PlanStatus.INVALID_OUTPUT: TickOutcome.INVALID_OUTPUT,
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
 _LOG_THROTTLE_S = 5.0
+# Relative: follow the node's namespace; remappable like any topic or service.
+ASK_SERVICE = "alpamayo/ask"
+# Answer length of a question that sets no max_tokens.
+DEFAULT_ANSWER_TOKENS = 64
 
 
 class PlannerNode(GatedCallbacks, LifecycleNode):
@@ -104,7 +118,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         # Diagnostics run on wall time in every state (they go on, and say so, when /clock
         # stops or while the model loads).
         self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
-                                               DIAGNOSTICS_QOS)
+                                               LATCHED_DIAGNOSTICS_QOS)
         self._wall_clock = Clock(clock_type=ClockType.STEADY_TIME)
         period = self._declared.get("diagnostics.period", 1.0)
         self.create_timer(period if isinstance(period, (int, float)) and period > 0 else 1.0,
@@ -132,12 +146,17 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         try:
             values = params.checked(self, self._declared, self._declare_errors)
             config = planner_config(values)
+            for row in enabled_outputs(values):  # a missing package fails before loading
+                if row.enabled_by is not None:
+                    convert.output_message_class(row.type, row.enabled_by)
             self._set_phase(Phase.LOADING, publish=True)
             start = time.perf_counter()
             model, description = self._model_loader(values)
             self._load_s = time.perf_counter() - start
             self._set_phase(Phase.WARMING_UP, publish=True)
             self._warmup_s = _warm_up(model, description, config)
+            # The warm-up may have switched the model to another path (self-check).
+            description = dataclasses.replace(description, path=_inference_path(model))
             self._configured = _Configured.create(self, values, config, model, description)
         except Exception as exc:  # every cause ends the transition with its reason
             if not self.context.ok():
@@ -278,6 +297,93 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c.health.record_odometry(self._now_ns(), sample.stamp_ns)
         c.health.record_odometry_pose(sample.stamp_ns, sample.xyz, sample.quat_xyzw)
 
+    def _on_navigation(self, msg: NavigationInstruction) -> None:
+        """Buffer an instruction (1.5); refused ones are logged with the reason. A model
+        family without navigation (R1, the dry run) ignores them with one WARN."""
+        c = self._configured
+        if c is None:
+            return
+        family = FAMILIES.get(c.description.family)
+        if family is None or not family.navigation:
+            c.navigation_ignored += 1
+            if c.navigation_ignored == 1:
+                what = family.label if family else f"the {c.values['model.backend']} backend"
+                self.get_logger().warning(
+                    f"{NAVIGATION_TOPIC}: navigation instructions are ignored: {what} takes "
+                    "none (an Alpamayo 1.5 checkpoint does)")
+            return
+        valid_for_ns = convert.duration_to_ns(msg.valid_for)
+        result = c.core.inputs.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,
+                                              valid_for_ns, msg.source)
+        if result.status == InsertStatus.REJECTED:
+            self.get_logger().warning(f"{NAVIGATION_TOPIC}: instruction from "
+                                      f"{msg.source or 'an unnamed source'} refused: "
+                                      f"{result.reason}",
+                                      throttle_duration_sec=_LOG_THROTTLE_S)
+
+    def _ask_refusal(self, c: Optional["_Configured"]) -> str:
+        """Why a question cannot be answered now ("" when it can be queued)."""
+        if c is None or self._phase is not Phase.ACTIVE:
+            return f"the planner is {self._phase.value}, not active"
+        family = FAMILIES.get(c.description.family)
+        if family is None or not family.questions:
+            what = family.label if family else f"the {c.values['model.backend']} backend"
+            return f"{what} answers no questions (an Alpamayo 1.5 checkpoint does)"
+        if c.last_input is None:
+            return "no tick has prepared camera frames yet"
+        return ""
+
+    async def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
+        """alpamayo/ask: answer from the newest planned tick's frames on the model worker
+        (queued behind a running tick, before later ones); one question waits at a time."""
+        start = time.perf_counter()
+        c = self._configured
+        reason = self._ask_refusal(c)
+        if reason:
+            response.status, response.reason = Ask.Response.STATUS_REFUSED, reason
+            return response
+        with c.ask_lock:
+            if c.question_pending:
+                response.status = Ask.Response.STATUS_BUSY
+                response.reason = "another question is waiting for the model"
+                return response
+            c.question_pending = True
+        t0_ns, model_input = c.last_input
+        done: Future = Future(executor=self.executor)
+        done.add_done_callback(lambda _: None)  # its task wakes the executor
+
+        def answer() -> None:
+            try:
+                done.set_result(c.model.ask(model_input, request.question,
+                                            int(request.max_tokens) or DEFAULT_ANSWER_TOKENS))
+            except Exception as exc:  # reported in the response, never raised
+                done.set_result(exc)
+            finally:
+                with c.ask_lock:
+                    c.question_pending = False
+
+        try:
+            c.worker.submit(answer)
+        except RuntimeError:  # the worker stopped (cleanup or shutdown)
+            with c.ask_lock:
+                c.question_pending = False
+            response.status, response.reason = (Ask.Response.STATUS_REFUSED,
+                                                "the planner is shutting down")
+            return response
+        out = await done
+        response.t0 = convert.ns_to_time(t0_ns)
+        response.latency = time.perf_counter() - start
+        if isinstance(out, ModelInputError):  # the question itself (text, R1, ...)
+            response.status, response.reason = Ask.Response.STATUS_REFUSED, str(out)
+            return response
+        if isinstance(out, Exception):
+            response.status = Ask.Response.STATUS_ERROR
+            response.reason = f"{type(out).__name__}: {out}"
+            return response
+        response.status, response.answer = Ask.Response.STATUS_OK, out.answer
+        response.model_time = out.seconds
+        return response
+
     def _on_time_jump(self, jump: TimeJump) -> None:
         c = self._configured
         if c is not None:
@@ -308,6 +414,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c = self._configured
         if c is None or self._publish_gate.closed:
             return
+        # The tick plans on every input delivered before it, however far the executor lags.
+        take_pending([e for e in c.entities if isinstance(e, Subscription)])
         tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
         if not c.gate.try_enter():
@@ -329,6 +437,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
             except InputNotReady as exc:
                 result = c.core.skipped(now_ns, exc)
             else:
+                # The frames a question is answered from (references, no copy).
+                c.last_input = (prepared.t0_ns, prepared.model_input)
                 result = c.core.run(prepared)
             with self._publish_gate.open() as allowed:
                 # Never after deactivate/close began, never while they run, never a result
@@ -353,7 +463,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         arrival_s = result.newest_frame_arrival_s
         latency_wall_s = 0.0 if arrival_s is None else time.perf_counter() - arrival_s
         tick = OutputTick(result, c.output_context, latency_s, latency_wall_s,
-                          c.values["markers.coc_text_height"])
+                          c.values["markers.coc_text_height"], c.values)
         # One publisher per row of core.outputs.OUTPUTS; nothing of a failed tick but the
         # PlannerOutput reaches the consumers (the builders return None).
         for row, publisher in c.outputs:
@@ -398,9 +508,15 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         reports = [self._lifecycle_report()]
         c = self._configured
         if c is not None:
+            counters = c.core.counters()
             info = {"model_id": c.description.model_id, "device": c.description.device,
-                    "backend": c.values["model.backend"]}
+                    "backend": c.values["model.backend"],
+                    "family": c.description.family or "none",
+                    "navigation_ignored": str(c.navigation_ignored),
+                    **{f"navigation_{k}": str(getattr(counters, f"navigation_{k}"))
+                       for k in ("added", "rejected", "used", "none", "expired", "empty")}}
             reports += c.health.reports(now_ns, info, self._wall_clock.now().nanoseconds)
+            reports.append(inference_path_report(_inference_path(c.model)))
             warning = c.health.base_offset_warning()
             if warning:
                 self.get_logger().warning(warning, throttle_duration_sec=60.0)
@@ -459,7 +575,14 @@ def _warm_up(model, description: ModelDescription, config) -> float:
     if warmup is None:
         return 0.0
     width, height = config.output_image_size or CAMERA_IMAGE_SHAPE[::-1]
-    return float(warmup(description.options, (height, width)))
+    return float(warmup(description.options, (height, width),
+                        camera_indices=tuple(config.camera_indices)))
+
+
+def _inference_path(model) -> InferencePath:
+    """The model's inference path and its problem (none for models without paths)."""
+    inference_path = getattr(model, "inference_path", None)
+    return inference_path() if inference_path is not None else InferencePath()
 
 
 @dataclass
@@ -481,6 +604,13 @@ class _Configured:
     outputs: list  # (core.outputs.OutputRow, lifecycle publisher) per enabled row
     entities: list  # subscriptions and timers
     jump_callback: Any
+    # Instructions received while the model family takes none (R1, dry run).
+    navigation_ignored: int = 0
+    # (t0 [ns], ModelInput) of the newest prepared tick: what questions are asked about.
+    last_input: Optional[tuple] = None
+    # A question is queued or running on the worker (guarded by ask_lock).
+    question_pending: bool = False
+    ask_lock: Any = field(default_factory=threading.Lock)
 
     @classmethod
     def create(cls, node: "PlannerNode", values: dict, config, model,
@@ -502,7 +632,8 @@ class _Configured:
                 output_context=OutputContext(values["base_frame_id"], tuple(camera_topics),
                                              tuple(config.camera_indices), description),
                 jitter_ns=int(round(config.time_jump_tolerance * NS_PER_S)),
-                outputs=[(row, publish(convert.message_class(row.type), row.topic, PLAN_QOS))
+                outputs=[(row, publish(convert.message_class(row.type), row.topic_in(values),
+                                       LATCHED_PLAN_QOS if row.latched else PLAN_QOS))
                          for row in enabled_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
@@ -516,6 +647,11 @@ class _Configured:
         c.entities.append(node.create_subscription(
             Odometry, values["odometry_topic"], node._on_odometry, ODOMETRY_SUBSCRIPTION_QOS,
             callback_group=sensors))
+        c.entities.append(node.create_subscription(
+            NavigationInstruction, NAVIGATION_TOPIC, node._on_navigation, NAVIGATION_QOS,
+            callback_group=sensors))
+        c.entities.append(node.create_service(Ask, ASK_SERVICE, node._on_ask,
+                                              callback_group=ReentrantCallbackGroup()))
         c.entities.append(node.create_timer(1.0 / values["rate_hz"], node._on_tick,
                                             callback_group=MutuallyExclusiveCallbackGroup()))
         # A backwards jump of the node clock beyond time_jump_tolerance (sim time restarted,
@@ -532,9 +668,12 @@ class _Configured:
         """Stop the worker (a running call is abandoned), destroy inputs and outputs."""
         self.worker.stop(0.0)
         for entity in self.entities:
-            destroy = (node.destroy_timer if hasattr(entity, "timer_period_ns")
-                       else node.destroy_subscription)
-            destroy(entity)
+            if hasattr(entity, "timer_period_ns"):
+                node.destroy_timer(entity)
+            elif hasattr(entity, "srv_type"):
+                node.destroy_service(entity)
+            else:
+                node.destroy_subscription(entity)
         if self.jump_callback is not None:
             self.jump_callback.unregister()
         for _, publisher in self.outputs:

@@ -25,6 +25,12 @@ def _sensor_subscription(depth: int) -> QoSProfile:
 ODOMETRY_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(100)
 CAMERA_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(10)
 
+# Navigation instructions: few and important, so reliable with a small queue (volatile:
+# a publisher of any durability connects).
+NAVIGATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                            reliability=ReliabilityPolicy.RELIABLE,
+                            durability=DurabilityPolicy.VOLATILE)
+
 PLAN_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
@@ -33,6 +39,18 @@ DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
 
+# What the planner (and the route oracle) publish plans with, what the controller subscribes
+# with, and what the nodes publish /diagnostics with: transient local ("latched"), so a
+# subscriber that discovers the publisher only after the first messages (a loaded machine)
+# still gets the last 10 on matching; in lockstep a plan lost that way would hold the
+# simulator until lockstep.timeout, and the recorder would miss the first statuses.
+# Volatile subscribers (PLAN_QOS, DIAGNOSTICS_QOS, diagnostic_aggregator) match these
+# publishers too and get only new messages.
+LATCHED_PLAN_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
+LATCHED_DIAGNOSTICS_QOS = LATCHED_PLAN_QOS
+
 # carla-ros-bridge's publishers and subscriptions (a plain depth-10 profile: reliable).
 BRIDGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                         reliability=ReliabilityPolicy.RELIABLE)
@@ -40,6 +58,15 @@ BRIDGE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 # so that a short executor stall loses no sample (each one gets its command in lockstep).
 CONTROL_ODOMETRY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                   reliability=ReliabilityPolicy.RELIABLE)
+
+# A route (nav_msgs/Path) published once and kept for late subscribers, as
+# carla_waypoint_publisher's; route_qos(False) for volatile publishers (Autoware's paths).
+def route_qos(transient_local: bool = True) -> QoSProfile:
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=(DurabilityPolicy.TRANSIENT_LOCAL if transient_local
+                                  else DurabilityPolicy.VOLATILE))
+
 
 # /clock published by tests or the bag player: keep last 1, reliable (as rosbag2 does).
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,

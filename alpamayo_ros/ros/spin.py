@@ -2,37 +2,55 @@
 
 rclpy's signal handler shuts the context down from the signal; an executor that is just
 building its wait set then raises RCLError ("context is not valid") instead of
-ExternalShutdownException. Both mean "shutting down" here, not a crash.
+ExternalShutdownException. Both mean "shutting down" here, not a crash. The executor waits
+at most _WAIT_S per cycle, so a shutdown that lands after its wake-up is seen too.
 
 run_node owns the process's SIGINT and SIGTERM from its start to the process exit
 (ros/shutdown.py; they stay ignored after it returns): the first signal shuts down through
 rclpy, every further one is ignored, and the shutdown work after spinning (the node's
 close(), destroying the node, rclpy.try_shutdown) is bounded by shutdown.SHUTDOWN_BOUND_S:
-a node whose close() reports a call still running (False) is left behind with os._exit(0)
-once the node and rclpy are shut down. Exit status 0 and no traceback, however many
+once the node, rclpy and DDS are shut down the process is left with os._exit(0) (a call
+still running, which close() reports with False, is abandoned; the interpreter's
+finalization is skipped), and a watchdog leaves the process (status 0, one line on stderr)
+when that work is still running at the bound. Exit status 0 and no traceback, however many
 signals arrive.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException
+from rclpy.signals import uninstall_signal_handlers
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.ros.shutdown import (ShutdownSignals, StartupInterrupted, leave_process,
-                                       shutdown_logger, stray_threads)
+from alpamayo_ros.ros.shutdown import (SHUTDOWN_BOUND_S, ShutdownSignals, StartupInterrupted,
+                                       leave_process, shutdown_logger)
+
+
+# Longest wait of one executor cycle [s]. rclpy's signal thread first wakes the executors
+# and only then shuts the context down; an executor that handled the wake-up and went back
+# to waiting in between (the context still valid) waits for its next event: forever for a
+# node with no wall-clock timer and no traffic, e.g. the route oracle once the simulator
+# has ended (its only timer runs on the stopped sim clock). Waking up this often bounds
+# the exit after such a signal.
+_WAIT_S = 0.1
 
 
 def spin_until_shutdown(executor: Executor, context=None) -> None:
-    """executor.spin() that returns normally on Ctrl-C, SIGTERM or rclpy.shutdown() (also
-    when a callback gave up its work for the shutdown with StartupInterrupted)."""
+    """Spin until the executor's context or the executor is shut down (Ctrl-C, SIGTERM,
+    rclpy.shutdown(), executor.shutdown()), then return normally (also when a callback gave
+    up its work for the shutdown with StartupInterrupted)."""
     try:
-        executor.spin()
+        # (the executor's own flag, as Executor.spin checks it)
+        while executor.context.ok() and not executor._is_shutdown:
+            executor.spin_once(timeout_sec=_WAIT_S)
     except (KeyboardInterrupt, ExternalShutdownException, StartupInterrupted):
         pass
     except Exception as exc:
@@ -42,10 +60,35 @@ def spin_until_shutdown(executor: Executor, context=None) -> None:
         raise
 
 
+def take_pending(subscriptions: Sequence[Any]) -> int:
+    """Run the callbacks of every message already delivered to these subscriptions, in the
+    calling thread (a timer callback of the same single-threaded executor); returns how
+    many. rclpy's executor takes one message per subscription per cycle and runs a timer
+    that became ready before the messages still queued, so a tick whose executor lags
+    behind the stream would see older inputs than the ones already delivered (in lockstep:
+    a plan that differs from run to run). The executor later finds these messages taken
+    and skips them."""
+    from rclpy.exceptions import InvalidHandle
+
+    count = 0
+    for sub in subscriptions:
+        while True:
+            try:
+                with sub.handle:
+                    taken = sub.handle.take_message(sub.msg_type, sub.raw)
+            except InvalidHandle:  # destroyed meanwhile (deactivate, shutdown)
+                break
+            if taken is None:
+                break
+            sub.callback(taken[0])
+            count += 1
+    return count
+
+
 def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[], Executor],
              args: Optional[list] = None, parameter_specs: Optional[Sequence] = None) -> int:
-    """Whole life of a node executable; returns the process exit status (or leaves the
-    process with status 0 when a thread is still running after the shutdown).
+    """Whole life of a node executable: returns the exit status of a start that failed or
+    was interrupted; after spinning it leaves the process with status 0 (module docstring).
 
     2: malformed --ros-args, a parameter file or ``-p`` with unknown names, or a ConfigError while
     building the node (one readable line on stderr, no traceback); 0: clean shutdown, also
@@ -86,26 +129,62 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
         signals.ignore_from_now()
         return status
     logger = shutdown_logger(node)
-    finished = True
     try:
         if not signals.received:
             spin_until_shutdown(executor)
     finally:
         started = time.monotonic()
+        watchdog = _ShutdownWatchdog(name, started + SHUTDOWN_BOUND_S)
         logger.info(f"shutting down ({signals.first or 'rclpy shutdown'})")
         close = getattr(node, "close", None)
         if close is not None:
-            finished = close() is not False
+            close()  # False: a call was abandoned; the exit below does not wait for it
         executor.shutdown()
+        # rclpy's signal thread may still be shutting the middleware down (rcl marks the
+        # context invalid before rmw_shutdown runs); destroying the node meanwhile raced
+        # with it: a shutdown stuck for more than 20 s, 2 s stalls, a SIGSEGV. Uninstalling
+        # rclpy's handlers joins that thread (our handlers take the signals again).
+        uninstall_signal_handlers()
         node.destroy_node()
         rclpy.try_shutdown()
         signals.ignore_from_now()
+        watchdog.stop()
     ignored = len(signals.received) - 1
     logger.info(f"shut down in {time.monotonic() - started:.2f} s"
                 + (f"; {ignored} further signal(s) ignored" if ignored > 0 else ""))
-    if not finished or stray_threads():
-        leave_process(0)  # an abandoned call (or a stray thread) must not hold the exit
-    return 0
+    # Everything of the node, rclpy and DDS (its shared-memory files included) is shut down:
+    # the interpreter's own finalization would only cost time (0.5-1 s on the loaded 2-core
+    # machine, more under more load) and would wait for an abandoned call or a stray thread.
+    leave_process(0)
+    return 0  # not reached
+
+
+class _ShutdownWatchdog:
+    """Leaves the process with status 0 (saying so on stderr) unless stop() is called by
+    `deadline` (time.monotonic()). The shutdown work is rclpy's and DDS's (destroying
+    entities, shutting the context down) and has no timeout of its own; whatever holds it
+    (seen: a race with rclpy's signal thread, now avoided) must not hold the exit of a
+    process asked to stop."""
+
+    def __init__(self, name: str, deadline: float) -> None:
+        self._name = name
+        self._deadline = deadline
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="shutdown_watchdog",
+                                        daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        if not self._done.wait(max(self._deadline - time.monotonic(), 0.0)):
+            # os.write: no lock that a stuck main thread could hold.
+            os.write(2, f"{self._name}: shutdown still running after {SHUTDOWN_BOUND_S:g} s: "
+                        f"leaving the process\n".encode())
+            leave_process(0)
+
+    def stop(self) -> None:
+        """The shutdown work is done: the watchdog ends (and is no stray thread)."""
+        self._done.set()
+        self._thread.join()
 
 
 def _start(name: str, make_node: Callable[[], Any], executor: Executor,

@@ -1,4 +1,5 @@
-"""Parameter schemas of the closed-loop nodes: controller, CI simulator and route oracle.
+"""Parameter schemas of the closed-loop nodes: controller, CI simulator and route oracle
+(the route navigation node's: core.route_navigation).
 
 Each table lists every parameter once (ParamSpec: name, type, default, description,
 range). The nodes declare and validate them through alpamayo_ros.ros.closed_loop_params;
@@ -14,7 +15,9 @@ from typing import Any, Mapping, Optional
 from alpamayo_ros.control.config import ControllerConfig
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
                                             STRING_ARRAY, CrossChecks, ParamSpec)
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
 from alpamayo_ros.core.outputs import PLAN_TOPIC
+from alpamayo_ros.core.route_navigation import ROUTE_NAVIGATION_PARAMETERS
 from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NUM_CAMERAS
 
 _CFG = ControllerConfig()
@@ -27,6 +30,7 @@ CONTROLLER_FIELDS = {
     "vehicle.rear_axle_offset_xyz": "rear_axle_offset_xyz",
     "vehicle.full_throttle_accel": "full_throttle_accel",
     "vehicle.full_brake_decel": "full_brake_decel",
+    "vehicle.max_speed": "max_vehicle_speed",
     "lateral.lookahead_base": "lookahead_base",
     "lateral.lookahead_gain": "lookahead_gain",
     "lateral.lookahead_min": "lookahead_min",
@@ -43,6 +47,13 @@ CONTROLLER_FIELDS = {
     "plan.max_t0_ahead": "max_t0_ahead",
     "plan.max_speed": "max_plan_speed",
     "plan.max_lateral_accel": "max_plan_lateral_accel",
+    "plan.max_acceleration": "max_plan_acceleration",
+    "plan.max_waypoints": "max_plan_waypoints",
+    "plan.max_message_bytes": "max_plan_message_bytes",
+    "plan.max_horizon": "max_plan_horizon",
+    "plan.max_motion_mismatch": "max_plan_motion_mismatch",
+    "plan.max_accel_mismatch": "max_plan_accel_mismatch",
+    "plan.max_curvature_mismatch": "max_plan_curvature_mismatch",
     "stop.deceleration": "stop_deceleration",
     "stop.standstill_speed": "standstill_speed",
     "stop.standstill_brake": "standstill_brake",
@@ -66,6 +77,9 @@ _VEHICLE = (
               minimum=0.1, maximum=20.0),
     ParamSpec("vehicle.full_brake_decel", FLOAT, _CFG.full_brake_decel,
               "Deceleration of brake = 1 [m/s^2].", minimum=0.1, maximum=30.0),
+    ParamSpec("vehicle.max_speed", FLOAT, _CFG.max_vehicle_speed,
+              "Fastest the vehicle can go [m/s]: a larger odometry speed counts as this "
+              "for the jump limit and a stop's start speed.", minimum=1.0, maximum=150.0),
 )
 
 CONTROLLER_PARAMETERS: tuple[ParamSpec, ...] = (
@@ -133,13 +147,40 @@ CONTROLLER_PARAMETERS: tuple[ParamSpec, ...] = (
               "Refuse a plan whose t0 pose is farther than this from where the odometry had "
               "the rear axle at t0 [m].", minimum=0.01, maximum=100.0),
     ParamSpec("plan.max_t0_ahead", FLOAT, _CFG.max_t0_ahead,
-              "Refuse a plan whose t0 is this much after the newest odometry [s].",
+              "Refuse a plan whose t0 is more than this after the newest odometry [s]; a "
+              "plan less ahead waits until the odometry reaches its t0 (anchor check).",
               minimum=0.0, maximum=10.0),
     ParamSpec("plan.max_speed", FLOAT, _CFG.max_plan_speed,
               "Refuse a plan faster than this anywhere [m/s].", minimum=0.1, maximum=100.0),
     ParamSpec("plan.max_lateral_accel", FLOAT, _CFG.max_plan_lateral_accel,
-              "Refuse a plan whose speed x yaw rate exceeds this anywhere [m/s^2].",
+              "Refuse a plan whose speed x yaw rate exceeds this anywhere, the yaw rate "
+              "taken from its yaw array and from the headings of its own path [m/s^2].",
               minimum=0.1, maximum=50.0),
+    ParamSpec("plan.max_acceleration", FLOAT, _CFG.max_plan_acceleration,
+              "Refuse a plan with a larger |acceleration| anywhere [m/s^2].",
+              minimum=0.1, maximum=50.0),
+    ParamSpec("plan.max_waypoints", INT, _CFG.max_plan_waypoints,
+              "Refuse a plan with more waypoints (checked on the message before any "
+              "conversion).", minimum=2, maximum=10000),
+    ParamSpec("plan.max_message_bytes", INT, _CFG.max_plan_message_bytes,
+              "Refuse a serialized plan larger than this before deserializing it [bytes] "
+              "(16 candidates with 4096-token reasoning take about 0.6 MB).",
+              minimum=65536, maximum=67108864),
+    ParamSpec("plan.max_horizon", FLOAT, _CFG.max_plan_horizon,
+              "Refuse a plan whose last waypoint is later than this after t0 [s].",
+              minimum=0.1, maximum=600.0),
+    ParamSpec("plan.max_motion_mismatch", FLOAT, _CFG.max_plan_motion_mismatch,
+              "Refuse a plan whose poses are not where its speeds and yaws lead: each step "
+              "within this times its duration of the trapezoid of its end velocities "
+              "[m/s].", minimum=0.01, maximum=50.0),
+    ParamSpec("plan.max_accel_mismatch", FLOAT, _CFG.max_plan_accel_mismatch,
+              "Refuse a plan whose acceleration at a waypoint lies more than this outside "
+              "the slopes of its speeds just before and after it [m/s^2].", minimum=0.01,
+              maximum=50.0),
+    ParamSpec("plan.max_curvature_mismatch", FLOAT, _CFG.max_plan_curvature_mismatch,
+              "Refuse a plan whose curvature array differs more than this from the "
+              "curvature of its own path [1/m] (the path's curvature itself may not exceed "
+              "tan(max wheel angle) / wheelbase).", minimum=0.001, maximum=10.0),
     ParamSpec("stop.deceleration", FLOAT, _CFG.stop_deceleration,
               "Deceleration of a controlled stop [m/s^2].", minimum=0.1, maximum=10.0),
     ParamSpec("stop.standstill_speed", FLOAT, _CFG.standstill_speed,
@@ -149,7 +190,8 @@ CONTROLLER_PARAMETERS: tuple[ParamSpec, ...] = (
               "Brake held at standstill [0..1].", minimum=0.0, maximum=1.0),
     ParamSpec("odometry.max_position_jump", FLOAT, _CFG.max_position_jump,
               "Position change beyond 2 x speed x dt plus this is a jump (teleport, reset) "
-              "[m].", minimum=0.1, maximum=100.0),
+              "[m]; the speed counts at most vehicle.max_speed.", minimum=0.1,
+              maximum=100.0),
     ParamSpec("odometry.max_yaw_jump", FLOAT, _CFG.max_yaw_jump,
               "Yaw change beyond speed x dt [rad/m x m] plus this is a jump [rad].",
               minimum=0.01, maximum=3.2),
@@ -229,9 +271,15 @@ SIM_PARAMETERS: tuple[ParamSpec, ...] = (
               "... and every camera image topic this many.", minimum=0, maximum=100),
     ParamSpec("start.timeout", FLOAT, 120.0, "... for at most this many wall seconds.",
               minimum=0.0, maximum=3600.0),
+    ParamSpec("start.await_first_command", BOOL, False,
+              "Synchronous mode: wait for the first vehicle control command up to "
+              "start.timeout instead of vehicle_control_timeout (the controller answers "
+              "only once it has discovered this node; a run must not start by stepping "
+              "without it)."),
     ParamSpec("record_path", STRING, "",
               "Write a rosbag2 bag here: odometry, commands and record_topics (\"\" = no bag)."),
-    ParamSpec("record_topics", STRING_ARRAY, ["/" + PLAN_TOPIC, "/diagnostics"],
+    ParamSpec("record_topics", STRING_ARRAY,
+              ["/" + PLAN_TOPIC, "/" + NAVIGATION_TOPIC, "/diagnostics"],
               "Further topics to record (subscribed as they appear)."),
     ParamSpec("record_storage", STRING, "mcap", "Bag storage.", choices=("mcap", "sqlite3")),
 )
@@ -312,4 +360,5 @@ NODE_PARAMETERS: dict[str, tuple[tuple[ParamSpec, ...], Optional[CrossChecks]]] 
     "controller_node": (CONTROLLER_PARAMETERS, controller_cross_checks),
     "carla_sim": (SIM_PARAMETERS, sim_cross_checks),
     "route_oracle": (ORACLE_PARAMETERS, None),
+    "route_navigation": (ROUTE_NAVIGATION_PARAMETERS, None),
 }

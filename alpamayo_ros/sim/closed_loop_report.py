@@ -7,8 +7,10 @@ from the bag, so a report can be rebuilt from it. ROS-free (rosbags via bag/bag_
 Metrics (report["metrics"]):
 * lateral_deviation_rms_m / _max_m: rear axle to the route's centre line.
 * route_progress_m: station at the end minus station at the start.
-* speed_error_rms_mps: vehicle speed minus the route's target speed at its station (the
-  limits, lowered ahead of lower limits and the route's end at 2 m/s^2).
+* speed_error_rms_mps: vehicle speed minus the speed a car can reach at its station
+  (sim/scoring.reachable_speed: the limits, lowered ahead of lower limits and of the stop
+  (route's end, or an obstacle in the lane) at 2 m/s^2, and from the start speed on
+  reached at 1.5 m/s^2, the route oracle's limits).
 * max_jerk_mps3: largest |d(acceleration)/dt|, acceleration from the odometry speed.
 * plans_total / plans_ok, statuses; plan_age_p50_s: median age (now - t0) of OK plans
   when they reach the controller: tick - t0 in lockstep (the simulator is held at the tick
@@ -22,6 +24,12 @@ Metrics (report["metrics"]):
   than half the vehicle's width).
 * odometry_sha256: digest of the odometry stream (stamps and poses): equal digests =
   identical trajectories (the determinism check).
+
+Scores (report["scores"], sim/scoring.py): "leaderboard" (DS, RC, IP, infractions,
+collisions from the bridge's /carla/<role>/collision events with the types of
+/carla/actor_list, lane invasions from /carla/<role>/lane_invasion, off-lane percentage,
+how the route ended), "comfort" (Bench2Drive), "efficiency_percent" and "plan_age_p50_s",
+all on the part of the run before the route ended (completion, deviation, blocked).
 """
 from __future__ import annotations
 
@@ -36,12 +44,17 @@ import numpy as np
 
 from alpamayo_ros.core.outputs import PLAN_TOPIC
 from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.sim import scoring
+from alpamayo_ros.sim.obstacles import VEHICLE_BOX, ObstacleField, stop_station
 from alpamayo_ros.sim.route import Route
 
 REPORT_FORMAT = "alpamayo_closed_loop_report/1"
 VEHICLE_HALF_WIDTH_M = 0.95
 _STOP_MODES = ("stopping", "stopped", "odometry_lost")
 _STATUS_NAMES = {0: "OK", 1: "SKIPPED", 2: "INVALID_OUTPUT", 3: "MODEL_ERROR"}
+# Limits of the reachable speed profile [m/s^2] (the route oracle's defaults).
+TARGET_ACCELERATION = 1.5
+TARGET_DECELERATION = 2.0
 
 
 @dataclass
@@ -55,20 +68,34 @@ class RunRecord:
     plans: list = field(default_factory=list)        # dicts: tick_ns, t0_ns, log_ns, status, reason
     diagnostics: list = field(default_factory=list)  # dicts: t_ns, values (controller status)
     commands: int = 0
+    collisions: list = field(default_factory=list)   # dicts: t_ns, actor_id
+    lane_invasions: list = field(default_factory=list)  # dicts: t_ns, markings (ints)
+    actor_types: dict = field(default_factory=dict)  # actor id -> CARLA type id
 
 
 def read_bag(path: Path | str, role_name: str = "ego_vehicle",
              plan_topic: str = "/" + PLAN_TOPIC) -> RunRecord:
     from alpamayo_ros.bag import bag_io
     odom_topic = f"/carla/{role_name}/odometry"
+    collision_topic = f"/carla/{role_name}/collision"
+    invasion_topic = f"/carla/{role_name}/lane_invasion"
     stamps, xy, yaw, speed, plans, diags = [], [], [], [], [], []
+    collisions, invasions, actor_types = [], [], {}
     commands = 0
     with bag_io.BagReader(path) as reader:
         counts = reader.message_counts
         commands = counts.get(f"/carla/{role_name}/vehicle_control_cmd", 0)
-        for m in reader.messages([odom_topic, plan_topic, "/diagnostics"]):
+        for m in reader.messages([odom_topic, plan_topic, "/diagnostics", collision_topic,
+                                  invasion_topic, "/carla/actor_list"]):
             msg = m.msg
-            if m.topic == odom_topic:
+            if m.topic == collision_topic:
+                collisions.append({"t_ns": m.stamp_ns, "actor_id": int(msg.other_actor_id)})
+            elif m.topic == invasion_topic:
+                invasions.append({"t_ns": m.stamp_ns,
+                                  "markings": [int(k) for k in msg.crossed_lane_markings]})
+            elif m.topic == "/carla/actor_list":
+                actor_types.update({int(a.id): str(a.type) for a in msg.actors})
+            elif m.topic == odom_topic:
                 q = msg.pose.pose.orientation
                 stamps.append(m.stamp_ns)
                 xy.append((msg.pose.pose.position.x, msg.pose.pose.position.y))
@@ -90,7 +117,8 @@ def read_bag(path: Path | str, role_name: str = "ego_vehicle",
                      actor_xy=np.asarray(xy, dtype=np.float64).reshape(-1, 2)[order],
                      yaw=np.asarray(yaw, dtype=np.float64)[order],
                      speed=np.asarray(speed, dtype=np.float64)[order],
-                     plans=plans, diagnostics=diags, commands=commands)
+                     plans=plans, diagnostics=diags, commands=commands,
+                     collisions=collisions, lane_invasions=invasions, actor_types=actor_types)
 
 
 def odometry_digest(record: RunRecord) -> str:
@@ -139,7 +167,10 @@ def compute_report(record: RunRecord, route: Route, *, rear_axle_offset_x: float
                                                             np.sin(record.yaw)], axis=1)
     proj = route.project(axle)
     t = record.odom_ns / NS_PER_S  # sim time
-    target = route.target_speed(proj.s, 2.0)
+    target = scoring.reachable_speed(
+        route, proj.s, float(proj.s[0]), float(record.speed[0]), TARGET_ACCELERATION,
+        TARGET_DECELERATION, stop_station(route.length, route.obstacles,
+                                          VEHICLE_BOX.front_from(rear_axle_offset_x)))
     accel = np.gradient(record.speed, t) if len(t) > 2 else np.zeros_like(t)
     jerk = np.gradient(accel, t) if len(t) > 2 else np.zeros_like(t)
     lo, hi = route.road.asphalt
@@ -188,14 +219,45 @@ def compute_report(record: RunRecord, route: Route, *, rear_axle_offset_x: float
         "odometry_sha256": odometry_digest(record),
     }
     skipped = [p["reason"] for p in plans if p["status"] != 0]
+    scores = compute_scores(record, route, t, target, metrics["plan_age_p50_s"])
     return {"format": REPORT_FORMAT, "route": route.describe(), "run": dict(run or {}),
-            "metrics": metrics,
+            "metrics": metrics, "scores": scores,
             "skip_reasons_first": skipped[:5],
             "series": {"t_s": t.round(4).tolist(), "station_m": proj.s.round(3).tolist(),
                        "lateral_m": proj.lateral.round(4).tolist(),
                        "speed_mps": record.speed.round(4).tolist(),
                        "target_speed_mps": target.round(4).tolist()},
             "path": {"x": axle[:, 0].round(3).tolist(), "y": axle[:, 1].round(3).tolist()}}
+
+
+def compute_scores(record: RunRecord, route: Route, t: np.ndarray, target: np.ndarray,
+                   plan_age_p50_s: Optional[float]) -> dict:
+    """report["scores"] (module docstring): the leaderboard's on the actor origin (the
+    vehicle location its criteria use), comfort and efficiency up to the route's end."""
+    proj = route.project(record.actor_xy)
+    end_xy, _ = route.pose_at([route.length])
+    index = np.clip(np.searchsorted(record.odom_ns, [c["t_ns"] for c in record.collisions]),
+                    0, len(t) - 1)
+    events = [{"t_s": c["t_ns"] / NS_PER_S, "actor_id": c["actor_id"],
+               "x": record.actor_xy[i, 0], "y": record.actor_xy[i, 1],
+               "speed": record.speed[i]} for c, i in zip(record.collisions, index)]
+    trace = scoring.RouteTrace(
+        t_s=t, station_m=proj.s, lateral_m=proj.lateral,
+        heading_error_rad=record.yaw - proj.heading, speed_mps=record.speed,
+        distance_to_end_m=np.hypot(*(record.actor_xy - end_xy[0]).T),
+        route_length_m=route.length, lane_width_m=route.road.lane_width,
+        collisions=scoring.count_collisions(events, record.actor_types),
+        lane_invasions=[{"t_s": e["t_ns"] / NS_PER_S,
+                         "markings": [scoring.LANE_MARKINGS.get(k, str(k))
+                                      for k in e["markings"]]}
+                        for e in record.lane_invasions])
+    leaderboard = scoring.score_route(trace)
+    scored = t <= leaderboard["ended_s"] + 1e-9
+    return {"leaderboard": leaderboard,
+            "comfort": scoring.comfort(t[scored], record.yaw[scored], record.speed[scored]),
+            "efficiency_percent": scoring.efficiency(record.speed[scored], target[scored]),
+            "collision_events": len(record.collisions),
+            "plan_age_p50_s": plan_age_p50_s}
 
 
 def write_plot(report: Mapping, route: Route, path: Path) -> None:
@@ -212,14 +274,20 @@ def write_plot(report: Mapping, route: Route, path: Path) -> None:
         edge = route.xy + normal * e
         ax.plot(edge[:, 0], edge[:, 1], style, lw=0.6)
     ax.plot(route.xy[:, 0], route.xy[:, 1], color="0.6", lw=1.0, label="route (lane centre)")
+    for footprint in ObstacleField(route, route.obstacles).footprints:
+        closed = np.vstack([footprint, footprint[:1]])
+        ax.fill(closed[:, 0], closed[:, 1], color="tab:orange", alpha=0.8)
     ax.plot(report["path"]["x"], report["path"]["y"], "r-", lw=1.2, label="driven (rear axle)")
     ax.set_aspect("equal")
     ax.set_xlabel("x [m]")
     ax.set_ylabel("y [m]")
     ax.legend(loc="best", fontsize=8)
     m = report["metrics"]
+    lb = report.get("scores", {}).get("leaderboard")
     ax.set_title(f"{report['run'].get('planner', '')}: lateral RMS "
-                 f"{m['lateral_deviation_rms_m']:.3f} m, progress {m['route_progress_m']:.0f} m")
+                 f"{m['lateral_deviation_rms_m']:.3f} m, progress {m['route_progress_m']:.0f} m"
+                 + (f"\nDS {lb['driving_score']:.1f} (RC {lb['route_completion']:.1f} x IP "
+                    f"{lb['infraction_penalty']:.3f})" if lb else ""))
     s = report["series"]
     ax2 = fig.add_subplot(2, 2, 2)
     ax2.plot(s["t_s"], s["lateral_m"], "b-")
@@ -250,6 +318,7 @@ class Tolerances:
     jerk_abs: float = 2.0
     relative: float = 0.2
     progress_relative: float = 0.05
+    score_abs: float = 1.0   # driving score and route completion points [0..100]
 
 
 def compare(current: Mapping, golden: Mapping, tol: Tolerances = Tolerances()
@@ -293,6 +362,15 @@ def compare(current: Mapping, golden: Mapping, tol: Tolerances = Tolerances()
                            + "; ".join(s["cause"] for s in c["stops"]))
     if c["ticks_missing"] and not g["ticks_missing"]:
         regressions.append(f"ticks_missing: {c['ticks_missing'][:5]}")
+    cs, gs = current.get("scores"), golden.get("scores")
+    if cs and gs:
+        cl, gl = cs["leaderboard"], gs["leaderboard"]
+        for name in ("driving_score", "route_completion"):
+            line = f"{name}: golden {gl[name]:.4g} -> {cl[name]:.4g}"
+            (regressions if cl[name] < gl[name] - tol.score_abs else notes).append(line)
+        if cl["infractions_total"] > gl["infractions_total"]:
+            regressions.append(f"infractions: golden {gl['infractions']} -> "
+                               f"{cl['infractions']}")
     if c.get("odometry_sha256") != g.get("odometry_sha256"):
         notes.append("trajectory differs from the golden run (digests differ)")
     return regressions, notes

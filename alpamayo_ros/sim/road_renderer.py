@@ -4,7 +4,9 @@ The pinhole ground geometry of each camera (pixel -> ground point in the base fr
 rows, haze by range) is the scenario renderer's (sim/scenario.py `camera_geometry`, rig
 placements and FOVs of RIG_CAMERAS). Instead of its checker ground, the ground colour
 comes from a raster of the world, built once from the route: grass, asphalt, and white
-lines (edge lines, dashed centre line). Everything is deterministic in (camera, pose).
+lines (edge lines, dashed centre line). The route's obstacles are drawn over the ground
+as the scenario renderer draws its boxes (orange). Everything is deterministic in
+(camera, pose).
 """
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from functools import cached_property
 import numpy as np
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.sim.obstacles import ObstacleField
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim import scenario as sc
 
 GRASS, ASPHALT, LINE = 0, 1, 2
 _COLORS = np.array([[70, 120, 55], [90, 90, 95], [235, 235, 225]], dtype=np.float32)
+OBSTACLE_COLOR = (230, 120, 30)
 # Raster resolution [m per cell] and extent beyond the road [m].
 CELL_M = 0.1
 _MARGIN_M = 40.0
@@ -92,6 +96,9 @@ class RoadRenderer:
 
     def __init__(self, route: Route) -> None:
         self.raster = RoadRaster(route)
+        field = ObstacleField(route, route.obstacles)
+        self.boxes = [sc.Box((cx, cy), (ob.length, ob.width, ob.height), OBSTACLE_COLOR, yaw)
+                      for ob, (cx, cy, yaw) in zip(field.obstacles, field.poses)]
 
     @cached_property
     def _lut(self) -> np.ndarray:
@@ -117,4 +124,6 @@ class RoadRenderer:
         kind[inside] = raster.kinds[rows[inside], cols[inside]]
         kind += geo.fog_row
         np.take(self._lut, kind, axis=0, out=image[geo.first_ground_row:], mode="clip")
+        if self.boxes:
+            sc.draw_boxes(image, camera_index, geo.focal_px, x, y, yaw, self.boxes)
         return image

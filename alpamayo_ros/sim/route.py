@@ -10,13 +10,20 @@ Route file format (docs/closed_loop.md)::
         {"type": "straight", "length": 60.0, "speed_limit": 10.0},
         {"type": "arc", "length": 78.5, "radius": 50.0, "direction": "left",
          "speed_limit": 10.0}
-      ]
+      ],
+      "obstacles": [{"s": 150.0, "lateral": 0.0, "length": 4.6, "width": 1.9}],
+      "instructions": [{"s": 120.0, "text": "Turn right in 40m"}]
     }
 
-Units: metres, m/s, degrees for the start yaw; "direction" is "left" or "right". The route
+Units: metres, m/s, degrees for the start yaw; "direction" is "left" or "right". Instead
+of start and segments, a route may be a lane centre given as points in map coordinates
+(e.g. exported from CARLA): {"name": ..., "points": [[x, y], ...], "speed_limit": 10.0}. The route
 is the centre line of the ego lane in the simulator's world frame (`map`, REP-103). The
 road: the ego lane, an oncoming lane on its left, a dashed centre line between them, solid
-edge lines, asphalt half a metre beyond the edge lines, grass outside.
+edge lines, asphalt half a metre beyond the edge lines, grass outside. "obstacles" is
+optional (sim/obstacles.py). "instructions" is optional: navigation instructions by
+station (core.route_navigation; without them the route navigation node generates
+instructions from the route's turns).
 """
 from __future__ import annotations
 
@@ -30,7 +37,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.sim.obstacles import DEFAULT_HEIGHT_M, OBSTACLE_ID_BASE, Obstacle
 from alpamayo_ros.core.param_schema import closest_name
+from alpamayo_ros.core.route_navigation import parse_route_instructions
 
 DEFAULT_ROUTE_FILE = Path(__file__).resolve().parent / "data" / "default_route.json"
 # Spacing of the dense centre-line samples [m].
@@ -98,6 +107,9 @@ class RouteLimits:
     min_lane_width: float = 2.0
     max_lane_width: float = 8.0
     max_abs_start: float = 1.0e6
+    max_points: int = 1_000_000         # a route of map points
+    max_obstacles: int = 1000
+    max_obstacle_size: float = 100.0    # length, width, height
 
 
 ROUTE_LIMITS = RouteLimits()
@@ -169,17 +181,58 @@ class _RouteReader:
                                    "\"right\"")
         return Segment("arc", length, limit, (1.0 if direction == "left" else -1.0) / radius)
 
+    def obstacles(self, raw: Any) -> tuple[Obstacle, ...]:
+        """The "obstacles" list (sim/obstacles.py); actor ids in file order."""
+        lim = ROUTE_LIMITS
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or len(raw) > lim.max_obstacles:
+            raise self.fail("obstacles", f"have {_have(raw)}, need a list of at most "
+                                         f"{lim.max_obstacles} obstacles")
+        out = []
+        for i, item in enumerate(raw):
+            where = f"obstacle {i}"
+            item = self.mapping(item, where, ("s", "lateral", "length", "width", "height"),
+                                required=("s", "length", "width"))
+            size = {key: self.number(item.get(key, DEFAULT_HEIGHT_M), f"{where}: {key}", 0.0,
+                                     lim.max_obstacle_size, lo_open=True)
+                    for key in ("length", "width", "height")}
+            out.append(Obstacle(
+                s=self.number(item["s"], f"{where}: s", -lim.max_length, 2 * lim.max_length),
+                lateral=self.number(item.get("lateral", 0.0), f"{where}: lateral",
+                                    -lim.max_obstacle_size, lim.max_obstacle_size),
+                **size, actor_id=OBSTACLE_ID_BASE + i))
+        return tuple(out)
+
+    def points(self, raw: Any) -> np.ndarray:
+        """The "points" of a route of map points: (N, 2), N >= 2."""
+        lim = ROUTE_LIMITS
+        if not isinstance(raw, list) or not 2 <= len(raw) <= lim.max_points:
+            have = _have(raw) if not isinstance(raw, list) else f"{len(raw)} points"
+            raise self.fail("points", f"have {have}, need a list of 2 to {lim.max_points} "
+                                      "[x, y] points")
+        out = np.empty((len(raw), 2))
+        for i, point in enumerate(raw):
+            if not isinstance(point, list) or len(point) != 2:
+                raise self.fail(f"points[{i}]", f"have {_have(point)}, need [x, y]")
+            out[i] = [self.number(v, f"points[{i}]", -lim.max_abs_start, lim.max_abs_start)
+                      for v in point]
+        return out
+
 
 class Route:
     """Dense centre-line samples of the segments (see module docstring)."""
 
     def __init__(self, segments: Sequence[Segment], start_xy=(0.0, 0.0), start_yaw=0.0,
-                 name: str = "route", road: RoadLayout = RoadLayout()) -> None:
+                 name: str = "route", road: RoadLayout = RoadLayout(),
+                 obstacles: Sequence[Obstacle] = (), instructions: Sequence = ()) -> None:
         if not segments:
             raise ConfigError("route: need at least one segment, have 0")
         self.name = name
         self.segments = tuple(segments)
         self.road = road
+        self.obstacles = tuple(obstacles)
+        self.instructions = tuple(instructions)  # core.route_navigation.ScriptedInstruction
         self.start_xy = (float(start_xy[0]), float(start_xy[1]))
         self.start_yaw = float(start_yaw)
         xs, ys, yaws, ss, kappas, limits = [], [], [], [], [], []
@@ -220,7 +273,10 @@ class Route:
         """The route of a parsed route file; ConfigError naming the first problem (a
         missing or unknown key, a wrong type, a value out of ROUTE_LIMITS)."""
         reader = _RouteReader(source)
-        doc = reader.mapping(doc, "the route", ("name", "start", "lane_width", "segments"),
+        if isinstance(doc, Mapping) and "points" in doc:
+            return cls._from_points_doc(reader, doc)
+        doc = reader.mapping(doc, "the route", ("name", "start", "lane_width", "segments",
+                                                "obstacles", "instructions"),
                              required=("segments",))
         start = reader.mapping(doc.get("start", {}), "start", ("x", "y", "yaw_deg"))
         raw_segments = doc["segments"]
@@ -245,7 +301,69 @@ class Route:
         if not isinstance(name, str):
             raise ConfigError(f"{source}: name: have {_have(name)}, need a string")
         return cls(segments, xy, math.radians(yaw_deg), name=name,
-                   road=RoadLayout(lane_width=lane_width))
+                   road=RoadLayout(lane_width=lane_width),
+                   obstacles=reader.obstacles(doc.get("obstacles")),
+                   instructions=parse_route_instructions(doc.get("instructions"), source))
+
+    @classmethod
+    def _from_points_doc(cls, reader: "_RouteReader", doc: Mapping[str, Any]) -> "Route":
+        lim = ROUTE_LIMITS
+        doc = reader.mapping(doc, "the route", ("name", "points", "speed_limit", "lane_width",
+                                                "obstacles"), required=("points", "speed_limit"))
+        name = doc.get("name", reader.source)
+        if not isinstance(name, str):
+            raise ConfigError(f"{reader.source}: name: have {_have(name)}, need a string")
+        points = reader.points(doc["points"])
+        length = float(np.sum(np.hypot(*np.diff(points, axis=0).T)))
+        if length > lim.max_length:
+            raise ConfigError(f"{reader.source}: the points span {length:g} m, need at most "
+                              f"{lim.max_length:g} m")
+        return cls.from_points(
+            points, reader.number(doc["speed_limit"], "speed_limit", 0.0, lim.max_speed_limit,
+                                  lo_open=True), name=name,
+            road=RoadLayout(lane_width=reader.number(doc.get("lane_width", RoadLayout.lane_width),
+                                                     "lane_width", lim.min_lane_width,
+                                                     lim.max_lane_width)),
+            obstacles=reader.obstacles(doc.get("obstacles")), source=reader.source)
+
+    @classmethod
+    def from_points(cls, points, speed_limit: float, name: str = "route",
+                    road: RoadLayout = RoadLayout(), obstacles: Sequence[Obstacle] = (),
+                    source: str = "route") -> "Route":
+        """A route through points (N, 2) of a lane centre in map coordinates (e.g. exported
+        from CARLA's waypoints): the polyline resampled every SAMPLE_SPACING_M, heading
+        along it, one speed limit. One pseudo segment ("polyline") describes it."""
+        p = np.asarray(points, dtype=np.float64)
+        if p.ndim != 2 or p.shape[1] != 2 or len(p) < 2 or not np.all(np.isfinite(p)):
+            raise ConfigError(f"{source}: points must be >= 2 finite [x, y] pairs, have "
+                              f"shape {p.shape}")
+        if not (math.isfinite(speed_limit) and speed_limit > 0):
+            raise ConfigError(f"{source}: speed_limit must be > 0 m/s, have {speed_limit}")
+        step = np.hypot(*np.diff(p, axis=0).T)
+        p = p[np.concatenate([[True], step > 1e-6])]
+        if len(p) < 2:
+            raise ConfigError(f"{source}: points must span more than one position")
+        cum = np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(p, axis=0).T))])
+        length = float(cum[-1])
+        s = np.linspace(0.0, length, max(int(math.ceil(length / SAMPLE_SPACING_M)), 1) + 1)
+        xy = np.column_stack([np.interp(s, cum, p[:, 0]), np.interp(s, cum, p[:, 1])])
+        # Heading of the chord over +-1 m (the polyline's own heading steps at its points).
+        k = max(int(round(1.0 / SAMPLE_SPACING_M)), 1)
+        index = np.arange(len(s))
+        d = xy[np.minimum(index + k, len(s) - 1)] - xy[np.maximum(index - k, 0)]
+        heading = np.unwrap(np.arctan2(d[:, 1], d[:, 0]))
+        route = cls.__new__(cls)
+        route.name, route.road, route.obstacles = name, road, tuple(obstacles)
+        route.instructions = ()
+        route.segments = (Segment("polyline", length, float(speed_limit)),)
+        route.start_xy = (float(xy[0, 0]), float(xy[0, 1]))
+        route.start_yaw = float(heading[0])
+        route.s, route.xy, route.heading = s, xy, heading
+        route.curvature = np.gradient(heading, s)
+        route.speed_limit = np.full(len(s), float(speed_limit))
+        route.length = length
+        route._tree = cKDTree(xy)
+        return route
 
     @classmethod
     def load(cls, path: Optional[str | Path] = None) -> "Route":
@@ -294,17 +412,22 @@ class Route:
         i = np.clip(np.searchsorted(self.s, s, side="right") - 1, 0, len(self.s) - 1)
         return self.speed_limit[i]
 
-    def target_speed(self, s, deceleration: float, stop_at_end: bool = True) -> np.ndarray:
+    def target_speed(self, s, deceleration: float, stop_at_end: bool = True,
+                     stop_station: Optional[float] = None) -> np.ndarray:
         """Speed a driver aims for at stations s: the limit, lowered ahead of lower limits
-        (and of the route's end) so that `deceleration` [m/s^2] is enough to meet them."""
-        if not hasattr(self, "_profile") or self._profile[0] != (deceleration, stop_at_end):
+        (and of the route's end, or of `stop_station` and beyond it) so that
+        `deceleration` [m/s^2] is enough to meet them."""
+        key = (deceleration, stop_at_end, stop_station)
+        if not hasattr(self, "_profile") or self._profile[0] != key:
             v = self.speed_limit.astype(np.float64).copy()
             if stop_at_end:
                 v[-1] = 0.0
+            if stop_station is not None:  # standing from the last sample at or before it
+                v[max(int(np.searchsorted(self.s, stop_station, side="right")) - 1, 0):] = 0.0
             ds = np.diff(self.s)
             for i in range(len(v) - 2, -1, -1):
                 v[i] = min(v[i], math.sqrt(v[i + 1] ** 2 + 2.0 * deceleration * ds[i]))
-            self._profile = ((deceleration, stop_at_end), v)
+            self._profile = (key, v)
         s = np.clip(np.atleast_1d(np.asarray(s, dtype=np.float64)), 0.0, self.length)
         return np.interp(s, self.s, self._profile[1])
 
@@ -323,4 +446,7 @@ class Route:
                 "segments": [{"type": s.kind, "length": s.length, "speed_limit": s.speed_limit,
                               **({"radius": s.radius,
                                   "direction": "left" if s.curvature > 0 else "right"}
-                                 if s.kind == "arc" else {})} for s in self.segments]}
+                                 if s.kind == "arc" else {})} for s in self.segments],
+                **({"obstacles": [{"s": o.s, "lateral": o.lateral, "length": o.length,
+                                   "width": o.width} for o in self.obstacles]}
+                   if self.obstacles else {})}

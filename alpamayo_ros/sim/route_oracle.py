@@ -3,7 +3,9 @@
 From the rear-axle pose and speed at t0: the station on the route, a speed profile that
 follows the route's target speed (limits, lowered ahead of lower limits and the route's
 end) with bounded acceleration and deceleration, and a path along the centre line that
-starts at the vehicle's lateral offset and blends it to zero over blend_time. Output in
+starts at the vehicle's lateral offset and blends it to zero over blend_time. It stops
+at the route's end or, with an obstacle in its lane first, with its front STOP_GAP_M
+before that obstacle (sim/obstacles.py). Output in
 the t0 frame at t0 + 0.1 .. 6.4 s, as the planner's PlannerOutput candidate.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 
 from alpamayo_ros.core.geometry import Pose, to_local_frame
 from alpamayo_ros.core.types import WAYPOINT_OFFSETS
+from alpamayo_ros.sim.obstacles import VEHICLE_BOX, stop_station
 from alpamayo_ros.sim.route import Route
 
 # Internal integration step of the speed profile [s] (0.1 s waypoints are every 4th).
@@ -37,14 +40,19 @@ class OraclePlan:
 
 
 class RouteOracle:
-    """acceleration / deceleration [m/s^2]: limits of the speed profile; blend_time [s]."""
+    """acceleration / deceleration [m/s^2]: limits of the speed profile; blend_time [s];
+    rear_axle_offset_x: the rear axle on the actor's x axis [m] (where the vehicle's front
+    is, for stopping before obstacles)."""
 
     def __init__(self, route: Route, acceleration: float = 1.5, deceleration: float = 2.0,
-                 blend_time: float = 2.0) -> None:
+                 blend_time: float = 2.0, rear_axle_offset_x: float = -1.42) -> None:
         self.route = route
         self.acceleration = acceleration
         self.deceleration = deceleration
         self.blend_time = blend_time
+        # Station of the rear axle where the plan stops.
+        self.stop_station = stop_station(route.length, route.obstacles,
+                                         VEHICLE_BOX.front_from(rear_axle_offset_x))
 
     def plan(self, x: float, y: float, yaw: float, speed: float) -> OraclePlan:
         offsets = np.asarray(WAYPOINT_OFFSETS, dtype=np.float64)
@@ -58,7 +66,8 @@ class RouteOracle:
         for _ in range(n_int):
             # Follow the target speed (a braking curve at `deceleration` ahead of lower
             # limits) within one step; a quarter more braking keeps up with the curve.
-            target = float(self.route.target_speed(s + v * _DT, self.deceleration)[0])
+            target = float(self.route.target_speed(s + v * _DT, self.deceleration,
+                                                   stop_station=self.stop_station)[0])
             a = float(np.clip((target - v) / _DT, -1.25 * self.deceleration,
                               self.acceleration))
             if v + a * _DT < 0.0:
@@ -94,7 +103,7 @@ class RouteOracle:
         rot[:, 1, 0], rot[:, 1, 1] = sin, cos
         xyz_t0, _ = to_local_frame(xyz_odom, rot, t0_pose)
         yaw_t0 = path_heading[pick] - yaw
-        ds = np.gradient(stations)
+        ds = np.hypot(d[:, 0], d[:, 1])  # along the path itself (the blend included)
         curvature = np.where(ds > 1e-6, np.gradient(path_heading) / np.maximum(ds, 1e-6), 0.0)
         return OraclePlan(offsets=offsets, xyz=xyz_t0, yaw=yaw_t0, speed=speeds[pick],
                           acceleration=accels[pick], curvature=curvature[pick],

@@ -149,11 +149,13 @@ class OdometrySamples:
 
 @dataclass(frozen=True)
 class Box:
-    """An axis-aligned (in world yaw) box on the ground: centre xy [m], size [m], RGB."""
+    """A box on the ground: centre xy [m], size [m] (x, y along its own axes), RGB, and
+    its heading in the world [rad] (0: axis-aligned)."""
 
     center_xy: tuple[float, float]
     size_xyz: tuple[float, float, float]
     color: tuple[int, int, int]
+    yaw: float = 0.0
 
 
 @dataclass
@@ -427,14 +429,15 @@ def render_view(spec: CameraSpec, x: float, y: float, yaw: float,
     # Gather colours straight into the (contiguous) ground rows of the image.
     np.take(_ground_lut(), kind, axis=0, out=image[geo.first_ground_row:], mode="clip")
     if boxes:
-        _draw_boxes(image, spec, geo.focal_px, x, y, yaw, boxes)
+        draw_boxes(image, spec.index, geo.focal_px, x, y, yaw, boxes)
     return image
 
 
-def _draw_boxes(image: np.ndarray, spec: CameraSpec, focal: float, x: float, y: float,
-                yaw: float, boxes: Sequence[Box]) -> None:
-    """Paint each box as the bounding rectangle of its projected corners, far to near."""
-    place = RIG_CAMERAS[spec.index]
+def draw_boxes(image: np.ndarray, camera_index: int, focal: float, x: float, y: float,
+               yaw: float, boxes: Sequence[Box]) -> None:
+    """Paint each box into the image of rig camera `camera_index` (base pose x, y, yaw) as
+    the bounding rectangle of its projected corners, far to near."""
+    place = RIG_CAMERAS[camera_index]
     height, width = image.shape[:2]
     cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
     cam_yaw = yaw + place.yaw
@@ -445,7 +448,9 @@ def _draw_boxes(image: np.ndarray, spec: CameraSpec, focal: float, x: float, y: 
     drawn = []
     for box in boxes:
         hx, hy, hz = box.size_xyz[0] / 2, box.size_xyz[1] / 2, box.size_xyz[2]
-        corners = np.array([[box.center_xy[0] + dx, box.center_xy[1] + dy, z]
+        bc, bs = math.cos(box.yaw), math.sin(box.yaw)
+        corners = np.array([[box.center_xy[0] + bc * dx - bs * dy,
+                             box.center_xy[1] + bs * dx + bc * dy, z]
                             for dx in (-hx, hx) for dy in (-hy, hy) for z in (0.0, hz)])
         rel_x, rel_y = corners[:, 0] - cam_x, corners[:, 1] - cam_y
         fwd = cc * rel_x + sc * rel_y

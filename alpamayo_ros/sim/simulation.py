@@ -5,6 +5,13 @@ step and of any planning period that is a multiple of it. The vehicle starts on 
 (station, lateral offset, heading of the route there) at initial_speed. Each `step`
 applies the held command for one step (KinematicBicycle). Cameras are due every
 camera_period_ns (phase 0), as CARLA sensors with sensor_tick in synchronous mode.
+
+After each step, `touching` lists the route's obstacles the vehicle box touches (a CARLA
+collision sensor reports a contact in every frame it lasts) and `crossed_markings` the
+lane markings a corner of the box crossed during the step (a lane invasion sensor's
+event): LANE_MARKING_SOLID for the edge lines, LANE_MARKING_BROKEN for the dashed centre
+line, as carla_msgs/CarlaLaneInvasionEvent numbers them. The vehicle drives through an
+obstacle (a kinematic model has no contact forces).
 """
 from __future__ import annotations
 
@@ -12,9 +19,16 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
+
 from alpamayo_ros.core.errors import ConfigError
+from alpamayo_ros.sim.obstacles import VEHICLE_BOX, ObstacleField, vehicle_corners
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.vehicle_model import KinematicBicycle, VehicleParams, VehicleState
+
+
+# carla_msgs/CarlaLaneInvasionEvent marking types.
+LANE_MARKING_BROKEN, LANE_MARKING_SOLID = 1, 2
 
 
 @dataclass(frozen=True)
@@ -46,6 +60,34 @@ class Simulation:
                                   y=float(xy[0, 1] + normal[1] * start_lateral),
                                   yaw=float(heading[0]), speed=float(initial_speed))
         self.command = HeldCommand()
+        self.obstacles = ObstacleField(route, route.obstacles)
+        road = route.road
+        self._markings = ((road.right_edge, LANE_MARKING_SOLID),
+                          (road.centre_line, LANE_MARKING_BROKEN),
+                          (road.left_edge, LANE_MARKING_SOLID))
+        self._corner_lateral = self._corner_laterals()
+        self.touching: list = []
+        self.crossed_markings: list[int] = []
+        self._update_events()
+
+    def _corner_laterals(self) -> np.ndarray:
+        x, y, yaw = self.actor_pose()
+        corners = vehicle_corners(x, y, yaw, VEHICLE_BOX)
+        proj = self.route.project(corners)
+        return np.where(proj.s > 0.0, proj.lateral, np.nan)  # nothing before the start
+
+    def _update_events(self) -> None:
+        x, y, yaw = self.actor_pose()
+        self.touching = self.obstacles.touching(x, y, yaw)
+        now = self._corner_laterals()
+        before = self._corner_lateral
+        crossed = []
+        for position, kind in self._markings:
+            a, b = before - position, now - position
+            if np.any((a * b < 0.0) & np.isfinite(a * b)):
+                crossed.append(kind)
+        self.crossed_markings = crossed
+        self._corner_lateral = now
 
     @property
     def time_ns(self) -> int:
@@ -63,6 +105,7 @@ class Simulation:
         self.state = self.model.step(self.state, c.throttle, brake, c.steer,
                                      self.step_ns / 1e9, reverse=c.reverse)
         self.step_index += 1
+        self._update_events()
 
     def actor_pose(self) -> tuple[float, float, float]:
         """(x, y, yaw) of the actor origin, the pose CARLA's odometry reports."""
@@ -76,3 +119,5 @@ class Simulation:
         """Move the actor origin to (x, y, yaw) (a CARLA set_transform / respawn)."""
         v = self.state.speed if speed is None else speed
         self.state = self.model.from_actor_origin(x, y, yaw, v)
+        self._corner_lateral = self._corner_laterals()
+        self._update_events()

@@ -5,6 +5,14 @@ Topics for role name R (default ego_vehicle), as the bridge publishes them:
   /carla/R/<id>/camera_info  sensor_msgs/CameraInfo (pinhole of the camera's FOV)
   /carla/R/odometry          nav_msgs/Odometry in `map`, pose of the actor origin (not the
                              rear axle), child_frame_id R, twist in the vehicle frame
+  /carla/R/collision        carla_msgs/CarlaCollisionEvent, one per obstacle touched per
+                             step (other_actor_id: the obstacle's actor id)
+  /carla/R/lane_invasion    carla_msgs/CarlaLaneInvasionEvent, a step whose vehicle box
+                             crossed lane markings (their types)
+  /carla/actor_list          carla_msgs/CarlaActorList: the ego and the obstacles (ids and
+                             CARLA type ids), every step as the bridge's pseudo sensor
+  /carla/R/waypoints         nav_msgs/Path in `map`: the route (lane centre, 1 m apart), once
+                             and latched, as carla_waypoint_publisher publishes a route
   /clock                     rosgraph_msgs/Clock, the sim time
   in: /carla/R/vehicle_control_cmd (carla_msgs/CarlaEgoVehicleControl), /carla/control
       (carla_msgs/CarlaControl: PLAY, PAUSE, STEP_ONCE, as the bridge's run state)
@@ -15,7 +23,9 @@ command; at most vehicle_control_timeout wall seconds, like the bridge's 1 s), a
 run state (a PAUSE holds until PLAY or STEP_ONCE) and steps. One deliberate difference from
 the bridge: each step publishes the sensor data first and /clock last (the bridge publishes
 /clock first), so a node whose timer fires on that /clock has the step's data already; this
-is what makes lockstep runs repeat exactly (docs/closed_loop.md). With synchronous_mode
+is what makes lockstep runs repeat exactly (docs/closed_loop.md). Before its first step it
+publishes /clock at the start time while it waits for its subscribers (a planner kept
+across the runs of a suite sees sim time restart before the first step). With synchronous_mode
 false it steps on wall time without waiting (real-time mode).
 
 The world, vehicle and cameras are alpamayo_ros.sim (route, kinematic bicycle, road
@@ -29,8 +39,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from carla_msgs.msg import CarlaControl, CarlaEgoVehicleControl
-from nav_msgs.msg import Odometry
+import numpy as np
+from carla_msgs.msg import (CarlaActorInfo, CarlaActorList, CarlaCollisionEvent, CarlaControl,
+                            CarlaEgoVehicleControl, CarlaLaneInvasionEvent)
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, Path as PathMsg
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -40,18 +53,23 @@ from sensor_msgs.msg import CameraInfo, Image
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.ros import closed_loop_params as CP
-from alpamayo_ros.ros.convert import ns_to_time, time_to_ns
-from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS
-from alpamayo_ros.ros.spin import checked_arguments, remove_normalised_files, spin_until_shutdown
+from alpamayo_ros.ros.convert import ns_to_time, poses_to_msgs, time_to_ns
+from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS, route_qos
+from alpamayo_ros.ros.spin import run_node
 from alpamayo_ros.testbed.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
-from alpamayo_ros.sim.route import Route
+from alpamayo_ros.sim.route import SAMPLE_SPACING_M, Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
 from alpamayo_ros.sim import scenario as sc
-from alpamayo_ros.ros.shutdown import GatedCallbacks
+from alpamayo_ros.ros.shutdown import GatedCallbacks, shutdown_logger
 
 NODE_NAME = "carla_sim"
+# CARLA actor id of the ego vehicle in /carla/actor_list (obstacles: sim/obstacles.py).
+EGO_ACTOR_ID = 1
+# Nominal mass [kg] for the collision events' normal impulse (mass x speed; the kinematic
+# model has no contact forces).
+_EGO_MASS_KG = 1800.0
 _POLL_S = 0.002
 
 
@@ -103,6 +121,18 @@ class CarlaSimNode(GatedCallbacks, Node):
         self._control_topic = f"{prefix}/vehicle_control_cmd"
         self._pub_odom = self.create_publisher(Odometry, self._odometry_topic, BRIDGE_QOS)
         self._pub_clock = self.create_publisher(ClockMsg, "/clock", CLOCK_QOS)
+        self._collision_topic = f"{prefix}/collision"
+        self._invasion_topic = f"{prefix}/lane_invasion"
+        self._pub_collision = self.create_publisher(CarlaCollisionEvent, self._collision_topic,
+                                                    BRIDGE_QOS)
+        self._pub_invasion = self.create_publisher(CarlaLaneInvasionEvent,
+                                                   self._invasion_topic, BRIDGE_QOS)
+        self._pub_actors = self.create_publisher(CarlaActorList, "/carla/actor_list",
+                                                 BRIDGE_QOS)
+        self._actor_list = self._make_actor_list(role, route)
+        self._actor_list_recorded = False
+        self._pub_route = self.create_publisher(PathMsg, f"{prefix}/waypoints", route_qos())
+        self._pub_route.publish(self._route_path(route))
         self.create_subscription(CarlaEgoVehicleControl, self._control_topic, self._on_command,
                                  BRIDGE_QOS)
         self.create_subscription(CarlaControl, "/carla/control", self._on_run_state, BRIDGE_QOS)
@@ -115,9 +145,11 @@ class CarlaSimNode(GatedCallbacks, Node):
         self._run_states: list[int] = []
         self._paused = False
         self._command_received = False
+        self._first_command_received = False
         self._waiting_since = 0.0
         self._started = False
         self._start_wall = time.monotonic()
+        self._start_clock_wall = -math.inf
         self.finished = False
         self.timeouts = 0
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -128,6 +160,22 @@ class CarlaSimNode(GatedCallbacks, Node):
             f"{'synchronous' if v['synchronous_mode'] else 'real-time'} mode, cameras "
             f"{[f'{prefix}/{cid}/image' for cid, _ in self._cameras]}, odometry "
             f"{self._odometry_topic}")
+
+    def _route_path(self, route: Route) -> PathMsg:
+        """The route's centre line every metre (and its end) as a nav_msgs/Path in map."""
+        every = max(int(round(1.0 / SAMPLE_SPACING_M)), 1)
+        index = np.unique(np.append(np.arange(0, len(route.s), every), len(route.s) - 1))
+        xyz = np.column_stack([route.xy[index], np.zeros(len(index))])
+        yaw = route.heading[index]
+        rot = np.zeros((len(index), 3, 3))
+        rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1] = (np.cos(yaw), -np.sin(yaw),
+                                                                  np.sin(yaw), np.cos(yaw))
+        rot[:, 2, 2] = 1.0
+        msg = PathMsg()
+        msg.header.stamp, msg.header.frame_id = ns_to_time(self.sim.time_ns), "map"
+        for pose in poses_to_msgs(xyz, rot):
+            msg.poses.append(PoseStamped(header=msg.header, pose=pose))
+        return msg
 
     # ------------------------------------------------------------------ inputs
     def _on_command(self, msg: CarlaEgoVehicleControl) -> None:
@@ -140,6 +188,7 @@ class CarlaSimNode(GatedCallbacks, Node):
         self.sim.apply(HeldCommand(throttle=msg.throttle, brake=msg.brake, steer=msg.steer,
                                    reverse=msg.reverse, hand_brake=msg.hand_brake))
         self._command_received = True
+        self._first_command_received = True
         if self._values["synchronous_mode"]:
             self._advance()
 
@@ -157,6 +206,7 @@ class CarlaSimNode(GatedCallbacks, Node):
         if self.finished:
             return
         if not self._started:
+            self._announce_start_time()
             if not self._ready_to_start():
                 return
             self._started = True
@@ -166,6 +216,16 @@ class CarlaSimNode(GatedCallbacks, Node):
             self._advance()
         else:
             self._step_and_publish()
+
+    def _announce_start_time(self) -> None:
+        """Before the first step, /clock at the start time every 0.1 s (wall): a node that
+        outlives a previous run (a suite worker's planner) sees sim time restart while the
+        simulator waits for its subscribers, not with the first steps (its timer then
+        re-anchors at 0 and ticks on the multiples of its period)."""
+        now = time.monotonic()
+        if now - self._start_clock_wall >= 0.1:
+            self._pub_clock.publish(ClockMsg(clock=ns_to_time(self.sim.time_ns)))
+            self._start_clock_wall = now
 
     def _ready_to_start(self) -> bool:
         v = self._values
@@ -204,6 +264,8 @@ class CarlaSimNode(GatedCallbacks, Node):
             return
         if v["synchronous_mode_wait_for_vehicle_control_command"] and not self._command_received:
             timeout = v["vehicle_control_timeout"]
+            if v["start.await_first_command"] and not self._first_command_received:
+                timeout = v["start.timeout"]
             if timeout <= 0 or time.monotonic() - self._waiting_since < timeout:
                 return
             self.timeouts += 1
@@ -226,6 +288,7 @@ class CarlaSimNode(GatedCallbacks, Node):
             # subscriptions and publishers separately) is still recorded from then on.
             self._recorder.discover_missing()
             self._recorder.write(self._odometry_topic, odom, t_ns)
+        self._publish_events(stamp, t_ns)
         if self.sim.cameras_due():
             self._publish_cameras(stamp)
         # Data first, /clock last (module docstring); at a settled tick the /clock waits.
@@ -241,6 +304,40 @@ class CarlaSimNode(GatedCallbacks, Node):
             self.finished = True
             self.get_logger().info(f"finished at {t_ns / NS_PER_S:.3f} s sim time "
                                    f"({self.timeouts} control timeouts)")
+            if self._values["exit_when_done"]:
+                self.context.try_shutdown()  # ends spinning; run_node closes the bag
+
+    @staticmethod
+    def _make_actor_list(role: str, route: Route) -> CarlaActorList:
+        from alpamayo_ros.testbed.closed_loop_stack import BLUEPRINT
+        actors = [CarlaActorInfo(id=EGO_ACTOR_ID, type=BLUEPRINT, rolename=role)]
+        actors += [CarlaActorInfo(id=ob.actor_id, type=ob.type_id) for ob in route.obstacles]
+        return CarlaActorList(actors=actors)
+
+    def _publish_events(self, stamp, t_ns: int) -> None:
+        """Collision and lane invasion events of the step, and the actor list (module
+        docstring); the bag keeps the events and the first actor list."""
+        self._pub_actors.publish(self._actor_list)
+        if self._recorder is not None and not self._actor_list_recorded:
+            self._recorder.write("/carla/actor_list", self._actor_list, t_ns)
+            self._actor_list_recorded = True
+        sim = self.sim
+        for ob in sim.touching:
+            msg = CarlaCollisionEvent(other_actor_id=ob.actor_id)
+            msg.header.stamp, msg.header.frame_id = stamp, f"{self._frame_prefix}/collision"
+            impulse = _EGO_MASS_KG * sim.state.speed
+            msg.normal_impulse.x = float(-impulse * math.cos(sim.state.yaw))
+            msg.normal_impulse.y = float(-impulse * math.sin(sim.state.yaw))
+            self._pub_collision.publish(msg)
+            if self._recorder is not None:
+                self._recorder.write(self._collision_topic, msg, t_ns)
+        if sim.crossed_markings:
+            msg = CarlaLaneInvasionEvent(crossed_lane_markings=list(sim.crossed_markings))
+            msg.header.stamp = stamp
+            msg.header.frame_id = f"{self._frame_prefix}/lane_invasion"
+            self._pub_invasion.publish(msg)
+            if self._recorder is not None:
+                self._recorder.write(self._invasion_topic, msg, t_ns)
 
     def _odometry(self, stamp) -> Odometry:
         x, y, yaw = self.sim.actor_pose()
@@ -272,54 +369,20 @@ class CarlaSimNode(GatedCallbacks, Node):
             pub_info.publish(info)
 
     def close(self) -> None:
+        """Close the bag (after spinning ended: the context may be shut down already)."""
         if self._recorder is not None:
             self._recorder.close()
             counts = ", ".join(f"{t}: {n}" for t, n in sorted(self._recorder.counts.items()))
-            self.get_logger().info(f"recorded {counts or 'nothing'}")
+            shutdown_logger(self).info(f"recorded {counts or 'nothing'}")
             self._recorder = None
 
 
 def main(args: Optional[list] = None) -> int:
-    """Entry point of the carla_sim executable: runs until `duration` (exit 0) or SIGINT."""
-    import rclpy
-
-    original = list(sys.argv if args is None else args)
-    argv = checked_arguments(NODE_NAME, original, CP.SIM_PARAMETERS)
-    if argv is None:
-        return 2
-    try:
-        rclpy.init(args=argv)
-    except Exception as exc:
-        print(f"{NODE_NAME}: invalid ROS arguments: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        remove_normalised_files(original, argv)
-    try:
-        node = CarlaSimNode()
-    except ConfigError as exc:
-        print(f"{NODE_NAME}: configuration error: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        if node._values["exit_when_done"]:
-            while rclpy.ok() and not node.finished:
-                executor.spin_once(timeout_sec=0.1)
-        else:
-            spin_until_shutdown(executor)
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:
-        from rclpy.executors import ExternalShutdownException
-        if not isinstance(exc, ExternalShutdownException):
-            raise
-    finally:
-        node.close()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    """Entry point of the carla_sim executable: runs until `duration` (exit_when_done; exit
+    0) or a signal; 2 for invalid parameters. The shutdown is spin.run_node's (prompt, exit
+    status 0, no traceback, whichever signal and whenever)."""
+    return run_node(NODE_NAME, CarlaSimNode, SingleThreadedExecutor, args,
+                    parameter_specs=CP.SIM_PARAMETERS)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """The processes of a closed loop, defined once for the launch files, the tool and the tests.
 
-`sim_stack()` is launch/sim_closed_loop.launch.py: CI simulator, planner (or route oracle)
-and controller, each an executable of this package with parameter files from config/ plus
-overrides. `carla_stack()` is the planner and controller of
-launch/carla_closed_loop.launch.py (the bridge and the spawner come from
-carla-ros-bridge). The closed-loop tool and the tests start exactly these specs as
-processes (`command_line`), so what they run is what the launch files run.
+`sim_stack()` is launch/sim_closed_loop.launch.py: CI simulator, planner (or route oracle),
+controller and route navigation (instructions from the simulator's route), each an
+executable of this package with parameter files from config/ plus overrides.
+`carla_stack()` is the planner and controller of launch/carla_closed_loop.launch.py (the
+bridge and the spawner come from carla-ros-bridge). The closed-loop tool and the tests
+start exactly these specs as processes (`command_line`), so what they run is what the
+launch files run.
 No rclpy and no launch here: plain data.
 """
 from __future__ import annotations
@@ -83,23 +84,42 @@ def controller_spec(rate_hz: float, lockstep: bool = True,
                      "lockstep.planning_period": 1.0 / rate_hz, **(extra or {})})
 
 
+def navigation_spec(route_file: str = "") -> NodeSpec:
+    """The route navigation node on the simulator's route (/carla/<role>/waypoints) and
+    odometry; a route file's "instructions" replace the generated ones."""
+    return NodeSpec("route_navigation", "alpamayo_route_navigation", ("route_navigation.yaml",),
+                    {"use_sim_time": True, "route_topic": f"/carla/{ROLE_NAME}/waypoints",
+                     "odometry_topic": f"/carla/{ROLE_NAME}/odometry",
+                     "instructions_file": route_file, "source": "route"})
+
+
 def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
               lockstep: bool = True, checkpoint: str = "", device: str = "cpu",
               sim: Optional[Mapping[str, Any]] = None,
               planner_extra: Optional[Mapping[str, Any]] = None,
-              controller_extra: Optional[Mapping[str, Any]] = None) -> list[NodeSpec]:
-    """carla_sim + planner + controller. The simulator starts stepping once the controller
-    and the planner subscribe (so the planner's timer exists before the first /clock and
-    its ticks fall on multiples of its period); lockstep off = real-time mode."""
+              controller_extra: Optional[Mapping[str, Any]] = None,
+              navigation: Optional[bool] = None) -> list[NodeSpec]:
+    """carla_sim + planner + controller (+ route navigation: alpamayo/navigation for an
+    Alpamayo 1.5 planner; None = with the model planner only, the one that can use
+    instructions). The simulator starts stepping once the controller and the
+    planner subscribe (so the planner's timer exists before the first /clock and its
+    ticks fall on multiples of its period), and the navigation node; lockstep off =
+    real-time mode."""
     camera_subscribers = 0 if planner == "route_oracle" else 1
+    if navigation is None:
+        navigation = planner == "alpamayo"
     sim_overrides: dict[str, Any] = {
         "synchronous_mode": lockstep,
         "tick_settle.period": 1.0 / rate_hz if lockstep else 0.0,
-        "start.min_odometry_subscribers": 2,
+        "start.min_odometry_subscribers": 3 if navigation else 2,
+        "start.await_first_command": lockstep,
         "start.min_camera_subscribers": camera_subscribers, **(sim or {})}
-    return [NodeSpec("carla_sim", "carla_sim", ("carla_sim.yaml",), sim_overrides),
-            planner_spec(planner, rate_hz, checkpoint, device, planner_extra),
-            controller_spec(rate_hz, lockstep, controller_extra)]
+    specs = [NodeSpec("carla_sim", "carla_sim", ("carla_sim.yaml",), sim_overrides),
+             planner_spec(planner, rate_hz, checkpoint, device, planner_extra),
+             controller_spec(rate_hz, lockstep, controller_extra)]
+    if navigation:
+        specs.append(navigation_spec(sim_overrides.get("route_file", "")))
+    return specs
 
 
 def carla_stack(*, rate_hz: float = 2.0, checkpoint: str = "", device: str = "cuda",
@@ -162,7 +182,10 @@ def describe(specs: Sequence[NodeSpec]) -> list[dict]:
 def carla_objects(width: int = CAMERA_IMAGE_SHAPE[1], height: int = CAMERA_IMAGE_SHAPE[0],
                   sensor_tick: float = 0.1) -> dict:
     """objects.json for carla_spawn_objects: the ego with the 4 Alpamayo cameras at the rig's
-    poses and FOVs and the odometry pseudo sensor (config/carla_objects.json is this).
+    poses and FOVs, the odometry pseudo sensor, the collision and lane invasion sensors
+    (/carla/<role>/collision and /lane_invasion, scored by sim/scoring.py) and the actor
+    list pseudo sensor (/carla/actor_list: the collided actors' types)
+    (config/carla_objects.json is this).
 
     Spawn points are in the ROS convention of the bridge (x forward, y left, z up, yaw in
     degrees + = left; the bridge converts to CARLA's left-handed frame), relative to the
@@ -180,4 +203,10 @@ def carla_objects(width: int = CAMERA_IMAGE_SHAPE[1], height: int = CAMERA_IMAGE
                         "image_size_x": width, "image_size_y": height,
                         "fov": place.fov_deg, "sensor_tick": sensor_tick})
     sensors.append({"type": "sensor.pseudo.odom", "id": "odometry"})
-    return {"objects": [{"type": BLUEPRINT, "id": ROLE_NAME, "sensors": sensors}]}
+    origin = {"x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0, "yaw": 0.0}
+    sensors.append({"type": "sensor.other.collision", "id": "collision",
+                    "spawn_point": dict(origin)})
+    sensors.append({"type": "sensor.other.lane_invasion", "id": "lane_invasion",
+                    "spawn_point": dict(origin)})
+    return {"objects": [{"type": "sensor.pseudo.actor_list", "id": "actor_list"},
+                        {"type": BLUEPRINT, "id": ROLE_NAME, "sensors": sensors}]}

@@ -26,8 +26,8 @@ from alpamayo_ros.msg import PlannerOutput, TrajectoryCandidate
 from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import (core_pose_to_msg, ns_to_duration, ns_to_time,
                                       poses_to_msgs, time_to_ns)
-from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, PLAN_QOS
-from alpamayo_ros.ros.spin import run_node
+from alpamayo_ros.ros.qos import CONTROL_ODOMETRY_QOS, LATCHED_PLAN_QOS
+from alpamayo_ros.ros.spin import run_node, take_pending
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.route_oracle import RouteOracle
 from alpamayo_ros.ros.shutdown import GatedCallbacks
@@ -41,14 +41,15 @@ class RouteOracleNode(GatedCallbacks, Node):
         v = self._values = CP.declare_and_read(self, CP.ORACLE_PARAMETERS)
         self._oracle = RouteOracle(Route.load(v["route_file"] or None),
                                    acceleration=v["acceleration"],
-                                   deceleration=v["deceleration"], blend_time=v["blend_time"])
+                                   deceleration=v["deceleration"], blend_time=v["blend_time"],
+                                   rear_axle_offset_x=v["rear_axle_offset_xyz"][0])
         self._offset = np.asarray(v["rear_axle_offset_xyz"], dtype=np.float64)
         self._delay_ns = int(round(v["plan_delay"] * NS_PER_S))
         # Odometry of the last plan_delay + 1 s (stamp ns, message), oldest first.
         self._history: deque = deque()
-        self._pub = self.create_publisher(PlannerOutput, PLAN_TOPIC, PLAN_QOS)
-        self.create_subscription(Odometry, v["odometry_topic"], self._on_odometry,
-                                 CONTROL_ODOMETRY_QOS)
+        self._pub = self.create_publisher(PlannerOutput, PLAN_TOPIC, LATCHED_PLAN_QOS)
+        self._odometry_sub = self.create_subscription(Odometry, v["odometry_topic"],
+                                                      self._on_odometry, CONTROL_ODOMETRY_QOS)
         self.create_timer(1.0 / v["rate_hz"], self._on_tick)
         self.get_logger().info(f"route oracle at {v['rate_hz']:g} Hz, delay "
                                f"{v['plan_delay']:g} s, odometry {v['odometry_topic']}")
@@ -69,6 +70,7 @@ class RouteOracleNode(GatedCallbacks, Node):
         return None
 
     def _on_tick(self) -> None:
+        take_pending([self._odometry_sub])  # every odometry delivered before the tick
         tick_ns = self.get_clock().now().nanoseconds
         self._pub.publish(self._plan(tick_ns, self._odometry_at(tick_ns - self._delay_ns)))
 
@@ -77,6 +79,8 @@ class RouteOracleNode(GatedCallbacks, Node):
         out.tick_stamp = ns_to_time(tick_ns)
         out.header.frame_id = self._values["base_frame_id"]
         out.model.model_id = "route_oracle"
+        if self._history:  # what the tick had taken (the controller counts lagging ticks)
+            out.inputs.odometry_newest = ns_to_time(self._history[-1][0])
         if odom is None:
             out.header.stamp = out.tick_stamp
             out.status = PlannerOutput.STATUS_SKIPPED

@@ -21,7 +21,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NS_PER_S, NUM_CAMERAS
+from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, MAX_CAMERAS, NS_PER_S
 from alpamayo_ros.core import param_schema as P
 from alpamayo_ros.core.planner_params import PARAMETERS_BY_NAME
 from alpamayo_ros.ros.params import declare_and_read
@@ -40,20 +40,20 @@ SENSOR_PARAMETERS: tuple[P.ParamSpec, ...] = (
                 maximum=86400.0),
     P.ParamSpec("camera_indices", P.INT_ARRAY, list(DEFAULT_CAMERA_INDICES),
                 "Alpamayo camera index per topic (rig placement of the rendered view).",
-                minimum=0, maximum=6, length=NUM_CAMERAS),
+                minimum=0, maximum=6, length_range=(1, MAX_CAMERAS)),
     P.ParamSpec("camera_topics", P.STRING_ARRAY,
                 list(PARAMETERS_BY_NAME["camera_topics"].default),
-                "Topic per camera (the planner's defaults).", length=NUM_CAMERAS),
+                "Topic per camera (the planner's defaults).", length_range=(1, MAX_CAMERAS)),
     P.ParamSpec("camera_rates", P.FLOAT_ARRAY, [10.0, 15.0, 20.0, 30.0],
                 "Frame rate per camera [Hz].", minimum=0.5, maximum=120.0,
-                length=NUM_CAMERAS),
+                length_range=(1, MAX_CAMERAS)),
     P.ParamSpec("camera_phases", P.FLOAT_ARRAY, [0.0, 0.013, 0.027, 0.005],
                 "Time of each camera's first frame after the scenario start [s].",
-                minimum=0.0, maximum=10.0, length=NUM_CAMERAS),
+                minimum=0.0, maximum=10.0, length_range=(1, MAX_CAMERAS)),
     P.ParamSpec("camera_encodings", P.STRING_ARRAY, ["rgb8", "bgr8", "bgra8", "rgb8"],
                 "Per camera: rgb8 / bgr8 / bgra8 (sensor_msgs/Image) or jpeg "
                 "(sensor_msgs/CompressedImage).", choices=sc.SUPPORTED_ENCODINGS,
-                length=NUM_CAMERAS),
+                length_range=(1, MAX_CAMERAS)),
     P.ParamSpec("width", P.INT, 384, "Image width [px].", minimum=32, maximum=4096),
     P.ParamSpec("height", P.INT, 216, "Image height [px].", minimum=32, maximum=4096),
     P.ParamSpec("jpeg_quality", P.INT, 90, "JPEG quality.", minimum=1, maximum=100),
@@ -133,6 +133,10 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     errors = []
     if any(b <= a for a, b in zip(indices, indices[1:])):
         errors.append(f"camera_indices: have {indices}, need strictly ascending")
+    for name in ("camera_topics", "camera_rates", "camera_phases", "camera_encodings"):
+        if len(values[name]) != len(indices):
+            errors.append(f"{name}: have {len(values[name])} entries, need one per "
+                          f"camera_indices entry ({len(indices)})")
     missing = [i for i in indices if i not in sc.RIG_CAMERAS]
     if missing:
         errors.append(f"camera_indices: have {missing} without a rig placement, need "

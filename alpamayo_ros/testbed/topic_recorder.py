@@ -8,12 +8,14 @@ interpreter's prefix, so the bag carries their schema.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.serialization import serialize_message
 
 from alpamayo_ros.testbed.bag_player_node import RECORD_QOS, BagRecorder, message_class
@@ -34,7 +36,12 @@ def register_interface_type(msgtype: str) -> None:
         path = Path(prefix) / "share" / package / "msg" / f"{name}.msg"
         if path.is_file():
             from rosbags.typesys import get_types_from_msg
-            store.register(get_types_from_msg(path.read_text(), msgtype))
+            text = path.read_text()
+            # Nested types of the same kind first (e.g. CarlaActorList's CarlaActorInfo).
+            for pkg, nested in re.findall(r"^\s*([A-Za-z]\w*)/(\w+)(?:\[[^\]]*\])?\s",
+                                          text, flags=re.MULTILINE):
+                register_interface_type(f"{pkg}/msg/{nested}")
+            store.register(get_types_from_msg(text, msgtype))
             return
     raise bag_io.BagError(f"no definition of {msgtype} found (looked for share/{package}/msg/"
                           f"{name}.msg under {prefixes})")
@@ -64,9 +71,10 @@ class TopicRecorder:
         self._bag.write(topic, msgtype, int(log_time_ns), serialize_message(msg))
 
     def discover(self) -> None:
-        """Subscribe (raw) to followed topics that have appeared in the graph."""
+        """Subscribe (raw) to followed topics that have a publisher in the graph."""
         for topic, types in self._node.get_topic_names_and_types():
-            if topic in self._follow and topic not in self._subs and types:
+            if (topic in self._follow and topic not in self._subs and types
+                    and self._node.count_publishers(topic) > 0):
                 msgtype = types[0]
                 try:
                     register_interface_type(msgtype)
@@ -77,7 +85,20 @@ class TopicRecorder:
                     continue
                 self._subs[topic] = self._node.create_subscription(
                     cls, topic, lambda raw, t=topic, m=msgtype: self._bag.write(
-                        t, m, self._clock_ns(), raw), RECORD_QOS, raw=True)
+                        t, m, self._clock_ns(), raw), self._qos_for(topic), raw=True)
+
+    def _qos_for(self, topic: str) -> QoSProfile:
+        """RECORD_QOS, transient local when every publisher of the topic offers it (as
+        rosbag2 adapts): the messages a publisher sent before this subscription matched
+        (the controller's first status) are then delivered on matching."""
+        infos = self._node.get_publishers_info_by_topic(topic)
+        latched = bool(infos) and all(i.qos_profile.durability ==
+                                      DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+        if not latched:
+            return RECORD_QOS
+        return QoSProfile(history=RECORD_QOS.history, depth=RECORD_QOS.depth,
+                          reliability=RECORD_QOS.reliability,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
     def discover_missing(self, min_interval_s: float = 0.2) -> None:
         """discover(), at most every min_interval_s wall seconds and only while a followed

@@ -3,6 +3,8 @@
     alpamayo-closed-loop --planner route_oracle --duration 30 -o /tmp/cl
     alpamayo-closed-loop --planner alpamayo --checkpoint /tmp/tiny -o /tmp/cl_tiny
     alpamayo-closed-loop --planner route_oracle -o /tmp/cl2 --golden /tmp/cl/report.json
+    alpamayo-closed-loop --suite DIR -o /tmp/suite --jobs 2        (tools/closed_loop_suite.py)
+    alpamayo-closed-loop --from-bag --bag BRIDGE_BAG --route R.json -o /tmp/carla   (scores only)
 
 Runs the processes of testbed/closed_loop_stack.sim_stack (carla_sim, planner_node or
 route_oracle, controller_node: the executables and parameter files of
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import yaml
 
@@ -84,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device of --planner alpamayo")
     p.add_argument("--route", type=Path, default=None,
                    help="route JSON (docs/closed_loop.md); default: the package's route")
-    p.add_argument("--duration", type=_number(0.0, exclusive=True), default=30.0,
-                   help="sim seconds to drive (> 0)")
+    p.add_argument("--duration", type=_number(0.0, exclusive=True), default=None,
+                   help="sim seconds to drive (> 0; default 30; --suite: each route's own, "
+                        "closed_loop_suite.route_duration)")
     p.add_argument("--mode", choices=("lockstep", "realtime"), default="lockstep")
     p.add_argument("--plan-rate", type=_number(0.0, exclusive=True), default=2.0,
                    help="planning rate [Hz]")
@@ -98,12 +101,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synchronous simulator without the controller's lockstep gate")
     p.add_argument("--planner-param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra planner parameter (YAML value), e.g. model.max_coc_tokens=16")
+    p.add_argument("--navigation", choices=("auto", "on", "off"), default="auto",
+                   help="run the route navigation node (alpamayo/navigation from the route "
+                        "or the route file's instructions); auto = with --planner alpamayo")
     p.add_argument("--timeout", type=_number(0.0, exclusive=True), default=900.0,
                    help="wall seconds after which the run is aborted (exit 2)")
     p.add_argument("--golden", type=Path, default=None, help="previous report.json")
     p.add_argument("--from-bag", action="store_true",
                    help="run nothing: rebuild OUT/report.json from OUT/bag (same options as "
                         "the run) and compare with --golden")
+    p.add_argument("--bag", type=Path, default=None,
+                   help="with --from-bag: score this bag instead of OUT/bag (e.g. a "
+                        "carla-ros-bridge recording; --route in map coordinates)")
+    s = p.add_argument_group("suites (tools/closed_loop_suite.py)")
+    s.add_argument("--suite", type=Path, default=None,
+                   help="run every route file (*.json) of this folder; OUT/summary.*")
+    s.add_argument("--jobs", type=int, default=1,
+                   help="routes run in parallel, each worker on its own ROS domain")
+    s.add_argument("--domain-ids", type=lambda text: [int(v) for v in text.split(",")],
+                   default=None, help="ROS domain of each --jobs worker (comma separated); "
+                   "default: ROS_DOMAIN_ID and the next ones")
+    s.add_argument("--ray", action="store_true",
+                   help="run the routes on a pool of Ray actors (tools/ray_closed_loop.py)")
+    s.add_argument("--ray-address", default=None, help="Ray cluster ('auto'); default: local")
+    s.add_argument("--ray-actors", type=int, default=None,
+                   help="Ray actors (default: --jobs)")
     d = Tolerances()
     p.add_argument("--lateral-tolerance", type=_number(0.0), default=d.lateral_abs_m)
     p.add_argument("--relative-tolerance", type=_number(0.0), default=d.relative)
@@ -117,6 +139,7 @@ class Processes:
         self.log_dir = log_dir
         self.env = env
         self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.exit_s: dict[str, float] = {}
 
     def start(self, name: str, argv: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -133,20 +156,76 @@ class Processes:
                 return f"{name} exited with {rc} (log: {self.log_dir / (name + '.log')})"
         return None
 
-    def stop(self) -> dict[str, Optional[int]]:
-        """SIGINT to every group still running, SIGKILL after a timeout; return codes."""
-        for _, proc in self.procs:
+    def stop(self, timeout_s: float = _STOP_TIMEOUT_S,
+             on_hang: Optional[Callable[[str, subprocess.Popen], None]] = None
+             ) -> dict[str, Optional[int]]:
+        """SIGINT to every group still running, SIGKILL to those still running timeout_s
+        later (after on_hang(name, proc), e.g. to dump their stacks); return codes (None =
+        had to be killed). `exit_s` gets the seconds from the SIGINT to the exit of each
+        process that was signalled."""
+        signalled = {}
+        for name, proc in self.procs:
             if proc.poll() is None:
                 _signal(proc, signal.SIGINT)
-        codes = {}
+                signalled[name] = time.monotonic()
+        codes: dict[str, Optional[int]] = {}
+        self.exit_s = {}
+        deadline = time.monotonic() + timeout_s
+        while len(codes) < len(self.procs) and time.monotonic() < deadline:
+            for name, proc in self.procs:
+                if name not in codes and proc.poll() is not None:
+                    codes[name] = proc.returncode
+                    if name in signalled:
+                        self.exit_s[name] = time.monotonic() - signalled[name]
+            time.sleep(0.01)
         for name, proc in self.procs:
-            try:
-                codes[name] = proc.wait(_STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            if name not in codes:
+                if on_hang is not None:
+                    on_hang(name, proc)
                 _signal(proc, signal.SIGKILL)
                 proc.wait(_STOP_TIMEOUT_S)
-                codes[name] = None  # had to be killed
-        return codes
+                codes[name] = None
+        return {name: codes[name] for name, _ in self.procs}
+
+
+class PlannerHost:
+    """The planner process of a suite worker's runs: `ensure` starts one for each run (see
+    there why it is not kept across runs yet), `close` stops it. Output:
+    log_dir/<node>.log."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = Path(log_dir)
+        self._procs: Optional[Processes] = None
+        self._key: Optional[tuple] = None
+        self.starts = 0
+
+    @property
+    def proc(self) -> Optional[subprocess.Popen]:
+        return self._procs.procs[0][1] if self._procs is not None else None
+
+    def ensure(self, spec, env: Optional[dict]) -> tuple[str, subprocess.Popen]:
+        argv = command_line(spec)
+        env = dict(os.environ if env is None else env)
+        key = (tuple(argv), tuple(sorted(env.items())))
+        # A fresh process for every run: a planner kept across lockstep runs (its clock
+        # jumping back to 0 between them) was seen to leave ticks unanswered for the next
+        # run's controller (lockstep timeouts of 120 s per tick), so reuse stays off until
+        # that is understood; the model then loads once per route.
+        if self.proc is not None:
+            self.close()
+        if self._procs is None:
+            self._procs = Processes(self.log_dir, env)
+            self._procs.start(spec.node_name, argv)
+            self._key = key
+            self.starts += 1
+        return spec.node_name, self.proc
+
+    def close(self) -> Optional[int]:
+        """Stop it as a run's processes are stopped; its exit code (None: killed)."""
+        procs, self._procs = self._procs, None
+        if procs is None:
+            return 0
+        return next(iter(procs.stop().values()))
 
 
 def _signal(proc: subprocess.Popen, sig: int) -> None:
@@ -157,10 +236,12 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
 
 
 def run_processes(specs, log_dir: Path, timeout_s: float, commands: Optional[dict] = None,
-                  env: Optional[dict] = None) -> tuple[Optional[str], dict]:
+                  env: Optional[dict] = None, watch: Sequence[tuple] = ()
+                  ) -> tuple[Optional[str], dict]:
     """Start the specs (the simulator first), wait until the simulator exits, stop the
     others. commands: node name -> argv replacing command_line(spec) (tests use it); env:
-    the processes' environment (default: this one).
+    the processes' environment (default: this one); watch: (name, process) already running
+    (a PlannerHost's) that must not exit during the run.
     Returns (error or None, exit code per node; None = had to be killed)."""
     procs = Processes(log_dir, dict(os.environ if env is None else env))
     wall_start = time.monotonic()
@@ -171,7 +252,9 @@ def run_processes(specs, log_dir: Path, timeout_s: float, commands: Optional[dic
                         or command_line(spec))
         simulator = procs.procs[0][1]
         while simulator.poll() is None:
-            error = procs.first_failure()
+            error = procs.first_failure() or next(
+                (f"{name} exited with {proc.poll()} during the run" for name, proc in watch
+                 if proc.poll() is not None), None)
             if error is not None:
                 break
             if time.monotonic() - wall_start > timeout_s:
@@ -189,9 +272,10 @@ def run_processes(specs, log_dir: Path, timeout_s: float, commands: Optional[dic
 
 
 def report_from_bag(out: Path, route: Route, specs, *, planning_period_s: float, gate: bool,
-                    run_info: dict) -> dict:
-    """report.json content of the bag in out/bag (see sim/closed_loop_report.py)."""
-    record = read_bag(out / "bag")
+                    run_info: dict, bag: Optional[Path] = None) -> dict:
+    """report.json content of the bag `bag` (default out/bag; see
+    sim/closed_loop_report.py)."""
+    record = read_bag(bag if bag is not None else out / "bag")
     controller = read_parameter_file(config_dir() / "controller.yaml", specs[2].node_name)
     return compute_report(record, route,
                           rear_axle_offset_x=float(controller["vehicle.rear_axle_offset_xyz"][0]),
@@ -204,9 +288,12 @@ def _prepare(args: argparse.Namespace) -> tuple[Route, list, float]:
     each node's parameters checked first (nothing is started or written before);
     ConfigError with the first problem on one line."""
     out: Path = args.output
+    if args.bag is not None and not args.from_bag:
+        raise ConfigError("--bag needs --from-bag")
     if args.from_bag:
-        if not (out / "bag").is_dir():
-            raise ConfigError(f"--from-bag needs {out / 'bag'}")
+        bag = args.bag if args.bag is not None else out / "bag"
+        if not bag.is_dir():
+            raise ConfigError(f"--from-bag needs the bag {bag}")
     elif out.exists() and not out.is_dir():
         raise ConfigError(f"-o: {out} is not a directory")
     elif out.is_dir() and any(out.iterdir()):
@@ -243,14 +330,32 @@ def _prepare(args: argparse.Namespace) -> tuple[Route, list, float]:
                       checkpoint=str(Path(args.checkpoint).resolve()) if args.checkpoint else "",
                       device=args.device, sim=sim, planner_extra=planner_extra,
                       controller_extra={"lockstep.enabled": lockstep and not args.no_gate,
-                                        "diagnostics.period": 0.5})
+                                        "diagnostics.period": 0.5},
+                      navigation={"auto": None, "on": True, "off": False}[args.navigation])
     for spec in specs:
         check_parameters(spec)
     return route, specs, initial_speed
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, env: Optional[dict] = None,
+        planner_host: Optional[PlannerHost] = None) -> int:
+    """One run (or, with --suite, a suite); env: the processes' environment (default:
+    this process's); planner_host: keeps the planner process across runs (suites)."""
     out: Path = args.output
+    args.duration_given = args.duration
+    if args.duration is None:
+        args.duration = 30.0
+    if args.suite is not None:
+        from alpamayo_ros.tools import closed_loop_suite
+        if args.jobs < 1:
+            print(f"closed_loop: error: --jobs: have {args.jobs}, need >= 1", file=sys.stderr)
+            return EXIT_ERROR
+        runner = None
+        if args.ray:
+            from alpamayo_ros.tools import ray_closed_loop
+            runner = ray_closed_loop.runner_from_args(args)
+        return closed_loop_suite.run_suite(args, runner)
+    bag = args.bag if args.bag is not None else out / "bag"
     try:
         route, specs, initial_speed = _prepare(args)
         out.mkdir(parents=True, exist_ok=True)
@@ -261,7 +366,10 @@ def run(args: argparse.Namespace) -> int:
     wall_start = time.monotonic()
     error, codes = None, {}
     if not args.from_bag:
-        error, codes = run_processes(specs, out / "logs", args.timeout)
+        start, watch = specs, ()
+        if planner_host is not None and args.planner != "route_oracle":
+            start, watch = [specs[0], specs[2]], (planner_host.ensure(specs[1], env),)
+        error, codes = run_processes(start, out / "logs", args.timeout, env=env, watch=watch)
     wall = time.monotonic() - wall_start
     run_info = {"planner": args.planner, "mode": args.mode, "lockstep_gate": gate,
                 "duration_s": args.duration, "plan_rate_hz": args.plan_rate,
@@ -270,9 +378,9 @@ def run(args: argparse.Namespace) -> int:
                 "exit_codes": codes}
     try:
         report = report_from_bag(out, route, specs, planning_period_s=1.0 / args.plan_rate,
-                                 gate=gate, run_info=run_info)
+                                 gate=gate, run_info=run_info, bag=bag)
     except Exception as exc:  # an unreadable or empty bag: the run failed
-        print(f"closed_loop: error: cannot build the report from {out / 'bag'}: {exc}"
+        print(f"closed_loop: error: cannot build the report from {bag}: {exc}"
               + (f" ({error})" if error else ""), file=sys.stderr)
         return EXIT_ERROR
     if args.from_bag and (out / "report.json").is_file():
@@ -284,6 +392,11 @@ def run(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=1))
     write_plot(report, route, out / "report.png")
     m = report["metrics"]
+    lb = report["scores"]["leaderboard"]
+    print(f"closed_loop: DS {lb['driving_score']:.2f} = RC {lb['route_completion']:.2f} x IP "
+          f"{lb['infraction_penalty']:.3f} ({lb['status']}), infractions "
+          f"{lb['infractions_total']}, collisions {len(lb['collisions'])}, lane invasions "
+          f"{lb['lane_invasions']}")
     print(f"closed_loop: {args.planner} {args.mode}, {m['duration_s']:.1f} s sim in {wall:.1f} s "
           f"wall: lateral RMS {m['lateral_deviation_rms_m']:.3f} m (max "
           f"{m['lateral_deviation_max_m']:.3f}), speed error RMS {m['speed_error_rms_mps']:.3f} "
@@ -294,20 +407,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"closed_loop: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     if args.golden is not None:
-        try:
-            golden = load_report(args.golden)
-            regressions, notes = compare(report, golden, Tolerances(
-                lateral_abs_m=args.lateral_tolerance, relative=args.relative_tolerance))
-        except ValueError as exc:
-            print(f"closed_loop: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        for line in regressions:
-            print(f"REGRESSION  {line}")
-        for line in notes:
-            print(f"note        {line}")
-        print("PASS" if not regressions else f"FAIL ({len(regressions)} regressions)")
-        return EXIT_REGRESSION if regressions else EXIT_OK
+        return print_verdict(lambda: compare(report, load_report(args.golden),
+                                             tolerances(args)))
     return EXIT_OK
+
+
+def tolerances(args: argparse.Namespace) -> Tolerances:
+    return Tolerances(lateral_abs_m=args.lateral_tolerance, relative=args.relative_tolerance)
+
+
+def print_verdict(judge: Callable[[], tuple[list, list]]) -> int:
+    """Print a golden comparison (judge: () -> (regressions, notes), ValueError when it
+    cannot compare); its exit code."""
+    try:
+        regressions, notes = judge()
+    except ValueError as exc:
+        print(f"closed_loop: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    for line in regressions:
+        print(f"REGRESSION  {line}")
+    for line in notes:
+        print(f"note        {line}")
+    print("PASS" if not regressions else f"FAIL ({len(regressions)} regressions)")
+    return EXIT_REGRESSION if regressions else EXIT_OK
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

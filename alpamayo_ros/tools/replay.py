@@ -108,6 +108,9 @@ def run_cli(args: argparse.Namespace, runner: Runner = _local_runner) -> int:
                                 max_forward_jump_s=args.max_forward_jump,
                                 namespace=args.namespace,
                                 progress=not args.quiet and args.jobs <= 1)
+        if not args.no_bag:  # a message package the output bag needs must be installed
+            from alpamayo_ros.replay.outputs import check_output_types
+            check_output_types(values)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         jobs = make_jobs(args.bags, values, options, args.output_dir, not args.no_bag,
                          not args.no_plot, args.storage)
