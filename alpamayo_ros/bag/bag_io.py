@@ -448,6 +448,7 @@ def _field_defaults(msgtype: str) -> tuple:
     """(field name, factory of its default value) per field of a message type, from the
     typestore's field definitions (rosbags has no default constructor)."""
     from rosbags.interfaces import Nodetype
+    _known_type(msgtype)
     _, fields = typestore().fielddefs[msgtype]
 
     def factory(kind, detail):

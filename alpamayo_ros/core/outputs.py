@@ -102,9 +102,9 @@ def _markers(tick: OutputTick) -> Optional[MsgData]:
 
 
 def _autoware_trajectory(tick: OutputTick) -> Optional[MsgData]:
-    return autoware_trajectory.TrajectoryOutput(
-        tick.values[autoware_trajectory.TOPIC_PARAMETER],
-        float(tick.values[autoware_trajectory.WHEELBASE_PARAMETER])).build(tick.result)
+    wheelbase = tick.values.get(autoware_trajectory.WHEELBASE_PARAMETER,
+                                autoware_trajectory.DEFAULT_WHEELBASE_M)
+    return autoware_trajectory.ok_plan_trajectory(tick.result, float(wheelbase))
 
 
 OUTPUTS: tuple[OutputRow, ...] = (

@@ -192,9 +192,11 @@ def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
 
 
 def optional_outputs(values: Mapping[str, Any]) -> list:
-    """The outputs that parameters enable, for the node and the replay alike: each has a
+    """The configured outputs of other message packages (Autoware's Trajectory): each has a
     topic (as configured), msg_type, enabled_by (its parameter) and build(result) -> the
-    plain-data message of a tick, or None (nothing is published for that tick)."""
+    plain-data message of a tick, or None. The node and the replay publish them through
+    their rows of core.outputs.OUTPUTS; this is their configuration as the parameters
+    give it (e.g. for a launch file or a check)."""
     return [o for o in (trajectory_output(values),) if o is not None]
 
 
