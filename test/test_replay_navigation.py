@@ -4,27 +4,15 @@ through the same InputStreams checks and reaches the tick's ModelInput and Plann
 from __future__ import annotations
 
 from alpamayo_ros.bag import bag_io
-from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
 from alpamayo_ros.core.model_family import ALPAMAYO_1_5, R1
 from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription
 from alpamayo_ros.replay import engine as replay_engine
 from alpamayo_ros.replay.outputs import PLAN_TOPIC, write_plan_bag
 from scenario_bags import job, parameters, write_bag
+from test_core_navigation import RecordingModel
 
 TEXT = "Turn left in 40m"
-
-
-class RecordingModel(ConstantVelocityModel):
-    """Constant velocity, remembering the navigation text of each call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.texts = []
-
-    def predict(self, model_input, options=None, initial_noise=None):
-        self.texts.append(model_input.navigation_text)
-        return super().predict(model_input, options, initial_noise)
 
 
 def _bag_with_navigation(tmp_path):
