@@ -76,6 +76,10 @@ class LineCheck(Generic[T]):
     held: tuple = ()
 
 
+# The answer for a stamp on the line (the common case: one shared instance, no allocation).
+_ON_LINE: LineCheck = LineCheck(LineVerdict.ON_LINE)
+
+
 class JumpRule(Generic[T]):
     """The one rule that tells a time jump from a stray stamp, per key (a stream, a topic).
 
@@ -106,8 +110,9 @@ class JumpRule(Generic[T]):
     def check(self, key: Hashable, stamp_ns: int, item: T, newest_ns: Optional[int]
               ) -> LineCheck[T]:
         if self.departure_ns(stamp_ns, newest_ns) == 0:
-            self._runs.pop(key, None)
-            return LineCheck(LineVerdict.ON_LINE)
+            if self._runs:
+                self._runs.pop(key, None)
+            return _ON_LINE
         run = self._runs.setdefault(key, [])
         if run and not 0 <= stamp_ns - run[-1][0] <= self.back_ns:
             run.clear()  # not one consistent new time line
