@@ -626,8 +626,9 @@ def test_1_5_calls_match_the_eager_path(runtime_1_5, cameras, nav_text, weight):
     ids = runtime_1_5.token_ids
     model_input = _input_1_5(nav_text, cameras)
     forced = torch.tensor([300, ids.cot_end, ids.traj_future_start, 302])
-    for rows, seed, force in ((1, 0, None), (3, 7, None), (2, 1, forced)):
-        options = InferenceOptions(num_samples=rows, max_coc_tokens=30, diffusion_steps=4,
+    for rows, seed, force, budget in ((1, 0, None, 30), (3, 7, None, 30), (2, 1, forced, 30),
+                                      (2, 3, None, 1)):  # budget 1: no CoC token fed
+        options = InferenceOptions(num_samples=rows, max_coc_tokens=budget, diffusion_steps=4,
                                    seed=seed, nav_guidance_scale=weight)
         eager, fast = _both_paths(runtime_1_5, options, forced=force, model_input=model_input)
         assert fast.path == "fast" and eager.path == "eager"

@@ -83,7 +83,8 @@ class FastPathConfig:
     stop_check_interval: decode steps between two reads of the stop status (1: every step,
         the default; larger values only to check that extra steps are harmless). On CUDA,
         or above 1, the host reads each status only after posting the next one.
-    max_row_counts: row counts whose caches and graphs are kept (least recently used goes).
+    max_row_counts: row states (a row count, with or without navigation guidance) whose
+        caches and graphs are kept (least recently used goes).
     vision_reuse: keep the vision features of the last call's frames (needs frame keys).
     self_check_atol: largest first-Euler-step velocity difference between the fast and the
         eager path that the warm-up self-check accepts (None: 1e-4 for float32 weights,
