@@ -725,6 +725,27 @@ def test_guided_and_plain_states_are_kept_apart_and_reused(checkpoint_1_5):
     assert sum("KV cache for 2 row(s)" in m for m in runtime.fast_path_report()["messages"]) == 2
 
 
+def test_guided_ticks_reuse_vision_features_and_match_the_eager_path(runtime_1_5):
+    """Guided 10 Hz ticks with frame keys: 4 new frames encoded per tick (the unguided
+    context needs no images of its own), plans equal to the eager path's on all frames."""
+    options = InferenceOptions(num_samples=2, max_coc_tokens=10, diffusion_steps=3, seed=4,
+                               nav_guidance_scale=1.5)
+    engine = runtime_1_5.engine
+    runtime_1_5.clear_vision_cache()
+    for start in range(2):
+        frames, keys = _video_tick(start)
+        before = engine.vision_stats["encoded"]
+        with torch.inference_mode():
+            warm = runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT, frames=frames), keys)
+            fast = runtime_1_5.run_prepared(warm, options, path="fast")
+            eager = runtime_1_5.run_prepared(
+                runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT, frames=frames)), options,
+                path="eager")
+        assert engine.vision_stats["encoded"] - before == (16 if start == 0 else 4)
+        _assert_same(eager, fast)
+    runtime_1_5.clear_vision_cache()
+
+
 def test_guided_call_needs_the_route_position(runtime_1_5):
     with torch.inference_mode():
         prepared = dataclasses.replace(runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT)),
