@@ -59,6 +59,7 @@ from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady, ModelInputError
 from alpamayo_ros.core.model_family import FAMILIES
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC, navigation_ignored_reason
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.planner_params import (NODE_NAME, PLANNER_PARAMETERS, optional_outputs,
@@ -87,7 +88,6 @@ _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
 _LOG_THROTTLE_S = 5.0
 # Relative: follow the node's namespace; remappable like any topic or service.
-NAVIGATION_TOPIC = "alpamayo/navigation"
 ASK_SERVICE = "alpamayo/ask"
 # Answer length of a question that sets no max_tokens.
 DEFAULT_ANSWER_TOKENS = 64
@@ -305,14 +305,11 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c = self._configured
         if c is None:
             return
-        family = FAMILIES.get(c.description.family)
-        if family is None or not family.navigation:
+        ignored = navigation_ignored_reason(c.description.family, c.values["model.backend"])
+        if ignored:
             c.navigation_ignored += 1
             if c.navigation_ignored == 1:
-                what = family.label if family else f"the {c.values['model.backend']} backend"
-                self.get_logger().warning(
-                    f"{NAVIGATION_TOPIC}: navigation instructions are ignored: {what} takes "
-                    "none (an Alpamayo 1.5 checkpoint does)")
+                self.get_logger().warning(f"{NAVIGATION_TOPIC}: {ignored}")
             return
         valid_for_ns = convert.duration_to_ns(msg.valid_for)
         result = c.core.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,

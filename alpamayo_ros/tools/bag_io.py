@@ -43,6 +43,7 @@ from alpamayo_ros.tools.scenario import encode_frame
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+NAVIGATION_TYPE = "alpamayo_ros/msg/NavigationInstruction"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 STORAGE_IDS = ("mcap", "sqlite3")
 # Humble's rosbag2 parses metadata up to version 8 (version 9 fails there).
@@ -469,6 +470,21 @@ def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str,
     return IMAGE_TYPE, msg_class(IMAGE_TYPE)(
         header=header(stamp_ns, frame_id), height=h, width=w, encoding=encoding,
         is_bigendian=0, step=w * channels, data=payload.reshape(-1))
+
+
+def navigation_message(stamp_ns: int, text: str, valid_for_ns: int, source: str = ""):
+    """alpamayo_ros/NavigationInstruction (frame_id empty, as the navigation node's)."""
+    sec, nanosec = divmod(int(valid_for_ns), NS_PER_S)
+    return msg_class(NAVIGATION_TYPE)(
+        header=header(stamp_ns, ""), text=text, source=source,
+        valid_for=msg_class("builtin_interfaces/msg/Duration")(sec=sec, nanosec=nanosec))
+
+
+def navigation_fields(msg: Any) -> tuple:
+    """(stamp_ns, text, valid_for_ns, source) of a NavigationInstruction; the checks are
+    PlannerCore.add_navigation's (the node's rule)."""
+    valid_for_ns = int(msg.valid_for.sec) * NS_PER_S + int(msg.valid_for.nanosec)
+    return stamp_to_ns(msg.header.stamp), msg.text, valid_for_ns, msg.source
 
 
 def odometry_message(stamp_ns: int, frame_id: str, child_frame_id: str, xyz, quat_xyzw,

@@ -16,9 +16,18 @@ Time model (docs/replay.md):
   core is reset, ticks restart on the new time line, and ground truth only uses odometry
   of the tick's own epoch. Messages of an unconfirmed jump are rejected and counted.
 
-Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, skip reasons
-and the metrics of tools/replay_scoring.py. Wall-clock timings are kept apart, so two
-replays of the same bag, parameters and seed give equal records.
+Navigation instructions (alpamayo/navigation, when the bag has it) are replayed like the
+other inputs, by header stamp, through the node's rules (core.navigation): a tick uses the
+newest one valid at its t0; a model family without navigation ignores them (one warning in
+the bag's result). They take no part in the epoch rule; a new epoch clears them, as a
+reset clears the node's. ReplayOptions.nav_text forces one instruction for every tick
+instead; nav_compare runs each tick also without it and direction-swapped
+(tools/replay_navigation.py).
+
+Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, the
+navigation text the model saw, skip reasons and the metrics of tools/replay_scoring.py.
+Wall-clock timings are kept apart, so two replays of the same bag, parameters and seed
+give equal records.
 """
 from __future__ import annotations
 
@@ -32,9 +41,10 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from alpamayo_ros.core.errors import DecodeError, OdometryError
+from alpamayo_ros.core.errors import DecodeError, InputNotReady, OdometryError
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.metrics import DEFAULT_HORIZONS
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC, navigation_ignored_reason
 from alpamayo_ros.core.odometry import checked_odometry
 from alpamayo_ros.core.plan_message import OutputContext
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
@@ -43,7 +53,7 @@ from alpamayo_ros.core.planner_params import (inference_options, optional_output
                                               planner_config)
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel
-from alpamayo_ros.tools import bag_io
+from alpamayo_ros.tools import bag_io, replay_navigation
 from alpamayo_ros.tools.replay_scoring import aggregate_metrics, ground_truth_track, score_ticks
 
 # Decimals kept for trajectory coordinates in the report [m] (1 um).
@@ -58,6 +68,9 @@ class ReplayOptions:
     max_forward_jump_s: a stamp this far ahead of the stream starts a new epoch.
     namespace: resolves relative topic names of the parameter file.
     horizons: metric horizons [s] (multiples of 0.1 up to 6.4).
+    nav_text: an instruction every tick gets instead of the bag's ("" = none at all);
+    None = the bag's navigation topic.
+    nav_compare: also run each tick with an instruction without it and direction-swapped.
     """
 
     max_delay_s: float = 0.5
@@ -65,6 +78,8 @@ class ReplayOptions:
     namespace: str = "/"
     horizons: tuple = DEFAULT_HORIZONS
     progress: bool = False
+    nav_text: Optional[str] = None
+    nav_compare: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,7 @@ class _Topics:
     cameras: dict          # topic -> camera slot
     transports: list       # per slot "raw" | "compressed"
     odometry: str
+    navigation: Optional[str] = None  # the bag's navigation topic (None: not read)
 
 
 def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
@@ -147,11 +163,16 @@ def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
     elif have != {bag_io.ODOMETRY_TYPE}:
         problems.append(f"odometry topic {odometry}: have type {', '.join(sorted(have))}, "
                         f"need {bag_io.ODOMETRY_TYPE}")
+    navigation = resolve_topic(NAVIGATION_TOPIC, options.namespace)
+    have = bag_types.get(navigation) if options.nav_text is None else None
+    if have and have != {bag_io.NAVIGATION_TYPE}:
+        problems.append(f"navigation topic {navigation}: have type {', '.join(sorted(have))}, "
+                        f"need {bag_io.NAVIGATION_TYPE}")
     if problems:
         listing = ", ".join(f"{t} [{'/'.join(sorted(ty))}]" for t, ty in sorted(bag_types.items()))
         raise bag_io.BagError(f"{reader.path}: " + "; ".join(problems)
                               + f". Bag has: {listing or 'no topics'}")
-    return _Topics(cameras, transports, odometry)
+    return _Topics(cameras, transports, odometry, navigation if have else None)
 
 
 def _json_float(value: Optional[float]) -> Optional[float]:
@@ -219,6 +240,14 @@ class BagReplay:
         self._seq = 0
         self._last_tick_ns: Optional[int] = None
         self._progress = None
+        # Navigation: why the model ignores instructions ("" = it takes them; the node's
+        # rule), counts of the bag's instructions, and per tick the selected trajectories
+        # of the --nav-compare conditions (for the plot).
+        self.nav_ignored = navigation_ignored_reason(self.description.family,
+                                                     values["model.backend"])
+        self.nav_counts = {"messages": 0, "accepted": 0, "rejected": 0, "ignored": 0}
+        self.nav_topic: Optional[str] = None
+        self.nav_selected: list[dict] = []
 
     def output_context(self) -> OutputContext:
         """What the output bag's PlannerOutput messages need besides the results."""
@@ -239,10 +268,14 @@ class BagReplay:
             with bag_io.BagReader(self.job.bag) as reader:
                 topics = _check_topics(reader, self.values, self.options)
                 result["storage"] = bag_io.storage_of(Path(self.job.bag))
-                result["topics"] = {"cameras": list(topics.cameras), "odometry": topics.odometry}
+                result["topics"] = {"cameras": list(topics.cameras), "odometry": topics.odometry,
+                                    "navigation": topics.navigation}
+                self.nav_topic = topics.navigation
                 if self.options.progress:
                     self._open_progress(reader)
-                for bm in reader.messages(list(topics.cameras) + [topics.odometry]):
+                read = list(topics.cameras) + [topics.odometry]
+                for bm in reader.messages(read + ([topics.navigation] if topics.navigation
+                                                  else [])):
                     self._on_message(bm, topics)
             self._finish_epoch()
         except bag_io.BagError as exc:
@@ -273,6 +306,9 @@ class BagReplay:
 
     def _on_message(self, bm: bag_io.BagMessage, topics: _Topics) -> None:
         self.counts["messages"] += 1
+        if bm.topic == topics.navigation:
+            self._on_navigation(bm)
+            return
         if bm.stamp_ns is None:
             self._reject(bm.topic, "message has no header stamp")
             return
@@ -307,6 +343,22 @@ class BagReplay:
             self._accept(held, held_payload)
         self._off_line.clear()
 
+    def _on_navigation(self, bm: bag_io.BagMessage) -> None:
+        """Queue an instruction by its stamp (the core checks it when it is fed, as the
+        node's add_navigation does); ignored by a model without navigation."""
+        self.nav_counts["messages"] += 1
+        if self.nav_ignored:
+            self.nav_counts["ignored"] += 1
+            return
+        fields = bag_io.navigation_fields(bm.msg)
+        if self._last_tick_ns is not None and fields[0] <= self._last_tick_ns:
+            self.counts["late_messages"] += 1
+        # Before the first epoch the queue holds only instructions; _start_epoch keeps them.
+        heapq.heappush(self._pending, (fields[0], self._seq, ("nav", bm.topic, fields)))
+        self._seq += 1
+        if self.epochs:
+            self._run_safe_ticks(self.epochs[-1], bm.log_time_ns)
+
     def _time_line_jump(self, bm: bag_io.BagMessage, epoch: "_Epoch") -> Optional[str]:
         """How the message's stamp leaves the epoch's time line, or None when it does not."""
         stamp = bm.stamp_ns
@@ -326,15 +378,25 @@ class BagReplay:
         epoch.newest_stamp_ns = max(epoch.newest_stamp_ns, stamp)
         heapq.heappush(self._pending, (stamp, self._seq, payload))
         self._seq += 1
+        self._run_safe_ticks(epoch, bm.log_time_ns)
+
+    def _run_safe_ticks(self, epoch: _Epoch, log_time_ns: int) -> None:
         # Every message stamped <= T has arrived once the log time passed T + max_delay.
-        safe_until = bm.log_time_ns - self.max_delay_ns
+        safe_until = log_time_ns - self.max_delay_ns
         while epoch.next_tick_ns <= min(safe_until, epoch.newest_stamp_ns):
             self._tick(epoch)
 
     def _start_epoch(self, stamp_ns: int, reason: str) -> None:
         self.core.reset()
-        self._pending.clear()
+        if self.epochs:
+            self._pending.clear()
         self._last_tick_ns = None
+        forced = self.options.nav_text
+        if forced is not None and not self.nav_ignored:
+            # Valid at every t0 of the epoch (the reset cleared the previous epoch's).
+            self.core.add_navigation(replay_navigation.FORCED_STAMP_NS, forced,
+                                     replay_navigation.FORCED_VALID_FOR_NS,
+                                     replay_navigation.FORCED_SOURCE)
         first_tick = -(-stamp_ns // self.period_ns) * self.period_ns  # ceil to the grid
         self.epochs.append(_Epoch(len(self.epochs), stamp_ns, stamp_ns, first_tick, reason))
 
@@ -360,6 +422,14 @@ class BagReplay:
     def _feed_until(self, now_ns: int, epoch: _Epoch) -> None:
         while self._pending and self._pending[0][0] <= now_ns:
             stamp, _, payload = heapq.heappop(self._pending)
+            if payload[0] == "nav":
+                res = self.core.add_navigation(*payload[2])
+                if res.status == InsertStatus.REJECTED:
+                    self.nav_counts["rejected"] += 1
+                    self._reject(payload[1], res.reason)
+                else:
+                    self.nav_counts["accepted"] += 1
+                continue
             if payload[0] == "odom":
                 sample = payload[1]
                 res = self.core.add_odometry(sample)
@@ -380,11 +450,26 @@ class BagReplay:
         self._feed_until(now_ns, epoch)
         self._last_tick_ns = now_ns
         wall = time.perf_counter()
-        result = self.core.tick(now_ns)
+        compare = None
+        if not self._comparing:
+            result = self.core.tick(now_ns)
+        else:
+            try:
+                prepared = self.core.prepare(now_ns)
+            except InputNotReady as exc:
+                result = self.core.skipped(now_ns, exc)
+            else:
+                result = self.core.run(prepared)
+                compare = replay_navigation.compare_conditions(self.core, prepared, result)
         wall = time.perf_counter() - wall
         index = len(self.ticks)
         epoch.tick_rows.append(index)
-        self.ticks.append(self._tick_record(index, epoch.index, result))
+        record = self._tick_record(index, epoch.index, result)
+        if self._comparing:
+            record["nav_compare"] = compare[0] if compare else {
+                "compared": False, "note": "not planned"}
+            self.nav_selected.append(compare[1] if compare else {})
+        self.ticks.append(record)
         self.results.append(result)
         self.tick_predictions.append(
             np.stack([c.xyz for c in result.candidates]) if result.status == PlanStatus.OK
@@ -408,6 +493,7 @@ class BagReplay:
             "max_frame_skew_s": _json_float(r.max_frame_skew if r.t0_ns is not None else None),
             "camera_skew_s": _json_float(r.camera_skew if r.t0_ns is not None else None),
             "odometry_samples": int(r.odometry_samples),
+            "navigation_status": r.navigation_status, "navigation_text": r.navigation_text,
             "candidates": [], "metrics": None, "metrics_note": "",
         }
         for c in r.candidates:
@@ -418,6 +504,26 @@ class BagReplay:
                 "coc_truncated": bool(c.coc_truncated)})
         return rec
 
+    @property
+    def _comparing(self) -> bool:
+        """--nav-compare with a model that takes instructions."""
+        return self.options.nav_compare and not self.nav_ignored
+
+    def _navigation_summary(self) -> tuple[dict, list]:
+        """(the bag's navigation section, its warnings)."""
+        forced = self.options.nav_text
+        section = {"topic": self.nav_topic, "forced_text": forced, **self.nav_counts,
+                   "ignored_reason": self.nav_ignored,
+                   "tick_counts": replay_navigation.tick_counts(self.ticks)}
+        warnings = []
+        uses = [what for what, used in ((f"{self.nav_counts['ignored']} instruction(s) on "
+                                         f"{self.nav_topic}", self.nav_counts["ignored"]),
+                                        ("--nav-text", forced is not None),
+                                        ("--nav-compare", self.options.nav_compare)) if used]
+        if self.nav_ignored and uses:
+            warnings.append(f"{' and '.join(uses)}: {self.nav_ignored}")
+        return section, warnings
+
     def _summary(self) -> dict:
         statuses: dict[str, int] = {}
         reason_codes: dict[str, int] = {}
@@ -425,7 +531,10 @@ class BagReplay:
             statuses[rec["status"]] = statuses.get(rec["status"], 0) + 1
             if rec["status"] != "OK":
                 reason_codes[rec["reason_code"]] = reason_codes.get(rec["reason_code"], 0) + 1
+        navigation, warnings = self._navigation_summary()
+        extra = {"nav_compare": replay_navigation.summary(self.ticks)} if self._comparing else {}
         return {
+            "navigation": navigation, **extra, "warnings": warnings,
             "counts": dict(self.counts),
             "rejections": dict(sorted(self.rejections.items())),
             "epochs": [{"index": e.index, "first_stamp_ns": e.first_stamp_ns,
