@@ -465,9 +465,9 @@ class BagReplay:
         index = len(self.ticks)
         epoch.tick_rows.append(index)
         record = self._tick_record(index, epoch.index, result)
-        if self._comparing:
-            record["nav_compare"] = compare[0] if compare else {
-                "compared": False, "note": "not planned"}
+        if self._comparing:  # ticks skipped before the model get no record
+            if compare:
+                record["nav_compare"] = compare[0]
             self.nav_selected.append(compare[1] if compare else {})
         self.ticks.append(record)
         self.results.append(result)

@@ -107,7 +107,8 @@ def compare_conditions(core: PlannerCore, prepared: PreparedInputs, result: Plan
 
 def summary(ticks: Sequence[Mapping]) -> dict:
     """Per condition pair over the compared ticks: count, mean / median / largest of the
-    per-tick max and final distances [m]."""
+    per-tick max and final distances [m]; ticks_not_compared: ticks that reached the model
+    without an instruction (ticks skipped before it carry no nav_compare record)."""
     records = [t["nav_compare"] for t in ticks if (t.get("nav_compare") or {}).get("compared")]
     out: dict[str, Any] = {
         "conditions": list(CONDITIONS),
