@@ -149,7 +149,7 @@ def summary_lines(bags: Sequence[Mapping]) -> list[str]:
     lines = []
     for bag in bags:
         nav = bag.get("navigation")
-        if not nav:
+        if not nav or (nav["topic"] is None and nav["forced_text"] is None):
             continue
         counts = nav["tick_counts"]
         name = Path(str(bag.get("bag", ""))).name
