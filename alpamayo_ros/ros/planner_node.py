@@ -68,7 +68,7 @@ from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
 from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
                                               inference_path_report)
 from alpamayo_ros.core.ring_buffer import InsertStatus
-from alpamayo_ros.core.tick_gate import TickGate
+from alpamayo_ros.core.tick_gate import QuestionSlot, TickGate
 from alpamayo_ros.core.types import NS_PER_S, InferencePath, ModelDescription
 from alpamayo_ros.msg import NavigationInstruction, PlannerOutput
 from alpamayo_ros.srv import Ask
@@ -341,12 +341,6 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         if reason:
             response.status, response.reason = Ask.Response.STATUS_REFUSED, reason
             return response
-        with c.ask_lock:
-            if c.question_pending:
-                response.status = Ask.Response.STATUS_BUSY
-                response.reason = "another question is waiting for the model"
-                return response
-            c.question_pending = True
         t0_ns, model_input = c.last_input
         done: Future = Future(executor=self.executor)
         done.add_done_callback(lambda _: None)  # its task wakes the executor
@@ -357,17 +351,16 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
                                             int(request.max_tokens) or DEFAULT_ANSWER_TOKENS))
             except Exception as exc:  # reported in the response, never raised
                 done.set_result(exc)
-            finally:
-                with c.ask_lock:
-                    c.question_pending = False
 
         try:
-            c.worker.submit(answer)
+            queued = c.questions.submit(c.worker, answer)
         except RuntimeError:  # the worker stopped (cleanup or shutdown)
-            with c.ask_lock:
-                c.question_pending = False
             response.status, response.reason = (Ask.Response.STATUS_REFUSED,
                                                 "the planner is shutting down")
+            return response
+        if not queued:
+            response.status = Ask.Response.STATUS_BUSY
+            response.reason = "another question is waiting for the model"
             return response
         out = await done
         response.t0 = convert.ns_to_time(t0_ns)
@@ -620,9 +613,8 @@ class _Configured:
     navigation_ignored: int = 0
     # (t0 [ns], ModelInput) of the newest prepared tick: what questions are asked about.
     last_input: Optional[tuple] = None
-    # A question is queued or running on the worker (guarded by ask_lock).
-    question_pending: bool = False
-    ask_lock: Any = field(default_factory=threading.Lock)
+    # The question queued or running on the worker (one at a time; core.tick_gate).
+    questions: QuestionSlot = field(default_factory=QuestionSlot)
 
     @classmethod
     def create(cls, node: "PlannerNode", values: dict, config, model,
