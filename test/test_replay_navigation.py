@@ -257,3 +257,16 @@ def test_tick_counts_and_csv_cells():
                                              "with_vs_without": {"max_m": 0.5, "final_m": 0.25},
                                              "with_vs_swapped": None}}})
     assert cells == ["used", LEFT, "0.500000", "0.250000", "", ""]
+
+
+def test_make_scenario_bag_writes_instructions(tmp_path, capsys):
+    assert make_bag.main([str(tmp_path / "bag"), "--duration", "1", "--width", "64",
+                          "--height", "48", "--nav", "0.5:2:Turn left in 40m",
+                          "--nav", "0.2:1:"]) == 0
+    with bag_io.BagReader(tmp_path / "bag") as reader:
+        found = [(m.stamp_ns - reader.start_time_ns, m.msg.text, m.msg.valid_for.sec)
+                 for m in reader.messages(["/alpamayo/navigation"])]
+    assert found == [(200_000_000, "", 1), (500_000_000, "Turn left in 40m", 2)]
+    with pytest.raises(SystemExit) as exc:
+        make_bag.main([str(tmp_path / "bad"), "--nav", "Turn left"])
+    assert exc.value.code == 2 and "T:VALID_FOR:TEXT" in capsys.readouterr().err
