@@ -11,7 +11,7 @@ MAX_TEXT_BYTES, holds control characters, or holds ``<|`` / ``|>`` (the model's 
 token markers: the text sits inside ``<|route_start|>..<|route_end|>`` and must not end
 that span or open another). A refused instruction changes nothing else.
 
-The node (ros/planner_node.py) and the replay (tools/replay_engine.py) take instructions
+The node (ros/planner_node.py) and the replay (replay/engine.py) take instructions
 from NAVIGATION_TOPIC by the same rules: a model family without navigation ignores them
 (navigation_ignored_reason: one WARN), the others go to PlannerCore.add_navigation.
 swap_direction is the official counterfactual (nav_utils.swap_direction) the replay's
@@ -33,6 +33,8 @@ from alpamayo_ros.core.types import NS_PER_S
 NAVIGATION_TOPIC = "alpamayo/navigation"
 
 # Longest accepted text, in UTF-8 bytes; the official instructions are under 60.
+# The planner's navigation input topic (relative: resolved in the node's namespace).
+NAVIGATION_TOPIC = "alpamayo/navigation"
 MAX_TEXT_BYTES = 256
 # Instructions kept (newest by stamp); older ones can no longer be the newest valid one
 # once this many newer ones exist.
@@ -125,6 +127,12 @@ class NavigationBuffer:
 
     def clear(self) -> None:
         self._items.clear()
+
+    def copy(self) -> "NavigationBuffer":
+        """An own copy (the instructions themselves are frozen)."""
+        other = NavigationBuffer(self._max_kept)
+        other._items = list(self._items)
+        return other
 
     def select(self, t0_ns: int) -> tuple[Optional[NavigationInstruction], NavStatus]:
         """(the instruction for a tick at t0, or None; what happened)."""

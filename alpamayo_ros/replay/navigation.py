@@ -30,7 +30,7 @@ from alpamayo_ros.core.planner_core import PlannerCore, PreparedInputs
 
 CONDITIONS = ("with", "without", "swapped")
 PAIRS = (("with", "without"), ("with", "swapped"), ("without", "swapped"))
-# Decimals of distances and coordinates in the report [m] (1 um), as replay_engine's.
+# Decimals of distances and coordinates in the report [m] (1 um), as replay/engine.py's.
 DECIMALS = 6
 # Stamp and validity of the instruction --nav-text forces: valid at every t0.
 FORCED_STAMP_NS = 1

@@ -15,9 +15,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from alpamayo_ros.tools import replay_navigation
-from alpamayo_ros.tools.replay_engine import ReplayOptions
-from alpamayo_ros.tools.replay_scoring import aggregate_metrics
+from alpamayo_ros.replay import navigation as replay_navigation
+from alpamayo_ros.replay.engine import ReplayOptions
+from alpamayo_ros.replay.scoring import aggregate_metrics
 
 REPORT_FORMAT = "alpamayo_replay_report/1"
 
