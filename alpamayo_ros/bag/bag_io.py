@@ -503,13 +503,6 @@ def navigation_message(stamp_ns: int, text: str, valid_for_ns: int, source: str 
         valid_for=msg_class("builtin_interfaces/msg/Duration")(sec=sec, nanosec=nanosec))
 
 
-def navigation_fields(msg: Any) -> tuple:
-    """(stamp_ns, text, valid_for_ns, source) of a NavigationInstruction; the checks are
-    PlannerCore.add_navigation's (the node's rule)."""
-    valid_for_ns = int(msg.valid_for.sec) * NS_PER_S + int(msg.valid_for.nanosec)
-    return stamp_to_ns(msg.header.stamp), msg.text, valid_for_ns, msg.source
-
-
 def odometry_message(stamp_ns: int, frame_id: str, child_frame_id: str, xyz, quat_xyzw,
                      linear_velocity, angular_velocity):
     """nav_msgs/Odometry with zero covariances (pose in frame_id, twist in child frame)."""
