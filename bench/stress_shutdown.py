@@ -5,12 +5,17 @@
 Each run starts the processes of the closed-loop tool (tools/closed_loop_stack.sim_stack:
 carla_sim, the planner, controller_node) as `alpamayo-closed-loop` does, with the planner
 alternating between the route oracle and planner_node (constant velocity), and sends SIGINT
-to every process group the way the tool stops a run, alternating between two moments:
+to every process group the way the tool stops a run, alternating between moments (--moments):
   end  the simulator ends by itself after --duration s of sim time (exit status 0), then
        the planner and the controller get SIGINT (the tool at the end of every run);
   mid  every process gets SIGINT at a random wall time 0-3 s after all of them logged
        their first line (rclpy is up: discovery, the start-up handshake or the first
-       steps; a signal during the imports before it is issue 15's item 8e, not this).
+       steps; a signal during the imports before it is issue 15's item 8e, not this);
+  early  every process gets SIGINT 0.3-1.5 s (wall) after carla_sim logged its start line:
+       the simulator's start-up phase (publishing /clock while it waits for its
+       subscribers and the first command) or its first steps; the planner and the
+       controller may still be starting.
+--moments picks the cycle (default "end,mid"; e.g. "early" for early runs only).
 A run is clean when every process exits with status 0 within --bound s (2 s) of its
 SIGINT. A process still running --hang-after s after its SIGINT is first dumped (py-spy
 if installed, else gdb's C stacks) into DIR/run_<k>/, then killed. --hogs busy-looping
@@ -72,7 +77,8 @@ def _shutdown_s(path: Path) -> str:
 def one_run(k: int, out: Path, args: argparse.Namespace, env: dict, rng: random.Random
             ) -> tuple[bool, str]:
     planner = ("route_oracle", "constant_velocity")[k % 2]
-    moment = ("end", "mid")[(k // 2) % 2]
+    moments = args.moments.split(",")
+    moment = moments[((k - 1) // 2) % len(moments)]
     run_dir = out / f"run_{k}"
     specs = sim_stack(planner, sim={"duration": args.duration if moment == "end" else 0.0,
                                     "initial_speed": 10.0},
@@ -85,6 +91,13 @@ def one_run(k: int, out: Path, args: argparse.Namespace, env: dict, rng: random.
         deadline = time.monotonic() + 300.0
         while simulator.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+    elif moment == "early":
+        deadline = time.monotonic() + 120.0
+        while not _logged(run_dir / f"{specs[0].node_name}.log"):
+            if time.monotonic() > deadline or procs.first_failure():
+                break
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.3, 1.5))
     else:
         deadline = time.monotonic() + 120.0
         while not all(_logged(run_dir / f"{s.node_name}.log") for s in specs):
@@ -119,6 +132,8 @@ def main() -> int:
     p.add_argument("--bound", type=float, default=2.0, help="SIGINT -> exit bound [s]")
     p.add_argument("--hang-after", type=float, default=15.0,
                    help="seconds after SIGINT before a process is dumped and killed")
+    p.add_argument("--moments", default="end,mid",
+                   help="comma-separated cycle of SIGINT moments: end, mid, early")
     p.add_argument("--max-minutes", type=float, default=90.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the logs of clean runs too")

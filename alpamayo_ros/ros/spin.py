@@ -31,7 +31,8 @@ from rclpy.signals import uninstall_signal_handlers
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.ros.shutdown import (SHUTDOWN_BOUND_S, ShutdownSignals, StartupInterrupted,
-                                       leave_process, shutdown_logger)
+                                       arm_hard_bound, dump_stacks, hard_bound, leave_process,
+                                       shutdown_logger)
 
 
 # Longest wait of one executor cycle [s]. rclpy's signal thread first wakes the executors
@@ -118,14 +119,16 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
             remove_normalised_files(args if args is not None else sys.argv, argv)
         executor = make_executor()
     if signals.received:  # a signal before rclpy's handlers were in place, or just now
-        executor.shutdown()
-        rclpy.try_shutdown()
+        with hard_bound():
+            executor.shutdown()
+            rclpy.try_shutdown()
         signals.ignore_from_now()
         return 0
     node, status = _start(name, make_node, executor, signals)
     if node is None:
-        executor.shutdown()
-        rclpy.try_shutdown()
+        with hard_bound():
+            executor.shutdown()
+            rclpy.try_shutdown()
         signals.ignore_from_now()
         return status
     logger = shutdown_logger(node)
@@ -133,6 +136,9 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
         if not signals.received:
             spin_until_shutdown(executor)
     finally:
+        # Armed first: any call below (the log line included) may be the one that hangs.
+        # Not disarmed: the process leaves inside (leave_process), or the bound ends it.
+        arm_hard_bound()
         started = time.monotonic()
         watchdog = _ShutdownWatchdog(name, started + SHUTDOWN_BOUND_S)
         logger.info(f"shutting down ({signals.first or 'rclpy shutdown'})")
@@ -179,6 +185,7 @@ class _ShutdownWatchdog:
             # os.write: no lock that a stuck main thread could hold.
             os.write(2, f"{self._name}: shutdown still running after {SHUTDOWN_BOUND_S:g} s: "
                         f"leaving the process\n".encode())
+            dump_stacks()  # where it is stuck
             leave_process(0)
 
     def stop(self) -> None:
