@@ -15,6 +15,8 @@ to every process group the way the tool stops a run, alternating between moments
        the simulator's start-up phase (publishing /clock while it waits for its
        subscribers and the first command) or its first steps; the planner and the
        controller may still be starting.
+  tracking  every process gets SIGINT as soon as the controller logged "tracking plan"
+       (test_closed_loop_shutdown.py's moment: the loop has just started stepping).
 --moments picks the cycle (default "end,mid"; e.g. "early" for early runs only).
 A run is clean when every process exits with status 0 within --bound s (2 s) of its
 SIGINT. A process still running --hang-after s after its SIGINT is first dumped (py-spy
@@ -34,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +94,14 @@ def one_run(k: int, out: Path, args: argparse.Namespace, env: dict, rng: random.
         deadline = time.monotonic() + 300.0
         while simulator.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+    elif moment == "tracking":
+        deadline = time.monotonic() + 120.0
+        controller_log = run_dir / f"{specs[-1].node_name}.log"
+        while "tracking plan" not in (controller_log.read_text(errors="replace")
+                                      if controller_log.exists() else ""):
+            if time.monotonic() > deadline or procs.first_failure():
+                break
+            time.sleep(0.02)
     elif moment == "early":
         deadline = time.monotonic() + 120.0
         while not _logged(run_dir / f"{specs[0].node_name}.log"):
@@ -105,8 +116,19 @@ def one_run(k: int, out: Path, args: argparse.Namespace, env: dict, rng: random.
                 break
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 3.0))
+    early_dump = None
+    if args.dump_after > 0:  # stacks of a slow shutdown while it is still running
+        def dump_slow() -> None:
+            for name, proc in procs.procs:
+                if proc.poll() is None:
+                    dump_stacks(run_dir, f"{name}.after_{args.dump_after:g}s", proc)
+        early_dump = threading.Timer(args.dump_after, dump_slow)
+        early_dump.start()
     codes = procs.stop(timeout_s=args.hang_after,
                        on_hang=lambda name, proc: dump_stacks(run_dir, name, proc))
+    if early_dump is not None:
+        early_dump.cancel()
+        early_dump.join()
     exit_s = procs.exit_s
     slow = {n: round(s, 2) for n, s in exit_s.items() if s > args.bound}
     bad = {n: c for n, c in codes.items() if c != 0}
@@ -118,7 +140,10 @@ def one_run(k: int, out: Path, args: argparse.Namespace, env: dict, rng: random.
               f"run_node's own shutdown {inside}")
     if slow:
         detail += f"; over {args.bound:g} s: {slow}"
-    if clean and not args.keep:
+    dumped = sorted(f.name for f in run_dir.glob("*.stacks.txt"))
+    if dumped:
+        detail += f"; stacks: {dumped}"
+    if clean and not args.keep and not dumped:
         shutil.rmtree(run_dir, ignore_errors=True)
     return clean, detail
 
@@ -133,7 +158,10 @@ def main() -> int:
     p.add_argument("--hang-after", type=float, default=15.0,
                    help="seconds after SIGINT before a process is dumped and killed")
     p.add_argument("--moments", default="end,mid",
-                   help="comma-separated cycle of SIGINT moments: end, mid, early")
+                   help="comma-separated cycle of SIGINT moments: end, mid, early, tracking")
+    p.add_argument("--dump-after", type=float, default=0.0,
+                   help="also dump the stacks of a process still running this many seconds "
+                        "after its SIGINT (0: only at --hang-after)")
     p.add_argument("--max-minutes", type=float, default=90.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", action="store_true", help="keep the logs of clean runs too")
