@@ -48,13 +48,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def dump_stacks(out: Path, name: str, proc: subprocess.Popen) -> None:
     """Python stacks (py-spy) or C stacks (gdb) of a process that did not exit."""
-    py_spy = shutil.which("py-spy")
+    py_spy = (shutil.which("py-spy")
+              or shutil.which("py-spy", path=str(Path(sys.executable).parent)))
     if py_spy:
         cmd = [py_spy, "dump", "--native", "--pid", str(proc.pid)]
     else:
         cmd = ["gdb", "-p", str(proc.pid), "-batch", "-ex", "thread apply all bt"]
     try:
-        text = subprocess.run(cmd, capture_output=True, text=True, timeout=60).stdout
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        text = done.stdout + (f"\n(stderr)\n{done.stderr}" if done.returncode else "")
     except (OSError, subprocess.TimeoutExpired) as exc:
         text = f"no stacks: {exc}"
     (out / f"{name}.stacks.txt").write_text(text)
