@@ -299,7 +299,10 @@ def arm_hard_bound(seconds: float = HARD_BOUND_S) -> None:
     its own watchdog (SHUTDOWN_BOUND_S, status 0) could not run or could not finish.
     cancel_hard_bound() disarms it; a process that leaves first (leave_process) never
     reaches it."""
-    faulthandler.dump_traceback_later(seconds, exit=True, file=sys.__stderr__)
+    try:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=2)  # fd 2: the log
+    except (OSError, ValueError, RuntimeError):  # no fd 2: no bound rather than no shutdown
+        pass
 
 
 def cancel_hard_bound() -> None:
@@ -319,7 +322,7 @@ def hard_bound(seconds: float = HARD_BOUND_S) -> Iterator[None]:
 def dump_stacks() -> None:
     """Every thread's Python stack on stderr (faulthandler: no lock, no GIL wait)."""
     try:
-        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+        faulthandler.dump_traceback(file=2, all_threads=True)
     except Exception:  # no usable stderr: nothing to report to
         pass
 
