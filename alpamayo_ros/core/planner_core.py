@@ -238,6 +238,9 @@ class PlannerCore:
         self._frame_change_ns: Optional[int] = None
         # Pending out-of-order (stamp, item) per stream: a possible time jump of that stream.
         self._backward: dict[str, list] = {}
+        # Streams that restarted on a time jump of their own since the last reset: their
+        # buffers hold only the new time line's data (see reset).
+        self._restarted: set[str] = set()
         # (stamp or tick time [ns], why) of the last event that emptied buffers.
         self._last_restart: Optional[tuple] = None
         # Bumped whenever decoded frames are dropped (a restarted stream reuses stamps): the
@@ -369,6 +372,7 @@ class PlannerCore:
                 for stamp, earlier in pending[:-1]:
                     buffer.add(stamp, earlier)
                 pending.clear()
+                self._restarted.add(source)
                 self._counters.time_jumps += 1
                 self._last_restart = (stamp_ns, str(jump))
             else:
@@ -415,21 +419,47 @@ class PlannerCore:
         self._navigation.clear()
         self._decoder.clear()
         self._backward.clear()
+        self._restarted.clear()
         self._frame_epoch += 1
         self._last_t0_ns = None
+
+    def _streams(self) -> list[tuple[str, StampedBuffer]]:
+        return [*zip(self._slot_descriptions, self._cameras), ("odometry", self._odometry)]
 
     def close(self) -> None:
         """Stop the frame decoding threads (queued decodes are dropped)."""
         self._decoder.close()
 
     def reset(self, now_ns: Optional[int] = None, why: str = "a reset") -> None:
-        """Drop all buffered data and cached frames (e.g. when the node clock jumped back).
+        """Drop the buffered data and cached frames (e.g. when the node clock jumped back).
 
-        now_ns: the time after the reset; ticks whose data does not reach back past it say
-        CLOCK_RESET (with `why`) instead of only "no frame yet".
+        now_ns: the time after the reset (the new time line's); ticks whose data does not
+        reach back past it say CLOCK_RESET (with `why`) instead of only "no frame yet".
+        With now_ns, data that already belongs to the new time line is kept: a stream
+        whose stamps jumped back before the clock did (it restarted on its own, see
+        TimeJump, and nothing in it is after now_ns) keeps its buffer, and the samples a
+        stream held back as out of order that are not after now_ns become its buffer.
+        (Sensor data can arrive before the /clock that restarts the time line: the
+        planner then plans from the first samples of the new time line, as a fresh
+        process would.) Without now_ns everything is dropped.
         """
         with self._lock:
+            kept = {}
+            if now_ns is not None:
+                limit = int(now_ns) + self._jump_ns
+                for source, buffer in self._streams():
+                    newest = buffer.newest_stamp()
+                    if source in self._restarted and newest is not None and newest <= limit:
+                        kept[source] = buffer.snapshot()
+                    else:
+                        entries = [e for e in self._backward.get(source, []) if e[0] <= limit]
+                        if entries:
+                            kept[source] = ([e[0] for e in entries], [e[1] for e in entries])
             self._clear_locked()
+            for source, buffer in self._streams():
+                if source in kept:
+                    for stamp, item in zip(*kept[source]):
+                        buffer.add(int(stamp), item)
             self._counters.resets += 1
             if now_ns is not None:
                 self._last_restart = (int(now_ns), why)
