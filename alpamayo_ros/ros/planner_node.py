@@ -77,7 +77,7 @@ from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
                                   LATCHED_PLAN_QOS, NAVIGATION_QOS,
-                                  ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
+                                  ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS, reliable)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
                                        StartupInterrupted, WorkerThread, shutdown_logger)
 from alpamayo_ros.ros.spin import run_node, take_pending
@@ -740,15 +740,19 @@ class _Configured:
                                               PLAN_QOS)) for o in optional_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
+        camera_qos, odometry_qos = ((reliable(CAMERA_SUBSCRIPTION_QOS),
+                                     reliable(ODOMETRY_SUBSCRIPTION_QOS))
+                                    if values["inputs.reliable"] else
+                                    (CAMERA_SUBSCRIPTION_QOS, ODOMETRY_SUBSCRIPTION_QOS))
         for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
                                                       values["camera_transports"])):
             msg_type, to_encoded = ((Image, convert.image_to_encoded) if transport == "raw"
                                     else (CompressedImage, convert.compressed_to_encoded))
             c.entities.append(node.create_subscription(
                 msg_type, topic, partial(node._on_image, slot, to_encoded),
-                CAMERA_SUBSCRIPTION_QOS, callback_group=sensors))
+                camera_qos, callback_group=sensors))
         c.entities.append(node.create_subscription(
-            Odometry, values["odometry_topic"], node._on_odometry, ODOMETRY_SUBSCRIPTION_QOS,
+            Odometry, values["odometry_topic"], node._on_odometry, odometry_qos,
             callback_group=sensors))
         c.entities.append(node.create_subscription(
             NavigationInstruction, NAVIGATION_TOPIC, node._on_navigation, NAVIGATION_QOS,

@@ -103,7 +103,9 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
     instructions). The simulator starts stepping once the controller and the
     planner subscribe (so the planner's timer exists before the first /clock and its
     ticks fall on multiples of its period), and the navigation node; lockstep off =
-    real-time mode."""
+    real-time mode. In lockstep the planner subscribes reliably and the simulator
+    publishes a tick's /clock once its data is acknowledged (tick_settle.await_acks): a
+    tick plans on every sample up to it, however loaded the machine."""
     camera_subscribers = 0 if planner == "route_oracle" else 1
     if navigation is None:
         navigation = planner == "alpamayo"
@@ -112,7 +114,10 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
         "tick_settle.period": 1.0 / rate_hz if lockstep else 0.0,
         "start.min_odometry_subscribers": 3 if navigation else 2,
         "start.await_first_command": lockstep,
-        "start.min_camera_subscribers": camera_subscribers, **(sim or {})}
+        "start.min_camera_subscribers": camera_subscribers,
+        "tick_settle.await_acks": lockstep, **(sim or {})}
+    if lockstep and planner != "route_oracle":
+        planner_extra = {"inputs.reliable": True, **(planner_extra or {})}
     specs = [NodeSpec("carla_sim", "carla_sim", ("carla_sim.yaml",), sim_overrides),
              planner_spec(planner, rate_hz, checkpoint, device, planner_extra),
              controller_spec(rate_hz, lockstep, controller_extra)]
