@@ -235,6 +235,9 @@ def test_two_lockstep_suite_runs_are_identical(ros_env, tmp_path):
         [r["odometry_sha256"] for r in b["routes"]]
     assert a["means"] == b["means"]
     for name in names:
+        for run in ("a", "b"):  # never stepped without a command, every tick's data acked
+            sim_log = (tmp_path / run / name / "logs" / "carla_sim.log").read_text()
+            assert "(0 control timeouts, 0 acknowledgement timeouts)" in sim_log, sim_log
         plans_a, plans_b = _plans(tmp_path / "a", name), _plans(tmp_path / "b", name)
         assert plans_a == plans_b, name
         assert plans_a["ticks_missing"] == [] and plans_a["lockstep"]["lockstep_timeouts"] == 0

@@ -92,6 +92,10 @@ def navigation_spec(route_file: str = "") -> NodeSpec:
                      "instructions_file": route_file, "source": "route"})
 
 
+# carla_sim's vehicle_control_timeout in lockstep [wall s] (sim_stack).
+LOCKSTEP_CONTROL_TIMEOUT_S = 30.0
+
+
 def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
               lockstep: bool = True, checkpoint: str = "", device: str = "cpu",
               sim: Optional[Mapping[str, Any]] = None,
@@ -115,7 +119,13 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
         "start.min_odometry_subscribers": 3 if navigation else 2,
         "start.await_first_command": lockstep,
         "start.min_camera_subscribers": camera_subscribers,
-        "tick_settle.await_acks": lockstep, **(sim or {})}
+        "tick_settle.await_acks": lockstep,
+        # The bridge's 1 s: on a loaded machine (load average 14 on 2 cores) the controller
+        # answered steps later than that 7 to 23 times per route, the simulator stepped on
+        # the old command, and the trajectory changed. The controller answers every step
+        # (it PAUSEs the simulator while it waits for a plan), so lockstep waits longer.
+        "vehicle_control_timeout": LOCKSTEP_CONTROL_TIMEOUT_S if lockstep else 1.0,
+        **(sim or {})}
     if lockstep and planner != "route_oracle":
         planner_extra = {"inputs.reliable": True, **(planner_extra or {})}
     specs = [NodeSpec("carla_sim", "carla_sim", ("carla_sim.yaml",), sim_overrides),
