@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from alpamayo_ros.core import parameter_file
-from alpamayo_ros.tools import make_bag, replay, replay_engine, replay_jobs
-from alpamayo_ros.tools.scenario import curved_drive, default_cameras
+from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.replay import engine as replay_engine, jobs as replay_jobs
+from alpamayo_ros.sim.scenario import curved_drive, default_cameras
 
 
 def bench_render(width: int, height: int, frames: int = 100) -> None:

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/stress_shutdown.py [-n 50] [--hogs 2] [--max-minutes 60] [-o DIR]
 
-Each run starts the processes of the closed-loop tool (tools/closed_loop_stack.sim_stack:
+Each run starts the processes of the closed-loop tool (testbed/closed_loop_stack.sim_stack:
 carla_sim, the planner, controller_node) as `alpamayo-closed-loop` does, with the planner
 alternating between the route oracle and planner_node (constant velocity), and sends SIGINT
 to every process group the way the tool stops a run, alternating between two moments:
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from alpamayo_ros.tools.closed_loop import Processes
-from alpamayo_ros.tools.closed_loop_stack import command_line, sim_stack
+from alpamayo_ros.testbed.closed_loop_stack import command_line, sim_stack
 
 REPO = Path(__file__).resolve().parents[1]
 

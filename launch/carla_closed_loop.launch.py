@@ -51,7 +51,7 @@ def _actions(context):
     from launch_ros.actions import Node
     from launch_ros.substitutions import FindPackageShare
 
-    from alpamayo_ros.tools.closed_loop_stack import carla_stack
+    from alpamayo_ros.testbed.closed_loop_stack import carla_stack
 
     def arg(name):
         return context.perform_substitution(LaunchConfiguration(name))

@@ -4,7 +4,7 @@
     ros2 launch alpamayo_ros sim_closed_loop.launch.py planner:=alpamayo \
         checkpoint_dir:=/models/Alpamayo-R1-10B device:=cuda
 
-The processes, parameter files and overrides are alpamayo_ros.tools.closed_loop_stack's
+The processes, parameter files and overrides are alpamayo_ros.testbed.closed_loop_stack's
 sim_stack(), which the closed-loop tool (alpamayo-closed-loop) and the tests run as
 processes without ros2 launch. launch/launch_ros are imported inside
 generate_launch_description, so the constants can be read where they are not installed.
@@ -29,7 +29,7 @@ def _nodes(context):
     from launch_ros.actions import Node
     from launch_ros.substitutions import FindPackageShare
 
-    from alpamayo_ros.tools.closed_loop_stack import sim_stack
+    from alpamayo_ros.testbed.closed_loop_stack import sim_stack
 
     def arg(name):
         return context.perform_substitution(LaunchConfiguration(name))

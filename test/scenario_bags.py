@@ -5,8 +5,9 @@ from pathlib import Path
 from typing import Optional
 
 from alpamayo_ros.core import parameter_file
-from alpamayo_ros.tools import make_bag, replay, replay_engine
-from alpamayo_ros.tools.scenario import default_cameras, make_preset
+from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.replay import engine as replay_engine
+from alpamayo_ros.sim.scenario import default_cameras, make_preset
 
 # Small frames keep the bags tiny and the tests fast on 2 cores.
 WIDTH, HEIGHT = 64, 48

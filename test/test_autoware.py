@@ -25,9 +25,10 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.parameter_file import normalised_parameter_file, read_parameter_file
 from alpamayo_ros.ros import launch_support as L
-from alpamayo_ros.tools import bag_io, make_bag, replay
-from alpamayo_ros.tools.replay_outputs import PLAN_TOPIC
-from alpamayo_ros.tools.scenario import default_cameras, make_preset
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.replay.outputs import PLAN_TOPIC
+from alpamayo_ros.sim.scenario import default_cameras, make_preset
 
 CONFIG = ros_harness.REPO_ROOT / "config"
 PRESET = CONFIG / "autoware.yaml"
@@ -220,7 +221,7 @@ def test_preset_live_publishes_the_plan_as_trajectory_only_on_ok_ticks(ros_proce
     Trajectory = pytest.importorskip("autoware_planning_msgs.msg").Trajectory
     from alpamayo_ros.msg import PlannerOutput
     from alpamayo_ros.ros.qos import PLAN_QOS
-    from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher
+    from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher
 
     args = {a.name: a.default for a in L.LAUNCH_ARGUMENTS}
     args.update(DRY_RUN, preset="autoware", use_sim_time="true")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from rosbags.rosbag2 import Reader
 
-from alpamayo_ros.tools import bag_io, make_bag, mcap_stream, replay
+from alpamayo_ros.bag import bag_io, mcap_stream
+from alpamayo_ros.tools import make_bag, replay
 from scenario_bags import write_bag
 
 # Compared between an intact and a damaged replay of the same bag (metrics need the

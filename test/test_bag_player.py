@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from alpamayo_ros.core.plan_message import PLANNER_OUTPUT_TYPE
-from alpamayo_ros.tools import bag_io, make_bag
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.tools import make_bag
 from scenario_bags import write_bag
 
 pytestmark = pytest.mark.ros

@@ -16,8 +16,8 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.core import planner_params
 from alpamayo_ros.core.parameter_file import read_parameter_file
-from alpamayo_ros.tools import closed_loop_stack as stack
-from alpamayo_ros.tools.scenario import RIG_CAMERAS
+from alpamayo_ros.testbed import closed_loop_stack as stack
+from alpamayo_ros.sim.scenario import RIG_CAMERAS
 
 CONFIG = ros_harness.REPO_ROOT / "config"
 

@@ -25,7 +25,7 @@ pytest.importorskip("carla_msgs.msg")
 
 from alpamayo_ros.sim.route import Route  # noqa: E402
 from alpamayo_ros.tools import closed_loop  # noqa: E402
-from alpamayo_ros.tools.closed_loop_stack import command_line, sim_stack  # noqa: E402
+from alpamayo_ros.testbed.closed_loop_stack import command_line, sim_stack  # noqa: E402
 
 TOOL = [sys.executable, "-m", "alpamayo_ros.tools.closed_loop"]
 SLOW_PLANNER = ros_harness.REPO_ROOT / "test" / "slow_planner_node.py"

@@ -19,7 +19,7 @@ pytest.importorskip("carla_msgs.msg")
 
 from alpamayo_ros.core.route_navigation import Maneuver, RouteGeometry  # noqa: E402
 from alpamayo_ros.sim.route import Route  # noqa: E402
-from alpamayo_ros.tools import bag_io  # noqa: E402
+from alpamayo_ros.bag import bag_io  # noqa: E402
 
 TOOL = [sys.executable, "-m", "alpamayo_ros.tools.closed_loop"]
 SEGMENTS = [{"type": "straight", "length": 70.0, "speed_limit": 10.0},

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ros_harness
-from alpamayo_ros.tools import bag_io
+from alpamayo_ros.bag import bag_io
 
 CARLA_MSGS = ros_harness.REPO_ROOT / "test" / "interfaces" / "carla_msgs" / "msg"
 ROLE = "ego_vehicle"

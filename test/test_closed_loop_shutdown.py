@@ -15,7 +15,7 @@ pytest.importorskip("carla_msgs.msg")
 
 from alpamayo_ros.ros.shutdown import SHUTDOWN_BOUND_S  # noqa: E402
 from alpamayo_ros.tools.closed_loop import Processes  # noqa: E402
-from alpamayo_ros.tools.closed_loop_stack import command_line, sim_stack  # noqa: E402
+from alpamayo_ros.testbed.closed_loop_stack import command_line, sim_stack  # noqa: E402
 
 # From SIGINT to the process exit, seen from outside: the node's shutdown work (bounded by
 # SHUTDOWN_BOUND_S and asserted from its own log) plus the interpreter's and DDS's teardown

@@ -12,7 +12,7 @@ pytest.importorskip("carla_msgs.msg")
 
 from alpamayo_ros.sim.route import Route  # noqa: E402
 from alpamayo_ros.tools import closed_loop  # noqa: E402
-from alpamayo_ros.tools.closed_loop_stack import command_line, sim_stack  # noqa: E402
+from alpamayo_ros.testbed.closed_loop_stack import command_line, sim_stack  # noqa: E402
 
 CONTROLLER_DELAY_S = 4.0
 

@@ -186,7 +186,7 @@ def _plans(out: Path, route: str) -> dict:
     and a digest of every plan's tick, t0, status and trajectories (the bag's
     /alpamayo/plan)."""
     import hashlib
-    from alpamayo_ros.tools import bag_io
+    from alpamayo_ros.bag import bag_io
     report = json.loads((out / route / "report.json").read_text())
     m = report["metrics"]
     digest = hashlib.sha256()
@@ -276,7 +276,7 @@ def test_constant_velocity_hits_an_obstacle_and_leaves_the_lane(ros_env, tmp_pat
     assert lb["off_lane_percent"] > 0.0
     assert lb["infraction_penalty"] == pytest.approx(0.65 * (1 - lb["off_lane_percent"] / 100))
     assert lb["driving_score"] < 65.0
-    from alpamayo_ros.tools import bag_io
+    from alpamayo_ros.bag import bag_io
     with bag_io.BagReader(out / "bag") as reader:
         topics = reader.topics
     assert topics["/carla/ego_vehicle/collision"] == "carla_msgs/msg/CarlaCollisionEvent"

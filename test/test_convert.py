@@ -22,9 +22,9 @@ from alpamayo_ros.core.types import InferenceOptions, InferencePath, ModelDescri
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.ros import convert  # noqa: E402
 from alpamayo_ros.ros.markers import plan_to_markers  # noqa: E402
-from alpamayo_ros.ros.scenario_publisher import encode_jpeg, rgb_to_image  # noqa: E402
-from alpamayo_ros.tools import bag_io  # noqa: E402
-from alpamayo_ros.tools import scenario as sc  # noqa: E402
+from alpamayo_ros.testbed.scenario_publisher import encode_jpeg, rgb_to_image  # noqa: E402
+from alpamayo_ros.bag import bag_io  # noqa: E402
+from alpamayo_ros.sim import scenario as sc  # noqa: E402
 
 S = 1_000_000_000
 
@@ -93,7 +93,7 @@ def test_compressed_images():
 def test_bag_replay_accepts_and_refuses_compressed_frames_as_the_node_does():
     from PIL import Image as PILImage
 
-    from alpamayo_ros.tools import bag_io
+    from alpamayo_ros.bag import bag_io
 
     rgb = np.full((16, 24, 3), 120, np.uint8)
     buf = io.BytesIO()
@@ -215,6 +215,29 @@ def test_node_and_replay_write_the_same_fields(plan):
     msg = convert.plan_to_msg(skipped, _context(), latency_s=0.25)
     assert msg.reason_code == PlannerOutput.REASON_STALE_ODOMETRY
     assert msg.v0 == 0.0  # every published float is finite; the status says "no plan"
+
+
+def test_every_output_row_is_written_alike_by_node_and_replay(plan):
+    """Each row of core.outputs.OUTPUTS (markers included, whose newer fields the bag
+    writer fills with defaults) gives the same message to the node and the replay bag;
+    a skipped tick gives only the PlannerOutput."""
+    from dataclasses import replace
+
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from alpamayo_ros.core.outputs import OUTPUTS, OutputTick
+
+    tick = OutputTick(plan, _context(), latency_s=0.25, marker_text_height=0.8)
+    for row in OUTPUTS:
+        data = row.build(tick)
+        assert data is not None and data.type == row.type, row.name
+        cls = convert.message_class(row.type)
+        raw = bag_io.typestore().serialize_cdr(bag_io.to_bag_message(data), row.type)
+        published = deserialize_message(serialize_message(convert.to_ros_message(data)), cls)
+        assert deserialize_message(bytes(raw), cls) == published, row.name
+    skipped = OutputTick(replace(plan, status=PlanStatus.SKIPPED, candidates=[]), _context(),
+                         latency_s=0.25)
+    assert [row.name for row in OUTPUTS if row.build(skipped) is not None] == ["plan"]
 
 
 def test_odometry_path_is_the_base_path_moved_by_the_t0_pose(plan):

@@ -90,4 +90,4 @@ def test_planner_core_feeds_reports_and_counts_navigation():
             counters.navigation_expired) == (1, 1, 1)
     core.add_navigation(now_ns(3.9), "Turn right in 30m", 10 * S)
     core.reset(now_ns(4.1), "test")  # a reset forgets instructions with the other buffers
-    assert core._navigation.select(now_ns(4.0)) == (None, NavStatus.NONE)
+    assert core.inputs._navigation.select(now_ns(4.0)) == (None, NavStatus.NONE)

@@ -100,7 +100,7 @@ def test_decode_ahead_leaves_nothing_to_decode_at_the_tick(camera_rate):
         t = 2.0 + 0.1 * k
         scenario.advance(ahead, t)
         same.advance(at_tick, t)
-        assert ahead._decoder.wait_idle(10.0)
+        assert ahead.inputs.decoder.wait_idle(10.0)
         prepared = ahead.prepare(now_ns(t + 0.005))
         reference = at_tick.prepare(now_ns(t + 0.005))
         assert reference.decodes == (16 if k == 0 else 4)
@@ -108,7 +108,7 @@ def test_decode_ahead_leaves_nothing_to_decode_at_the_tick(camera_rate):
         assert prepared.model_input.frame_keys == reference.model_input.frame_keys
         for mine, theirs in zip(prepared.model_input.frames, reference.model_input.frames):
             np.testing.assert_array_equal(mine, theirs)
-    assert ahead._decoder.prefetched >= 4 * 12
+    assert ahead.inputs.decoder.prefetched >= 4 * 12
     extra = ahead.counters().decodes - at_tick.counters().decodes
     assert 0 <= extra <= (0 if camera_rate == 10.0 else 4 * 12), extra
     ahead.close()
@@ -130,9 +130,9 @@ def test_a_restarted_stream_never_gets_a_frame_decoded_before_the_restart():
     for t in np.arange(2.0, 3.05, 0.1):  # ticks: decoding ahead is on
         scenario.advance(core, t)
         before = core.prepare(now_ns(t + 0.005))
-    assert core._decoder.prefetched > 0
+    assert core.inputs.decoder.prefetched > 0
     Brighter().advance(core, 3.0)
-    assert core._decoder.wait_idle(10.0)
+    assert core.inputs.decoder.wait_idle(10.0)
     after = core.prepare(now_ns(3.005))
     assert core.counters().time_jumps >= 4  # every stream restarted
     assert after.model_input.frame_keys[0][0] != before.model_input.frame_keys[0][0]

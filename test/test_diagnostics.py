@@ -1,6 +1,7 @@
 """Planner health (ROS-free) and its conversion to diagnostic_msgs."""
 import pytest
 
+from alpamayo_ros.core.plan_result import ReasonCode
 from alpamayo_ros.core.planner_health import (InputTracker, LatencyStats, Level,
                                               PlannerHealth, TickOutcome,
                                               inference_path_report)
@@ -126,7 +127,7 @@ def test_a_stopped_clock_is_reported_on_wall_time():
 def test_outcomes_are_grouped_by_reason_code():
     health = _health()
     for code in ("STALE_CAMERA", "STALE_CAMERA", "ODOMETRY_DISCONTINUITY"):
-        health.record_outcome(TickOutcome.SKIPPED, "why", reason_code=code)
+        health.record_outcome(TickOutcome.SKIPPED, "why", reason_code=ReasonCode[code])
     report = _by_name(health.reports(100 * S))["planner"]
     assert report.values["not_ok_STALE_CAMERA"] == "2"
     assert report.values["not_ok_ODOMETRY_DISCONTINUITY"] == "1"

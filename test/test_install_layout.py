@@ -21,14 +21,14 @@ SITE = Path(next(p for p in sys.path if p.endswith("site-packages") and p.starts
 # Executable name -> module whose main() it calls (docs/design.md, issue 2).
 EXECUTABLES = {
     "planner_node": "alpamayo_ros.ros.planner_node",
-    "synthetic_sensors": "alpamayo_ros.ros.synthetic_sensors_node",
+    "synthetic_sensors": "alpamayo_ros.testbed.synthetic_sensors_node",
     "replay": "alpamayo_ros.tools.replay",
-    "bag_player": "alpamayo_ros.ros.bag_player_node",
+    "bag_player": "alpamayo_ros.testbed.bag_player_node",
     "make_tiny_checkpoint": "alpamayo_ros.model.tiny_checkpoint",
     "make_scenario_bag": "alpamayo_ros.tools.make_bag",
     "controller_node": "alpamayo_ros.ros.controller_node",
-    "carla_sim": "alpamayo_ros.ros.carla_sim_node",
-    "route_oracle": "alpamayo_ros.ros.route_oracle_node",
+    "carla_sim": "alpamayo_ros.testbed.carla_sim_node",
+    "route_oracle": "alpamayo_ros.testbed.route_oracle_node",
     "closed_loop": "alpamayo_ros.tools.closed_loop",
     "route_navigation": "alpamayo_ros.ros.route_navigation_node",
 }

@@ -90,8 +90,8 @@ def test_what_the_launch_file_starts_plans_under_namespace_and_remaps(ros_proces
     pytest.importorskip("rclpy")
     from alpamayo_ros.msg import PlannerOutput
     from alpamayo_ros.ros.qos import PLAN_QOS
-    from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher
-    from alpamayo_ros.tools import scenario as sc
+    from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher
+    from alpamayo_ros.sim import scenario as sc
 
     launch = _load_launch_module()
     params_file = tmp_path / "renamed.yaml"

@@ -5,8 +5,9 @@ import yaml
 
 from alpamayo_ros.core.image_decode import decode_image
 from alpamayo_ros.core import parameter_file
-from alpamayo_ros.tools import bag_io, make_bag, replay
-from alpamayo_ros.tools.scenario import default_cameras, make_preset
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.sim.scenario import default_cameras, make_preset
 from scenario_bags import HEIGHT, WIDTH, write_bag
 
 

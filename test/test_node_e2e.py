@@ -31,8 +31,8 @@ from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.core import planner_params as P  # noqa: E402
 from alpamayo_ros.ros.convert import time_to_ns  # noqa: E402
 from alpamayo_ros.ros.qos import PLAN_QOS  # noqa: E402
-from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher, camera_grid_stamps_ns  # noqa: E402
-from alpamayo_ros.tools import scenario as sc  # noqa: E402
+from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher, camera_grid_stamps_ns  # noqa: E402
+from alpamayo_ros.sim import scenario as sc  # noqa: E402
 
 pytestmark = pytest.mark.ros
 S = 1_000_000_000

@@ -24,8 +24,8 @@ from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from alpamayo_ros.core import planner_params as P  # noqa: E402
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.ros.qos import DIAGNOSTICS_QOS, PLAN_QOS  # noqa: E402
-from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher  # noqa: E402
-from alpamayo_ros.tools import scenario as sc  # noqa: E402
+from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher  # noqa: E402
+from alpamayo_ros.sim import scenario as sc  # noqa: E402
 
 pytestmark = pytest.mark.ros
 SLOW_NODE = ros_harness.REPO_ROOT / "test" / "slow_planner_node.py"

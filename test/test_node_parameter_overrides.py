@@ -11,7 +11,7 @@ import pytest
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.planner_params import PLANNER_PARAMETERS
-from alpamayo_ros.tools.closed_loop_stack import executable_path
+from alpamayo_ros.testbed.closed_loop_stack import executable_path
 
 pytest.importorskip("rclpy")
 from alpamayo_ros.ros.params import check_parameter_overrides  # noqa: E402

@@ -22,9 +22,9 @@ import ros_harness  # noqa: E402
 from alpamayo_ros.core import planner_params as P  # noqa: E402
 from alpamayo_ros.msg import PlannerOutput  # noqa: E402
 from alpamayo_ros.ros.qos import PLAN_QOS  # noqa: E402
-from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher  # noqa: E402
+from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher  # noqa: E402
 from alpamayo_ros.ros.shutdown import SHUTDOWN_BOUND_S  # noqa: E402
-from alpamayo_ros.tools import scenario as sc  # noqa: E402
+from alpamayo_ros.sim import scenario as sc  # noqa: E402
 
 pytestmark = pytest.mark.ros
 SLOW_NODE = ros_harness.REPO_ROOT / "test" / "slow_planner_node.py"

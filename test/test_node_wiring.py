@@ -35,8 +35,8 @@ from alpamayo_ros.core.types import InferencePath, ModelDescription  # noqa: E40
 from alpamayo_ros.ros.convert import time_to_ns  # noqa: E402
 from alpamayo_ros.ros.planner_node import PlannerNode  # noqa: E402
 from alpamayo_ros.ros.qos import PLAN_QOS  # noqa: E402
-from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher, rgb_to_image  # noqa: E402
-from alpamayo_ros.tools import scenario as sc  # noqa: E402
+from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher, rgb_to_image  # noqa: E402
+from alpamayo_ros.sim import scenario as sc  # noqa: E402
 
 pytestmark = pytest.mark.ros
 TOPICS = P.PARAMETERS_BY_NAME["camera_topics"].default

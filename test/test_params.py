@@ -259,3 +259,23 @@ def test_param_literal_keeps_the_type_on_the_command_line():
     for value in (True, "true", "1", "", "it's", [1.5, 2.0], ["a", "b"], 3, 0.25):
         assert yaml.safe_load(S.param_literal(value)) == (list(value) if isinstance(
             value, tuple) else value)
+
+
+def test_model_backends_come_from_one_table():
+    """MODEL_BACKEND_TABLE gives model.backend its choices and description, and the loader
+    that alpamayo_ros.model.backends.load_model calls for each."""
+    import importlib
+
+    from alpamayo_ros.model import backends
+
+    spec = P.PARAMETERS_BY_NAME["model.backend"]
+    assert spec.choices == tuple(b.name for b in P.MODEL_BACKEND_TABLE)
+    for backend in P.MODEL_BACKEND_TABLE:
+        module, _, function = backend.loader.partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), backend.name
+        assert f"\"{backend.name}\" = {backend.description}" in spec.description
+    values = P.validate_parameters(DRY_RUN)
+    model, description = backends.load_model(values, InferenceOptions())
+    assert description.model_id == model.model_id and description.device == "cpu"
+    with pytest.raises(ConfigError, match="model.backend: have 'nope'"):
+        backends.load_model({**values, "model.backend": "nope"}, InferenceOptions())

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from alpamayo_ros.tools import bag_io, make_bag, replay, replay_jobs
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.replay import jobs as replay_jobs
 from scenario_bags import job, parameters, write_bag
 
 ODO = make_bag.DEFAULT_ODOMETRY_TOPIC

@@ -8,8 +8,11 @@ import pytest
 import yaml
 
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
-from alpamayo_ros.tools import bag_io, replay, replay_engine, replay_jobs, replay_report
-from alpamayo_ros.tools.replay_outputs import PATH_ODOM_TOPIC, PATH_TOPIC, PLAN_TOPIC
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.tools import replay
+from alpamayo_ros.replay import engine as replay_engine, jobs as replay_jobs, report as replay_report
+from alpamayo_ros.core import outputs
+from alpamayo_ros.replay.outputs import PATH_ODOM_TOPIC, PATH_TOPIC, PLAN_TOPIC
 from scenario_bags import job, parameters, write_bag
 
 
@@ -142,6 +145,10 @@ def test_cli_writes_report_csv_png_and_a_readable_output_bag(straight_bag, tmp_p
     ok = [t for t in bag["ticks"] if t["status"] == "OK"]
     assert counts[PLAN_TOPIC] == len(bag["ticks"])
     assert counts[PATH_TOPIC] == counts[PATH_ODOM_TOPIC] == len(ok)
+    # Every topic the node publishes (core.outputs.OUTPUTS, markers enabled by default).
+    assert set(counts) == {"/" + row.topic
+                           for row in outputs.enabled_outputs(report["parameters"])}
+    assert counts["/" + outputs.COC_TOPIC] == counts["/" + outputs.MARKERS_TOPIC] == len(ok)
     first_ok = next(p.msg for p in plans if p.msg.status == 0)
     assert bag_io.stamp_to_ns(first_ok.header.stamp) == ok[0]["t0_ns"]
     cand = first_ok.candidates[0]

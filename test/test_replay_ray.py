@@ -10,7 +10,7 @@ import pytest
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
-from alpamayo_ros.tools import replay_engine, replay_jobs, replay_report
+from alpamayo_ros.replay import engine as replay_engine, jobs as replay_jobs, report as replay_report
 from scenario_bags import job, parameters, write_bag
 
 pytest.importorskip("torch")

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from alpamayo_ros.tools import make_bag, replay, replay_report
+from alpamayo_ros.tools import make_bag, replay
+from alpamayo_ros.replay import report as replay_report
 from scenario_bags import write_bag
 
 REFERENCE = Path(__file__).parent / "data" / "replay_reference.json"

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from alpamayo_ros.tools import make_bag, regression, replay, replay_jobs
-from alpamayo_ros.tools.scenario import default_cameras, make_preset
+from alpamayo_ros.tools import make_bag, regression, replay
+from alpamayo_ros.replay import jobs as replay_jobs
+from alpamayo_ros.sim.scenario import default_cameras, make_preset
 from scenario_bags import job, parameters, write_bag
 
 pytest.importorskip("torch")

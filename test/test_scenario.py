@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 
 
 def test_circle_radius_speed_and_yaw_rate():

@@ -5,8 +5,8 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 from std_msgs.msg import String  # noqa: E402
 
-from alpamayo_ros.ros.topic_recorder import TopicRecorder  # noqa: E402
-from alpamayo_ros.tools import bag_io  # noqa: E402
+from alpamayo_ros.testbed.topic_recorder import TopicRecorder  # noqa: E402
+from alpamayo_ros.bag import bag_io  # noqa: E402
 
 pytestmark = pytest.mark.ros
 TIMEOUT_S = 10.0

@@ -16,7 +16,7 @@ t0, one TrajectoryPoint per waypoint at t0 + 0.1 .. 6.4 s with
   does not slip and steers its front wheels only).
 
 The node turns the description into an rclpy message (ros/convert.py) and the replay into
-a rosbags message (tools/bag_io.py), as for every core.plan_message description. The
+a rosbags message (bag/bag_io.py), as for every core.plan_message description. The
 message package is Autoware's (``autoware_planning_msgs``); tests build a copy of its
 published definitions (test/interfaces/autoware_planning_msgs).
 """
@@ -39,6 +39,8 @@ ENABLED_PARAMETER = "autoware.trajectory.enabled"
 TOPIC_PARAMETER = "autoware.trajectory.topic"
 WHEELBASE_PARAMETER = "autoware.wheelbase"
 DEFAULT_TOPIC = "alpamayo/trajectory"
+# Autoware's sample vehicle [m].
+DEFAULT_WHEELBASE_M = 2.79
 
 AUTOWARE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(ENABLED_PARAMETER, BOOL, False,
@@ -49,7 +51,7 @@ AUTOWARE_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(TOPIC_PARAMETER, STRING, DEFAULT_TOPIC,
               "Topic of the Autoware Trajectory (relative names resolve in the node's "
               "namespace)."),
-    ParamSpec(WHEELBASE_PARAMETER, FLOAT, 2.79,
+    ParamSpec(WHEELBASE_PARAMETER, FLOAT, DEFAULT_WHEELBASE_M,
               "Wheelbase [m] (rear to front axle) for the Trajectory's "
               "front_wheel_angle_rad = atan(wheelbase x curvature); the default is "
               "Autoware's sample vehicle.", minimum=0.5, maximum=10.0),
@@ -85,11 +87,20 @@ def trajectory_data(result: PlanResult, wheelbase_m: float) -> MsgData:
                                      "points": points})
 
 
+def ok_plan_trajectory(result: PlanResult, wheelbase_m: float) -> Optional[MsgData]:
+    """The Trajectory of an OK plan; None for every other tick (Autoware's validators see
+    a stale stamp instead)."""
+    if result.status != PlanStatus.OK or result.selected is None:
+        return None
+    return trajectory_data(result, wheelbase_m)
+
+
 @dataclass(frozen=True)
 class TrajectoryOutput:
-    """The Trajectory output as the node and the replay publish it: topic (as configured;
-    relative names resolve in the namespace), message type, and the builder, which gives
-    nothing for ticks without an OK plan (Autoware's validators see a stale stamp instead)."""
+    """The Trajectory output as the parameters configure it: topic (relative names resolve
+    in the namespace), wheelbase, message type, enabling parameter, and the builder
+    (ok_plan_trajectory). The node and the replay publish it as the autoware_trajectory row
+    of core.outputs.OUTPUTS."""
 
     topic: str
     wheelbase_m: float
@@ -97,9 +108,7 @@ class TrajectoryOutput:
     enabled_by: str = ENABLED_PARAMETER
 
     def build(self, result: PlanResult) -> Optional[MsgData]:
-        if result.status != PlanStatus.OK or result.selected is None:
-            return None
-        return trajectory_data(result, self.wheelbase_m)
+        return ok_plan_trajectory(result, self.wheelbase_m)
 
 
 def trajectory_output(values: Mapping[str, Any]) -> Optional[TrajectoryOutput]:

@@ -29,6 +29,15 @@ CAMERA_NAMES_BY_INDEX = {
     6: "front_tele_30fov",
 }
 
+# Default (relative) odometry topic of the planner and the scenario tools.
+DEFAULT_ODOMETRY_TOPIC = "odometry"
+
+
+def camera_topic(index: int) -> str:
+    """Default (relative) image topic of a rig camera: cameras/<rig name>/image."""
+    return f"cameras/{CAMERA_NAMES_BY_INDEX[index]}/image"
+
+
 INTERPOLATION_METHODS = ("spline", "linear")
 
 # The parameter rows of PlannerConfig: "core.<field>" -> PlannerConfig.<field>, and the

@@ -1,7 +1,8 @@
 """Decoding a tick's camera frames off the path from tick to model start.
 
-Four new 1080p JPEG frames per tick cost ~60 ms on one CPU core (bench/
-bench_core_overhead.py). Two measures take them off the tick:
+Decoding the four new 1080p JPEG frames of a tick is the largest part of the time from
+tick to model start (docs/design.md gives the numbers of bench/bench_core_overhead.py).
+Two measures take it off the tick:
 
 * **ahead of the tick**: after every frame that arrives, PlannerCore works out which 16
   frames a tick at this moment would select (the same select_frames as the tick) and,
@@ -14,7 +15,7 @@ bench_core_overhead.py). Two measures take them off the tick:
   tick's own thread at once.
 
 Threads work because the decoders (simplejpeg, OpenCV, Pillow) release the GIL while
-decoding (2 threads: 13.4 -> 7.9 ms per 1080p JPEG on this 2-core machine).
+decoding.
 concurrent.futures gives the pool and cancellation; the one thing it lacks, that a frame
 wanted by the tick and by a decode-ahead job is decoded once, is DecodeCache's (a key
 is decoded by one thread at a time, the other waits for its result).

@@ -25,7 +25,7 @@ from typing import Callable, Optional, Union
 
 import numpy as np
 
-from alpamayo_ros.core.errors import DecodeError
+from alpamayo_ros.core.errors import ConfigError, DecodeError
 
 try:  # simplejpeg (libjpeg-turbo) is the fast path; PIL is the fallback.
     import simplejpeg
@@ -42,6 +42,8 @@ RAW_ENCODINGS = {
 }
 COMPRESSED_ENCODINGS = ("jpeg", "png")
 SUPPORTED_ENCODINGS = tuple(RAW_ENCODINGS) + COMPRESSED_ENCODINGS
+# Encodings encode_frame writes (synthetic cameras: raw Images or JPEG CompressedImages).
+FRAME_ENCODINGS = ("rgb8", "bgr8", "bgra8", "jpeg")
 # Default pixel limit of one frame: 8K UHD (7680 x 4320), four times a 4K frame; the
 # largest limit allowed (core.max_image_pixels) stays below PIL's own decompression-bomb
 # error (2 x PIL.Image.MAX_IMAGE_PIXELS = 178,956,970 px), so PIL never refuses first.
@@ -363,3 +365,28 @@ class DecodeCache:
         """The decode of key ended (stored or not): wake the threads waiting for it."""
         self._in_flight.discard(key)
         self._decoded.notify_all()
+
+
+def encode_frame(rgb: np.ndarray, encoding: str, jpeg_quality: int = 90):
+    """A rendered RGB uint8 (H, W, 3) frame as a camera message payload.
+
+    rgb8 / bgr8 / bgra8 (alpha 255): contiguous (H, W, C) uint8 pixels; jpeg: the JPEG
+    bytes. Shared by the bag writer (bag/bag_io.py) and the live publishers
+    (testbed/scenario_publisher.py, the simulator), so bags and live topics carry the same
+    pixels.
+    """
+    if encoding == "jpeg":
+        import simplejpeg  # libjpeg-turbo; only needed for JPEG cameras
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=jpeg_quality,
+                                      colorspace="RGB")
+    if encoding == "bgra8":
+        h, w = rgb.shape[:2]
+        pixels = np.empty((h, w, 4), np.uint8)
+        pixels[..., :3] = rgb[..., ::-1]
+        pixels[..., 3] = 255
+        return pixels
+    if encoding == "bgr8":
+        return np.ascontiguousarray(rgb[..., ::-1])
+    if encoding == "rgb8":
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    raise ConfigError(f"cannot encode a frame as {encoding!r}; need one of {FRAME_ENCODINGS}")

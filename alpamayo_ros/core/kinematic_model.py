@@ -14,7 +14,7 @@ import numpy as np
 
 from alpamayo_ros.core.errors import ModelInputError
 from alpamayo_ros.core.geometry import yaw_of
-from alpamayo_ros.core.types import (HISTORY_DT, NUM_HISTORY, WAYPOINT_OFFSETS,
+from alpamayo_ros.core.types import (CAMERA_IMAGE_SHAPE, HISTORY_DT, NUM_HISTORY, WAYPOINT_OFFSETS,
                                      InferenceOptions, ModelInput, ModelOutput, StageTimings,
                                      TrajectorySample)
 
@@ -90,7 +90,7 @@ class ConstantVelocityModel:
                            model_id=self.model_id)
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920),
+               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE,
                camera_indices: Optional[tuple[int, ...]] = None) -> float:
         """Nothing to prepare (PlannerModel.warmup): returns 0 seconds."""
         return 0.0

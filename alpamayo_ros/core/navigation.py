@@ -22,6 +22,8 @@ from typing import Optional, Union
 from alpamayo_ros.core.types import NS_PER_S
 
 # Longest accepted text, in UTF-8 bytes; the official instructions are under 60.
+# The planner's navigation input topic (relative: resolved in the node's namespace).
+NAVIGATION_TOPIC = "alpamayo/navigation"
 MAX_TEXT_BYTES = 256
 # Instructions kept (newest by stamp); older ones can no longer be the newest valid one
 # once this many newer ones exist.
@@ -114,6 +116,12 @@ class NavigationBuffer:
 
     def clear(self) -> None:
         self._items.clear()
+
+    def copy(self) -> "NavigationBuffer":
+        """An own copy (the instructions themselves are frozen)."""
+        other = NavigationBuffer(self._max_kept)
+        other._items = list(self._items)
+        return other
 
     def select(self, t0_ns: int) -> tuple[Optional[NavigationInstruction], NavStatus]:
         """(the instruction for a tick at t0, or None; what happened)."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from alpamayo_ros.core.errors import OdometryError
+from alpamayo_ros.core.types import stamp_to_ns
 
 # Orientation quaternions whose norm is within this of 1 are normalised (float32
 # publishers, rounding in serialisers); farther off, the sample is refused: such a
@@ -62,3 +63,13 @@ def checked_odometry(sample: OdometrySample) -> OdometrySample:
                             f"quaternion: have norm {norm:.6f}, need 1 +- "
                             f"{QUATERNION_NORM_TOLERANCE:g}")
     return sample if norm == 1.0 else replace(sample, quat_xyzw=quat / norm)
+
+
+def odometry_from_msg(msg) -> OdometrySample:
+    """nav_msgs/Odometry (an rclpy message or a rosbags dataclass alike) -> OdometrySample,
+    values as received (InputStreams.add_odometry applies checked_odometry)."""
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    return OdometrySample(stamp_to_ns(msg.header.stamp),
+                          np.array([p.x, p.y, p.z], dtype=np.float64),
+                          np.array([q.x, q.y, q.z, q.w], dtype=np.float64),
+                          msg.header.frame_id, msg.child_frame_id)

@@ -2,7 +2,7 @@
 to the fields of PlannerOutput and nav_msgs/Path.
 
 The node turns a `MsgData` tree into rclpy messages (ros/convert.py) and the replay tool
-into rosbags messages for its output bag (tools/bag_io.py), so both write the same fields
+into rosbags messages for its output bag (bag/bag_io.py), so both write the same fields
 by construction. A MsgData names its message type ("geometry_msgs/msg/Pose") and gives
 every field: nested messages as MsgData, sequences of messages as lists, primitive arrays
 as numpy arrays of the field's type (float32[] -> float32), scalars as Python values.
@@ -184,23 +184,37 @@ def planner_output_data(result: PlanResult, ctx: OutputContext, *, latency_s: fl
 
 # ------------------------------------------------------------------------------ Paths
 def path_data(result: PlanResult, base_frame_id: str) -> tuple[MsgData, MsgData]:
-    """The selected sample as nav_msgs/Path in the t0 base frame and in the odometry frame.
+    """The selected sample as nav_msgs/Path in the t0 base frame and in the odometry frame
+    (base_path_data, odom_path_data)."""
+    return base_path_data(result, base_frame_id), odom_path_data(result)
 
-    Both headers carry t0; each PoseStamped carries its waypoint time t0 + 0.1 (i + 1) s.
-    Raises ValueError unless the result is an OK plan.
-    """
+
+def base_path_data(result: PlanResult, base_frame_id: str) -> MsgData:
+    """The selected sample as nav_msgs/Path in the t0 base frame (see _path_data)."""
+    cand = _selected_plan(result)
+    return _path_data(result, base_frame_id, cand.xyz, cand.rot)
+
+
+def odom_path_data(result: PlanResult) -> MsgData:
+    """The selected sample as nav_msgs/Path in the odometry frame (see _path_data)."""
+    cand = _selected_plan(result)
+    return _path_data(result, result.odom_frame_id, cand.xyz_odom, cand.rot_odom)
+
+
+def _selected_plan(result: PlanResult):
+    """The selected candidate; ValueError unless the result is an OK plan."""
     if result.status != PlanStatus.OK or result.selected is None:
         raise ValueError(f"paths need an OK plan, have status {result.status.name}")
-    cand = result.selected
-    paths = []
-    for frame, xyz, rot in ((base_frame_id, cand.xyz, cand.rot),
-                            (result.odom_frame_id, cand.xyz_odom, cand.rot_odom)):
-        poses = [MsgData("geometry_msgs/msg/PoseStamped",
-                         {"header": header_data(wp_ns, frame), "pose": pose})
-                 for pose, wp_ns in zip(poses_data(xyz, rot), result.waypoint_stamps_ns)]
-        paths.append(MsgData(PATH_TYPE, {"header": header_data(result.t0_ns, frame),
-                                         "poses": poses}))
-    return paths[0], paths[1]
+    return result.selected
+
+
+def _path_data(result: PlanResult, frame: str, xyz: np.ndarray, rot: np.ndarray) -> MsgData:
+    """Path in `frame`: the header carries t0; each PoseStamped carries its waypoint time
+    t0 + 0.1 (i + 1) s."""
+    poses = [MsgData("geometry_msgs/msg/PoseStamped",
+                     {"header": header_data(wp_ns, frame), "pose": pose})
+             for pose, wp_ns in zip(poses_data(xyz, rot), result.waypoint_stamps_ns)]
+    return MsgData(PATH_TYPE, {"header": header_data(result.t0_ns, frame), "poses": poses})
 
 
 def coc_data(result: PlanResult) -> MsgData:

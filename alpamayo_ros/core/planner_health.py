@@ -8,6 +8,7 @@ the diagnostics timer call in from different threads.
 """
 from __future__ import annotations
 
+import collections
 import enum
 import threading
 from collections import deque
@@ -17,6 +18,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from alpamayo_ros.core.base_offset import BaseOffsetEstimator, check_base_offset
+from alpamayo_ros.core.plan_result import ReasonCode
 from alpamayo_ros.core.types import NS_PER_S, InferencePath
 
 
@@ -141,8 +143,8 @@ class PlannerHealth:
         self.max_camera_skew_s = max_camera_skew_s
         self.max_stamp_lead_s = max_stamp_lead_s
         self.clock_stop_s = clock_stop_s
-        self.skip_codes: dict[str, int] = {}
-        self.last_reason_code = ""
+        self.skip_codes: collections.Counter = collections.Counter()  # ReasonCode -> ticks
+        self.last_reason_code: Optional[ReasonCode] = None
         self.clock_jitter = 0
         self.largest_jitter_s = 0.0
         self.frame_changes = 0
@@ -250,15 +252,16 @@ class PlannerHealth:
 
     def record_outcome(self, outcome: TickOutcome, reason: str = "",
                        latency_s: Optional[float] = None,
-                       model_time_s: Optional[float] = None, reason_code: str = "") -> None:
-        """One finished tick; reason_code: the ReasonCode name of a tick that is not OK."""
+                       model_time_s: Optional[float] = None,
+                       reason_code: Optional[ReasonCode] = None) -> None:
+        """One finished tick; reason_code: why a tick is not OK (None or NONE for OK)."""
         with self._lock:
             self.counts[outcome] += 1
             self.last_outcome = outcome
             self.last_reason = reason
             self.last_reason_code = reason_code
             if reason_code and outcome is not TickOutcome.PLANNED:
-                self.skip_codes[reason_code] = self.skip_codes.get(reason_code, 0) + 1
+                self.skip_codes[reason_code] += 1
             if outcome is TickOutcome.MODEL_ERROR:
                 self.last_model_error = reason
             if latency_s is not None:
@@ -374,10 +377,12 @@ class PlannerHealth:
                   "latency_p99_s": "none" if p99 is None else f"{p99:.3f}",
                   "model_time_p50_s": "none" if m50 is None else f"{m50:.3f}",
                   "last_outcome": self.last_outcome.value if self.last_outcome else "none",
-                  "last_reason": self.last_reason, "last_reason_code": self.last_reason_code,
+                  "last_reason": self.last_reason,
+                  "last_reason_code": _code_name(self.last_reason_code),
                   "time_jumps": str(self.time_jumps),
                   "odometry_frame_changes": str(self.frame_changes)}
-        values.update({f"not_ok_{code}": str(n) for code, n in sorted(self.skip_codes.items())})
+        values.update({f"not_ok_{code.name}": str(n)
+                       for code, n in sorted(self.skip_codes.items(), key=lambda i: i[0].name)})
         if self.last_frame_change:
             values["last_odometry_frame_change"] = self.last_frame_change
         values.update(self.extra)
@@ -397,13 +402,19 @@ class PlannerHealth:
                                 f"last report): {self.last_reason}", values)
         if last is TickOutcome.SKIPPED:
             return HealthReport("planner", Level.WARN,
-                                f"tick skipped ({self.last_reason_code}): {self.last_reason}",
+                                f"tick skipped ({_code_name(self.last_reason_code)}): "
+                                f"{self.last_reason}",
                                 values)
         if new_drops:
             return HealthReport("planner", Level.WARN,
                                 f"{new_drops} tick(s) dropped while the model was busy",
                                 values)
         return HealthReport("planner", Level.OK, "planning", values)
+
+
+def _code_name(code: Optional[ReasonCode]) -> str:
+    """A ReasonCode as /diagnostics writes it ("" for none)."""
+    return "" if code is None else code.name
 
 
 def inference_path_report(path: InferencePath) -> HealthReport:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -20,13 +21,37 @@ from alpamayo_ros.core.autoware_trajectory import (AUTOWARE_PARAMETERS, ENABLED_
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, STRING, STRING_ARRAY, ParamSpec,
                                             docs_main, validate)
 from alpamayo_ros.core.config import (CAMERA_INDICES_PARAMETER, CORE_PARAMETERS, CORE_PREFIX,
-                                      PlannerConfig)
+                                      DEFAULT_ODOMETRY_TOPIC, PlannerConfig, camera_topic)
 from alpamayo_ros.core.types import (DEFAULT_CAMERA_INDICES, INFERENCE_PARAMETERS,
                                      MAX_CAMERAS, NUM_CAMERAS, InferenceOptions)
 
 # Name of the planner node: its parameter-file section and its ROS node name.
 NODE_NAME = "alpamayo_planner"
-MODEL_BACKENDS = ("alpamayo", "constant_velocity")
+
+
+@dataclass(frozen=True)
+class ModelBackend:
+    """One value of model.backend: its loader ("module:function" taking the parameter
+    values and the InferenceOptions, returning (PlannerModel, ModelDescription); imported
+    only when chosen, so torch loads only for the real model), whether it needs
+    model.checkpoint_dir, and what it is (for the parameter's description)."""
+
+    name: str
+    loader: str
+    needs_checkpoint: bool
+    description: str
+
+
+# The one table of backends: the parameter's choices and description, the cross-check and
+# alpamayo_ros.model.backends.load_model all read it.
+MODEL_BACKEND_TABLE: tuple[ModelBackend, ...] = (
+    ModelBackend("alpamayo", "alpamayo_ros.model.backends:load_alpamayo", True,
+                 "the Alpamayo-R1 runtime"),
+    ModelBackend("constant_velocity", "alpamayo_ros.model.backends:load_constant_velocity",
+                 False, "a kinematic stand-in for dry runs and controller tests (no torch)"),
+)
+BACKENDS_BY_NAME: dict[str, ModelBackend] = {b.name: b for b in MODEL_BACKEND_TABLE}
+MODEL_BACKENDS = tuple(BACKENDS_BY_NAME)
 CAMERA_TRANSPORTS = ("raw", "compressed")
 MODEL_DTYPES = ("auto", "bfloat16", "float16", "float32")
 # Parameters every ROS node has that are not the planner's own (accepted, not validated).
@@ -40,8 +65,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               "arrive while an inference runs are dropped and counted, never queued.",
               minimum=0.05, maximum=50.0),
     ParamSpec("camera_topics", STRING_ARRAY,
-              ["cameras/cross_left_120fov/image", "cameras/front_wide_120fov/image",
-               "cameras/cross_right_120fov/image", "cameras/front_tele_30fov/image"],
+              [camera_topic(index) for index in DEFAULT_CAMERA_INDICES],
               "Image topic of each model camera, in the order of camera_indices (as many as "
               "camera_indices).", length_range=(1, MAX_CAMERAS)),
     CAMERA_INDICES_PARAMETER,
@@ -49,7 +73,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               "Per camera: \"raw\" = sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8), "
               "\"compressed\" = sensor_msgs/CompressedImage (JPEG or PNG).",
               choices=CAMERA_TRANSPORTS, length_range=(1, MAX_CAMERAS)),
-    ParamSpec("odometry_topic", STRING, "odometry",
+    ParamSpec("odometry_topic", STRING, DEFAULT_ODOMETRY_TOPIC,
               "nav_msgs/Odometry of the rear-axle base frame (pose in the odometry frame)."),
     ParamSpec("inputs.reliable", BOOL, False,
               "Subscribe to the cameras and the odometry reliably. Default best effort, the "
@@ -77,8 +101,7 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
     *CORE_PARAMETERS,
     # The model and its inference options.
     ParamSpec("model.backend", STRING, "alpamayo",
-              "\"alpamayo\" = the Alpamayo-R1 runtime; \"constant_velocity\" = a kinematic "
-              "stand-in for dry runs and controller tests (no torch).",
+              "; ".join(f"\"{b.name}\" = {b.description}" for b in MODEL_BACKEND_TABLE) + ".",
               choices=MODEL_BACKENDS),
     ParamSpec("model.checkpoint_dir", STRING, "",
               "Directory of the Alpamayo-R1 checkpoint (config.json + safetensors). Required "
@@ -126,9 +149,10 @@ def _cross_checks(values: Mapping[str, Any]) -> list[str]:
     if not _DEVICE_RE.match(values["model.device"]):
         errors.append(f"model.device: have {values['model.device']!r}, "
                       "need cpu, cuda or cuda:N")
-    if values["model.backend"] == "alpamayo" and not values["model.checkpoint_dir"]:
+    backend = BACKENDS_BY_NAME.get(values["model.backend"])
+    if backend is not None and backend.needs_checkpoint and not values["model.checkpoint_dir"]:
         errors.append("model.checkpoint_dir: have \"\", need the checkpoint directory when "
-                      "model.backend is \"alpamayo\" (or set model.backend to "
+                      f"model.backend is \"{backend.name}\" (or set model.backend to "
                       "\"constant_velocity\" for a dry run)")
     return errors
 
@@ -175,9 +199,11 @@ def inference_options(values: Mapping[str, Any]) -> InferenceOptions:
 
 
 def optional_outputs(values: Mapping[str, Any]) -> list:
-    """The outputs that parameters enable, for the node and the replay alike: each has a
+    """The configured outputs of other message packages (Autoware's Trajectory): each has a
     topic (as configured), msg_type, enabled_by (its parameter) and build(result) -> the
-    plain-data message of a tick, or None (nothing is published for that tick)."""
+    plain-data message of a tick, or None. The node and the replay publish them through
+    their rows of core.outputs.OUTPUTS; this is their configuration as the parameters
+    give it (e.g. for a launch file or a check)."""
     return [o for o in (trajectory_output(values),) if o is not None]
 
 

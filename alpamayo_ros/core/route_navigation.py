@@ -42,7 +42,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.core.navigation import check_prompt_text
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC, check_prompt_text
 from alpamayo_ros.core.param_schema import BOOL, FLOAT, STRING, ParamSpec, docs_main
 
 # Spacing the route is resampled at [m].
@@ -322,7 +322,7 @@ ROUTE_NAVIGATION_PARAMETERS: tuple[ParamSpec, ...] = (
               "planners), which a transient-local subscription does not match."),
     ParamSpec("odometry_topic", STRING, "odometry",
               "nav_msgs/Odometry of the vehicle in the route's frame."),
-    ParamSpec("navigation_topic", STRING, "alpamayo/navigation",
+    ParamSpec("navigation_topic", STRING, NAVIGATION_TOPIC,
               "alpamayo_ros/NavigationInstruction output (the planner's input)."),
     ParamSpec("rate_hz", FLOAT, 10.0,
               "Instructions per second of odometry time (one per odometry message at "

@@ -15,6 +15,14 @@ from alpamayo_ros.core.param_schema import BOOL, FLOAT, INT, ParamSpec, check_fi
 
 # Stamps are int nanoseconds; this converts them to float seconds.
 NS_PER_S = 1_000_000_000
+
+
+def stamp_to_ns(stamp) -> int:
+    """builtin_interfaces/Time (an rclpy message or a rosbags dataclass alike: both have
+    sec and nanosec) -> int ns, exact (no float round trip)."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
 # The R1 rig (and the default): 4 cameras; Alpamayo 1.5 takes 1..MAX_CAMERAS.
 NUM_CAMERAS = 4
 MAX_CAMERAS = 7
@@ -27,10 +35,12 @@ WAYPOINT_DT = 0.1
 # Frame target offsets relative to t0 [s], oldest first.
 FRAME_OFFSETS = (-0.3, -0.2, -0.1, 0.0)
 # History sample offsets relative to t0 [s]: -1.5 .. 0.0.
-HISTORY_OFFSETS = tuple(round(-1.5 + 0.1 * k, 10) for k in range(NUM_HISTORY))
+HISTORY_OFFSETS = tuple(round(HISTORY_DT * (k - NUM_HISTORY + 1), 10) for k in range(NUM_HISTORY))
 # Waypoint offsets relative to t0 [s]: 0.1 .. 6.4 (waypoint i at 0.1 * (i + 1)).
-WAYPOINT_OFFSETS = tuple(round(0.1 * (i + 1), 10) for i in range(NUM_WAYPOINTS))
+WAYPOINT_OFFSETS = tuple(round(WAYPOINT_DT * (i + 1), 10) for i in range(NUM_WAYPOINTS))
 DEFAULT_CAMERA_INDICES = (0, 1, 2, 6)
+# (height, width) of the release's camera images (the rig's 1920x1080 frames).
+CAMERA_IMAGE_SHAPE = (1080, 1920)
 
 
 # The parameter rows of InferenceOptions ("model.<field>"): rows of the planner's parameter
@@ -210,7 +220,7 @@ class PlannerModel(Protocol):
         ...
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920),
+               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE,
                camera_indices: Optional[tuple[int, ...]] = None) -> float:
         """Get ready to serve calls like ``options`` on frames of (height, width) from the
         cameras ``camera_indices`` (None: the R1 rig): allocate, capture, compile. Returns

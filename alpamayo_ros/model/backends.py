@@ -6,17 +6,19 @@ chosen (inside alpamayo_ros.model.runtime); the dry-run backend is numpy only.
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Mapping
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.core.planner_params import MODEL_BACKENDS
+from alpamayo_ros.core.planner_params import BACKENDS_BY_NAME, MODEL_BACKENDS
 from alpamayo_ros.core.types import InferenceOptions, ModelDescription, PlannerModel
 
 
 def load_model(values: Mapping[str, Any], options: InferenceOptions
                ) -> tuple[PlannerModel, ModelDescription]:
-    """(model, description) for validated `model.*` parameter values.
+    """(model, description) for validated `model.*` parameter values, by the loader that
+    core.planner_params.MODEL_BACKEND_TABLE names for model.backend.
 
     values: flat parameter dict with camera_indices (checked against the checkpoint's
         family: core.model_family.check_camera_rig), model.backend, model.checkpoint_dir,
@@ -26,15 +28,26 @@ def load_model(values: Mapping[str, Any], options: InferenceOptions
     Raises ConfigError (CheckpointError included) for an unknown backend or a missing or
     mismatching checkpoint; other runtime errors (e.g. CUDA missing) propagate.
     """
-    backend = values["model.backend"]
-    if backend == "constant_velocity":
-        from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
-        model = ConstantVelocityModel()
-        return model, ModelDescription(checkpoint="", model_id=model.model_id, device="cpu",
-                                       dtype="float64", options=options)
-    if backend != "alpamayo":
-        raise ConfigError(f"model.backend: have {backend!r}, need one of "
+    backend = BACKENDS_BY_NAME.get(values["model.backend"])
+    if backend is None:
+        raise ConfigError(f"model.backend: have {values['model.backend']!r}, need one of "
                           f"{', '.join(MODEL_BACKENDS)}")
+    module, _, function = backend.loader.partition(":")
+    return getattr(importlib.import_module(module), function)(values, options)
+
+
+def load_constant_velocity(values: Mapping[str, Any], options: InferenceOptions
+                           ) -> tuple[PlannerModel, ModelDescription]:
+    """The numpy kinematic stand-in (no torch)."""
+    from alpamayo_ros.core.kinematic_model import ConstantVelocityModel
+    model = ConstantVelocityModel()
+    return model, ModelDescription(checkpoint="", model_id=model.model_id, device="cpu",
+                                   dtype="float64", options=options)
+
+
+def load_alpamayo(values: Mapping[str, Any], options: InferenceOptions
+                  ) -> tuple[PlannerModel, ModelDescription]:
+    """The Alpamayo runtime from model.checkpoint_dir (torch is imported here)."""
     checkpoint = Path(values["model.checkpoint_dir"]).expanduser()
     if not checkpoint.is_dir():
         raise ConfigError(f"model.checkpoint_dir: have {str(checkpoint)!r}, need an existing "

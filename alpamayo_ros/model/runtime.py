@@ -43,7 +43,8 @@ from alpamayo_ros.core.errors import (AlpamayoError, ConfigError, ModelInputErro
                                       ModelRuntimeError)
 from alpamayo_ros.core.model_family import ModelFamily
 from alpamayo_ros.core.model_input import MIN_FRAME_SIDE, validate_model_input
-from alpamayo_ros.core.types import (FRAMES_PER_CAMERA, NUM_WAYPOINTS, InferenceOptions,
+from alpamayo_ros.core.types import (CAMERA_IMAGE_SHAPE, FRAMES_PER_CAMERA, HISTORY_OFFSETS,
+                                     NUM_CAMERAS, NUM_HISTORY, NUM_WAYPOINTS, InferenceOptions,
                                      InferencePath, ModelInput, ModelOutput, StageTimings,
                                      TrajectorySample)
 from alpamayo_ros.model.cuda_graphs import LOG, OnceLog
@@ -497,7 +498,7 @@ class AlpamayoRuntime:
                               time.perf_counter() - start)
 
     def warmup(self, options: InferenceOptions = InferenceOptions(),
-               frame_shape: tuple[int, int] = (1080, 1920),
+               frame_shape: tuple[int, int] = CAMERA_IMAGE_SHAPE,
                camera_indices: Optional[tuple[int, ...]] = None) -> float:
         """Prepare for serving calls like ``options`` with frames of ``frame_shape`` (H, W)
         from the cameras ``camera_indices`` (None: the R1 rig, unnamed).
@@ -646,11 +647,13 @@ def _warmup_input(height: int, width: int,
                   camera_indices: Optional[tuple[int, ...]] = None) -> ModelInput:
     """Black frames of (height, width) from the cameras ``camera_indices`` (None: the R1
     rig, unnamed) and a straight 5 m/s history."""
-    t = np.linspace(-1.5, 0.0, 16)
-    count = FRAMES_PER_CAMERA * (4 if camera_indices is None else len(camera_indices))
-    return ModelInput(frames=np.zeros((count, height, width, 3), dtype=np.uint8),
-                      history_xyz=np.stack([5.0 * t, np.zeros(16), np.zeros(16)], axis=1),
-                      history_rot=np.tile(np.eye(3), (16, 1, 1)),
+    t = np.asarray(HISTORY_OFFSETS)
+    cameras = NUM_CAMERAS if camera_indices is None else len(camera_indices)
+    return ModelInput(frames=np.zeros((FRAMES_PER_CAMERA * cameras, height, width, 3),
+                                      dtype=np.uint8),
+                      history_xyz=np.stack([5.0 * t, np.zeros(NUM_HISTORY), np.zeros(NUM_HISTORY)],
+                                           axis=1),
+                      history_rot=np.tile(np.eye(3), (NUM_HISTORY, 1, 1)),
                       camera_indices=None if camera_indices is None else tuple(camera_indices))
 
 

@@ -16,26 +16,25 @@ from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import Path
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
                                             checked_raw_image)
-from alpamayo_ros.core.odometry import OdometrySample
+from alpamayo_ros.core.odometry import odometry_from_msg
 from alpamayo_ros.core.geometry import Pose as CorePose
 from alpamayo_ros.core.plan_message import (MsgData, OutputContext, coc_data, path_data,
                                             planner_output_data, pose_data, poses_data)
 from alpamayo_ros.core.plan_result import PlanResult
-from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.core.types import NS_PER_S, stamp_to_ns
 from alpamayo_ros.msg import PlannerOutput
 
 
 # ------------------------------------------------------------------------------- time
-def time_to_ns(stamp: Time) -> int:
-    """builtin_interfaces/Time -> int ns (exact; no float round trip)."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+# builtin_interfaces/Time -> int ns (exact; no float round trip).
+time_to_ns = stamp_to_ns
 
 
 def ns_to_time(ns: int) -> Time:
@@ -76,14 +75,8 @@ def compressed_to_encoded(msg: CompressedImage) -> EncodedImage:
 
 
 # --------------------------------------------------------------------------- odometry
-def odometry_to_sample(msg: Odometry) -> OdometrySample:
-    """nav_msgs/Odometry -> core OdometrySample, values as received (PlannerCore.add_odometry
-    applies the acceptance rule, core.odometry.checked_odometry)."""
-    p, q = msg.pose.pose.position, msg.pose.pose.orientation
-    return OdometrySample(time_to_ns(msg.header.stamp),
-                          np.array([p.x, p.y, p.z], dtype=np.float64),
-                          np.array([q.x, q.y, q.z, q.w], dtype=np.float64),
-                          msg.header.frame_id, msg.child_frame_id)
+# nav_msgs/Odometry -> core OdometrySample, values as received.
+odometry_to_sample = odometry_from_msg
 
 
 # ---------------------------------------------------------------------------- outputs

@@ -24,6 +24,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from alpamayo_ros.core.config import DEFAULT_ODOMETRY_TOPIC
+from alpamayo_ros.core.outputs import PLAN_TOPIC
 from alpamayo_ros.core.types import NS_PER_S
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -227,8 +229,8 @@ def run_demo(args: argparse.Namespace) -> int:
         plans.append(msg)
         print(f"plan {len(plans):2d}: {describe_plan(msg)}", flush=True)
 
-    node.create_subscription(PlannerOutput, "/alpamayo/plan", on_plan, PLAN_QOS)
-    node.create_subscription(Odometry, "/odometry", lambda m: odometry.append(
+    node.create_subscription(PlannerOutput, "/" + PLAN_TOPIC, on_plan, PLAN_QOS)
+    node.create_subscription(Odometry, "/" + DEFAULT_ODOMETRY_TOPIC, lambda m: odometry.append(
         (m.pose.pose.position.x, m.pose.pose.position.y)), SENSOR_QOS)
     try:
         print(f"starting planner_node ({args.backend}, CPU) on ROS domain {domain_id} ...",
@@ -237,7 +239,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"error: planner_node did not start:\n{planner.output()[-3000:]}",
                   file=sys.stderr)
             return 1
-        sensors = NodeProcess("synthetic_sensors", "alpamayo_ros.ros.synthetic_sensors_node",
+        sensors = NodeProcess("synthetic_sensors", "alpamayo_ros.testbed.synthetic_sensors_node",
                               sensor_args, env, log_dir / "synthetic_sensors.log")
         print(f"synthetic sensors: {args.scenario}, cameras at 10/15/20/30 Hz, odometry "
               f"50 Hz, sim time x{args.time_scale:g}; running {args.seconds:g} s ...",

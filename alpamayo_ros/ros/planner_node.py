@@ -21,12 +21,10 @@ status 2. /diagnostics run on wall time in every state.
 Threads: one SingleThreadedExecutor runs the sensor callbacks and the timers; the planning
 timer only hands a tick to a daemon worker thread and returns, so frames and odometry
 keep flowing while the model runs. A tick that arrives while the worker is busy is dropped
-and counted (TickGate), never queued. With rclpy's MultiThreadedExecutor instead, the
-launch-equivalence test (test_launch_planner.py) failed in about half of ten runs on this
-project's 2-core machine: the node fell behind 50 Hz odometry plus four cameras and skipped
-every tick for odometry gaps or staleness; with this executor it passed 6 runs of 6. Its
-threads only contend for the GIL, and every callback here is short; the callback groups
-stay correct under either executor.
+and counted (TickGate), never queued. A MultiThreadedExecutor's threads would only contend
+for the GIL (every callback here is short) and, on a small machine, let the node fall
+behind 50 Hz odometry plus four cameras (docs/design.md, "Node threads", has the runs that
+showed it); the callback groups stay correct under either executor.
 
 Shutdown (close): nothing is published once it began (PublishGate, open only while
 active); a model call still running after WORKER_STOP_TIMEOUT_S is abandoned, its result
@@ -45,7 +43,7 @@ from functools import partial
 from typing import Any, Callable, NoReturn, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockChange, ClockType, JumpThreshold
 from rclpy.duration import Duration
@@ -54,26 +52,26 @@ from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.subscription import Subscription
 from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
-from visualization_msgs.msg import MarkerArray
 
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady, ModelInputError
+from alpamayo_ros.core.input_streams import TimeJump
 from alpamayo_ros.core.model_family import FAMILIES
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
+from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
-from alpamayo_ros.core.planner_params import (NODE_NAME, PLANNER_PARAMETERS, optional_outputs,
-                                              planner_config)
-from alpamayo_ros.core.planner_core import PlannerCore, TimeJump
+from alpamayo_ros.core.planner_params import NODE_NAME, PLANNER_PARAMETERS, planner_config
+from alpamayo_ros.core.planner_core import PlannerCore
 from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
                                               inference_path_report)
 from alpamayo_ros.core.ring_buffer import InsertStatus
 from alpamayo_ros.core.tick_gate import TickGate
-from alpamayo_ros.core.types import NS_PER_S, InferencePath, ModelDescription
-from alpamayo_ros.msg import NavigationInstruction, PlannerOutput
+from alpamayo_ros.core.types import (CAMERA_IMAGE_SHAPE, NS_PER_S, InferencePath,
+                                     ModelDescription)
+from alpamayo_ros.msg import NavigationInstruction
 from alpamayo_ros.srv import Ask
 from alpamayo_ros.ros import convert, params
 from alpamayo_ros.ros.diagnostics import to_diagnostic_array
-from alpamayo_ros.ros.markers import plan_to_markers
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
                                   LATCHED_PLAN_QOS, NAVIGATION_QOS,
@@ -87,7 +85,6 @@ _OUTCOMES = {PlanStatus.OK: TickOutcome.PLANNED, PlanStatus.SKIPPED: TickOutcome
              PlanStatus.MODEL_ERROR: TickOutcome.MODEL_ERROR}
 _LOG_THROTTLE_S = 5.0
 # Relative: follow the node's namespace; remappable like any topic or service.
-NAVIGATION_TOPIC = "alpamayo/navigation"
 ASK_SERVICE = "alpamayo/ask"
 # Answer length of a question that sets no max_tokens.
 DEFAULT_ANSWER_TOKENS = 64
@@ -149,8 +146,9 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         try:
             values = params.checked(self, self._declared, self._declare_errors)
             config = planner_config(values)
-            for output in optional_outputs(values):  # a missing package fails before loading
-                convert.output_message_class(output.msg_type, output.enabled_by)
+            for row in enabled_outputs(values):  # a missing package fails before loading
+                if row.enabled_by is not None:
+                    convert.output_message_class(row.type, row.enabled_by)
             self._set_phase(Phase.LOADING, publish=True)
             start = time.perf_counter()
             model, description = self._model_loader(values)
@@ -268,7 +266,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         except DecodeError as exc:
             self._reject_camera(c, slot, str(exc))
             return
-        result = c.core.add_image(slot, stamp_ns, image, arrival_s)
+        result = c.core.inputs.add_image(slot, stamp_ns, image, arrival_s)
         if result.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
             self._reject_camera(c, slot, result.reason)
         else:
@@ -284,7 +282,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         if c is None:
             return
         sample = convert.odometry_to_sample(msg)
-        result = c.core.add_odometry(sample)
+        result = c.core.inputs.add_odometry(sample)
         if result.frame_change is not None or result.time_jump is not None:
             c.health.restart_odometry()
         if result.frame_change is not None:
@@ -315,8 +313,8 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
                     "none (an Alpamayo 1.5 checkpoint does)")
             return
         valid_for_ns = convert.duration_to_ns(msg.valid_for)
-        result = c.core.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,
-                                       valid_for_ns, msg.source)
+        result = c.core.inputs.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,
+                                              valid_for_ns, msg.source)
         if result.status == InsertStatus.REJECTED:
             self.get_logger().warning(f"{NAVIGATION_TOPIC}: instruction from "
                                       f"{msg.source or 'an unnamed source'} refused: "
@@ -485,31 +483,23 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         latency_s = (self._now_ns() - output_stamp_ns(result)) / NS_PER_S
         arrival_s = result.newest_frame_arrival_s
         latency_wall_s = 0.0 if arrival_s is None else time.perf_counter() - arrival_s
-        msg = convert.plan_to_msg(result, c.output_context, latency_s=latency_s,
-                                  latency_wall_s=latency_wall_s)
-        c.pub_plan.publish(msg)
+        tick = OutputTick(result, c.output_context, latency_s, latency_wall_s,
+                          c.values["markers.coc_text_height"], c.values)
+        # One publisher per row of core.outputs.OUTPUTS; nothing of a failed tick but the
+        # PlannerOutput reaches the consumers (the builders return None).
+        for row, publisher in c.outputs:
+            data = row.build(tick)
+            if data is not None:
+                publisher.publish(convert.to_ros_message(data))
         model_time = result.timings.model_call if result.status != PlanStatus.SKIPPED else None
         c.health.record_outcome(_OUTCOMES[result.status], result.reason,
                                 latency_s=latency_wall_s if result.ok else None,
-                                model_time_s=model_time, reason_code=result.reason_code.name)
+                                model_time_s=model_time, reason_code=result.reason_code)
         if result.status == PlanStatus.MODEL_ERROR:
             self.get_logger().error(f"model error: {result.reason}")
         elif not result.ok:
             self.get_logger().warning(f"no plan ({result.status.name}): {result.reason}",
                                       throttle_duration_sec=_LOG_THROTTLE_S)
-        if not result.ok:  # nothing of a failed tick reaches the path/CoC consumers
-            return
-        path, path_odom = convert.plan_to_paths(result, c.base_frame)
-        c.pub_path.publish(path)
-        c.pub_path_odom.publish(path_odom)
-        c.pub_coc.publish(convert.plan_to_coc(result))
-        for output, publisher in c.enabled_outputs:
-            data = output.build(result)
-            if data is not None:
-                publisher.publish(convert.to_ros_message(data))
-        if c.pub_markers is not None:
-            c.pub_markers.publish(plan_to_markers(
-                result, c.base_frame, c.values["markers.coc_text_height"]))
 
     # ------------------------------------------------------------------ diagnostics
     def _lifecycle_report(self) -> HealthReport:
@@ -605,7 +595,7 @@ def _warm_up(model, description: ModelDescription, config) -> float:
     warmup = getattr(model, "warmup", None)
     if warmup is None:
         return 0.0
-    width, height = config.output_image_size or (1920, 1080)
+    width, height = config.output_image_size or CAMERA_IMAGE_SHAPE[::-1]
     return float(warmup(description.options, (height, width),
                         camera_indices=tuple(config.camera_indices)))
 
@@ -693,12 +683,7 @@ class _Configured:
     base_frame: str
     output_context: OutputContext
     jitter_ns: int
-    pub_plan: Any
-    pub_path: Any
-    pub_path_odom: Any
-    pub_coc: Any
-    pub_markers: Any
-    enabled_outputs: list  # (output with topic, msg_type and build(result), publisher)
+    outputs: list  # (core.outputs.OutputRow, lifecycle publisher) per enabled row
     entities: list  # subscriptions and timers
     jump_callback: Any
     ticks: "TickPhase" = None  # the planning timer and its re-phasing after clock jumps
@@ -730,14 +715,9 @@ class _Configured:
                 output_context=OutputContext(values["base_frame_id"], tuple(camera_topics),
                                              tuple(config.camera_indices), description),
                 jitter_ns=int(round(config.time_jump_tolerance * NS_PER_S)),
-                pub_plan=publish(PlannerOutput, "alpamayo/plan", LATCHED_PLAN_QOS),
-                pub_path=publish(Path, "alpamayo/path", PLAN_QOS),
-                pub_path_odom=publish(Path, "alpamayo/path_odom", PLAN_QOS),
-                pub_coc=publish(String, "alpamayo/coc", PLAN_QOS),
-                pub_markers=(publish(MarkerArray, "alpamayo/markers", PLAN_QOS)
-                             if values["markers.enabled"] else None),
-                enabled_outputs=[(o, publish(convert.message_class(o.msg_type), o.topic,
-                                              PLAN_QOS)) for o in optional_outputs(values)],
+                outputs=[(row, publish(convert.message_class(row.type), row.topic_in(values),
+                                       LATCHED_PLAN_QOS if row.latched else PLAN_QOS))
+                         for row in enabled_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
         camera_qos, odometry_qos = ((reliable(CAMERA_SUBSCRIPTION_QOS),
@@ -790,10 +770,8 @@ class _Configured:
             self.jump_callback.unregister()
         if self.ticks is not None:
             node.destroy_guard_condition(self.ticks.guard)
-        for pub in (self.pub_plan, self.pub_path, self.pub_path_odom, self.pub_coc,
-                    self.pub_markers, *(p for _, p in self.enabled_outputs)):
-            if pub is not None:
-                node.destroy_lifecycle_publisher(pub)
+        for _, publisher in self.outputs:
+            node.destroy_lifecycle_publisher(publisher)
 
 
 def main(args: Optional[list] = None, model_loader: Callable = load_model) -> int:

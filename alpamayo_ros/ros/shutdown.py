@@ -1,15 +1,16 @@
 """Prompt, clean shutdown of a node process: signals, the worker thread, the publish gate.
 
-Requirement (issue 9, item 7): SIGINT or SIGTERM, once or many times, even during a model
-call that cannot be interrupted, ends the process within SHUTDOWN_BOUND_S with exit status
-0, no traceback, and nothing published after the shutdown began. The pieces, used by
+Requirement: SIGINT or SIGTERM, once or many times, even during a model call that cannot be
+interrupted, ends the process within SHUTDOWN_BOUND_S with exit status 0, no traceback,
+and nothing published after the shutdown began (docs/design.md, "Shutdown", has the
+measured exit times). The pieces, used by
 spin.run_node and by nodes that run work off the executor (planner_node):
 
 * ShutdownSignals: Python handlers for SIGINT and SIGTERM installed *before* rclpy.init.
   rclpy installs C-level handlers at init that shut its contexts down (which ends
-  executor.spin) and then call the handler they replaced (measured with the Kilted
-  wheels). With Python's default SIGINT handler that call raises KeyboardInterrupt wherever
-  the main thread happens to be, e.g. inside close() while it waits for the model call:
+  executor.spin) and then call the handler they replaced (rclpy of Kilted does). With
+  Python's default SIGINT handler that call raises KeyboardInterrupt wherever the main
+  thread happens to be, e.g. inside close() while it waits for the model call:
   the traceback and the exit by signal seen on a second Ctrl-C. These handlers only record
   the signal, so the first one shuts down through rclpy and every further one changes
   nothing. rclpy's try_shutdown re-installs them (the handlers it had replaced); after it
@@ -20,7 +21,7 @@ spin.run_node and by nodes that run work off the executor (planner_node):
   StartupInterrupted so the start is abandoned at once.
 * WorkerThread: one *daemon* thread running submitted calls in order. A
   concurrent.futures pool joins its threads at interpreter exit (atexit), so a running
-  model call held the exit for as long as it ran (18-20 s seen). stop(timeout) waits a
+  model call held the exit for as long as it ran. stop(timeout) waits a
   bounded time and reports whether the thread finished; a call still running is abandoned.
 * PublishGate: a lock plus a closed flag. Publishing happens inside `gate.open()` and
   only when it yields True; `close()` takes the lock, so once it returns no publish is in
@@ -33,11 +34,6 @@ spin.run_node and by nodes that run work off the executor (planner_node):
   when a thread is still running after the node and rclpy are shut down: a normal exit
   would wait for a non-daemon thread, or finalise the interpreter under a daemon thread
   that is inside a C extension (torch) and crash there.
-
-Measured on the 2-core development machine, planner_node with a 20 s model call: from the
-first signal to the exit 1.6 s, status 0, for 1 SIGINT, 3 SIGINTs, SIGTERM and mixed
-sequences (before: 20.4 s for one SIGINT or SIGTERM; a second SIGINT ended it with a
-KeyboardInterrupt traceback and status -2).
 """
 from __future__ import annotations
 

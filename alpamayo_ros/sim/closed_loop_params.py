@@ -15,8 +15,10 @@ from typing import Any, Mapping, Optional
 from alpamayo_ros.control.config import ControllerConfig
 from alpamayo_ros.core.param_schema import (BOOL, FLOAT, FLOAT_ARRAY, INT, INT_ARRAY, STRING,
                                             STRING_ARRAY, CrossChecks, ParamSpec)
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
+from alpamayo_ros.core.outputs import PLAN_TOPIC
 from alpamayo_ros.core.route_navigation import ROUTE_NAVIGATION_PARAMETERS
-from alpamayo_ros.core.types import NUM_CAMERAS
+from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NUM_CAMERAS
 
 _CFG = ControllerConfig()
 ROLE_NAME = "ego_vehicle"
@@ -86,7 +88,7 @@ CONTROLLER_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("odometry_topic", STRING, "",
               "nav_msgs/Odometry of the vehicle (actor origin in map); \"\" = "
               "/carla/<role_name>/odometry."),
-    ParamSpec("plan_topic", STRING, "alpamayo/plan", "alpamayo_ros/PlannerOutput to follow."),
+    ParamSpec("plan_topic", STRING, PLAN_TOPIC, "alpamayo_ros/PlannerOutput to follow."),
     ParamSpec("control_topic", STRING, "",
               "carla_msgs/CarlaEgoVehicleControl output; \"\" = "
               "/carla/<role_name>/vehicle_control_cmd."),
@@ -248,7 +250,7 @@ SIM_PARAMETERS: tuple[ParamSpec, ...] = (
                "front_tele_30fov"],
               "Sensor id of each camera: topics /carla/<role_name>/<id>/image and "
               "camera_info.", length=NUM_CAMERAS),
-    ParamSpec("camera_indices", INT_ARRAY, [0, 1, 2, 6],
+    ParamSpec("camera_indices", INT_ARRAY, list(DEFAULT_CAMERA_INDICES),
               "Alpamayo rig camera of each id (placement and FOV: 120/120/120/30 deg).",
               minimum=0, maximum=6, length=NUM_CAMERAS),
     ParamSpec("camera_width", INT, 320, "Image width [px].", minimum=16, maximum=4096),
@@ -288,7 +290,7 @@ SIM_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("record_path", STRING, "",
               "Write a rosbag2 bag here: odometry, commands and record_topics (\"\" = no bag)."),
     ParamSpec("record_topics", STRING_ARRAY,
-              ["/alpamayo/plan", "/alpamayo/navigation", "/diagnostics"],
+              ["/" + PLAN_TOPIC, "/" + NAVIGATION_TOPIC, "/diagnostics"],
               "Further topics to record (subscribed as they appear)."),
     ParamSpec("record_storage", STRING, "mcap", "Bag storage.", choices=("mcap", "sqlite3")),
 )

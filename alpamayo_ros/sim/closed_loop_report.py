@@ -2,7 +2,7 @@
 
 Input is the bag the CI simulator records (odometry of the actor origin, plans,
 /diagnostics, commands) plus the route and the rear-axle offset; everything is computed
-from the bag, so a report can be rebuilt from it. ROS-free (rosbags via tools/bag_io).
+from the bag, so a report can be rebuilt from it. ROS-free (rosbags via bag/bag_io).
 
 Metrics (report["metrics"]):
 * lateral_deviation_rms_m / _max_m: rear axle to the route's centre line.
@@ -46,6 +46,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from alpamayo_ros.core.outputs import PLAN_TOPIC
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.sim import scoring
 from alpamayo_ros.sim.obstacles import VEHICLE_BOX, ObstacleField, stop_station
@@ -77,8 +78,8 @@ class RunRecord:
 
 
 def read_bag(path: Path | str, role_name: str = "ego_vehicle",
-             plan_topic: str = "/alpamayo/plan") -> RunRecord:
-    from alpamayo_ros.tools import bag_io
+             plan_topic: str = "/" + PLAN_TOPIC) -> RunRecord:
+    from alpamayo_ros.bag import bag_io
     odom_topic = f"/carla/{role_name}/odometry"
     collision_topic = f"/carla/{role_name}/collision"
     invasion_topic = f"/carla/{role_name}/lane_invasion"

@@ -1,7 +1,7 @@
 """Camera images of the route's road: a top-down raster of the road, looked up per pixel.
 
 The pinhole ground geometry of each camera (pixel -> ground point in the base frame, sky
-rows, haze by range) is the scenario renderer's (tools/scenario.py `camera_geometry`, rig
+rows, haze by range) is the scenario renderer's (sim/scenario.py `camera_geometry`, rig
 placements and FOVs of RIG_CAMERAS). Instead of its checker ground, the ground colour
 comes from a raster of the world, built once from the route: grass, asphalt, and white
 lines (edge lines, dashed centre line). The route's obstacles are drawn over the ground
@@ -18,7 +18,7 @@ import numpy as np
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.sim.obstacles import ObstacleField
 from alpamayo_ros.sim.route import Route
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 
 GRASS, ASPHALT, LINE = 0, 1, 2
 _COLORS = np.array([[70, 120, 55], [90, 90, 95], [235, 235, 225]], dtype=np.float32)

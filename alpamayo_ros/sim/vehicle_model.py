@@ -44,8 +44,14 @@ class VehicleParams:
 
 @dataclass(frozen=True)
 class VehicleState:
-    """Rear-axle pose (x, y [m], yaw [rad]) in the world frame, speed [m/s], actual
-    acceleration [m/s^2] and wheel angle [rad, + = left]."""
+    """The one vehicle state of the simulators: rear-axle pose (x, y [m], yaw [rad]) in the
+    world frame, speed [m/s], actual acceleration [m/s^2], wheel angle [rad, + = left],
+    path curvature [1/m, + = left] and the height z [m] of the (flat) ground.
+
+    KinematicBicycle fills every field (the curvature of its wheel angle); the scripted
+    motion of sim/scenario.py fills the pose, speed, acceleration and curvature and leaves
+    the wheel angle (it has no steering) at 0.
+    """
 
     x: float
     y: float
@@ -53,6 +59,23 @@ class VehicleState:
     speed: float = 0.0
     acceleration: float = 0.0
     wheel_angle: float = 0.0
+    curvature: float = 0.0
+    z: float = 0.0
+
+    @property
+    def xyz(self) -> np.ndarray:
+        """(3,) position [m]."""
+        return np.array([self.x, self.y, self.z])
+
+    @property
+    def quat_xyzw(self) -> np.ndarray:
+        """(4,) orientation, a rotation about z by yaw (scipy order)."""
+        return np.array([0.0, 0.0, math.sin(0.5 * self.yaw), math.cos(0.5 * self.yaw)])
+
+    @property
+    def yaw_rate(self) -> float:
+        """[rad/s] of the motion along the curvature."""
+        return self.speed * self.curvature
 
 
 class KinematicBicycle:
@@ -91,7 +114,8 @@ class KinematicBicycle:
                               -p.full_brake_decel - p.rolling_decel, p.full_throttle_accel))
         if state.speed <= 0.0 and accel < 0.0:
             # Standing: brakes and resistance hold the car; no rolling backwards.
-            return replace(state, speed=0.0, acceleration=0.0, wheel_angle=angle)
+            return replace(state, speed=0.0, acceleration=0.0, wheel_angle=angle,
+                           curvature=math.tan(angle) / p.wheelbase)
         tau = dt
         if state.speed + accel * dt < 0.0:
             tau = state.speed / -accel  # stops inside the step
@@ -103,7 +127,8 @@ class KinematicBicycle:
         y = state.y + chord * math.sin(state.yaw + half)
         speed = max(state.speed + accel * tau, 0.0)
         return VehicleState(x=x, y=y, yaw=state.yaw + kappa * s, speed=speed,
-                            acceleration=accel if speed > 0.0 else 0.0, wheel_angle=angle)
+                            acceleration=accel if speed > 0.0 else 0.0, wheel_angle=angle,
+                            curvature=kappa, z=state.z)
 
     def actor_origin(self, state: VehicleState) -> tuple[float, float]:
         """World position of the actor origin (the point CARLA's odometry reports)."""

@@ -6,7 +6,7 @@
     alpamayo-closed-loop --suite DIR -o /tmp/suite --jobs 2        (tools/closed_loop_suite.py)
     alpamayo-closed-loop --from-bag --bag BRIDGE_BAG --route R.json -o /tmp/carla   (scores only)
 
-Runs the processes of tools/closed_loop_stack.sim_stack (carla_sim, planner_node or
+Runs the processes of testbed/closed_loop_stack.sim_stack (carla_sim, planner_node or
 route_oracle, controller_node: the executables and parameter files of
 launch/sim_closed_loop.launch.py) for --duration seconds of sim time, in lockstep
 (default) or real-time mode; the simulator records a bag (OUT/bag). Then it writes
@@ -38,8 +38,8 @@ from alpamayo_ros.sim.closed_loop_report import (Tolerances, compare, compute_re
                                                   load_report, read_bag, write_plot)
 from alpamayo_ros.sim.route import Route
 from alpamayo_ros.sim.road_renderer import raster_shape
-from alpamayo_ros.tools.closed_loop_stack import (PLANNERS, check_parameters, command_line,
-                                                 config_dir, describe, sim_stack)
+from alpamayo_ros.testbed.closed_loop_stack import (PLANNERS, check_parameters, command_line,
+                                                    config_dir, describe, sim_stack)
 from alpamayo_ros.tools.replay import read_parameter_file
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2

@@ -1,7 +1,7 @@
 """Write a synthetic scenario to a rosbag2 bag: 4 rendered cameras + 50 Hz odometry.
 
 Executable ``make_scenario_bag`` (``python -m alpamayo_ros.tools.make_bag``). The cameras
-are rendered by tools/scenario.py at their own rates and phases and stored as raw
+are rendered by sim/scenario.py at their own rates and phases and stored as raw
 sensor_msgs/Image (rgb8 / bgr8 / bgra8) or JPEG sensor_msgs/CompressedImage; odometry is
 nav_msgs/Odometry of the rear-axle base frame (frame ``odom``, child ``base_link``).
 
@@ -23,21 +23,22 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from alpamayo_ros.core import config
 from alpamayo_ros.core.config import CAMERA_NAMES_BY_INDEX
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError
-from alpamayo_ros.tools import bag_io
-from alpamayo_ros.tools.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario, default_cameras,
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.sim.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario, default_cameras,
                                          make_preset)
 from alpamayo_ros.core.types import NS_PER_S
 
-DEFAULT_ODOMETRY_TOPIC = "/odometry"
+DEFAULT_ODOMETRY_TOPIC = "/" + config.DEFAULT_ODOMETRY_TOPIC
 CLOCK_TOPIC = "/clock"
 CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
 
 
 def camera_topic(index: int, encoding: str) -> str:
     """Default topic of a camera: /cameras/<rig name>/image[/compressed]."""
-    base = f"/cameras/{CAMERA_NAMES_BY_INDEX[index]}/image"
+    base = "/" + config.camera_topic(index)
     return base + "/compressed" if encoding == "jpeg" else base
 
 

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError
-from alpamayo_ros.tools import replay, replay_engine, replay_jobs
+from alpamayo_ros.tools import replay
+from alpamayo_ros.replay import engine as replay_engine, jobs as replay_jobs
 
 INSTALL_HINT = "pip install -r requirements-ray.txt"
 

@@ -5,9 +5,9 @@ Command: ``ros2 run alpamayo_ros replay`` / ``alpamayo-replay`` /
 ``python -m alpamayo_ros.tools.replay BAG [BAG ...] --params config/planner.yaml -o OUT``.
 
 The parts: parameter file (core/parameter_file.py, validated by core/planner_params.py,
-the node's rule), stepped engine (tools/replay_engine.py), jobs and workers
-(tools/replay_jobs.py), scoring (tools/replay_scoring.py), report (tools/replay_report.py),
-output files (tools/replay_outputs.py), regression (tools/regression.py).
+the node's rule), stepped engine (replay/engine.py), jobs and workers
+(replay/jobs.py), scoring (replay/scoring.py), report (replay/report.py),
+output files (replay/outputs.py), regression (tools/regression.py).
 
 Exit codes: 0 = success (or regression passed), 1 = regression against --golden,
 2 = error (bad parameters, unreadable bag, missing topics, wrong types).
@@ -19,14 +19,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from alpamayo_ros.core.errors import AlpamayoError, ConfigError
+from alpamayo_ros.core.errors import AlpamayoError
 from alpamayo_ros.core.parameter_file import read_parameter_file
-from alpamayo_ros.core.planner_params import (MODEL_BACKENDS, NODE_NAME, optional_outputs,
-                                              validate_parameters)
-from alpamayo_ros.tools import bag_io
-from alpamayo_ros.tools.replay_engine import BagJob, ReplayOptions
-from alpamayo_ros.tools.replay_jobs import make_jobs, run_jobs
-from alpamayo_ros.tools.replay_report import build_report, print_summary, report_json
+from alpamayo_ros.core.planner_params import MODEL_BACKENDS, NODE_NAME, validate_parameters
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.replay.engine import BagJob, ReplayOptions
+from alpamayo_ros.replay.jobs import make_jobs, run_jobs
+from alpamayo_ros.replay.report import build_report, print_summary, report_json
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 
@@ -110,11 +109,8 @@ def run_cli(args: argparse.Namespace, runner: Runner = _local_runner) -> int:
                                 namespace=args.namespace,
                                 progress=not args.quiet and args.jobs <= 1)
         if not args.no_bag:  # a message package the output bag needs must be installed
-            for output in optional_outputs(values):
-                try:
-                    bag_io.msg_class(output.msg_type)
-                except bag_io.BagError as exc:
-                    raise ConfigError(f"{output.enabled_by} is true but {exc}") from None
+            from alpamayo_ros.replay.outputs import check_output_types
+            check_output_types(values)
         args.output_dir.mkdir(parents=True, exist_ok=True)
         jobs = make_jobs(args.bags, values, options, args.output_dir, not args.no_bag,
                          not args.no_plot, args.storage)
@@ -123,7 +119,7 @@ def run_cli(args: argparse.Namespace, runner: Runner = _local_runner) -> int:
         print(f"alpamayo-replay: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     report = build_report(values, options, outcomes)
-    from alpamayo_ros.tools.replay_outputs import write_csv, write_summary_plot
+    from alpamayo_ros.replay.outputs import write_csv, write_summary_plot
     (args.output_dir / "report.json").write_text(report_json(report))
     write_csv(args.output_dir / "ticks.csv", report)
     if not args.no_plot:

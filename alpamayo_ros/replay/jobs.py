@@ -13,7 +13,7 @@ import numpy as np
 
 from alpamayo_ros.core.errors import AlpamayoError
 from alpamayo_ros.core.types import ModelDescription, PlannerModel
-from alpamayo_ros.tools.replay_engine import BagJob, BagReplay, ReplayOptions
+from alpamayo_ros.replay.engine import BagJob, BagReplay, ReplayOptions
 
 
 def run_bag_job(job: BagJob, model: PlannerModel | None = None,
@@ -31,17 +31,17 @@ def run_bag_job(job: BagJob, model: PlannerModel | None = None,
                 "timings": {"bag": job.bag, "wall_s": 0.0, "ticks": []}}
     result, timings = replay.run()
     if job.output_bag:
-        from alpamayo_ros.tools.replay_outputs import write_plan_bag
+        from alpamayo_ros.replay.outputs import write_plan_bag
         try:
             write_plan_bag(job.output_bag, replay.results, replay.output_context(),
-                           job.output_storage, replay.optional_outputs())
+                           job.values, job.output_storage, job.options.namespace)
             result["output_bag"] = Path(job.output_bag).name
         except (AlpamayoError, OSError) as exc:
             result["status"] = "error"
             result["error"] = (result["error"] + "; " if result["error"] else "") + \
                 f"cannot write output bag: {exc}"
     if job.plot:
-        from alpamayo_ros.tools.replay_outputs import plot_bag
+        from alpamayo_ros.replay.outputs import plot_bag
         plot_bag(job.plot, result, replay.results,
                  odometry_paths=[np.asarray(e.odo_xyz, dtype=np.float64).reshape(-1, 3)
                                  for e in replay.epochs])

@@ -20,6 +20,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from scipy.spatial.transform import Rotation
 
+from alpamayo_ros.core.outputs import PLAN_TOPIC
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.msg import PlannerOutput, TrajectoryCandidate
 from alpamayo_ros.ros import closed_loop_params as CP
@@ -46,7 +47,7 @@ class RouteOracleNode(GatedCallbacks, Node):
         self._delay_ns = int(round(v["plan_delay"] * NS_PER_S))
         # Odometry of the last plan_delay + 1 s (stamp ns, message), oldest first.
         self._history: deque = deque()
-        self._pub = self.create_publisher(PlannerOutput, "alpamayo/plan", LATCHED_PLAN_QOS)
+        self._pub = self.create_publisher(PlannerOutput, PLAN_TOPIC, LATCHED_PLAN_QOS)
         self._odometry_sub = self.create_subscription(Odometry, v["odometry_topic"],
                                                       self._on_odometry, CONTROL_ODOMETRY_QOS)
         self.create_timer(1.0 / v["rate_hz"], self._on_tick)

@@ -15,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from alpamayo_ros.tools.replay_engine import ReplayOptions
-from alpamayo_ros.tools.replay_scoring import aggregate_metrics
+from alpamayo_ros.replay.engine import ReplayOptions
+from alpamayo_ros.replay.scoring import aggregate_metrics
 
 REPORT_FORMAT = "alpamayo_replay_report/1"
 

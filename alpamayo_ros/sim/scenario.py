@@ -43,7 +43,9 @@ from typing import Optional, Sequence
 import numpy as np
 
 from alpamayo_ros.core.errors import ConfigError
-from alpamayo_ros.core.types import NS_PER_S
+from alpamayo_ros.core.image_decode import FRAME_ENCODINGS, encode_frame  # noqa: F401 (API)
+from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, NS_PER_S
+from alpamayo_ros.sim.vehicle_model import VehicleState
 
 # --------------------------------------------------------------------------------------
 # Camera rig
@@ -75,7 +77,8 @@ RIG_CAMERAS: dict[int, CameraPlacement] = {
     6: CameraPlacement("camera_front_tele_30fov", (1.667, 0.074, 1.444), 0.0, 30.0),
 }
 
-SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "bgra8", "jpeg")
+# Encodings a synthetic camera can publish (core.image_decode.encode_frame).
+SUPPORTED_ENCODINGS = FRAME_ENCODINGS
 
 
 @dataclass(frozen=True)
@@ -131,27 +134,9 @@ class MotionSegment:
 
 
 @dataclass(frozen=True)
-class VehicleState:
-    """Base-frame pose and twist at one time (see module docstring for frames)."""
-
-    xyz: np.ndarray               # (3,) m, odom frame
-    quat_xyzw: np.ndarray         # (4,) odom frame
-    linear_velocity: np.ndarray   # (3,) m/s, base frame
-    angular_velocity: np.ndarray  # (3,) rad/s, base frame
-
-    @property
-    def yaw(self) -> float:
-        x, y, z, w = self.quat_xyzw
-        return math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-
-    @property
-    def speed(self) -> float:
-        return float(self.linear_velocity[0])
-
-
-@dataclass(frozen=True)
 class OdometrySamples:
-    """Poses and twists at times t (N,) [s since scenario start]; arrays as VehicleState."""
+    """Poses and twists at times t (N,) [s since scenario start]: base pose in the odom
+    frame, velocities in the base frame (the nav_msgs/Odometry twist convention)."""
 
     t: np.ndarray                 # (N,) s
     stamp_ns: np.ndarray          # (N,) int64 header stamps
@@ -255,14 +240,11 @@ class Scenario:
         return x, y, th, np.maximum(v, 0.0), self._accel[k], self._curv[k]
 
     def pose_at(self, t: float) -> VehicleState:
-        """Base pose [odom frame] and twist [base frame] at scenario time t [s]."""
-        x, y, th, v, _, kappa = (float(a[0]) for a in self.states(np.asarray([t])))
-        return VehicleState(
-            xyz=np.array([x, y, self.start_xyz[2]]),
-            quat_xyzw=_yaw_to_quat(np.asarray([th]))[0],
-            linear_velocity=np.array([v, 0.0, 0.0]),
-            angular_velocity=np.array([0.0, 0.0, kappa * v]),
-        )
+        """The vehicle state (base pose in the odom frame, speed, acceleration, curvature)
+        at scenario time t [s]."""
+        x, y, th, v, a, kappa = (float(a[0]) for a in self.states(np.asarray([t])))
+        return VehicleState(x=x, y=y, yaw=th, speed=v, acceleration=a, curvature=kappa,
+                            z=float(self.start_xyz[2]))
 
     def stamp_ns(self, t: np.ndarray | float) -> np.ndarray:
         """Header stamps [int64 ns] of scenario times t [s]."""
@@ -488,30 +470,6 @@ def draw_boxes(image: np.ndarray, camera_index: int, focal: float, x: float, y: 
         image[v0:v1, max(u1 - 1, u0):u1] = (30, 30, 30)
 
 
-def encode_frame(rgb: np.ndarray, encoding: str, jpeg_quality: int = 90):
-    """A rendered RGB uint8 (H, W, 3) frame as a camera message payload.
-
-    rgb8 / bgr8 / bgra8 (alpha 255): contiguous (H, W, C) uint8 pixels; jpeg: the JPEG
-    bytes. Shared by the bag writer (tools/bag_io.py) and the live publisher
-    (ros/scenario_publisher.py), so bags and live topics carry the same pixels.
-    """
-    if encoding == "jpeg":
-        import simplejpeg  # libjpeg-turbo; only needed for JPEG cameras
-        return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=jpeg_quality,
-                                      colorspace="RGB")
-    if encoding == "bgra8":
-        h, w = rgb.shape[:2]
-        pixels = np.empty((h, w, 4), np.uint8)
-        pixels[..., :3] = rgb[..., ::-1]
-        pixels[..., 3] = 255
-        return pixels
-    if encoding == "bgr8":
-        return np.ascontiguousarray(rgb[..., ::-1])
-    if encoding == "rgb8":
-        return np.ascontiguousarray(rgb, dtype=np.uint8)
-    raise ConfigError(f"cannot encode a frame as {encoding!r}; need one of {SUPPORTED_ENCODINGS}")
-
-
 # --------------------------------------------------------------------------------------
 # Presets
 # --------------------------------------------------------------------------------------
@@ -523,7 +481,7 @@ def default_cameras(rate_hz: float = 10.0, width: int = 576, height: int = 320,
     """The four Alpamayo-R1 cameras (0, 1, 2, 6) with one rate, size and encoding."""
     return tuple(CameraSpec(index=i, rate_hz=rate_hz, phase_s=p, width=width, height=height,
                             encoding=encoding)
-                 for i, p in zip((0, 1, 2, 6), phases_s))
+                 for i, p in zip(DEFAULT_CAMERA_INDICES, phases_s))
 
 
 def curved_drive(duration_s: float = 20.0, **kwargs) -> Scenario:

@@ -57,12 +57,12 @@ from alpamayo_ros.ros import closed_loop_params as CP
 from alpamayo_ros.ros.convert import ns_to_time, poses_to_msgs, time_to_ns
 from alpamayo_ros.ros.qos import BRIDGE_QOS, CLOCK_QOS, route_qos
 from alpamayo_ros.ros.spin import run_node
-from alpamayo_ros.ros.topic_recorder import TopicRecorder
+from alpamayo_ros.testbed.topic_recorder import TopicRecorder
 from alpamayo_ros.sim.road_renderer import RoadRenderer
 from alpamayo_ros.sim.route import SAMPLE_SPACING_M, Route
 from alpamayo_ros.sim.simulation import HeldCommand, Simulation
 from alpamayo_ros.sim.vehicle_model import VehicleParams
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 from alpamayo_ros.ros.shutdown import GatedCallbacks, shutdown_logger
 
 NODE_NAME = "carla_sim"
@@ -336,7 +336,7 @@ class CarlaSimNode(GatedCallbacks, Node):
 
     @staticmethod
     def _make_actor_list(role: str, route: Route) -> CarlaActorList:
-        from alpamayo_ros.tools.closed_loop_stack import BLUEPRINT
+        from alpamayo_ros.testbed.closed_loop_stack import BLUEPRINT
         actors = [CarlaActorInfo(id=EGO_ACTOR_ID, type=BLUEPRINT, rolename=role)]
         actors += [CarlaActorInfo(id=ob.actor_id, type=ob.type_id) for ob in route.obstacles]
         return CarlaActorList(actors=actors)

@@ -1,12 +1,15 @@
 """Files written by the replay tool: output bag, per-tick CSV, PNG plots.
 
-The output bag holds what the live node would have published for each tick, from the same
-plain-data descriptions (core.plan_message) the node publishes:
+The output bag holds what the live node would have published for each tick: every row of
+core.outputs.OUTPUTS that the parameters enable (the node's own table and builders), on
+its topic resolved as the node resolves it (relative names in --namespace, "/" by default):
   /alpamayo/plan       alpamayo_ros/msg/PlannerOutput (every tick, skipped ones included)
   /alpamayo/path       nav_msgs/Path of the selected sample in the t0 base frame (OK ticks)
   /alpamayo/path_odom  nav_msgs/Path of the same sample in the odometry frame (OK ticks)
-and the outputs that parameters enable (core.planner_params.optional_outputs, e.g. Autoware's
-Trajectory on autoware.trajectory.topic), on the ticks their builder gives a message for.
+  /alpamayo/coc        std_msgs/String, the selected sample's reasoning (OK ticks)
+  /alpamayo/markers    visualization_msgs/MarkerArray for RViz (OK ticks, markers.enabled)
+  autoware.trajectory.topic  autoware_planning_msgs/Trajectory (OK ticks,
+                       autoware.trajectory.enabled)
 Header stamps are t0 (the tick time for ticks without t0); the bag log time is the tick time
 (stepped replay: planning takes no bag time). PlannerTiming.latency is therefore
 tick time - t0, and latency_wall is 0 (nothing arrives on a wall clock).
@@ -20,38 +23,50 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from alpamayo_ros.core.plan_message import (PATH_TYPE, PLANNER_OUTPUT_TYPE, OutputContext,
-                                            output_stamp_ns, path_data,
-                                            planner_output_data)
+from alpamayo_ros.core import outputs
+from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
+from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
+from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.types import NS_PER_S
-from alpamayo_ros.tools import bag_io
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.replay.engine import resolve_topic
 
-PLAN_TOPIC = "/alpamayo/plan"
-PATH_TOPIC = "/alpamayo/path"
-PATH_ODOM_TOPIC = "/alpamayo/path_odom"
+PLAN_TOPIC = "/" + outputs.PLAN_TOPIC
+PATH_TOPIC = "/" + outputs.PATH_TOPIC
+PATH_ODOM_TOPIC = "/" + outputs.PATH_ODOM_TOPIC
+
+
+def check_output_types(values: Mapping) -> None:
+    """ConfigError naming the enabling parameter when an enabled row's message package
+    (e.g. Autoware's autoware_planning_msgs) is not installed, before any bag is read."""
+    for row in enabled_outputs(values):
+        if row.enabled_by is not None:
+            try:
+                bag_io.msg_class(row.type)
+            except bag_io.BagError as exc:
+                raise ConfigError(f"{row.enabled_by} is true but {exc}") from None
 
 
 def write_plan_bag(path: Path | str, results: Sequence[PlanResult], context: OutputContext,
-                   storage: str = "mcap", optional_outputs: Sequence = ()) -> None:
-    """Write one PlannerOutput per tick, the selected paths of OK ticks and the messages of
-    `optional_outputs` (core.planner_params.optional_outputs with resolved topics)."""
+                   values: Mapping, storage: str = "mcap", namespace: str = "/") -> None:
+    """Write what the node publishes for each tick: the rows of core.outputs.OUTPUTS that
+    the parameter values enable (a PlannerOutput per tick, paths, CoC, markers and the
+    Autoware Trajectory of OK ticks), topics resolved in `namespace`."""
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)  # replay outputs are regenerated on every run
+    rows = [(row, resolve_topic(row.topic_in(values), namespace))
+            for row in enabled_outputs(values)]
     with bag_io.BagWriter(path, storage) as writer:
         for r in results:
-            latency_s = (r.now_ns - output_stamp_ns(r)) / NS_PER_S
-            plan = planner_output_data(r, context, latency_s=latency_s)
-            writer.write(PLAN_TOPIC, PLANNER_OUTPUT_TYPE, r.now_ns, bag_io.to_bag_message(plan))
-            if r.status == PlanStatus.OK and r.selected is not None:
-                for topic, data in zip((PATH_TOPIC, PATH_ODOM_TOPIC),
-                                       path_data(r, context.base_frame_id)):
-                    writer.write(topic, PATH_TYPE, r.now_ns, bag_io.to_bag_message(data))
-            for output in optional_outputs:
-                data = output.build(r)
+            tick = OutputTick(r, context, latency_s=(r.now_ns - output_stamp_ns(r)) / NS_PER_S,
+                              marker_text_height=values["markers.coc_text_height"],
+                              values=values)
+            for row, topic in rows:
+                data = row.build(tick)
                 if data is not None:
-                    writer.write(output.topic, output.msg_type, r.now_ns,
+                    writer.write(topic, row.type, r.now_ns,
                                  bag_io.to_bag_message(data))
 
 

@@ -10,41 +10,46 @@ Time model (docs/replay.md):
   logged after T + max_delay has been read (or the bag ended), so data stamped <= T that
   was received up to max_delay late is still seen. Messages later than that are counted as
   ``late_messages`` and used from the next tick on.
-* Header stamps of one topic that go back by more than core.time_jump_tolerance, or
-  forward by more than max_forward_jump, TIME_JUMP_CONFIRMATIONS times in a row start a new
-  **epoch** (the live node's rule: one late or stray message never resets anything): the
-  core is reset, ticks restart on the new time line, and ground truth only uses odometry
-  of the tick's own epoch. Messages of an unconfirmed jump are rejected and counted.
+* The bag's messages share one time line (the tick grid needs one). Header stamps of one
+  topic that leave it (back by more than core.time_jump_tolerance, or forward by more than
+  max_forward_jump) start a new **epoch** once the core's own jump rule
+  (core.input_streams.JumpRule, TIME_JUMP_CONFIRMATIONS in a row) confirms them: the core
+  is reset, ticks restart on the new time line, and ground truth only uses odometry of
+  the tick's own epoch. Messages of an unconfirmed jump are rejected and counted. Inside an
+  epoch the core's InputStreams apply their usual per-stream rules.
 
 Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, skip reasons
-and the metrics of tools/replay_scoring.py. Wall-clock timings are kept apart, so two
+and the metrics of replay/scoring.py. Wall-clock timings are kept apart, so two
 replays of the same bag, parameters and seed give equal records.
 """
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 import time
 import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
 from alpamayo_ros.core.errors import DecodeError, OdometryError
 from alpamayo_ros.core.geometry import Pose
+from alpamayo_ros.core.image_decode import EncodedImage
+from alpamayo_ros.core.input_streams import TIME_JUMP_CONFIRMATIONS, JumpRule, LineVerdict
 from alpamayo_ros.core.metrics import DEFAULT_HORIZONS
-from alpamayo_ros.core.odometry import checked_odometry
+from alpamayo_ros.core.model_family import FAMILIES
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
+from alpamayo_ros.core.odometry import OdometrySample, checked_odometry, odometry_from_msg
 from alpamayo_ros.core.plan_message import OutputContext
-from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
-from alpamayo_ros.core.planner_core import TIME_JUMP_CONFIRMATIONS, PlannerCore
-from alpamayo_ros.core.planner_params import (inference_options, optional_outputs,
-                                              planner_config)
-from alpamayo_ros.core.ring_buffer import InsertStatus
-from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel
-from alpamayo_ros.tools import bag_io
-from alpamayo_ros.tools.replay_scoring import aggregate_metrics, ground_truth_track, score_ticks
+from alpamayo_ros.core.plan_result import PlanResult, PlanStatus, ReasonCode
+from alpamayo_ros.core.planner_core import PlannerCore
+from alpamayo_ros.core.planner_params import inference_options, planner_config
+from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel, stamp_to_ns
+from alpamayo_ros.bag import bag_io
+from alpamayo_ros.replay.scoring import aggregate_metrics, ground_truth_track, score_ticks
 
 # Decimals kept for trajectory coordinates in the report [m] (1 um).
 COORD_DECIMALS = 6
@@ -118,11 +123,26 @@ class _Topics:
     cameras: dict          # topic -> camera slot
     transports: list       # per slot "raw" | "compressed"
     odometry: str
+    navigation: Optional[str] = None  # the node's navigation input, when the bag has it
+
+
+def _navigation_topic(bag_types: Mapping[str, set], options: ReplayOptions,
+                      description: Optional[ModelDescription]) -> Optional[str]:
+    """The navigation topic the node subscribes to, when the bag has it with its type and
+    the model's family takes navigation (the node ignores it otherwise)."""
+    family = FAMILIES.get(description.family) if description is not None else None
+    topic = resolve_topic(NAVIGATION_TOPIC, options.namespace)
+    if family is None or not family.navigation or \
+            bag_types.get(topic) != {bag_io.NAVIGATION_TYPE}:
+        return None
+    return topic
 
 
 def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
-                  options: ReplayOptions) -> _Topics:
-    """Map configured topics to the bag's connections; BagError on missing or wrong types."""
+                  options: ReplayOptions,
+                  description: Optional[ModelDescription] = None) -> _Topics:
+    """Map configured topics to the bag's connections; BagError on missing or wrong types.
+    The navigation topic is optional (read when present and the model takes it)."""
     bag_types: dict[str, set] = {}
     for conn in reader.connections():
         bag_types.setdefault(conn.topic, set()).add(conn.msgtype)
@@ -151,7 +171,8 @@ def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
         listing = ", ".join(f"{t} [{'/'.join(sorted(ty))}]" for t, ty in sorted(bag_types.items()))
         raise bag_io.BagError(f"{reader.path}: " + "; ".join(problems)
                               + f". Bag has: {listing or 'no topics'}")
-    return _Topics(cameras, transports, odometry)
+    return _Topics(cameras, transports, odometry,
+                   _navigation_topic(bag_types, options, description))
 
 
 def _json_float(value: Optional[float]) -> Optional[float]:
@@ -172,6 +193,117 @@ class _Epoch:
     odo_xyz: list = field(default_factory=list)
     odo_quat: list = field(default_factory=list)
     tick_rows: list = field(default_factory=list)   # indices into the bag's tick list
+
+
+@dataclass
+class ReplayCounts:
+    """Messages of one bag (report `counts`): read, handed to the core per kind, logged
+    after their tick (late_messages), and refused (rejected, reasons in `rejections`)."""
+
+    messages: int = 0
+    images: int = 0
+    odometry: int = 0
+    navigation: int = 0
+    late_messages: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class _ImageMessage:
+    """A camera frame read from the bag, checked, waiting for its tick."""
+
+    slot: int
+    image: EncodedImage
+
+
+@dataclass(frozen=True)
+class _OdometryMessage:
+    """An odometry sample read from the bag, checked once (checked_odometry)."""
+
+    sample: OdometrySample
+
+
+@dataclass(frozen=True)
+class _NavigationMessage:
+    """A navigation instruction read from the bag (checked by InputStreams at its tick)."""
+
+    text: str
+    valid_for_ns: int
+    source: str
+
+
+_Payload = Union[_ImageMessage, _OdometryMessage, _NavigationMessage]
+
+
+@dataclass
+class CandidateRecord:
+    """One candidate of a tick in the report (t0-frame positions rounded to 1 um)."""
+
+    xyz: list
+    valid: bool
+    invalid_reason: str
+    coc: str
+    coc_token_count: int
+    coc_truncated: bool
+
+
+@dataclass
+class TickRecord:
+    """The deterministic record of one replayed tick (report `ticks`); metrics and
+    metrics_note are filled by replay_scoring.score_ticks."""
+
+    tick: int
+    epoch: int
+    now_ns: int
+    t0_ns: Optional[int]
+    status: PlanStatus
+    reason_code: ReasonCode
+    reason: str
+    v0: Optional[float]
+    selected_index: int
+    max_frame_skew_s: Optional[float]
+    camera_skew_s: Optional[float]
+    odometry_samples: int
+    candidates: list = field(default_factory=list)   # CandidateRecord
+    metrics: Optional[dict] = None                   # horizon "1" -> min_ade, min_fde, ...
+    metrics_note: str = ""
+
+    @classmethod
+    def of(cls, index: int, epoch: int, r: PlanResult) -> "TickRecord":
+        has_t0 = r.t0_ns is not None
+        return cls(
+            tick=index, epoch=epoch, now_ns=int(r.now_ns),
+            t0_ns=int(r.t0_ns) if has_t0 else None, status=r.status,
+            reason_code=r.reason_code, reason=r.reason, v0=_json_float(r.v0),
+            selected_index=int(r.selected_index),
+            max_frame_skew_s=_json_float(r.max_frame_skew if has_t0 else None),
+            camera_skew_s=_json_float(r.camera_skew if has_t0 else None),
+            odometry_samples=int(r.odometry_samples),
+            candidates=[CandidateRecord(
+                np.round(np.asarray(c.xyz, dtype=np.float64), COORD_DECIMALS).tolist(),
+                bool(c.valid), c.invalid_reason, c.coc, int(c.coc_token_count),
+                bool(c.coc_truncated)) for c in r.candidates])
+
+    def to_dict(self) -> dict:
+        """The report's JSON form (status and reason code by name). Shallow: the lists are
+        shared with the record (asdict would deep-copy every waypoint list)."""
+        out = dict(vars(self))
+        out["candidates"] = [dict(vars(c)) for c in self.candidates]
+        out["status"], out["reason_code"] = self.status.name, self.reason_code.name
+        return out
+
+
+@dataclass
+class TickTiming:
+    """Wall-clock timings of one tick (report `timings`, kept apart from the records)."""
+
+    tick: int
+    wall_s: float
+    input_preparation_s: float
+    decode_s: float
+    model_call_s: float
+    model: dict
+    model_total_s: float
 
 
 class BagReplay:
@@ -205,17 +337,16 @@ class BagReplay:
                                              self.config.base_offset_rpy)
         self.camera_topics = [resolve_topic(t, self.options.namespace)
                               for t in values["camera_topics"]]
-        self.ticks: list[dict] = []
-        self.tick_timings: list[dict] = []
+        self.ticks: list[TickRecord] = []
+        self.tick_timings: list[TickTiming] = []
         self.tick_predictions: list[Optional[np.ndarray]] = []
         self.results: list[PlanResult] = []
         self.epochs: list[_Epoch] = []
-        self.counts = {"messages": 0, "images": 0, "odometry": 0, "late_messages": 0,
-                       "rejected": 0}
+        self.counts = ReplayCounts()
         self.rejections: dict[str, int] = {}
-        self._pending: list = []
-        # Per topic: messages off the epoch's time line in a row (a possible time jump).
-        self._off_line: dict[str, list] = {}
+        self._pending: list = []  # (stamp, sequence, _Payload) heap
+        # The bag's one time line; per topic, messages off it in a row (a possible jump).
+        self._time_line: JumpRule = JumpRule(self.jump_back_ns, self.jump_fwd_ns)
         self._seq = 0
         self._last_tick_ns: Optional[int] = None
         self._progress = None
@@ -225,11 +356,6 @@ class BagReplay:
         return OutputContext(self.values["base_frame_id"], tuple(self.camera_topics),
                              tuple(self.values["camera_indices"]), self.description)
 
-    def optional_outputs(self) -> list:
-        """The outputs the parameters enable, their topics resolved as the node's."""
-        return [dataclasses.replace(o, topic=resolve_topic(o.topic, self.options.namespace))
-                for o in optional_outputs(self.values)]
-
     # ---- stream ------------------------------------------------------------------------
 
     def run(self) -> tuple[dict, dict]:
@@ -237,12 +363,16 @@ class BagReplay:
         result: dict[str, Any] = {"bag": self.job.bag, "status": "ok", "error": ""}
         try:
             with bag_io.BagReader(self.job.bag) as reader:
-                topics = _check_topics(reader, self.values, self.options)
+                topics = _check_topics(reader, self.values, self.options, self.description)
                 result["storage"] = bag_io.storage_of(Path(self.job.bag))
                 result["topics"] = {"cameras": list(topics.cameras), "odometry": topics.odometry}
+                read = list(topics.cameras) + [topics.odometry]
+                if topics.navigation is not None:
+                    result["topics"]["navigation"] = topics.navigation
+                    read.append(topics.navigation)
                 if self.options.progress:
                     self._open_progress(reader)
-                for bm in reader.messages(list(topics.cameras) + [topics.odometry]):
+                for bm in reader.messages(read):
                     self._on_message(bm, topics)
             self._finish_epoch()
         except bag_io.BagError as exc:
@@ -256,7 +386,7 @@ class BagReplay:
                 self._progress.close()
         result.update(self._summary())
         timings = {"bag": self.job.bag, "wall_s": time.perf_counter() - wall_start,
-                   "ticks": self.tick_timings}
+                   "ticks": [dict(vars(t)) for t in self.tick_timings]}
         return result, timings
 
     def _open_progress(self, reader: bag_io.BagReader) -> None:
@@ -267,62 +397,58 @@ class BagReplay:
                               disable=None)  # None: off when stderr is not a terminal
 
     def _reject(self, topic: str, reason: str) -> None:
-        self.counts["rejected"] += 1
+        self.counts.rejected += 1
         key = f"{topic}: {reason}"[:300]
         self.rejections[key] = self.rejections.get(key, 0) + 1
 
     def _on_message(self, bm: bag_io.BagMessage, topics: _Topics) -> None:
-        self.counts["messages"] += 1
+        self.counts.messages += 1
         if bm.stamp_ns is None:
             self._reject(bm.topic, "message has no header stamp")
             return
+        payload: _Payload
         try:
             if bm.topic == topics.odometry:
-                payload = ("odom", checked_odometry(bag_io.odometry_to_sample(bm.msg)))
+                payload = _OdometryMessage(checked_odometry(odometry_from_msg(bm.msg)))
+            elif bm.topic == topics.navigation:
+                payload = _NavigationMessage(bm.msg.text, stamp_to_ns(bm.msg.valid_for),
+                                             bm.msg.source)
             else:
-                payload = ("image", topics.cameras[bm.topic],
-                           bag_io.image_to_encoded(bm.msg, bm.msgtype))
+                payload = _ImageMessage(topics.cameras[bm.topic],
+                                        bag_io.image_to_encoded(bm.msg, bm.msgtype))
         except (DecodeError, OdometryError) as exc:
             self._reject(bm.topic, str(exc))
             return
         if not self.epochs:
             self._start_epoch(bm.stamp_ns, "start of bag")
         epoch = self.epochs[-1]
-        jump = self._time_line_jump(bm, epoch)
-        if jump is None:
-            self._off_line.pop(bm.topic, None)
+        check = self._time_line.check(bm.topic, bm.stamp_ns, (bm, payload),
+                                      epoch.newest_stamp_ns)
+        if check.verdict is LineVerdict.ON_LINE:
             self._accept(bm, payload)
             return
-        run = self._off_line.setdefault(bm.topic, [])
-        if run and not 0 <= bm.stamp_ns - run[-1][0].stamp_ns <= self.jump_back_ns:
-            run.clear()  # not one consistent new time line
-        run.append((bm, payload))
-        if len(run) < TIME_JUMP_CONFIRMATIONS:
+        jump = self._departure(bm, epoch)
+        if check.verdict is LineVerdict.OFF_LINE:
             self._reject(bm.topic, f"out of order: {jump} (rejected; "
                                    f"{TIME_JUMP_CONFIRMATIONS} in a row start a new epoch)")
             return
         self._finish_epoch()
-        self._start_epoch(run[0][0].stamp_ns, f"time jump: {jump}")
-        for held, held_payload in run:
+        self._start_epoch(check.held[0][0], f"time jump: {jump}")
+        for _, (held, held_payload) in check.held:
             self._accept(held, held_payload)
-        self._off_line.clear()
+        self._time_line.forget()
 
-    def _time_line_jump(self, bm: bag_io.BagMessage, epoch: "_Epoch") -> Optional[str]:
-        """How the message's stamp leaves the epoch's time line, or None when it does not."""
-        stamp = bm.stamp_ns
-        if stamp < epoch.newest_stamp_ns - self.jump_back_ns:
-            return f"stamp went back {(epoch.newest_stamp_ns - stamp) / NS_PER_S:.3f} s " \
-                   f"on {bm.topic}"
-        if stamp > epoch.newest_stamp_ns + self.jump_fwd_ns:
-            return f"stamp went forward {(stamp - epoch.newest_stamp_ns) / NS_PER_S:.3f} s " \
-                   f"on {bm.topic}"
-        return None
+    def _departure(self, bm: bag_io.BagMessage, epoch: "_Epoch") -> str:
+        """How the message's stamp leaves the epoch's time line, in words."""
+        offset_s = self._time_line.departure_ns(bm.stamp_ns, epoch.newest_stamp_ns) / NS_PER_S
+        direction = "back" if offset_s < 0 else "forward"
+        return f"stamp went {direction} {abs(offset_s):.3f} s on {bm.topic}"
 
-    def _accept(self, bm: bag_io.BagMessage, payload: tuple) -> None:
+    def _accept(self, bm: bag_io.BagMessage, payload: _Payload) -> None:
         """Queue a message of the current epoch and run the ticks it makes safe."""
         epoch, stamp = self.epochs[-1], bm.stamp_ns
         if self._last_tick_ns is not None and stamp <= self._last_tick_ns:
-            self.counts["late_messages"] += 1
+            self.counts.late_messages += 1
         epoch.newest_stamp_ns = max(epoch.newest_stamp_ns, stamp)
         heapq.heappush(self._pending, (stamp, self._seq, payload))
         self._seq += 1
@@ -345,10 +471,10 @@ class BagReplay:
                 self._tick(epoch)
         # Odometry stamped after the last tick still is ground truth for the last ticks.
         for stamp, _, payload in sorted(self._pending, key=lambda p: p[:2]):
-            if payload[0] == "odom":
+            if isinstance(payload, _OdometryMessage):
                 epoch.odo_stamps.append(stamp)
-                epoch.odo_xyz.append(payload[1].xyz)
-                epoch.odo_quat.append(payload[1].quat_xyzw)
+                epoch.odo_xyz.append(payload.sample.xyz)
+                epoch.odo_quat.append(payload.sample.quat_xyzw)
         self._pending.clear()
         score_ticks([self.ticks[i] for i in epoch.tick_rows],
                     [self.tick_predictions[i] for i in epoch.tick_rows],
@@ -358,20 +484,24 @@ class BagReplay:
                     horizons=self.options.horizons)
 
     def _feed_until(self, now_ns: int, epoch: _Epoch) -> None:
+        inputs = self.core.inputs
         while self._pending and self._pending[0][0] <= now_ns:
             stamp, _, payload = heapq.heappop(self._pending)
-            if payload[0] == "odom":
-                sample = payload[1]
-                res = self.core.add_odometry(sample)
-                self.counts["odometry"] += 1
-                if res.status in (InsertStatus.ADDED, InsertStatus.REPLACED):
+            if isinstance(payload, _OdometryMessage):
+                res = inputs.add_checked_odometry(payload.sample)
+                self.counts.odometry += 1
+                if res.accepted:
                     epoch.odo_stamps.append(stamp)
-                    epoch.odo_xyz.append(sample.xyz)
-                    epoch.odo_quat.append(sample.quat_xyzw)
+                    epoch.odo_xyz.append(payload.sample.xyz)
+                    epoch.odo_quat.append(payload.sample.quat_xyzw)
+            elif isinstance(payload, _NavigationMessage):
+                res = inputs.add_navigation(stamp, payload.text, payload.valid_for_ns,
+                                            payload.source)
+                self.counts.navigation += 1
             else:
-                res = self.core.add_image(payload[1], stamp, payload[2])
-                self.counts["images"] += 1
-            if res.status in (InsertStatus.REJECTED, InsertStatus.TOO_OLD):
+                res = inputs.add_image(payload.slot, stamp, payload.image)
+                self.counts.images += 1
+            if not res.accepted:
                 self._reject("core", res.reason)
 
     def _tick(self, epoch: _Epoch) -> None:
@@ -384,55 +514,33 @@ class BagReplay:
         wall = time.perf_counter() - wall
         index = len(self.ticks)
         epoch.tick_rows.append(index)
-        self.ticks.append(self._tick_record(index, epoch.index, result))
+        self.ticks.append(TickRecord.of(index, epoch.index, result))
         self.results.append(result)
         self.tick_predictions.append(
             np.stack([c.xyz for c in result.candidates]) if result.status == PlanStatus.OK
             else None)
         t = result.timings
-        self.tick_timings.append({
-            "tick": index, "wall_s": wall, "input_preparation_s": t.input_preparation,
-            "decode_s": t.decode, "model_call_s": t.model_call,
-            "model": {k: float(v) for k, v in asdict(t.model).items()},
-            "model_total_s": t.model.total})
+        self.tick_timings.append(TickTiming(
+            tick=index, wall_s=wall, input_preparation_s=t.input_preparation,
+            decode_s=t.decode, model_call_s=t.model_call,
+            model={k: float(v) for k, v in asdict(t.model).items()},
+            model_total_s=t.model.total))
         if self._progress is not None:
             self._progress.update(1)
 
-    def _tick_record(self, index: int, epoch: int, r: PlanResult) -> dict:
-        rec: dict[str, Any] = {
-            "tick": index, "epoch": epoch, "now_ns": int(r.now_ns),
-            "t0_ns": None if r.t0_ns is None else int(r.t0_ns),
-            "status": r.status.name, "reason_code": r.reason_code.name, "reason": r.reason,
-            "v0": _json_float(r.v0),
-            "selected_index": int(r.selected_index),
-            "max_frame_skew_s": _json_float(r.max_frame_skew if r.t0_ns is not None else None),
-            "camera_skew_s": _json_float(r.camera_skew if r.t0_ns is not None else None),
-            "odometry_samples": int(r.odometry_samples),
-            "candidates": [], "metrics": None, "metrics_note": "",
-        }
-        for c in r.candidates:
-            rec["candidates"].append({
-                "xyz": np.round(np.asarray(c.xyz, dtype=np.float64), COORD_DECIMALS).tolist(),
-                "valid": bool(c.valid), "invalid_reason": c.invalid_reason,
-                "coc": c.coc, "coc_token_count": int(c.coc_token_count),
-                "coc_truncated": bool(c.coc_truncated)})
-        return rec
-
     def _summary(self) -> dict:
-        statuses: dict[str, int] = {}
-        reason_codes: dict[str, int] = {}
-        for rec in self.ticks:
-            statuses[rec["status"]] = statuses.get(rec["status"], 0) + 1
-            if rec["status"] != "OK":
-                reason_codes[rec["reason_code"]] = reason_codes.get(rec["reason_code"], 0) + 1
+        ticks = [rec.to_dict() for rec in self.ticks]
+        statuses = collections.Counter(rec.status.name for rec in self.ticks)
+        reason_codes = collections.Counter(rec.reason_code.name for rec in self.ticks
+                                           if rec.status is not PlanStatus.OK)
         return {
-            "counts": dict(self.counts),
+            "counts": asdict(self.counts),
             "rejections": dict(sorted(self.rejections.items())),
             "epochs": [{"index": e.index, "first_stamp_ns": e.first_stamp_ns,
                         "last_stamp_ns": e.newest_stamp_ns, "reason": e.reason,
                         "ticks": len(e.tick_rows)} for e in self.epochs],
             "tick_status_counts": dict(sorted(statuses.items())),
             "reason_code_counts": dict(sorted(reason_codes.items())),
-            "metrics": aggregate_metrics(self.ticks, self.options.horizons),
-            "ticks": self.ticks,
+            "metrics": aggregate_metrics(ticks, self.options.horizons),
+            "ticks": ticks,
         }

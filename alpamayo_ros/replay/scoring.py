@@ -8,7 +8,7 @@ metrics_note says why not.
 from __future__ import annotations
 
 import math
-from typing import Mapping, MutableMapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -41,10 +41,11 @@ def ground_truth_track(stamps: Sequence[int], xyz: Sequence[np.ndarray],
                          np.asarray(quat)[order][keep])
 
 
-def score_ticks(records: Sequence[MutableMapping], predictions: Sequence[Optional[np.ndarray]],
+def score_ticks(records: Sequence[Any], predictions: Sequence[Optional[np.ndarray]],
                 track: OdometryTrack, base_offset: Pose, *, interpolation: str,
                 max_odometry_gap: float, horizons: Sequence[float] = DEFAULT_HORIZONS) -> None:
-    """Fill record["metrics"] / record["metrics_note"] of each tick record in place.
+    """Fill the metrics / metrics_note of each tick record (replay_engine.TickRecord) in
+    place.
 
     predictions: (samples, 64, 3) t0-frame positions per record, None for ticks without
     an OK plan; track: the epoch's odometry (ground truth); base_offset: rear-axle base
@@ -53,25 +54,25 @@ def score_ticks(records: Sequence[MutableMapping], predictions: Sequence[Optiona
     horizon_ns = int(round(max(horizons) * NS_PER_S))
     for rec, pred in zip(records, predictions):
         if pred is None:
-            rec["metrics_note"] = f"no plan ({rec['status']})"
+            rec.metrics_note = f"no plan ({rec.status.name})"
             continue
-        t0 = rec["t0_ns"]
+        t0 = rec.t0_ns
         covered_end = min(t0 + horizon_ns, int(track.stamps_ns[-1])) if len(track) else t0
         gap = max_gap_s(track.stamps_ns, t0, covered_end)
         if gap > max_odometry_gap:
-            rec["metrics_note"] = (f"ground truth has a {gap:.3f} s odometry gap after t0 "
-                                   f"(max_odometry_gap {max_odometry_gap:g} s)")
+            rec.metrics_note = (f"ground truth has a {gap:.3f} s odometry gap after t0 "
+                                f"(max_odometry_gap {max_odometry_gap:g} s)")
             continue
         truth = future_xyz_t0_frame(track, t0, base_offset, interpolation)
         if truth is None:
-            rec["metrics_note"] = "ground truth does not cover t0"
+            rec.metrics_note = "ground truth does not cover t0"
             continue
         errors = displacement_errors(pred, truth, horizons)
-        rec["metrics"] = {f"{e.horizon:g}": {"min_ade": e.min_ade, "min_fde": e.min_fde,
-                                             "best_sample": e.best_sample} for e in errors}
+        rec.metrics = {f"{e.horizon:g}": {"min_ade": e.min_ade, "min_fde": e.min_fde,
+                                          "best_sample": e.best_sample} for e in errors}
         missing = [f"{e.horizon:g} s" for e in errors if e.min_ade is None]
         if missing:
-            rec["metrics_note"] = ("ground truth ends before t0 + " + ", ".join(missing))
+            rec.metrics_note = ("ground truth ends before t0 + " + ", ".join(missing))
 
 
 def aggregate_metrics(ticks: Sequence[Mapping], horizons: Sequence[float] = DEFAULT_HORIZONS

@@ -17,7 +17,8 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from alpamayo_ros.ros.convert import ns_to_time
 from alpamayo_ros.ros.qos import CLOCK_QOS, SENSOR_QOS
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.core.config import DEFAULT_ODOMETRY_TOPIC
+from alpamayo_ros.sim import scenario as sc
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -58,7 +59,7 @@ class ScenarioPublisher:
     """
 
     def __init__(self, node: Node, scenario: sc.Scenario, camera_topics: Sequence[str],
-                 encodings: Sequence[str], odometry_topic: str = "odometry",
+                 encodings: Sequence[str], odometry_topic: str = DEFAULT_ODOMETRY_TOPIC,
                  odometry_rate: float = 50.0, publish_clock: bool = False,
                  jpeg_quality: int = 90, newest_frame_only: bool = False) -> None:
         if len(camera_topics) != len(scenario.cameras) or len(encodings) != len(scenario.cameras):
@@ -125,8 +126,8 @@ class ScenarioPublisher:
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         p.x, p.y, p.z = (float(x) for x in state.xyz)
         q.x, q.y, q.z, q.w = (float(x) for x in state.quat_xyzw)
-        msg.twist.twist.linear.x = float(state.linear_velocity[0])
-        msg.twist.twist.angular.z = float(state.angular_velocity[2])
+        msg.twist.twist.linear.x = float(state.speed)
+        msg.twist.twist.angular.z = float(state.yaw_rate)
         return msg
 
     def camera_msg(self, slot: int, t: float):

@@ -48,11 +48,13 @@ from alpamayo_ros.ros.convert import message_class
 from alpamayo_ros.ros.qos import CLOCK_QOS
 from alpamayo_ros.ros.shutdown import GatedCallbacks, ShutdownSignals
 from alpamayo_ros.ros.spin import spin_until_shutdown
-from alpamayo_ros.tools import bag_io
+from alpamayo_ros.core.outputs import OUTPUTS
+from alpamayo_ros.bag import bag_io
 
 NODE_NAME = "bag_player"
-DEFAULT_RECORD_TOPICS = ["/alpamayo/plan", "/alpamayo/path", "/alpamayo/path_odom",
-                         "/alpamayo/coc", "/diagnostics"]
+# The planner's outputs that are always on (core.outputs.OUTPUTS) and /diagnostics.
+DEFAULT_RECORD_TOPICS = ["/" + row.topic for row in OUTPUTS if row.enabled_by is None] + \
+    ["/diagnostics"]
 # Played topics: reliable keep-last, which matches both reliable and best-effort readers.
 PLAYBACK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                           reliability=ReliabilityPolicy.RELIABLE)

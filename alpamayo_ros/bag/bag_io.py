@@ -1,7 +1,7 @@
 """rosbag2 reading and writing (no ROS graph), and message <-> core adapters.
 
 `rosbags` parses metadata, reads sqlite3 bags, writes bags and (de)serialises CDR; mcap
-files are read front to back with every CRC checked (tools.mcap_stream), so a damaged
+files are read front to back with every CRC checked (bag.mcap_stream), so a damaged
 bag gives its messages up to the damage and then a BagError saying where (BagReader).
 
 rosbags deserialises to its own dataclasses (not rclpy messages), so this module is the
@@ -11,7 +11,7 @@ the planner publishes, materialised with rosbags classes instead of rclpy ones.
 
 Times: every message in a bag has two times.
 * the **log time** (``BagMessage.log_time_ns``): when the recorder received it; it orders
-  the bag and paces the live player (ros/bag_player_node.py);
+  the bag and paces the live player (testbed/bag_player_node.py);
 * the **header stamp** (``BagMessage.stamp_ns``): when the data was measured; the planner
   core and the stepped replay work on header stamps only.
 
@@ -34,15 +34,15 @@ import numpy as np
 
 from alpamayo_ros.core.errors import AlpamayoError
 from alpamayo_ros.core.image_decode import (EncodedImage, checked_compressed_image,
-                                            checked_raw_image)
-from alpamayo_ros.core.odometry import OdometrySample
+                                            checked_raw_image, encode_frame)
+from alpamayo_ros.core.odometry import odometry_from_msg
 from alpamayo_ros.core.plan_message import MsgData
-from alpamayo_ros.core.types import NS_PER_S
-from alpamayo_ros.tools.scenario import encode_frame
+from alpamayo_ros.core.types import NS_PER_S, stamp_to_ns
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+NAVIGATION_TYPE = "alpamayo_ros/msg/NavigationInstruction"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)
 STORAGE_IDS = ("mcap", "sqlite3")
 # Humble's rosbag2 parses metadata up to version 8 (version 9 fails there).
@@ -139,11 +139,6 @@ def msg_class(msgtype: str):
 # --------------------------------------------------------------------------------------
 
 
-def stamp_to_ns(stamp: Any) -> int:
-    """builtin_interfaces/Time -> int ns."""
-    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
-
-
 def ns_to_stamp(ns: int):
     """int ns -> builtin_interfaces/Time (floor division keeps nanosec in [0, 1e9))."""
     sec, nanosec = divmod(int(ns), NS_PER_S)
@@ -212,7 +207,7 @@ class BagReader:
     """Context manager over one rosbag2 directory (mcap or sqlite3).
 
     mcap (uncompressed bag files, rosbag2's default): messages are read front to back by
-    tools.mcap_stream, every CRC checked. Topics, counts and times come from metadata.yaml
+    bag.mcap_stream, every CRC checked. Topics, counts and times come from metadata.yaml
     through rosbags when rosbags can open the bag; when it cannot (a file cut short has no
     summary, metadata.yaml is missing), from a pass over the readable part of the files
     (topics of metadata.yaml included when it is readable). A damaged file gives its
@@ -270,7 +265,7 @@ class BagReader:
 
     def _summarise_mcap(self) -> None:
         """Topics, counts and times from the readable part of the mcap files."""
-        from alpamayo_ros.tools import mcap_stream
+        from alpamayo_ros.bag import mcap_stream
         counts = dict.fromkeys(_metadata_topics(self.path), 0)
         start = end = None
         for path in self._mcap_files:
@@ -339,7 +334,7 @@ class BagReader:
 
     def _mcap_messages(self, conns: list[BagConnection]
                        ) -> Iterator[tuple[BagConnection, int, bytes]]:
-        from alpamayo_ros.tools import mcap_stream
+        from alpamayo_ros.bag import mcap_stream
         by_key = {(c.topic, c.msgtype): c for c in conns}
         topics = {c.topic for c in conns}
         count = 0
@@ -416,14 +411,8 @@ def image_to_encoded(msg: Any, msgtype: str) -> EncodedImage:
     raise BagError(f"not an image message type: have {msgtype}, need one of {IMAGE_TYPES}")
 
 
-def odometry_to_sample(msg: Any) -> OdometrySample:
-    """nav_msgs/Odometry (rosbags dataclass) -> core OdometrySample, values as received
-    (core.odometry.checked_odometry applies the acceptance rule, as in the node)."""
-    p, q = msg.pose.pose.position, msg.pose.pose.orientation
-    return OdometrySample(stamp_to_ns(msg.header.stamp),
-                          np.array([p.x, p.y, p.z], dtype=np.float64),
-                          np.array([q.x, q.y, q.z, q.w], dtype=np.float64),
-                          msg.header.frame_id, msg.child_frame_id)
+# nav_msgs/Odometry -> core OdometrySample, values as received.
+odometry_to_sample = odometry_from_msg
 
 
 # --------------------------------------------------------------------------------------
@@ -440,8 +429,43 @@ def _bag_value(value: Any) -> Any:
 
 
 def to_bag_message(data: MsgData):
-    """The rosbags message of a plain-data description (core.plan_message)."""
-    return msg_class(data.type)(**{k: _bag_value(v) for k, v in data.fields.items()})
+    """The rosbags message of a plain-data description (core.plan_message). Fields the
+    description leaves out (ones newer ROS distributions added, e.g. Marker.texture) get
+    their default value."""
+    fields = {k: _bag_value(v) for k, v in data.fields.items()}
+    for name, default in _field_defaults(data.type):
+        if name not in fields:
+            fields[name] = default()
+    return msg_class(data.type)(**fields)
+
+
+_BASE_DEFAULTS = {"string": str, "wstring": str, "bool": bool, "float32": float,
+                  "float64": float}
+
+
+@lru_cache(maxsize=None)
+def _field_defaults(msgtype: str) -> tuple:
+    """(field name, factory of its default value) per field of a message type, from the
+    typestore's field definitions (rosbags has no default constructor)."""
+    from rosbags.interfaces import Nodetype
+    _known_type(msgtype)
+    _, fields = typestore().fielddefs[msgtype]
+
+    def factory(kind, detail):
+        if kind == Nodetype.BASE:
+            return _BASE_DEFAULTS.get(detail[0], int)
+        if kind == Nodetype.NAME:
+            return lambda: to_bag_message(MsgData(detail, {}))
+        (elem_kind, elem_detail), count = detail
+        element = factory(elem_kind, elem_detail)
+        if elem_kind == Nodetype.BASE and elem_detail[0] not in _BASE_DEFAULTS:
+            dtype = np.uint8 if elem_detail[0] in ("byte", "char", "octet") else elem_detail[0]
+            n = count if kind == Nodetype.ARRAY else 0
+            return lambda: np.zeros(n, dtype=dtype)
+        n = count if kind == Nodetype.ARRAY else 0
+        return lambda: [element() for _ in range(n)]
+
+    return tuple((name, factory(kind, detail)) for name, (kind, detail) in fields)
 
 
 def pose_msg(xyz: Sequence[float], quat_xyzw: Sequence[float]):
@@ -458,7 +482,7 @@ def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str,
     """RGB uint8 (H, W, 3) -> (msgtype, message).
 
     encoding: rgb8 / bgr8 / bgra8 (raw sensor_msgs/Image) or jpeg (CompressedImage); the
-    pixels are those of the live publisher (tools/scenario.encode_frame).
+    pixels are those of the live publisher (core.image_decode.encode_frame).
     """
     payload = encode_frame(rgb, encoding, jpeg_quality)  # ConfigError for other encodings
     if encoding == "jpeg":
@@ -498,7 +522,7 @@ class BagWriter:
     """Context manager writing a rosbag2 directory (metadata version 8, mcap or sqlite3).
 
     mcap files get their chunk, data-section and summary CRCs once closed
-    (tools.mcap_stream.fill_crcs; rosbags writes none).
+    (bag.mcap_stream.fill_crcs; rosbags writes none).
 
     `write(topic, msgtype, log_time_ns, msg)` adds the connection on first use; the log
     time is the bag's record time (for generated bags: the header stamp, i.e. an ideal,
@@ -529,7 +553,7 @@ class BagWriter:
             self._writer = None
             if exc_type is None and self.storage == "mcap":
                 # rosbags writes no CRCs; with them a reader can tell corrupted data.
-                from alpamayo_ros.tools import mcap_stream
+                from alpamayo_ros.bag import mcap_stream
                 for path in self.path.glob("*.mcap"):
                     mcap_stream.fill_crcs(path)
 

@@ -20,6 +20,7 @@ from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.param_schema import param_literal, validate
 from alpamayo_ros.core.parameter_file import read_parameter_file
 from alpamayo_ros.core.planner_params import ROS_ONLY_PARAMETERS, validate_parameters
+from alpamayo_ros.core.types import CAMERA_IMAGE_SHAPE
 from alpamayo_ros.sim.closed_loop_params import NODE_PARAMETERS
 
 PACKAGE = "alpamayo_ros"
@@ -193,7 +194,8 @@ def describe(specs: Sequence[NodeSpec]) -> list[dict]:
              "overrides": dict(s.overrides)} for s in specs]
 
 
-def carla_objects(width: int = 1920, height: int = 1080, sensor_tick: float = 0.1) -> dict:
+def carla_objects(width: int = CAMERA_IMAGE_SHAPE[1], height: int = CAMERA_IMAGE_SHAPE[0],
+                  sensor_tick: float = 0.1) -> dict:
     """objects.json for carla_spawn_objects: the ego with the 4 Alpamayo cameras at the rig's
     poses and FOVs, the odometry pseudo sensor, the collision and lane invasion sensors
     (/carla/<role>/collision and /lane_invasion, scored by sim/scoring.py) and the actor
@@ -204,7 +206,7 @@ def carla_objects(width: int = 1920, height: int = 1080, sensor_tick: float = 0.
     degrees + = left; the bridge converts to CARLA's left-handed frame), relative to the
     actor origin: rig position (rear-axle frame) + the rear axle's offset.
     """
-    from alpamayo_ros.tools.scenario import RIG_CAMERAS  # numpy only
+    from alpamayo_ros.sim.scenario import RIG_CAMERAS  # numpy only
     import math
     sensors = []
     for index, sensor_id in CAMERA_IDS.items():

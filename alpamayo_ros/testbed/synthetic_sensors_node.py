@@ -1,6 +1,6 @@
 """The `synthetic_sensors` node: 4 cameras and odometry of a scripted scenario.
 
-Motion and images come from alpamayo_ros.tools.scenario (exact unicycle motion, rendered
+Motion and images come from alpamayo_ros.sim.scenario (exact unicycle motion, rendered
 pinhole views). Each camera publishes on its own grid phase + k / rate (e.g. 10, 15, 20,
 30 Hz with different phases), odometry at odometry_rate; every header stamp is the exact
 scenario time of the sample, so a subscriber can compare against the analytic poses.
@@ -21,13 +21,13 @@ from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from alpamayo_ros.core.types import MAX_CAMERAS, NS_PER_S
+from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES, MAX_CAMERAS, NS_PER_S
 from alpamayo_ros.core import param_schema as P
 from alpamayo_ros.core.planner_params import PARAMETERS_BY_NAME
 from alpamayo_ros.ros.params import declare_and_read
-from alpamayo_ros.ros.scenario_publisher import ScenarioPublisher
+from alpamayo_ros.testbed.scenario_publisher import ScenarioPublisher
 from alpamayo_ros.ros.spin import run_node
-from alpamayo_ros.tools import scenario as sc
+from alpamayo_ros.sim import scenario as sc
 from alpamayo_ros.ros.shutdown import GatedCallbacks
 
 NODE_NAME = "synthetic_sensors"
@@ -38,7 +38,7 @@ SENSOR_PARAMETERS: tuple[P.ParamSpec, ...] = (
     P.ParamSpec("duration", P.FLOAT, 120.0,
                 "Scenario length [s]; publishing stops at the end.", minimum=2.0,
                 maximum=86400.0),
-    P.ParamSpec("camera_indices", P.INT_ARRAY, [0, 1, 2, 6],
+    P.ParamSpec("camera_indices", P.INT_ARRAY, list(DEFAULT_CAMERA_INDICES),
                 "Alpamayo camera index per topic (rig placement of the rendered view).",
                 minimum=0, maximum=6, length_range=(1, MAX_CAMERAS)),
     P.ParamSpec("camera_topics", P.STRING_ARRAY,

@@ -18,8 +18,8 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.serialization import serialize_message
 
-from alpamayo_ros.ros.bag_player_node import RECORD_QOS, BagRecorder, message_class
-from alpamayo_ros.tools import bag_io
+from alpamayo_ros.testbed.bag_player_node import RECORD_QOS, BagRecorder, message_class
+from alpamayo_ros.bag import bag_io
 
 
 def register_interface_type(msgtype: str) -> None:
