@@ -430,8 +430,13 @@ class AlpamayoRuntime:
         try:
             with self._predict_lock, torch.inference_mode():
                 checked = validate_model_input(model_input)
-                prepared = self.prepare_inputs(
-                    checked, _frame_keys(model_input, len(checked.frames)))
+                keys = _frame_keys(model_input, len(checked.frames))
+                if checked.navigation_text is not None and options.nav_guidance_scale != 0:
+                    # Guidance runs on the eager path, which needs the patches of every
+                    # frame: features the fast path kept from an earlier call of the same
+                    # frames (an unguided tick, --nav-compare's "without") do not count.
+                    keys = None
+                prepared = self.prepare_inputs(checked, keys)
                 v0 = float(self.action_space.estimate_v0(prepared.history_xyz,
                                                          prepared.history_rot))
                 clock.lap("preprocess")

@@ -56,7 +56,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady, ModelInputError
 from alpamayo_ros.core.input_streams import TimeJump
 from alpamayo_ros.core.model_family import FAMILIES
-from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC, navigation_ignored_reason
 from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
@@ -65,7 +65,7 @@ from alpamayo_ros.core.planner_core import PlannerCore
 from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
                                               inference_path_report)
 from alpamayo_ros.core.ring_buffer import InsertStatus
-from alpamayo_ros.core.tick_gate import TickGate
+from alpamayo_ros.core.tick_gate import QuestionSlot, TickGate
 from alpamayo_ros.core.types import (CAMERA_IMAGE_SHAPE, NS_PER_S, InferencePath,
                                      ModelDescription)
 from alpamayo_ros.msg import NavigationInstruction
@@ -303,14 +303,11 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c = self._configured
         if c is None:
             return
-        family = FAMILIES.get(c.description.family)
-        if family is None or not family.navigation:
+        ignored = navigation_ignored_reason(c.description.family, c.values["model.backend"])
+        if ignored:
             c.navigation_ignored += 1
             if c.navigation_ignored == 1:
-                what = family.label if family else f"the {c.values['model.backend']} backend"
-                self.get_logger().warning(
-                    f"{NAVIGATION_TOPIC}: navigation instructions are ignored: {what} takes "
-                    "none (an Alpamayo 1.5 checkpoint does)")
+                self.get_logger().warning(f"{NAVIGATION_TOPIC}: {ignored}")
             return
         valid_for_ns = convert.duration_to_ns(msg.valid_for)
         result = c.core.inputs.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,
@@ -342,12 +339,6 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         if reason:
             response.status, response.reason = Ask.Response.STATUS_REFUSED, reason
             return response
-        with c.ask_lock:
-            if c.question_pending:
-                response.status = Ask.Response.STATUS_BUSY
-                response.reason = "another question is waiting for the model"
-                return response
-            c.question_pending = True
         t0_ns, model_input = c.last_input
         done: Future = Future(executor=self.executor)
         done.add_done_callback(lambda _: None)  # its task wakes the executor
@@ -358,17 +349,16 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
                                             int(request.max_tokens) or DEFAULT_ANSWER_TOKENS))
             except Exception as exc:  # reported in the response, never raised
                 done.set_result(exc)
-            finally:
-                with c.ask_lock:
-                    c.question_pending = False
 
         try:
-            c.worker.submit(answer)
+            queued = c.questions.submit(c.worker, answer)
         except RuntimeError:  # the worker stopped (cleanup or shutdown)
-            with c.ask_lock:
-                c.question_pending = False
             response.status, response.reason = (Ask.Response.STATUS_REFUSED,
                                                 "the planner is shutting down")
+            return response
+        if not queued:
+            response.status = Ask.Response.STATUS_BUSY
+            response.reason = "another question is waiting for the model"
             return response
         out = await done
         response.t0 = convert.ns_to_time(t0_ns)
@@ -691,9 +681,8 @@ class _Configured:
     navigation_ignored: int = 0
     # (t0 [ns], ModelInput) of the newest prepared tick: what questions are asked about.
     last_input: Optional[tuple] = None
-    # A question is queued or running on the worker (guarded by ask_lock).
-    question_pending: bool = False
-    ask_lock: Any = field(default_factory=threading.Lock)
+    # The question queued or running on the worker (one at a time; core.tick_gate).
+    questions: QuestionSlot = field(default_factory=QuestionSlot)
 
     @classmethod
     def create(cls, node: "PlannerNode", values: dict, config, model,
