@@ -12,7 +12,9 @@ default); every frame is new in every run here (no frame keys, so no vision reus
 ``--families`` measures, in one run and on tiny checkpoints of both families written with
 the same seed, Alpamayo R1, Alpamayo 1.5 (camera names in the prompt), 1.5 with a
 navigation instruction, and 1.5 with the instruction and classifier-free guidance
-(model.nav_guidance_scale 1.5) side by side, per sample count.
+(model.nav_guidance_scale 1.5) side by side, per sample count, on the fast and the eager
+path (``--paths``; runs of the two paths alternate, so load drifts hit both alike), with
+the ratio eager / fast of the median predict time.
 
     PYTHONPATH=. .venv/bin/python bench/bench_model_cpu.py --families --runs 3 --samples 1
 bench/bench_model_gpu.py --geometry tiny --device cpu compares the paths side by side,
@@ -44,20 +46,30 @@ def synthetic_input(height: int, width: int, speed: float = 8.0):
     return ModelInput(frames=frames, history_xyz=xyz, history_rot=np.tile(np.eye(3), (16, 1, 1)))
 
 
-def bench_predict(runtime, model_input, samples: int, runs: int, max_coc_tokens: int,
-                  steps: int, nav_guidance_scale: float = 0.0) -> dict:
+def predict_runs(runtime, model_input, samples: int, runs: int, max_coc_tokens: int,
+                 steps: int, nav_guidance_scale: float = 0.0):
+    """A generator of (wall seconds, ModelOutput), one per next(); run 0 is the warm-up
+    (yielded too: callers drop it)."""
     from alpamayo_ros.core.types import InferenceOptions
 
-    results = []
-    for run in range(runs + 1):  # run 0 is the warm-up
+    for run in range(runs + 1):
         options = InferenceOptions(num_samples=samples, max_coc_tokens=max_coc_tokens,
                                    diffusion_steps=steps, seed=run,
                                    nav_guidance_scale=nav_guidance_scale)
         start = time.perf_counter()
         out = runtime.predict(model_input, options)
-        wall = time.perf_counter() - start
-        if run:
-            results.append((wall, out))
+        yield time.perf_counter() - start, out
+
+
+def bench_predict(runtime, model_input, samples: int, runs: int, max_coc_tokens: int,
+                  steps: int, nav_guidance_scale: float = 0.0) -> dict:
+    results = list(predict_runs(runtime, model_input, samples, runs, max_coc_tokens, steps,
+                                nav_guidance_scale))[1:]
+    return summarize(samples, runs, results)
+
+
+def summarize(samples: int, runs: int, results: list) -> dict:
+    """Medians of (wall, ModelOutput) pairs: the predict row of one configuration."""
     row = {"samples": samples, "runs": runs,
            "wall_median_s": statistics.median(w for w, _ in results)}
     for stage in STAGES:
@@ -116,7 +128,12 @@ FAMILY_ROWS = (
 
 
 def bench_families(args) -> list:
-    """The FAMILY_ROWS side by side (see the module docstring)."""
+    """The FAMILY_ROWS side by side on each of ``args.paths`` (see the module docstring).
+
+    One runtime per family and path, loaded from the same checkpoint; the paths' runs of a
+    row alternate. Each row records the path that served it (the runtime's
+    inference_path(): a fast path that fell back at warm-up would show "eager") and, for
+    the fast path, whether the guided row state ran (one expert batch of 2N rows)."""
     import dataclasses
 
     from alpamayo_ros.core.types import DEFAULT_CAMERA_INDICES
@@ -124,9 +141,11 @@ def bench_families(args) -> list:
     from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
 
     root = Path(tempfile.mkdtemp(prefix="alpamayo_tiny_families_"))
-    runtimes = {family: AlpamayoRuntime.from_pretrained(
-        write_tiny_checkpoint(root / family, seed=0, family=family),
-        fast_path=args.path == "fast") for family in ("r1", "1.5")}
+    checkpoints = {family: write_tiny_checkpoint(root / family, seed=0, family=family)
+                   for family in ("r1", "1.5")}
+    runtimes = {(family, path): AlpamayoRuntime.from_pretrained(
+        checkpoints[family], fast_path=path == "fast")
+        for family in checkpoints for path in args.paths}
     base = synthetic_input(args.height, args.width)
     rows = []
     for samples in args.samples:
@@ -134,14 +153,53 @@ def bench_families(args) -> list:
             model_input = dataclasses.replace(
                 base, camera_indices=DEFAULT_CAMERA_INDICES if named else None,
                 navigation_text=nav_text)
-            row = bench_predict(runtimes[family], model_input, samples, args.runs,
-                                args.max_coc_tokens, args.steps, nav_guidance_scale=scale)
-            row["name"] = name
+            runs = {path: predict_runs(runtimes[(family, path)], model_input, samples,
+                                       args.runs, args.max_coc_tokens, args.steps, scale)
+                    for path in args.paths}
+            results = {path: [] for path in args.paths}
+            for run in range(args.runs + 1):
+                for path in args.paths:
+                    result = next(runs[path])
+                    if run:
+                        results[path].append(result)
+            row = {"name": name, "samples": samples, "nav_guidance_scale": scale}
+            for path in args.paths:
+                runtime = runtimes[(family, path)]
+                entry = summarize(samples, args.runs, results[path])
+                entry["served_by"] = runtime.inference_path().name
+                if path == "fast":
+                    entry["guided_state"] = any(
+                        s.get("guided") for s in runtime.fast_path_report()["states"])
+                row[path] = entry
+                stages = "  ".join(f"{s}={entry[s + '_median_s'] * 1e3:.0f}ms" for s in STAGES)
+                print(f"{name:<15} {path:<5} samples={samples}: predict "
+                      f"{entry['wall_median_s'] * 1e3:.0f} ms  {stages}", flush=True)
+            if "fast" in row and "eager" in row:
+                row["eager_over_fast"] = (row["eager"]["wall_median_s"]
+                                          / row["fast"]["wall_median_s"])
+                print(f"{name:<15} samples={samples}: eager / fast = "
+                      f"{row['eager_over_fast']:.2f}x", flush=True)
             rows.append(row)
-            stages = "  ".join(f"{s}={row[s + '_median_s'] * 1e3:.0f}ms" for s in STAGES)
-            print(f"{name:<15} samples={samples}: predict {row['wall_median_s'] * 1e3:.0f} ms  "
-                  f"{stages}")
+    print_family_table(rows, args.paths)
     return rows
+
+
+def print_family_table(rows: list, paths) -> None:
+    """The --families rows as one markdown table (predict medians, ratio)."""
+    head = ["row", "samples"] + [f"{p} predict" for p in paths]
+    stage_cols = [(p, s) for p in paths for s in ("vision_prefill", "coc_decode", "diffusion")]
+    head += [f"{p} {s}" for p, s in stage_cols]
+    if "fast" in paths and "eager" in paths:
+        head.append("eager / fast")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for row in rows:
+        cells = [row["name"], str(row["samples"])]
+        cells += [f"{row[p]['wall_median_s'] * 1e3:.0f} ms" for p in paths]
+        cells += [f"{row[p][s + '_median_s'] * 1e3:.0f} ms" for p, s in stage_cols]
+        if "eager_over_fast" in row:
+            cells.append(f"{row['eager_over_fast']:.2f}x")
+        print("| " + " | ".join(cells) + " |")
 
 
 def main(argv=None) -> int:
@@ -162,14 +220,19 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--families", action="store_true",
                         help="R1, 1.5, 1.5 + nav, 1.5 + guidance side by side (tiny)")
+    parser.add_argument("--paths", nargs="+", choices=["fast", "eager"],
+                        default=["fast", "eager"],
+                        help="with --families: the paths measured side by side")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     if args.families:
         rows = bench_families(args)
         if args.json:
-            args.json.write_text(json.dumps({"threads": args.threads, "path": args.path,
+            args.json.write_text(json.dumps({"threads": args.threads, "paths": args.paths,
                                              "frame_size": [args.height, args.width],
+                                             "max_coc_tokens": args.max_coc_tokens,
+                                             "steps": args.steps, "runs": args.runs,
                                              "families": rows}, indent=2))
         return 0
     from alpamayo_ros.model.runtime import AlpamayoRuntime

@@ -26,6 +26,16 @@ ones. Paths, all in one process:
   cache. Its decode_ms_per_token is (p50 generate of the CoC - p50 generate of 1 token) /
   (CoC - 1).
 
+``--families``: instead of the runs above, the rows of the CPU benchmark's ``--families``
+side by side, fast path (warm tick) and eager path with the ratio, per sample count and
+the first ``--coc`` length: ``R1`` (the prompt above), ``1.5`` (each camera named and
+each frame numbered: 16 more text tokens per camera), ``1.5 + nav`` (an instruction of
+``--nav-tokens`` tokens in ``<|route_start|>..<|route_end|>`` after the history) and
+``1.5 + guidance`` (that prompt with classifier-free guidance, weight 1.5: the unguided
+context and one expert batch of 2N rows per Euler step). The network is the same for all
+rows (``--geometry real``: the R1 geometry stands in for 1.5, the rows differ by prompt
+and guidance); each row also has its fast-vs-eager first-Euler-step check.
+
 Also measured: fast vs eager in the working dtype on the first Euler step's velocities for
 the same noise, forced CoC and context (runtime.compare_predictions, the warm-up
 self-check's figure), and with ``--attn`` several VLM attention implementations. Writes
@@ -34,6 +44,8 @@ when a step that should run as a CUDA graph does not (``capture_failures``).
 
     PYTHONPATH=. python bench/bench_model_gpu.py --json bench/results/gpu_h200_fast_path.json
     PYTHONPATH=. python bench/bench_model_gpu.py --geometry tiny --device cpu --cycles 3
+    PYTHONPATH=. python bench/bench_model_gpu.py --families --samples 1 --coc 16 \
+        --json bench/results/gpu_h200_families.json
 """
 from __future__ import annotations
 
@@ -86,6 +98,8 @@ class TokenSpec:
     traj_token_start: int
     traj_token_end: int
     filler: int
+    route_start: int = -1
+    route_end: int = -1
 
 
 REAL_TOKENS = TokenSpec(im_start=151644, im_end=151645, newline=198,
@@ -93,7 +107,10 @@ REAL_TOKENS = TokenSpec(im_start=151644, im_end=151645, newline=198,
                         image_pad=IDS["image_token_id"], vision_end=IDS["vision_end_token_id"],
                         traj_history_start=155674, history_token=154669 + 500,
                         traj_history_end=155676, cot_start=155677, traj_future_start=155681,
-                        traj_token_start=151669, traj_token_end=155669, filler=1000)
+                        traj_token_start=151669, traj_token_end=155669, filler=1000,
+                        # 1.5's <|route_start|> / <|route_end|> (the same special-token
+                        # block: trajectory tokens end + 21 / + 23).
+                        route_start=155690, route_end=155692)
 
 
 @dataclass
@@ -152,20 +169,29 @@ def build_tiny(device, dtype, attn) -> Setup:
                        traj_history_end=ids.traj_history_end, cot_start=ids.cot_start,
                        traj_future_start=ids.traj_future_start,
                        traj_token_start=ids.traj_token_start, traj_token_end=ids.traj_token_end,
-                       filler=301)
+                       filler=301, route_start=ids.route_start, route_end=ids.route_end)
     return Setup(runtime.network, tokens, device, dtype, runtime.image_config,
                  "tiny checkpoint")
 
 
-def synthetic_prompt(tokens: TokenSpec, grid: torch.Tensor, merge: int) -> torch.Tensor:
-    """(1, L) ids with the real prompt structure for 16 images of ``grid``."""
+def synthetic_prompt(tokens: TokenSpec, grid: torch.Tensor, merge: int,
+                     camera_labels: bool = False, nav_tokens: int = 0) -> torch.Tensor:
+    """(1, L) ids with the real prompt structure for 16 images of ``grid``.
+
+    camera_labels: 1.5's camera name before each camera's first frame (4 tokens) and
+    "frame i " before every frame (3 tokens); nav_tokens: an instruction of that many
+    tokens in <|route_start|>..<|route_end|> after the history (1.5)."""
     per_image = int(grid[0].prod()) // (merge * merge)
     t = tokens
     ids = [t.im_start, t.filler, t.newline] + [t.filler] * 12 + [t.im_end, t.newline,
                                                                   t.im_start, t.filler, t.newline]
-    for _ in range(grid.shape[0]):
+    for image in range(grid.shape[0]):
+        if camera_labels:
+            ids += [t.filler] * ((4 if image % 4 == 0 else 0) + 3)
         ids += [t.vision_start] + [t.image_pad] * per_image + [t.vision_end]
     ids += [t.traj_history_start] + [t.history_token] * 48 + [t.traj_history_end]
+    if nav_tokens:
+        ids += [t.route_start] + [t.filler] * nav_tokens + [t.route_end]
     ids += [t.filler] * 20 + [t.im_end, t.newline, t.im_start, t.filler, t.newline, t.cot_start]
     return torch.tensor([ids])
 
@@ -221,17 +247,40 @@ def forced_tokens(tokens: TokenSpec, coc: int, budget: int, device) -> torch.Ten
                         + [tokens.filler] * (budget - coc), device=device)
 
 
-def request(setup, rows, coc, budget, steps, seed, noise):
+def request(setup, rows, coc, budget, steps, seed, noise, nav_guidance_scale=0.0):
     from alpamayo_ros.model.engine import Request
 
     return Request(rows=rows, max_new_tokens=budget, diffusion_steps=steps, seed=seed,
                    noise=noise, forced_tokens=forced_tokens(setup.tokens, coc, budget,
-                                                            setup.device))
+                                                            setup.device),
+                   nav_guidance_scale=nav_guidance_scale)
+
+
+@dataclass
+class Guidance:
+    """What a guided call adds to PreparedInputs and Request."""
+
+    unguided_input_ids: torch.Tensor
+    route_len: int
+    route_start: int
+    scale: float
+
+    @classmethod
+    def of(cls, tokens: TokenSpec, input_ids: torch.Tensor, scale: float) -> "Guidance":
+        from alpamayo_ros.model.prompt_1_5 import remove_route_span, route_span
+
+        start, _ = route_span(input_ids, tokens.route_start, tokens.route_end)
+        unguided, length = remove_route_span(input_ids, tokens.route_start, tokens.route_end)
+        return cls(unguided, length, start, scale)
+
+    def fields(self) -> dict:
+        return dict(unguided_input_ids=self.unguided_input_ids, route_len=self.route_len,
+                    route_start=self.route_start)
 
 
 # ------------------------------------------------------------------ one cycle per path
 def cycle_fast(setup, engine, source, tick, rows, coc, budget, cold, noise, prompt,
-               steps=STEPS):
+               steps=STEPS, guidance: Optional[Guidance] = None):
     from alpamayo_ros.model.engine import PreparedInputs
     from alpamayo_ros.model.image_processor import image_grid_thw, preprocess_frames
 
@@ -249,8 +298,10 @@ def cycle_fast(setup, engine, source, tick, rows, coc, budget, cold, noise, prom
     clock.lap("preprocess")
     input_ids, rope = prompt
     prepared = PreparedInputs(pixel_values, grid, input_ids, torch.empty(0), torch.empty(0),
-                              frame_keys=keys, encoded_frames=tuple(encoded), rope=rope)
-    result = engine.run(prepared, request(setup, rows, coc, budget, steps, tick, noise),
+                              frame_keys=keys, encoded_frames=tuple(encoded), rope=rope,
+                              **(guidance.fields() if guidance else {}))
+    result = engine.run(prepared, request(setup, rows, coc, budget, steps, tick, noise,
+                                          guidance.scale if guidance else 0.0),
                         lap=clock.lap)
     stages = dict(clock.stages, total=clock.total())
     stages["decode_steps"] = result.decode_steps
@@ -259,7 +310,7 @@ def cycle_fast(setup, engine, source, tick, rows, coc, budget, cold, noise, prom
 
 
 def cycle_eager(setup, engine, source, tick, rows, coc, budget, noise, input_ids,
-                steps=STEPS):
+                steps=STEPS, guidance: Optional[Guidance] = None):
     from alpamayo_ros.model.engine import PreparedInputs
     from alpamayo_ros.model.image_processor import preprocess_frames
 
@@ -268,8 +319,10 @@ def cycle_eager(setup, engine, source, tick, rows, coc, budget, noise, input_ids
     pixel_values, grid = preprocess_frames(frames, setup.image_config, layout="hwc",
                                            device=setup.device)
     clock.lap("preprocess")
-    prepared = PreparedInputs(pixel_values, grid, input_ids, torch.empty(0), torch.empty(0))
-    result = engine.run(prepared, request(setup, rows, coc, budget, steps, tick, noise),
+    prepared = PreparedInputs(pixel_values, grid, input_ids, torch.empty(0), torch.empty(0),
+                              **(guidance.fields() if guidance else {}))
+    result = engine.run(prepared, request(setup, rows, coc, budget, steps, tick, noise,
+                                          guidance.scale if guidance else 0.0),
                         lap=lambda stage: clock.lap("vision_prefill" if stage == "prefill"
                                                     else stage))
     return dict(clock.stages, total=clock.total(), decode_steps=result.decode_steps), result
@@ -415,6 +468,13 @@ def run(args) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
 
+    if args.families:
+        report["families"] = []
+        run_families(args, setup, engine, eager, source, grid, report, save)
+        report["fast_path_report"] = engine.report()
+        save()
+        return report
+
     for attn in args.attn:
         if attn == "flash_attention_2" and not report["flash_attn_installed"]:
             report["notes"].append("flash_attention_2 skipped: flash-attn is not installed")
@@ -490,6 +550,59 @@ def run(args) -> dict:
     return report
 
 
+# The --families rows: (name, camera labels, instruction, guidance weight).
+FAMILY_ROWS = (("R1", False, False, 0.0), ("1.5", True, False, 0.0),
+               ("1.5 + nav", True, True, 0.0), ("1.5 + guidance", True, True, 1.5))
+
+
+def run_families(args, setup, engine, eager, source, grid, report, save) -> None:
+    """FAMILY_ROWS side by side (see the module docstring): per sample count, per row, the
+    first-Euler-step check, fast warm ticks, eager ticks and eager / fast."""
+    device, coc, slack = setup.device, args.coc[0], args.coc_slack
+    for rows in args.samples:
+        noise = torch.randn(rows, 64, 2, device=device)
+        for name, labels, nav, scale in FAMILY_ROWS:
+            ids = synthetic_prompt(setup.tokens, grid, setup.image_config.merge_size,
+                                   camera_labels=labels,
+                                   nav_tokens=args.nav_tokens if nav else 0)
+            rope = setup.net.vlm.model.get_rope_index(ids, grid, None)
+            ids = ids.to(device)
+            prompt = (ids, (rope[0].to(device), rope[1].to(device)))
+            guidance = Guidance.of(setup.tokens, ids, scale) if scale else None
+            entry = dict(name=name, samples=rows, coc_tokens=coc,
+                         prompt_tokens=int(ids.shape[1]), nav_guidance_scale=scale)
+            with torch.inference_mode():
+                _, fast = cycle_fast(setup, engine, source, 0, rows, coc, coc + slack, True,
+                                     noise, prompt, steps=1, guidance=guidance)
+                _, reference = cycle_eager(setup, eager, source, 0, rows, coc, coc + slack,
+                                           noise, ids, steps=1, guidance=guidance)
+            from alpamayo_ros.model.runtime import compare_predictions
+
+            check = compare_predictions(fast, reference, noise.float().cpu())
+            entry.update(same_decode=check.same_decode,
+                         first_step_velocity_max_diff=check.velocity_max_diff,
+                         first_step_velocity_max=check.velocity_max)
+            fast_entry = summarize("fast", "warm", rows, coc, measure(
+                lambda n: cycle_fast(setup, engine, source, n, rows, coc, coc + slack, False,
+                                     noise, prompt, guidance=guidance)[0],
+                args.cycles, args.warmup, 100), device)
+            eager_entry = summarize("eager", None, rows, coc, measure(
+                lambda n: cycle_eager(setup, eager, source, n, rows, coc, coc + slack, noise,
+                                      ids, guidance=guidance)[0],
+                args.reference_cycles, 1), device)
+            entry.update(fast=fast_entry, eager=eager_entry,
+                         eager_over_fast_p50=(eager_entry["p50_total_ms"]
+                                              / fast_entry["p50_total_ms"]))
+            report["families"].append(entry)
+            print(f"{name:<15} samples={rows} coc={coc} prompt={entry['prompt_tokens']}: fast "
+                  f"p50 {fast_entry['p50_total_ms']:.1f} ms, eager p50 "
+                  f"{eager_entry['p50_total_ms']:.1f} ms, eager / fast "
+                  f"{entry['eager_over_fast_p50']:.2f}x; first step |dv| "
+                  f"{check.velocity_max_diff:.3g} (same decode {check.same_decode})",
+                  flush=True)
+            save()
+
+
 def ratios(runs: list[dict]) -> list[dict]:
     """p50 total of eager and generate() over the fast path's warm and cold ticks."""
     out = []
@@ -526,6 +639,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-reference", action="store_true",
                         help="fast path only (no eager / generate() runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--families", action="store_true",
+                        help="R1, 1.5, 1.5 + nav, 1.5 + guidance rows, fast and eager, "
+                             "instead of the standard runs")
+    parser.add_argument("--nav-tokens", type=int, default=12,
+                        help="with --families: tokens of the instruction text")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -537,7 +655,7 @@ def main(argv=None) -> int:
     if min(args.coc) < 2:
         parser.error("--coc lengths must be >= 2")
     report = run(args)
-    for ratio in report["ratios"]:
+    for ratio in report.get("ratios", []):
         print(f"samples={ratio['samples']} coc={ratio['coc_tokens']} {ratio['attn']}: "
               f"{ratio['versus']} / fast({ratio['fast_tick']}) = {ratio['speedup_p50']:.2f}x")
     if report["capture_failures"]:

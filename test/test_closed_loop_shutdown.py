@@ -54,6 +54,34 @@ def test_every_closed_loop_process_exits_promptly_on_sigint(ros_env, tmp_path, p
         assert procs.exit_s[name] <= EXIT_WITHIN_S, (name, procs.exit_s, text)
 
 
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["carla_sim", "planner", "controller"])
+def test_a_closed_loop_process_alone_exits_promptly_on_sigint_in_its_start_up_phase(
+        ros_env, tmp_path, index):
+    """SIGINT shortly after the process logged its first line, with no peer: the simulator
+    publishes /clock at its start time while it waits for its subscribers, the planner
+    waits for sensors, the controller for a plan (issue 20 item 10: a simulator stopped in
+    its start-up phase was seen not to exit)."""
+    spec = sim_stack("constant_velocity", sim={"duration": 0.0})[index]
+    procs = Processes(tmp_path / "logs", ros_env)
+    try:
+        procs.start(spec.node_name, command_line(spec))
+        deadline = time.monotonic() + 120.0
+        while not re.search(r"^\[(INFO|WARN)\]", _log(procs, spec.node_name), re.M):
+            failure = procs.first_failure()
+            assert failure is None, failure
+            assert time.monotonic() < deadline, _log(procs, spec.node_name)
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        codes = procs.stop(timeout_s=30.0)
+    text = _log(procs, spec.node_name)
+    assert codes == {spec.node_name: 0}, text
+    assert "Traceback" not in text, text
+    took = re.findall(r"shut down in ([0-9.]+) s", text)
+    assert took and float(took[-1]) <= SHUTDOWN_BOUND_S, text
+    assert procs.exit_s[spec.node_name] <= EXIT_WITHIN_S, (procs.exit_s, text)
+
+
 def test_the_simulator_ends_by_itself_at_its_duration_and_closes_its_bag(ros_env, tmp_path):
     specs = sim_stack("route_oracle", sim={"duration": 1.0, "initial_speed": 10.0,
                                            "record_path": str(tmp_path / "bag")})
@@ -149,3 +177,38 @@ def test_shutdown_work_that_hangs_is_left_at_the_bound(ros_env, tmp_path):
     assert f"shutdown still running after {SHUTDOWN_BOUND_S:g} s: leaving the process" in out
     assert "Traceback" not in out
     assert SHUTDOWN_BOUND_S <= took <= EXIT_WITHIN_S, (took, out)
+
+
+_GIL_HOLDING_CLOSE = _HANGING_CLOSE.replace(
+    "        time.sleep(60.0)\n",
+    "        import ctypes  # a C call that keeps the GIL (as rclpy's destroy and shutdown calls)\n"
+    "        ctypes.PyDLL(None).sleep(60)\n")
+
+
+def test_shutdown_work_that_hangs_holding_the_gil_is_ended_at_the_hard_bound(ros_env, tmp_path):
+    """Stuck in a C call that holds the GIL, no Python thread runs, spin's watchdog neither:
+    faulthandler's C thread ends the process at HARD_BOUND_S with status 1 (not a clean
+    shutdown), its one line and every thread's stack in the log."""
+    import signal
+    import subprocess
+    import sys
+
+    from alpamayo_ros.ros.shutdown import HARD_BOUND_S
+
+    script = tmp_path / "gil_holding_close.py"
+    script.write_text(_GIL_HOLDING_CLOSE)
+    proc = subprocess.Popen([sys.executable, str(script)], env=ros_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert "spinning" in proc.stdout.readline()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30.0)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, out
+    assert f"Timeout (0:00:0{HARD_BOUND_S:g})!" in out, out
+    assert re.search(r"File .*gil_holding_close.py\", line \d+ in close", out), out
+    assert "shutdown_watchdog" in out or "Thread 0x" in out, out  # the other threads too
+    assert HARD_BOUND_S <= took <= EXIT_WITHIN_S, (took, out)

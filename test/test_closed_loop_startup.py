@@ -47,7 +47,7 @@ def test_a_controller_that_comes_up_late_changes_nothing(ros_env, tmp_path):
     # The simulator never stepped without a command (its first one is awaited).
     for run in ("first", "late"):
         sim_log = (tmp_path / run / "logs" / "carla_sim.log").read_text()
-        assert "(0 control timeouts)" in sim_log, sim_log
+        assert "(0 control timeouts, 0 acknowledgement timeouts)" in sim_log, sim_log
 
 
 

@@ -209,6 +209,38 @@ def test_a_reset_makes_waiting_ticks_say_clock_reset():
     assert core.counters().resets == 1
 
 
+def test_a_reset_keeps_what_arrived_of_the_new_time_line_before_it():
+    """Sensor data of a restarted simulator can arrive before the /clock that restarts the
+    node clock: what belongs to the new time line (a stream that restarted on its own, the
+    out-of-order samples held back) is kept, so the planner plans as soon as its history
+    is full in the new time base, exactly as a fresh core would."""
+    core = make_core()
+    Scenario(start_s=0.0, end_s=20.0).advance(core, 20.0)   # the previous run
+    # Sim time restarts 20 s back: 0.15 s of it arrives before the node clock jumps back
+    # (odometry restarted on its own; two frames per camera only held back as out of
+    # order, fewer than TIME_JUMP_CONFIRMATIONS).
+    fresh = Scenario(start_s=-20.0, end_s=-16.0)
+    fresh.advance(core, -19.85)
+    core.reset(now_ns(-19.85), "the node clock jumped back 39.850 s")
+    assert core.buffered_counts() == ((2, 2, 2, 2), 8)
+    fresh.advance(core, -18.0)
+    result = core.tick(now_ns(-18.0))
+    reference = make_core()
+    Scenario(start_s=-20.0, end_s=-16.0).advance(reference, -18.0)
+    expected = reference.tick(now_ns(-18.0))
+    assert result.ok and expected.ok
+    assert result.history_span == expected.history_span
+    np.testing.assert_array_equal(result.frame_stamps_ns, expected.frame_stamps_ns)
+    np.testing.assert_array_equal(result.history_xyz, expected.history_xyz)
+    # A stream that has not restarted keeps nothing of the old time line, even stamps
+    # before the new clock's time.
+    core = make_core()
+    Scenario(start_s=0.0, end_s=4.0).advance(core, 4.0)
+    core.reset(now_ns(5.0), "the node clock changed its time source")
+    assert core.buffered_counts() == ((0, 0, 0, 0), 0)
+    assert core.counters().resets == 1
+
+
 def test_odometry_frame_change_restarts_the_history_with_its_own_code():
     scenario = Scenario()
     core = make_core()

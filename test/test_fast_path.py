@@ -5,6 +5,7 @@ On the CPU the fast path runs its fixed-shape steps without CUDA graphs, so thes
 cover the code that is captured on CUDA; the CUDA-only tests at the end (skipped here)
 check the captured replays and the absence of host syncs.
 """
+import dataclasses
 import logging
 
 import numpy as np
@@ -589,6 +590,212 @@ def test_config_is_checked():
         FastPathConfig(max_row_counts=0)
 
 
+# ------------------------------------------------------------------ Alpamayo 1.5
+NAV_TEXT = "Turn left in 40m"
+RIG = (0, 1, 2, 6)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_1_5(tmp_path_factory):
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+
+    torch.set_num_threads(1)
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny15"), seed=0, family="1.5")
+
+
+@pytest.fixture(scope="module")
+def runtime_1_5(checkpoint_1_5):
+    return AlpamayoRuntime.from_pretrained(checkpoint_1_5)
+
+
+def _input_1_5(nav_text=None, cameras=RIG, frames=None, keys=None):
+    return dataclasses.replace(_model_input(frames, keys=keys), camera_indices=cameras,
+                               navigation_text=nav_text)
+
+
+# (camera names, instruction, guidance weight): 1.5 plain, with an instruction, with
+# guidance (the notebook's weight, an interpolating one and a strongly extrapolating one).
+CASES_1_5 = [(None, None, 1.5), (RIG, None, 1.5), (RIG, NAV_TEXT, 0.0), (RIG, NAV_TEXT, 1.5),
+             (RIG, NAV_TEXT, 0.5), (RIG, NAV_TEXT, 3.0)]
+
+
+@pytest.mark.parametrize("cameras,nav_text,weight", CASES_1_5)
+def test_1_5_calls_match_the_eager_path(runtime_1_5, cameras, nav_text, weight):
+    """Sampled CoCs (rows stopping at different steps) and a forced stop, 1 and 3 rows:
+    same tokens, stops and offsets, actions within the R1 tests' tolerance."""
+    ids = runtime_1_5.token_ids
+    model_input = _input_1_5(nav_text, cameras)
+    forced = torch.tensor([300, ids.cot_end, ids.traj_future_start, 302])
+    for rows, seed, force, budget in ((1, 0, None, 30), (3, 7, None, 30), (2, 1, forced, 30),
+                                      (2, 3, None, 1)):  # budget 1: no CoC token fed
+        options = InferenceOptions(num_samples=rows, max_coc_tokens=budget, diffusion_steps=4,
+                                   seed=seed, nav_guidance_scale=weight)
+        eager, fast = _both_paths(runtime_1_5, options, forced=force, model_input=model_input)
+        assert fast.path == "fast" and eager.path == "eager"
+        _assert_same(eager, fast)
+    if nav_text is not None and weight != 0:  # the guided row state served the call
+        assert FastEngine.state_key(2, True) in runtime_1_5.engine._states
+
+
+def test_guidance_runs_one_expert_batch_of_guided_and_unguided_rows(runtime_1_5,
+                                                                    monkeypatch):
+    """Each Euler step of a guided call is one expert call over 2N rows; without guidance
+    (or without an instruction) N rows."""
+    engine = runtime_1_5.engine
+    batches = []
+    expert = engine.step_expert
+
+    def counting(*args, **kwargs):
+        batches.append(int(kwargs["inputs_embeds"].shape[0]))
+        return expert(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "step_expert", counting)
+    for nav_text, weight, rows_per_step in ((NAV_TEXT, 1.5, 6), (NAV_TEXT, 0.0, 3),
+                                            (None, 1.5, 3)):
+        batches.clear()
+        options = InferenceOptions(num_samples=3, max_coc_tokens=6, diffusion_steps=5, seed=2,
+                                   nav_guidance_scale=weight)
+        with torch.inference_mode():
+            raw = runtime_1_5.run_prepared(runtime_1_5.prepare_inputs(_input_1_5(nav_text)),
+                                           options, path="fast")
+        assert raw.path == "fast"
+        assert batches == [rows_per_step] * 5, (nav_text, weight)
+
+
+def test_unguided_rows_hold_the_eager_unguided_context(runtime_1_5):
+    """The guided state's unguided rows (filled from the route span on, the prefix shared
+    with the guided prompt) equal nav_guidance.unguided_context's cache over its length,
+    and the unguided prompt has the guided prompt's rope delta."""
+    from alpamayo_ros.model import nav_guidance
+
+    ids = runtime_1_5.token_ids
+    forced = torch.tensor([300, 301, ids.cot_end, ids.traj_future_start])
+    options = InferenceOptions(num_samples=2, max_coc_tokens=12, diffusion_steps=2, seed=0,
+                               nav_guidance_scale=1.5)
+    net = runtime_1_5.network
+    with torch.inference_mode():
+        prepared = runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT))
+        raw = runtime_1_5.run_prepared(prepared, options, forced_tokens=forced, path="fast")
+        prompt_len = prepared.input_ids.shape[1]
+        fed = raw.tokens[:, :raw.cache_len - prompt_len]
+        eager = nav_guidance.unguided_context(
+            net, prepared.unguided_input_ids, prepared.pixel_values, prepared.image_grid_thw,
+            fed, raw.offsets, prepared.route_len, NUM_WAYPOINTS)
+        _, guided_delta = net.vlm.model.get_rope_index(prepared.input_ids,
+                                                       prepared.image_grid_thw, None)
+    assert eager.rope_deltas == int(guided_delta) == raw.rope_deltas
+    assert prepared.input_ids[0, prepared.route_start] == ids.route_start
+    state = runtime_1_5.engine._states[FastEngine.state_key(2, True)]
+    length = eager.cache_len
+    assert length == raw.cache_len - prepared.route_len
+    for have, want in zip(state.unguided_cache.layers, eager.cache.layers):
+        keys, values = want.cached()
+        torch.testing.assert_close(have.keys[:, :, :length], keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(have.values[:, :, :length], values, atol=1e-5, rtol=1e-5)
+
+
+def test_guidance_weight_one_gives_the_plain_instruction_call(runtime_1_5):
+    """w = 1: (1 - w) v_unguided vanishes, so the guided state's plan is the instruction
+    call's without guidance (a separate row state)."""
+    noise = np.random.default_rng(3).standard_normal((2, NUM_WAYPOINTS, 2)).astype(np.float32)
+    with torch.inference_mode():
+        prepared = runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT))
+        plans = [runtime_1_5.run_prepared(
+            prepared, InferenceOptions(num_samples=2, max_coc_tokens=10, diffusion_steps=3,
+                                       seed=4, nav_guidance_scale=weight), noise, path="fast")
+            for weight in (1.0, 0.0)]
+    _assert_same(plans[1], plans[0], actions_atol=1e-6)
+
+
+def test_guided_and_plain_states_are_kept_apart_and_reused(checkpoint_1_5):
+    """A guided call and a plain call of the same row count each get their own state; later
+    calls (another weight included: it is a device tensor) reuse them."""
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint_1_5)
+    with torch.inference_mode():
+        prepared = runtime.prepare_inputs(_input_1_5(NAV_TEXT))
+        for weight in (1.5, 0.0, 2.5, 0.0):
+            runtime.run_prepared(prepared, InferenceOptions(
+                num_samples=2, max_coc_tokens=8, diffusion_steps=2, seed=0,
+                nav_guidance_scale=weight), path="fast")
+    states = runtime.fast_path_report()["states"]
+    assert [(s["rows"], s["guided"]) for s in states] == [(2, True), (2, False)]
+    guided = runtime.engine._states[FastEngine.state_key(2, True)]
+    assert guided.full_cache.rows == 4 and guided.cache.rows == 2
+    assert guided.cache.layers[0].keys.data_ptr() == guided.full_cache.layers[0].keys.data_ptr()
+    assert sum("KV cache for 2 row(s)" in m for m in runtime.fast_path_report()["messages"]) == 2
+
+
+def test_guided_ticks_reuse_vision_features_and_match_the_eager_path(runtime_1_5):
+    """Guided 10 Hz ticks with frame keys: 4 new frames encoded per tick (the unguided
+    context needs no images of its own), plans equal to the eager path's on all frames."""
+    options = InferenceOptions(num_samples=2, max_coc_tokens=10, diffusion_steps=3, seed=4,
+                               nav_guidance_scale=1.5)
+    engine = runtime_1_5.engine
+    runtime_1_5.clear_vision_cache()
+    for start in range(2):
+        frames, keys = _video_tick(start)
+        before = engine.vision_stats["encoded"]
+        with torch.inference_mode():
+            warm = runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT, frames=frames), keys)
+            fast = runtime_1_5.run_prepared(warm, options, path="fast")
+            eager = runtime_1_5.run_prepared(
+                runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT, frames=frames)), options,
+                path="eager")
+        assert engine.vision_stats["encoded"] - before == (16 if start == 0 else 4)
+        _assert_same(eager, fast)
+    runtime_1_5.clear_vision_cache()
+
+
+def test_guided_call_needs_the_route_position(runtime_1_5):
+    with torch.inference_mode():
+        prepared = dataclasses.replace(runtime_1_5.prepare_inputs(_input_1_5(NAV_TEXT)),
+                                       route_start=-1)
+        with pytest.raises(ModelRuntimeError, match="route_start"):
+            runtime_1_5.run_prepared(prepared, InferenceOptions(max_coc_tokens=4,
+                                                                nav_guidance_scale=1.5),
+                                     path="fast")
+
+
+def test_1_5_warmup_self_checks_the_guided_call(checkpoint_1_5, caplog):
+    """With guidance on, the warm-up also runs and checks a call with an instruction (the
+    guided row state); with guidance off only the plain call."""
+    from alpamayo_ros.model.runtime import WARMUP_NAV_TEXT
+
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint_1_5)
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    options = InferenceOptions(num_samples=2, max_coc_tokens=8, nav_guidance_scale=1.5)
+    runtime.warmup(options, (64, 96), camera_indices=RIG)
+    assert runtime.inference_path() == InferencePath("fast", "")
+    assert sum("self-check passed" in r.getMessage() for r in caplog.records) == 2
+    assert set(runtime.engine._states) == {2, FastEngine.state_key(2, True)}
+    with torch.inference_mode():
+        check = runtime.self_check(runtime.prepare_inputs(_input_1_5(WARMUP_NAV_TEXT)), options)
+    assert check.same_decode and check.velocity_max > 0.0
+    assert check.velocity_max_diff <= runtime.self_check_atol()
+    plain = AlpamayoRuntime.from_pretrained(checkpoint_1_5)
+    plain.warmup(dataclasses.replace(options, nav_guidance_scale=0.0), (64, 96),
+                 camera_indices=RIG)
+    assert set(plain.engine._states) == {2}
+
+
+def test_a_guided_fast_path_mismatch_at_warmup_falls_back(checkpoint_1_5, monkeypatch,
+                                                         caplog):
+    """Injected: the unguided rows are left with the guided prompt; only the guided
+    warm-up call can see it, and the runtime falls back to the eager path, saying so."""
+    monkeypatch.setattr(FastEngine, "unguided_feed", lambda self, *args: None)
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint_1_5)
+    caplog.set_level(logging.INFO, logger="alpamayo_ros.model")
+    runtime.warmup(InferenceOptions(max_coc_tokens=8, nav_guidance_scale=1.5), (64, 96),
+                   camera_indices=RIG)
+    path = runtime.inference_path()
+    assert not runtime.fast_path and path.name == "eager"
+    assert "first Euler step differs" in path.problem
+    assert "(navigation guidance)" in path.problem
+    output = runtime.predict(_input_1_5(NAV_TEXT), InferenceOptions(
+        max_coc_tokens=4, diffusion_steps=2, seed=0, nav_guidance_scale=1.5))
+    assert np.isfinite(output.samples[0].xyz).all()
+
+
 # ------------------------------------------------------------------ CUDA only
 cuda_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
 
@@ -674,3 +881,34 @@ def test_decode_and_euler_steps_do_not_synchronise_on_cuda(cuda_runtime):
         torch.cuda.set_sync_debug_mode("default")
     torch.cuda.synchronize()
     assert int(state.step) == 1 and int(state.flow_step) == 2
+
+
+@cuda_only
+def test_cuda_graph_replays_with_navigation_guidance_match_the_eager_path(checkpoint_1_5):
+    """1.5 with guidance on CUDA: the guided decode and the 2N-row Euler step captured,
+    replays against the eager path (float32)."""
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint_1_5, device="cuda",
+                                              dtype=torch.float32)
+    ids = runtime.token_ids
+    forced = torch.tensor([300, 301, ids.cot_end, ids.traj_future_start, 302])
+    noise = np.random.default_rng(1).standard_normal((2, NUM_WAYPOINTS, 2)).astype(np.float32)
+    for weight in (1.5, 0.0):
+        options = InferenceOptions(num_samples=2, max_coc_tokens=20, diffusion_steps=4,
+                                   nav_guidance_scale=weight)
+        eager, fast = _both_paths(runtime, options, noise, forced,
+                                  model_input=_input_1_5(NAV_TEXT))
+        _assert_same(eager, fast, actions_atol=1e-4)
+    report = runtime.fast_path_report()
+    assert report["cuda_graphs"] and report["capture_failures"] == []
+    assert all(s["captured"] and not s["uncaptured"] for s in report["states"])
+    assert {s["guided"] for s in report["states"]} == {True, False}
+
+
+@cuda_only
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_guided_warmup_self_check_passes_on_cuda(checkpoint_1_5, dtype):
+    runtime = AlpamayoRuntime.from_pretrained(checkpoint_1_5, device="cuda", dtype=dtype)
+    runtime.warmup(InferenceOptions(num_samples=2, max_coc_tokens=8, nav_guidance_scale=1.5),
+                   (64, 96), camera_indices=RIG)
+    assert runtime.inference_path() == InferencePath("fast", "")
+    assert runtime.fast_path_report()["capture_failures"] == []

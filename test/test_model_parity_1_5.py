@@ -302,7 +302,8 @@ def test_cfg_teacher_forced(runtime):
 @pytest.mark.parametrize("path", ["eager", "fast"])
 def test_cfg_through_the_runtime(runtime, path):
     """nav_guidance_scale = the recorded weight: the runtime's own guided call, forced to
-    the continuation, gives the official real-generate CFG trajectory."""
+    the continuation, gives the official real-generate CFG trajectory, on both paths (the
+    fast one: guided state, one expert batch per Euler step)."""
     tensors = SET.load_expected_tensors()
     weight, noise = _cfg_weight_and_noise()
     options = InferenceOptions(num_samples=1, nav_guidance_scale=weight)
@@ -311,6 +312,7 @@ def test_cfg_through_the_runtime(runtime, path):
         raw = runtime.run_prepared(prepared, options, noise.numpy(),
                                    forced_tokens=tensors["tf_continuation_ids"][0], path=path)
         samples = runtime.to_samples(raw, prepared)
+    assert raw.path == path  # guidance runs on the fast path too
     np.testing.assert_allclose(samples[0].xyz,
                                tensors["cfg_forced_generate_pred_xyz"][0, 0, 0].numpy(),
                                atol=XYZ_TOL, rtol=0)

@@ -339,3 +339,26 @@ def test_close_releases_the_network(tmp_path):
     runtime.close()
     gc.collect()
     assert network() is None
+
+
+def test_guided_call_after_an_unguided_one_of_the_same_frames(tmp_path):
+    """The features the fast path kept from an unguided call of the same frame keys (the
+    tick before an instruction arrives; the replay's --nav-compare "without") serve the
+    guided call (guidance runs on the fast path, vision reuse included): its result
+    equals a guided call without frame keys."""
+    import dataclasses
+
+    from alpamayo_ros.model.tiny_checkpoint import write_tiny_checkpoint
+    runtime = AlpamayoRuntime.from_pretrained(
+        write_tiny_checkpoint(tmp_path / "m15", seed=0, family="1.5"))
+    base = _model_input()
+    keyed = dataclasses.replace(base, frame_keys=tuple(range(16)), camera_indices=(0, 1, 2, 6))
+    options = InferenceOptions(num_samples=1, seed=3, nav_guidance_scale=1.5, **SHORT)
+    runtime.predict(keyed, options)  # unguided, fast path: keeps the 16 frames' features
+    encoded = runtime.engine.vision_stats["encoded"]
+    guided = runtime.predict(dataclasses.replace(keyed, navigation_text="Turn left in 40m"),
+                             options)
+    assert runtime.engine.vision_stats["encoded"] == encoded  # all 16 reused
+    fresh = runtime.predict(dataclasses.replace(keyed, frame_keys=None,
+                                                navigation_text="Turn left in 40m"), options)
+    np.testing.assert_array_equal(guided.samples[0].xyz, fresh.samples[0].xyz)

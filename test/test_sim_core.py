@@ -218,3 +218,18 @@ def test_report_metrics_and_golden_comparison(tmp_path):
     assert m["odometry_sha256"] != off["metrics"]["odometry_sha256"]
     R.write_plot(report, route, tmp_path / "r.png")
     assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_latched_plans_of_an_earlier_time_line_are_left_out_of_the_plan_metrics():
+    """A planner kept across a suite's runs replays its last plans (latched) to the next
+    simulator's recorder, which logs them at sim time 0 with ticks of the previous run:
+    they are counted as ignored, not as this run's plans."""
+    route = Route.from_dict({"name": "line", "segments": [
+        {"type": "straight", "length": 500, "speed_limit": 10}]})
+    record = _record(0.0)
+    record.plans[:0] = [{"tick_ns": k * S // 2, "t0_ns": k * S // 2 - S // 10, "log_ns": 0,
+                         "status": 0, "reason": ""} for k in range(23, 33)]
+    m = R.compute_report(record, route, rear_axle_offset_x=-1.42, planning_period_s=0.5,
+                         lockstep=True)["metrics"]
+    assert m["plans_ok"] == m["plans_total"] == 19 and m["plans_ignored"] == 10
+    assert m["plan_age_p50_s"] == 0.0

@@ -495,6 +495,14 @@ def image_message(rgb: np.ndarray, stamp_ns: int, frame_id: str, encoding: str,
         is_bigendian=0, step=w * channels, data=payload.reshape(-1))
 
 
+def navigation_message(stamp_ns: int, text: str, valid_for_ns: int, source: str = ""):
+    """alpamayo_ros/NavigationInstruction (frame_id empty, as the navigation node's)."""
+    sec, nanosec = divmod(int(valid_for_ns), NS_PER_S)
+    return msg_class(NAVIGATION_TYPE)(
+        header=header(stamp_ns, ""), text=text, source=source,
+        valid_for=msg_class("builtin_interfaces/msg/Duration")(sec=sec, nanosec=nanosec))
+
+
 def odometry_message(stamp_ns: int, frame_id: str, child_frame_id: str, xyz, quat_xyzw,
                      linear_velocity, angular_velocity):
     """nav_msgs/Odometry with zero covariances (pose in frame_id, twist in child frame)."""

@@ -123,6 +123,10 @@ class JumpRule(Generic[T]):
         del self._runs[key]
         return LineCheck(LineVerdict.JUMP, len(held), held)
 
+    def held(self, key: Hashable) -> tuple:
+        """The (stamp, item) run a key holds back so far (off-line, not yet a jump)."""
+        return tuple(self._runs.get(key, ()))
+
     def forget(self, key: Optional[Hashable] = None) -> None:
         """Drop the pending run of one key (None: of every key)."""
         if key is None:
@@ -300,6 +304,9 @@ class InputStreams:
         self._odom_frames: Optional[tuple] = None
         self._frame_change_ns: Optional[int] = None
         self._last_restart: Optional[tuple] = None
+        # Keys of the streams that restarted on a time jump of their own since the last
+        # reset: their buffers hold only the new time line's data (see reset).
+        self._restarted: set = set()
         # Bumped whenever decoded frames are dropped (a restarted stream reuses stamps): the
         # first part of the frame keys that let a model reuse its work on a frame.
         self._frame_epoch = 0
@@ -447,6 +454,7 @@ class InputStreams:
                     self._last_t0_ns = None
                 for stamp, earlier in check.held[:-1]:
                     buffer.add(stamp, earlier)
+                self._restarted.add(key)
                 self._counts.events[InputEvent.TIME_JUMP] += 1
                 self._last_restart = (stamp_ns, str(jump))
             status = buffer.add(stamp_ns, item)
@@ -465,18 +473,44 @@ class InputStreams:
         return result
 
     def reset(self, now_ns: Optional[int] = None, why: str = "a reset") -> None:
-        """Drop all buffered data and cached frames (e.g. when the node clock jumped back).
+        """Drop the buffered data and cached frames (e.g. when the node clock jumped back).
 
-        now_ns: the time after the reset; ticks whose data does not reach back past it say
-        CLOCK_RESET (with `why`) instead of only "no frame yet".
+        now_ns: the time after the reset (the new time line's); ticks whose data does not
+        reach back past it say CLOCK_RESET (with `why`) instead of only "no frame yet".
+        With now_ns, data that already belongs to the new time line is kept: a stream
+        whose stamps jumped back before the clock did (it restarted on its own, JumpRule,
+        and nothing in it is after now_ns) keeps its buffer, and the samples a stream held
+        back as off its line that are not after now_ns become its buffer. (Sensor data can
+        arrive before the /clock that restarts the time line: the planner then plans from
+        the first samples of the new time line, as a fresh process would.) Without now_ns
+        everything is dropped.
         """
         with self._lock:
+            streams = [*((source, source, buffer) for source, buffer
+                         in zip(self.slot_descriptions, self._cameras)),
+                       ("odometry", StreamKind.ODOMETRY, self._odometry)]
+            kept = {}
+            if now_ns is not None:
+                limit = int(now_ns) + self._jump_ns
+                for _, key, buffer in streams:
+                    newest = buffer.newest_stamp()
+                    if key in self._restarted and newest is not None and newest <= limit:
+                        stamps, items = buffer.snapshot()
+                        kept[key] = list(zip(stamps.tolist(), items))
+                    else:
+                        held = [e for e in self._jumps.held(key) if e[0] <= limit]
+                        if held:
+                            kept[key] = held
             for buffer in self._cameras:
                 buffer.clear()
             self._odometry.clear()
             self._navigation.clear()
             self.decoder.clear()
             self._jumps.forget()
+            self._restarted.clear()
+            for _, key, buffer in streams:
+                for stamp, item in kept.get(key, ()):
+                    buffer.add(int(stamp), item)
             self._frame_epoch += 1
             self._last_t0_ns = None
             self._counts.events[InputEvent.RESET] += 1

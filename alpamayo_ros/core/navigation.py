@@ -10,16 +10,27 @@ Text is refused, with the reason, when it is not valid UTF-8, longer than
 MAX_TEXT_BYTES, holds control characters, or holds ``<|`` / ``|>`` (the model's special
 token markers: the text sits inside ``<|route_start|>..<|route_end|>`` and must not end
 that span or open another). A refused instruction changes nothing else.
+
+The node (ros/planner_node.py) and the replay (replay/engine.py) take instructions
+from NAVIGATION_TOPIC by the same rules: a model family without navigation ignores them
+(navigation_ignored_reason: one WARN), the others go to PlannerCore.add_navigation.
+swap_direction is the official counterfactual (nav_utils.swap_direction) the replay's
+--nav-compare runs.
 """
 from __future__ import annotations
 
 import bisect
 import enum
+import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Optional, Union
 
+from alpamayo_ros.core.model_family import FAMILIES
 from alpamayo_ros.core.types import NS_PER_S
+
+# Where instructions arrive (relative: resolved in the node's namespace).
+NAVIGATION_TOPIC = "alpamayo/navigation"
 
 # Longest accepted text, in UTF-8 bytes; the official instructions are under 60.
 # The planner's navigation input topic (relative: resolved in the node's namespace).
@@ -135,3 +146,31 @@ class NavigationBuffer:
         if not newest.text:
             return None, NavStatus.EMPTY
         return newest, NavStatus.USED
+
+
+def navigation_ignored_reason(family: str, backend: str) -> str:
+    """Why a model ignores navigation instructions ("" when it takes them): family is the
+    checkpoint family (ModelDescription.family, "" for a backend without weights)."""
+    known = FAMILIES.get(family)
+    if known is not None and known.navigation:
+        return ""
+    what = known.label if known else f"the {backend} backend"
+    return (f"navigation instructions are ignored: {what} takes none (an Alpamayo 1.5 "
+            "checkpoint does)")
+
+
+_LEFT = re.compile(r"\bleft\b", re.IGNORECASE)
+_RIGHT = re.compile(r"\bright\b", re.IGNORECASE)
+_HOLD = "\x00"  # never in an accepted text (control characters are refused)
+
+
+def swap_direction(text: str) -> str:
+    """The instruction with left and right exchanged, as the official
+    nav_utils.swap_direction does: whole words, any case; every "left" becomes lower-case
+    "right", a "right" becomes "left" or, when its first letter is upper-case, "Left"
+    ("Turn left onto Main Street in 40m" -> "Turn right onto Main Street in 40m",
+    "Right lane" -> "Left lane", "LEFT" -> "right"). Text without either word is
+    returned unchanged."""
+    held = _LEFT.sub(_HOLD, text)
+    swapped = _RIGHT.sub(lambda m: "Left" if m.group()[0].isupper() else "left", held)
+    return swapped.replace(_HOLD, "right")

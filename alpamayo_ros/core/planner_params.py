@@ -75,6 +75,13 @@ PLANNER_PARAMETERS: tuple[ParamSpec, ...] = (
               choices=CAMERA_TRANSPORTS, length_range=(1, MAX_CAMERAS)),
     ParamSpec("odometry_topic", STRING, DEFAULT_ODOMETRY_TOPIC,
               "nav_msgs/Odometry of the rear-axle base frame (pose in the odometry frame)."),
+    ParamSpec("inputs.reliable", BOOL, False,
+              "Subscribe to the cameras and the odometry reliably. Default best effort, the "
+              "sensor convention (a reliable subscription does not match a best-effort "
+              "driver; a best-effort one matches any). The closed loop's lockstep sets it: "
+              "carla_sim (and carla-ros-bridge) publish reliably, and then no sample is lost "
+              "under load or before discovery completed, and carla_sim can wait for the "
+              "planner to have received a tick's data (tick_settle.await_acks)."),
     ParamSpec("autostart", BOOL, True,
               "Configure (load and warm up the model) and activate at start, so the plain "
               "executable and ros2 launch plan with no lifecycle manager; false: wait for "

@@ -37,9 +37,10 @@ class PreparedInputs:
     frame_keys: vision-cache keys of the 16 frames (fast path with frame keys only);
     encoded_frames: indices of the frames whose features must be computed (the others are
     in the fast path's vision cache); rope: the prompt's M-RoPE (position_ids (3, 1, L),
-    rope_deltas (1, 1)) when known (computed otherwise); unguided_input_ids / route_len:
-    the prompt without its navigation route span and the span's length (1.5 with an
-    instruction; None / 0 otherwise).
+    rope_deltas (1, 1)) when known (computed otherwise); unguided_input_ids / route_len /
+    route_start: the prompt without its navigation route span, the span's length and the
+    index of its ``<|route_start|>`` in input_ids (1.5 with an instruction; None / 0 / -1
+    otherwise).
     """
 
     pixel_values: torch.Tensor
@@ -52,6 +53,7 @@ class PreparedInputs:
     rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None
     unguided_input_ids: Optional[torch.Tensor] = None
     route_len: int = 0
+    route_start: int = -1
 
     def encoded(self) -> tuple[int, ...]:
         """Indices of the frames whose patches are in pixel_values."""
@@ -70,7 +72,7 @@ class Request:
     start of the flow (None: drawn from the seeded generator before decoding);
     forced_tokens: (T,) ids fed instead of chosen ones (teacher forcing, for checks);
     nav_guidance_scale: classifier-free navigation guidance weight (0: none; used with
-    PreparedInputs.unguided_input_ids, eager engine only).
+    PreparedInputs.unguided_input_ids, on both engines).
     """
 
     rows: int

@@ -30,6 +30,16 @@ shapes so that the two per-token loops can be captured as CUDA graphs:
   are written to the fixed last 64 slots (no crop), the expert mask (built once per call
   on the device) hides each row's tokens after its ``<|traj_future_start|>`` and every
   unused slot, then x <- x + dt * v.
+* **Navigation guidance** (1.5 with an instruction and ``nav_guidance_scale`` not 0; what
+  ``nav_guidance`` computes on the eager path): a *guided* row state per row count, whose
+  cache has 2N rows. The decode runs on the first N (a view; the same captured step as
+  without guidance); the prefill writes the prompt into all 2N rows, and the last N get
+  the unguided context by feeding only what follows the route span (the prompt's tail
+  and the fed CoC) from ``<|route_start|>``'s slot on, since everything before the span is
+  the same in both prompts (:meth:`FastEngine.unguided_feed`). Each captured Euler step
+  is one expert call over the 2N rows (guided and unguided, as nav_guidance's batched
+  sampler) and moves x by (1 - w) * v_unguided + w * v_guided, w a device tensor set per
+  call.
 * **Vision reuse**: the vision encoder treats images independently (patch embedding,
   position embeddings and rotary ids per image grid; attention split at the image
   boundaries ``cu_seqlens``; merger and DeepStack mergers per group of 4 patches of one
@@ -54,6 +64,7 @@ import torch
 
 from alpamayo_ros.core.errors import ModelRuntimeError
 from alpamayo_ros.core.types import NUM_WAYPOINTS
+from alpamayo_ros.model import nav_guidance
 from alpamayo_ros.model.cuda_graphs import OnceLog, StepRunner
 from alpamayo_ros.model.engine import (Lap, Prediction, PreparedInputs, Request,
                                        raise_if_not_finite, seed_and_noise)
@@ -72,7 +83,8 @@ class FastPathConfig:
     stop_check_interval: decode steps between two reads of the stop status (1: every step,
         the default; larger values only to check that extra steps are harmless). On CUDA,
         or above 1, the host reads each status only after posting the next one.
-    max_row_counts: row counts whose caches and graphs are kept (least recently used goes).
+    max_row_counts: row states (a row count, with or without navigation guidance) whose
+        caches and graphs are kept (least recently used goes).
     vision_reuse: keep the vision features of the last call's frames (needs frame keys).
     self_check_atol: largest first-Euler-step velocity difference between the fast and the
         eager path that the warm-up self-check accepts (None: 1e-4 for float32 weights,
@@ -103,15 +115,26 @@ class VisionFeatures:
 
 
 class RowState:
-    """Static cache and persistent step tensors for ``rows`` sample rows."""
+    """Static cache and persistent step tensors for ``rows`` sample rows.
+
+    guided: calls with navigation guidance. The cache then has 2 * rows rows: the first
+    ``rows`` (``cache``, a view) hold the prompt with the instruction and the decoded
+    reasoning, the others (``unguided_cache``) the same without the instruction, and
+    each flow-matching step runs the expert once over all 2 * rows rows (``full_cache``).
+    """
 
     def __init__(self, network: AlpamayoR1Network, rows: int, capacity: int,
-                 device: torch.device, dtype: torch.dtype, traj_future_start: int) -> None:
+                 device: torch.device, dtype: torch.dtype, traj_future_start: int,
+                 guided: bool = False) -> None:
         text = network.vlm.config.text_config
-        self.rows, self.capacity = rows, capacity
+        self.rows, self.capacity, self.guided = rows, capacity, bool(guided)
+        self.flow_rows = 2 * rows if self.guided else rows
         self.action_start = capacity - NUM_WAYPOINTS
-        self.cache = StaticKVCache(network.num_layers, rows, capacity, text.num_key_value_heads,
-                                   text.head_dim, dtype, device)
+        self.full_cache = StaticKVCache(network.num_layers, self.flow_rows, capacity,
+                                        text.num_key_value_heads, text.head_dim, dtype, device)
+        self.cache = self.full_cache.row_view(0, rows) if self.guided else self.full_cache
+        self.unguided_cache = (self.full_cache.row_view(rows, 2 * rows) if self.guided
+                               else None)
         self.traj_future_start = traj_future_start
         long = dict(dtype=torch.long, device=device)
         self.columns = torch.arange(capacity, **long)
@@ -131,8 +154,13 @@ class RowState:
         self.x = torch.zeros(rows, NUM_WAYPOINTS, 2, dtype=torch.float32, device=device)
         self.flow_step = torch.zeros((), **long)
         mask_rows = 1 if network.spec.expert_non_causal_attention else NUM_WAYPOINTS
-        self.expert_mask = torch.zeros(rows, 1, mask_rows, capacity, dtype=dtype, device=device)
-        self.expert_positions = torch.zeros(3, rows, NUM_WAYPOINTS, **long)
+        self.expert_mask = torch.zeros(self.flow_rows, 1, mask_rows, capacity, dtype=dtype,
+                                       device=device)
+        self.expert_positions = torch.zeros(3, self.flow_rows, NUM_WAYPOINTS, **long)
+        # Guidance: v = unguided_weight * v_unguided + guided_weight * v_guided (set per
+        # call, so one captured step serves every weight).
+        self.guided_weight = torch.ones((), dtype=torch.float32, device=device)
+        self.unguided_weight = torch.zeros((), dtype=torch.float32, device=device)
         self.action_slots = torch.arange(self.action_start, capacity, **long)
         self.decode_runners: dict[tuple, StepRunner] = {}
         self.flow_runners: dict[int, StepRunner] = {}
@@ -234,32 +262,44 @@ class FastEngine:
         self.vision_stats = {"encoded": 0, "reused": 0}
 
     # ----------------------------------------------------------------- row states
-    def state_for(self, rows: int, prompt_len: int, max_new_tokens: int) -> RowState:
-        """The RowState for ``rows`` rows, grown (new cache, new graphs) when too small."""
+    @staticmethod
+    def state_key(rows: int, guided: bool = False) -> Hashable:
+        """Key of a row state in ``_states``: the row count, (rows, "guided") with
+        navigation guidance."""
+        return (rows, "guided") if guided else rows
+
+    def state_for(self, rows: int, prompt_len: int, max_new_tokens: int,
+                  guided: bool = False) -> RowState:
+        """The RowState for ``rows`` rows (with or without guidance), grown (new cache, new
+        graphs) when too small."""
         need = prompt_len + max_new_tokens + NUM_WAYPOINTS
-        state = self._states.get(rows)
+        key = self.state_key(rows, guided)
+        what = f"{rows} row(s){' with guidance' if guided else ''}"
+        state = self._states.get(key)
         if state is not None and state.capacity >= need:
-            self._states.move_to_end(rows)
+            self._states.move_to_end(key)
             return state
         capacity = round_capacity(need)
         if state is not None:
-            self.log.once(("grow", rows, capacity),
-                          f"fast path: KV cache for {rows} row(s) grows from {state.capacity} "
+            self.log.once(("grow", key, capacity),
+                          f"fast path: KV cache for {what} grows from {state.capacity} "
                           f"to {capacity} slots (prompt {prompt_len} + CoC {max_new_tokens} + "
                           f"{NUM_WAYPOINTS}); its steps are captured again")
-            del self._states[rows]
+            del self._states[key]
             state = None
         while len(self._states) >= self.config.max_row_counts:
-            evicted, _ = self._states.popitem(last=False)
-            self.log.once(("evict", evicted, rows),
-                          f"fast path: dropping the cache of {evicted} row(s) to make room for "
-                          f"{rows} (max_row_counts {self.config.max_row_counts})")
+            evicted, old = self._states.popitem(last=False)
+            self.log.once(("evict", evicted, key),
+                          f"fast path: dropping the cache of {old.rows} row(s)"
+                          f"{' with guidance' if old.guided else ''} to make room for {what} "
+                          f"(max_row_counts {self.config.max_row_counts})")
         state = RowState(self.network, rows, capacity, self.device, self.dtype,
-                         self.traj_future_start)
-        self.log.once(("alloc", rows, capacity),
-                      f"fast path: KV cache for {rows} row(s) x {capacity} slots "
-                      f"({state.cache.memory_bytes() / 2 ** 20:.0f} MiB)")
-        self._states[rows] = state
+                         self.traj_future_start, guided=guided)
+        self.log.once(("alloc", key, capacity),
+                      f"fast path: KV cache for {what} x {capacity} slots "
+                      f"({state.full_cache.memory_bytes() / 2 ** 20:.0f} MiB"
+                      f"{', guided and unguided rows' if guided else ''})")
+        self._states[key] = state
         return state
 
     def decode_runner(self, state: RowState, chooser: TokenChooser) -> StepRunner:
@@ -267,6 +307,7 @@ class FastEngine:
         if runner is None:
             runner = StepRunner(lambda: self._decode_step(state, chooser),
                                 f"the decode step ({state.rows} row(s), {state.capacity} slots, "
+                                f"{'guided, ' if state.guided else ''}"
                                 f"{'sampled' if chooser.sample else 'greedy'})",
                                 self.device, generators=(self.generator,), pool=self._pool,
                                 log=self.log, reset=state.reset_indices)
@@ -279,6 +320,7 @@ class FastEngine:
             times = torch.linspace(0.0, 1.0, steps + 1, device=self.device, dtype=torch.float32)
             runner = StepRunner(lambda: self._flow_step(state, times, 1.0 / steps),
                                 f"the flow-matching step ({state.rows} row(s), "
+                                f"{'guided, ' if state.guided else ''}"
                                 f"{state.capacity} slots, {steps} steps)", self.device,
                                 pool=self._pool, log=self.log, reset=state.reset_indices)
             state.flow_runners[steps] = runner
@@ -302,17 +344,26 @@ class FastEngine:
         state.record(chooser(logits, self.generator))
 
     def _flow_step(self, state: RowState, times: torch.Tensor, dt: float) -> None:
-        """One Euler step x <- x + dt * v(x, t_k) with the actions in the last 64 slots."""
+        """One Euler step x <- x + dt * v(x, t_k) with the actions in the last 64 slots.
+
+        Guided state: one expert call over the guided rows and the unguided rows (the same
+        x), then v = (1 - w) * v_unguided + w * v_guided (nav_guidance, FlowMatching's
+        _guided_v)."""
         net = self.network
-        t = times.index_select(0, state.flow_step.reshape(1)).expand(state.rows)
+        x = torch.cat([state.x, state.x]) if state.guided else state.x
+        t = times.index_select(0, state.flow_step.reshape(1)).expand(state.flow_rows)
         with official_autocast(self.device, self.dtype):
-            embeds = net.action_in_proj(state.x, t)
+            embeds = net.action_in_proj(x, t)
             hidden = self.step_expert(
                 inputs_embeds=embeds, position_ids=state.expert_positions,
-                attention_mask=state.expert_mask, past_key_values=state.cache,
+                attention_mask=state.expert_mask, past_key_values=state.full_cache,
                 cache_position=state.action_slots, use_cache=True).last_hidden_state
             velocity = net.action_out_proj(hidden).float()
         state.finite &= torch.isfinite(velocity).all()
+        if state.guided:
+            rows = state.rows
+            velocity = (state.unguided_weight * velocity[rows:]
+                        + state.guided_weight * velocity[:rows])
         state.x.copy_(state.x + dt * velocity)
         state.flow_step += 1
 
@@ -371,7 +422,9 @@ class FastEngine:
                 features: Sequence[VisionFeatures],
                 rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Language-model prefill of the prompt (batch 1) into every row of the state's cache.
+        """Language-model prefill of the prompt (batch 1) into every row of the state's cache
+        (with guidance, the unguided rows too: their prompt shares everything before the
+        route span; see unguided_feed).
 
         rope: the prompt's (position_ids (3, 1, L), rope_deltas (1, 1)) if known, else
         computed with Qwen3VLModel.get_rope_index.
@@ -390,7 +443,7 @@ class FastEngine:
         embeds = embeds.masked_scatter(image_mask, image_embeds)
         with official_autocast(self.device, self.dtype):
             out = vlm.language_model(inputs_embeds=embeds, position_ids=position_ids,
-                                     past_key_values=state.cache.prefill_writes(),
+                                     past_key_values=state.full_cache.prefill_writes(),
                                      use_cache=True, visual_pos_masks=image_mask[..., 0],
                                      deepstack_visual_embeds=deepstack)
             logits = self.network.vlm.lm_head(out.last_hidden_state[:, -1:, :])[:, 0].float()
@@ -443,14 +496,45 @@ class FastEngine:
         kept = max_new_tokens if stop is None else stop + 1
         return kept, feeds, steps
 
+    def unguided_feed(self, state: RowState, input_ids: torch.Tensor, route_start: int,
+                      route_len: int, feeds: int, rope_deltas: torch.Tensor) -> None:
+        """Fill the guided state's unguided rows: the prompt without its route span, then
+        the reasoning fed to the guided rows (nav_guidance.unguided_context's cache).
+
+        The tokens before ``<|route_start|>`` (images included) are the same in both
+        prompts, with the same positions, so their keys and values are already there from
+        the prefill; only the prompt's tail after ``<|route_end|>`` and the ``feeds`` fed
+        CoC tokens go through the language model, from slot ``route_start`` on. Their
+        positions are slot + rope_deltas: text after the last image, and removing a text
+        span shifts the maximum position and the length alike, so the unguided prompt has
+        the guided one's rope_deltas.
+        """
+        tail = input_ids[:, route_start + route_len:].expand(state.rows, -1)
+        tokens = torch.cat([tail, state.tokens[:, :feeds]], dim=1)
+        with official_autocast(self.device, self.dtype):
+            nav_guidance.feed_tokens(self.network, state.unguided_cache.prefill_writes(
+                route_start), tokens, rope_deltas.reshape(()))
+
     def sample_actions(self, state: RowState, runner: StepRunner, steps: int,
                        offsets: torch.Tensor, cache_len: int, rope_deltas: torch.Tensor,
-                       noise: torch.Tensor) -> torch.Tensor:
+                       noise: torch.Tensor, route_len: int = 0,
+                       weight: float = 1.0) -> torch.Tensor:
         """Euler integration from ``noise`` (N, 64, 2); returns the actions (N, 64, 2) float32.
 
-        Row i sees slots [0, min(offsets[i], cache_len)) and the 64 action slots.
+        Row i sees slots [0, min(offsets[i], cache_len)) and the 64 action slots. Guided
+        state: unguided row i sees route_len slots fewer (offset and cache shorter by the
+        span), its positions use offsets - route_len, and the velocity is
+        (1 - weight) * v_unguided + weight * v_guided.
         """
         visible = offsets.clamp(max=cache_len)
+        delta = rope_deltas.reshape(())
+        positions = expert_position_ids(offsets, delta, NUM_WAYPOINTS)
+        if state.guided:
+            visible = torch.cat([visible, visible - route_len])
+            positions = torch.cat([positions, expert_position_ids(offsets - route_len, delta,
+                                                                  NUM_WAYPOINTS)], dim=1)
+            state.guided_weight.fill_(float(weight))
+            state.unguided_weight.fill_(1.0 - float(weight))
         columns = state.columns[None, :]
         hidden = (columns >= visible[:, None]) & (columns < state.action_start)
         hidden = hidden[:, None, None, :]
@@ -460,8 +544,7 @@ class FastEngine:
             hidden = hidden | future[None, None]
         state.expert_mask.copy_(torch.where(hidden, state.mask_hidden, state.mask_open)
                                 .expand_as(state.expert_mask))
-        state.expert_positions.copy_(expert_position_ids(offsets, rope_deltas.reshape(()),
-                                                         NUM_WAYPOINTS))
+        state.expert_positions.copy_(positions)
         state.x.copy_(noise)
         state.flow_step.zero_()
         for _ in range(steps):
@@ -487,7 +570,11 @@ class FastEngine:
         max_new_tokens = int(request.max_new_tokens)
         chooser = self.chooser(request)
         prompt_len = int(input_ids.shape[1])
-        state = self.state_for(rows, prompt_len, max_new_tokens)
+        guided = prepared.unguided_input_ids is not None and request.nav_guidance_scale != 0
+        if guided and not 0 <= prepared.route_start < prompt_len:
+            raise ModelRuntimeError("navigation guidance needs PreparedInputs.route_start "
+                                    f"(have {prepared.route_start})")
+        state = self.state_for(rows, prompt_len, max_new_tokens, guided)
         decode_runner = self.decode_runner(state, chooser)
         flow_runner = self.flow_runner(state, steps)
         if self.use_graphs:  # before the prefill: warm-up calls write into the cache
@@ -506,8 +593,12 @@ class FastEngine:
         cache_len = prompt_len + feeds
         offsets = torch.where(state.found, prompt_len + state.first_index + 1,
                               torch.full_like(state.first_index, cache_len + 1))
+        if guided:
+            self.unguided_feed(state, input_ids, prepared.route_start, prepared.route_len,
+                               feeds, rope_deltas)
         actions = self.sample_actions(state, flow_runner, steps, offsets, cache_len,
-                                      rope_deltas, noise)
+                                      rope_deltas, noise, prepared.route_len,
+                                      float(request.nav_guidance_scale))
         raise_if_not_finite(state.finite, "CoC logits or flow-matching velocities")
         lap("diffusion")
         return Prediction(actions=actions, tokens=state.tokens[:, :kept].clone(),
@@ -528,9 +619,9 @@ class FastEngine:
     def report(self) -> dict:
         """Row states, captured steps, capture failures and vision reuse counts."""
         states = []
-        for rows, state in self._states.items():
+        for state in self._states.values():
             runners = list(state.decode_runners.values()) + list(state.flow_runners.values())
-            states.append(dict(rows=rows, capacity=state.capacity,
+            states.append(dict(rows=state.rows, guided=state.guided, capacity=state.capacity,
                                captured=[r.name for r in runners if r.captured],
                                uncaptured=[r.name for r in runners if not r.captured]))
         return dict(cuda_graphs=self.use_graphs, states=states,

@@ -55,9 +55,11 @@ from alpamayo_ros.model.checkpoint import (compute_model_id, locate_checkpoint,
                                            resolve_processor_dir)
 from alpamayo_ros.model.modeling import AlpamayoR1Network, default_device_dtype, load_network
 from alpamayo_ros.model.prompt import PromptSpec
-from alpamayo_ros.model.prompt_1_5 import remove_route_span
+from alpamayo_ros.model.prompt_1_5 import remove_route_span, route_span
 
 _ATTN_CHOICES = ("sdpa", "eager", "flash_attention_2")
+# The instruction of the guided warm-up call (official phrasing, notebooks/nav_demo_samples).
+WARMUP_NAV_TEXT = "Turn left in 40m"
 PATHS = ("fast", "eager")
 
 
@@ -298,16 +300,19 @@ class AlpamayoRuntime:
         grid = image_grid_thw(len(frames), height, width, self.image_config)
         input_ids = fuse_history_tokens(self._unfused_prompt_for(grid, spec), self.token_ids,
                                         model_input.history_xyz).to(self.device)
-        unguided, route_len = None, 0
+        unguided, route_len, route_start = None, 0, -1
         if spec.nav_text is not None:
-            unguided, route_len = remove_route_span(input_ids, self.token_ids.route_start,
-                                                    self.token_ids.route_end)
+            span = route_span(input_ids, self.token_ids.route_start, self.token_ids.route_end)
+            if span is not None:
+                route_start = span[0]
+                unguided, route_len = remove_route_span(input_ids, self.token_ids.route_start,
+                                                        self.token_ids.route_end)
         return PreparedInputs(
             pixel_values=pixel_values, image_grid_thw=grid.to(self.device), input_ids=input_ids,
             history_xyz=torch.as_tensor(model_input.history_xyz, dtype=torch.float32),
             history_rot=torch.as_tensor(model_input.history_rot, dtype=torch.float32),
             frame_keys=keys, encoded_frames=encoded, rope=self._unfused_prompt[2],
-            unguided_input_ids=unguided, route_len=route_len)
+            unguided_input_ids=unguided, route_len=route_len, route_start=route_start)
 
     def prompt_spec(self, model_input: ModelInput, num_frames: int) -> PromptSpec:
         """What the prompt says for this input and this checkpoint's family.
@@ -388,9 +393,6 @@ class AlpamayoRuntime:
         """
         path = path or ("fast" if self.fast_path else "eager")
         guided = prepared.unguided_input_ids is not None and options.nav_guidance_scale != 0
-        if path == "fast" and guided:
-            self.log.once("guidance-eager", "navigation guidance runs on the eager path")
-            path = "eager"
         engine = self.engine_for(path)
         request = Request(
             rows=int(options.num_samples), max_new_tokens=int(options.max_coc_tokens),
@@ -430,6 +432,8 @@ class AlpamayoRuntime:
         try:
             with self._predict_lock, torch.inference_mode():
                 checked = validate_model_input(model_input)
+                # Guided calls run on the fast path too (vision reuse included); with the
+                # fast path off, prepare_inputs ignores the keys (every frame's patches).
                 prepared = self.prepare_inputs(
                     checked, _frame_keys(model_input, len(checked.frames)))
                 v0 = float(self.action_space.estimate_v0(prepared.history_xyz,
@@ -507,23 +511,31 @@ class AlpamayoRuntime:
         KV cache for options.num_samples rows and the caching allocator's blocks, and
         captures the decode and flow-matching steps as CUDA graphs (fast path on CUDA).
         With the fast path it then checks itself (see the module docstring) and switches
-        to the eager path, logging an error, when the check fails. Later calls with other
-        shapes still work: they allocate or capture what they need and say so once.
-        Returns the seconds it took (also logged).
+        to the eager path, logging an error, when the check fails. A checkpoint that takes
+        navigation instructions, with options.nav_guidance_scale not 0, is warmed up and
+        checked a second time with an instruction (WARMUP_NAV_TEXT): the guided calls'
+        row state (guided and unguided rows, one expert batch per Euler step). Later calls
+        with other shapes still work: they allocate or capture what they need and say so
+        once. Returns the seconds it took (also logged).
         """
         height, width = (int(v) for v in frame_shape)
         start = time.perf_counter()
+        texts: list[Optional[str]] = [None]
+        if self.family.navigation and options.nav_guidance_scale != 0:
+            texts.append(WARMUP_NAV_TEXT)
         try:
             with self._predict_lock, torch.inference_mode():
-                prepared = self.prepare_inputs(validate_model_input(
-                    _warmup_input(height, width, camera_indices)))
                 forced = self._warmup_tokens()
-                if self.fast_path:
-                    reason = self._fast_path_trouble(prepared, options, forced)
-                    if reason:
-                        self._fall_back(reason)
-                if not self.fast_path:
-                    self.run_prepared(prepared, options, forced_tokens=forced)
+                for nav_text in texts:
+                    prepared = self.prepare_inputs(validate_model_input(
+                        _warmup_input(height, width, camera_indices, nav_text)))
+                    if self.fast_path:
+                        reason = self._fast_path_trouble(prepared, options, forced)
+                        if reason:
+                            what = "" if nav_text is None else " (navigation guidance)"
+                            self._fall_back(reason + what)
+                    if not self.fast_path:
+                        self.run_prepared(prepared, options, forced_tokens=forced)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
         except AlpamayoError:
@@ -644,9 +656,10 @@ def compare_predictions(fast: Prediction, eager: Prediction, noise: torch.Tensor
 
 
 def _warmup_input(height: int, width: int,
-                  camera_indices: Optional[tuple[int, ...]] = None) -> ModelInput:
+                  camera_indices: Optional[tuple[int, ...]] = None,
+                  navigation_text: Optional[str] = None) -> ModelInput:
     """Black frames of (height, width) from the cameras ``camera_indices`` (None: the R1
-    rig, unnamed) and a straight 5 m/s history."""
+    rig, unnamed), a straight 5 m/s history and the instruction ``navigation_text``."""
     t = np.asarray(HISTORY_OFFSETS)
     cameras = NUM_CAMERAS if camera_indices is None else len(camera_indices)
     return ModelInput(frames=np.zeros((FRAMES_PER_CAMERA * cameras, height, width, 3),
@@ -654,7 +667,8 @@ def _warmup_input(height: int, width: int,
                       history_xyz=np.stack([5.0 * t, np.zeros(NUM_HISTORY), np.zeros(NUM_HISTORY)],
                                            axis=1),
                       history_rot=np.tile(np.eye(3), (NUM_HISTORY, 1, 1)),
-                      camera_indices=None if camera_indices is None else tuple(camera_indices))
+                      camera_indices=None if camera_indices is None else tuple(camera_indices),
+                      navigation_text=navigation_text)
 
 
 def _frame_keys(model_input: ModelInput, count: int) -> Optional[tuple]:

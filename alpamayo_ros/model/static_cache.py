@@ -76,14 +76,23 @@ class StaticKVLayer(CacheLayerMixin):
     is_sliding = False
 
     def __init__(self, rows: int, capacity: int, kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
+                 dtype: torch.dtype, device: torch.device,
+                 buffers: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> None:
         super().__init__()
         shape = (rows, kv_heads, capacity, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        if buffers is None:
+            buffers = (torch.zeros(shape, dtype=dtype, device=device),
+                       torch.zeros(shape, dtype=dtype, device=device))
+        self.keys, self.values = buffers
         self.dtype, self.device = dtype, device
         self.is_initialized = True
         self.rows, self.capacity = rows, capacity
+
+    def row_view(self, start: int, stop: int) -> "StaticKVLayer":
+        """A layer over rows [start, stop) of these buffers (views: writes land here)."""
+        keys, values = self.keys[start:stop], self.values[start:stop]
+        return StaticKVLayer(stop - start, self.capacity, keys.shape[1], keys.shape[3],
+                             self.dtype, self.device, buffers=(keys, values))
 
     def lazy_initialization(self, key_states: torch.Tensor) -> None:  # buffers exist already
         return None
@@ -144,18 +153,33 @@ class StaticKVCache(Cache):
     decode and expert steps); :meth:`prefill_writes` gives the prompt's view of it."""
 
     def __init__(self, num_layers: int, rows: int, capacity: int, kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device) -> None:
+                 dtype: torch.dtype, device: torch.device,
+                 layers: Optional[list[StaticKVLayer]] = None) -> None:
         if capacity % CAPACITY_ALIGN:
             raise ModelRuntimeError(f"cache capacity must be a multiple of {CAPACITY_ALIGN}, "
                                     f"have {capacity}")
-        super().__init__(layers=[StaticKVLayer(rows, capacity, kv_heads, head_dim, dtype, device)
-                                 for _ in range(num_layers)])
+        if layers is None:
+            layers = [StaticKVLayer(rows, capacity, kv_heads, head_dim, dtype, device)
+                      for _ in range(num_layers)]
+        super().__init__(layers=layers)
         self.rows, self.capacity = rows, capacity
 
-    def prefill_writes(self) -> Cache:
-        """A Cache over the same buffers that writes the prompt from slot 0 (a new one per
-        prompt: it counts the slots written)."""
-        return Cache(layers=[PrefillLayer(layer) for layer in self.layers])
+    def row_view(self, start: int, stop: int) -> "StaticKVCache":
+        """A cache over rows [start, stop) of this one's buffers (no copy: its writes land
+        in this cache, and a step that uses it has fixed addresses as well)."""
+        first = self.layers[0]
+        return StaticKVCache(len(self.layers), stop - start, self.capacity, first.keys.shape[1],
+                             first.keys.shape[3], first.dtype, first.device,
+                             layers=[layer.row_view(start, stop) for layer in self.layers])
+
+    def prefill_writes(self, start: int = 0) -> Cache:
+        """A Cache over the same buffers that writes contiguously from slot ``start`` (the
+        slots before it are attended to as they are) and counts the slots written; a new
+        one per prompt. A batch-1 write goes into every row."""
+        cache = Cache(layers=[PrefillLayer(layer) for layer in self.layers])
+        for layer in cache.layers:
+            layer.length = int(start)
+        return cache
 
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for layer in self.layers

@@ -18,9 +18,18 @@ Time model (docs/replay.md):
   the tick's own epoch. Messages of an unconfirmed jump are rejected and counted. Inside an
   epoch the core's InputStreams apply their usual per-stream rules.
 
-Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, skip reasons
-and the metrics of replay/scoring.py. Wall-clock timings are kept apart, so two
-replays of the same bag, parameters and seed give equal records.
+Navigation instructions (alpamayo/navigation, when the bag has it) are replayed like the
+other inputs, by header stamp, through the node's rules (core.navigation): a tick uses the
+newest one valid at its t0; a model family without navigation ignores them (one warning in
+the bag's result), as the node does. They take no part in the epoch rule (the node's
+add_navigation has none); a new epoch clears them, as a reset clears the node's.
+ReplayOptions.nav_text forces one instruction for every tick instead; nav_compare runs
+each tick also without it and direction-swapped (replay/navigation.py).
+
+Per tick the record holds t0, v0, every candidate trajectory (t0 frame), CoC, the
+navigation text the model saw, skip reasons and the metrics of replay/scoring.py.
+Wall-clock timings are kept apart, so two replays of the same bag, parameters and seed
+give equal records.
 """
 from __future__ import annotations
 
@@ -35,13 +44,12 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from alpamayo_ros.core.errors import DecodeError, OdometryError
+from alpamayo_ros.core.errors import DecodeError, InputNotReady, OdometryError
 from alpamayo_ros.core.geometry import Pose
 from alpamayo_ros.core.image_decode import EncodedImage
 from alpamayo_ros.core.input_streams import TIME_JUMP_CONFIRMATIONS, JumpRule, LineVerdict
 from alpamayo_ros.core.metrics import DEFAULT_HORIZONS
-from alpamayo_ros.core.model_family import FAMILIES
-from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC, navigation_ignored_reason
 from alpamayo_ros.core.odometry import OdometrySample, checked_odometry, odometry_from_msg
 from alpamayo_ros.core.plan_message import OutputContext
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus, ReasonCode
@@ -49,6 +57,7 @@ from alpamayo_ros.core.planner_core import PlannerCore
 from alpamayo_ros.core.planner_params import inference_options, planner_config
 from alpamayo_ros.core.types import NS_PER_S, ModelDescription, PlannerModel, stamp_to_ns
 from alpamayo_ros.bag import bag_io
+from alpamayo_ros.replay import navigation as replay_navigation
 from alpamayo_ros.replay.scoring import aggregate_metrics, ground_truth_track, score_ticks
 
 # Decimals kept for trajectory coordinates in the report [m] (1 um).
@@ -63,6 +72,9 @@ class ReplayOptions:
     max_forward_jump_s: a stamp this far ahead of the stream starts a new epoch.
     namespace: resolves relative topic names of the parameter file.
     horizons: metric horizons [s] (multiples of 0.1 up to 6.4).
+    nav_text: an instruction every tick gets instead of the bag's ("" = none at all);
+    None = the bag's navigation topic.
+    nav_compare: also run each tick with an instruction without it and direction-swapped.
     """
 
     max_delay_s: float = 0.5
@@ -70,6 +82,8 @@ class ReplayOptions:
     namespace: str = "/"
     horizons: tuple = DEFAULT_HORIZONS
     progress: bool = False
+    nav_text: Optional[str] = None
+    nav_compare: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,26 +137,14 @@ class _Topics:
     cameras: dict          # topic -> camera slot
     transports: list       # per slot "raw" | "compressed"
     odometry: str
-    navigation: Optional[str] = None  # the node's navigation input, when the bag has it
-
-
-def _navigation_topic(bag_types: Mapping[str, set], options: ReplayOptions,
-                      description: Optional[ModelDescription]) -> Optional[str]:
-    """The navigation topic the node subscribes to, when the bag has it with its type and
-    the model's family takes navigation (the node ignores it otherwise)."""
-    family = FAMILIES.get(description.family) if description is not None else None
-    topic = resolve_topic(NAVIGATION_TOPIC, options.namespace)
-    if family is None or not family.navigation or \
-            bag_types.get(topic) != {bag_io.NAVIGATION_TYPE}:
-        return None
-    return topic
+    navigation: Optional[str] = None  # the node's navigation input (None: not read)
 
 
 def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
-                  options: ReplayOptions,
-                  description: Optional[ModelDescription] = None) -> _Topics:
+                  options: ReplayOptions) -> _Topics:
     """Map configured topics to the bag's connections; BagError on missing or wrong types.
-    The navigation topic is optional (read when present and the model takes it)."""
+    The navigation topic is optional (read when present, unless nav_text replaces it; a
+    model without navigation counts its messages as ignored, as the node does)."""
     bag_types: dict[str, set] = {}
     for conn in reader.connections():
         bag_types.setdefault(conn.topic, set()).add(conn.msgtype)
@@ -167,12 +169,16 @@ def _check_topics(reader: bag_io.BagReader, values: Mapping[str, Any],
     elif have != {bag_io.ODOMETRY_TYPE}:
         problems.append(f"odometry topic {odometry}: have type {', '.join(sorted(have))}, "
                         f"need {bag_io.ODOMETRY_TYPE}")
+    navigation = resolve_topic(NAVIGATION_TOPIC, options.namespace)
+    have = bag_types.get(navigation) if options.nav_text is None else None
+    if have and have != {bag_io.NAVIGATION_TYPE}:
+        problems.append(f"navigation topic {navigation}: have type {', '.join(sorted(have))}, "
+                        f"need {bag_io.NAVIGATION_TYPE}")
     if problems:
         listing = ", ".join(f"{t} [{'/'.join(sorted(ty))}]" for t, ty in sorted(bag_types.items()))
         raise bag_io.BagError(f"{reader.path}: " + "; ".join(problems)
                               + f". Bag has: {listing or 'no topics'}")
-    return _Topics(cameras, transports, odometry,
-                   _navigation_topic(bag_types, options, description))
+    return _Topics(cameras, transports, odometry, navigation if have else None)
 
 
 def _json_float(value: Optional[float]) -> Optional[float]:
@@ -230,6 +236,7 @@ class _NavigationMessage:
     text: str
     valid_for_ns: int
     source: str
+    topic: str = ""
 
 
 _Payload = Union[_ImageMessage, _OdometryMessage, _NavigationMessage]
@@ -264,9 +271,12 @@ class TickRecord:
     max_frame_skew_s: Optional[float]
     camera_skew_s: Optional[float]
     odometry_samples: int
+    navigation_status: str = ""   # core.navigation.NavStatus value ("" before t0)
+    navigation_text: str = ""     # what the model saw ("" = none)
     candidates: list = field(default_factory=list)   # CandidateRecord
     metrics: Optional[dict] = None                   # horizon "1" -> min_ade, min_fde, ...
     metrics_note: str = ""
+    nav_compare: Optional[dict] = None               # replay/navigation.compare_conditions
 
     @classmethod
     def of(cls, index: int, epoch: int, r: PlanResult) -> "TickRecord":
@@ -279,6 +289,7 @@ class TickRecord:
             max_frame_skew_s=_json_float(r.max_frame_skew if has_t0 else None),
             camera_skew_s=_json_float(r.camera_skew if has_t0 else None),
             odometry_samples=int(r.odometry_samples),
+            navigation_status=r.navigation_status, navigation_text=r.navigation_text,
             candidates=[CandidateRecord(
                 np.round(np.asarray(c.xyz, dtype=np.float64), COORD_DECIMALS).tolist(),
                 bool(c.valid), c.invalid_reason, c.coc, int(c.coc_token_count),
@@ -290,6 +301,8 @@ class TickRecord:
         out = dict(vars(self))
         out["candidates"] = [dict(vars(c)) for c in self.candidates]
         out["status"], out["reason_code"] = self.status.name, self.reason_code.name
+        if self.nav_compare is None:  # only with --nav-compare, on ticks the model ran
+            del out["nav_compare"]
         return out
 
 
@@ -350,6 +363,14 @@ class BagReplay:
         self._seq = 0
         self._last_tick_ns: Optional[int] = None
         self._progress = None
+        # Navigation: why the model ignores instructions ("" = it takes them; the node's
+        # rule), counts of the bag's instructions, and per tick the selected trajectories
+        # of the --nav-compare conditions (for the plot).
+        self.nav_ignored = navigation_ignored_reason(self.description.family,
+                                                     values["model.backend"])
+        self.nav_counts = {"messages": 0, "accepted": 0, "rejected": 0, "ignored": 0}
+        self.nav_topic: Optional[str] = None
+        self.nav_selected: list[dict] = []
 
     def output_context(self) -> OutputContext:
         """What the output bag's PlannerOutput messages need besides the results."""
@@ -363,12 +384,12 @@ class BagReplay:
         result: dict[str, Any] = {"bag": self.job.bag, "status": "ok", "error": ""}
         try:
             with bag_io.BagReader(self.job.bag) as reader:
-                topics = _check_topics(reader, self.values, self.options, self.description)
+                topics = _check_topics(reader, self.values, self.options)
                 result["storage"] = bag_io.storage_of(Path(self.job.bag))
                 result["topics"] = {"cameras": list(topics.cameras), "odometry": topics.odometry}
                 read = list(topics.cameras) + [topics.odometry]
+                result["topics"]["navigation"] = self.nav_topic = topics.navigation
                 if topics.navigation is not None:
-                    result["topics"]["navigation"] = topics.navigation
                     read.append(topics.navigation)
                 if self.options.progress:
                     self._open_progress(reader)
@@ -403,6 +424,9 @@ class BagReplay:
 
     def _on_message(self, bm: bag_io.BagMessage, topics: _Topics) -> None:
         self.counts.messages += 1
+        if bm.topic == topics.navigation:
+            self._on_navigation(bm)
+            return
         if bm.stamp_ns is None:
             self._reject(bm.topic, "message has no header stamp")
             return
@@ -410,9 +434,6 @@ class BagReplay:
         try:
             if bm.topic == topics.odometry:
                 payload = _OdometryMessage(checked_odometry(odometry_from_msg(bm.msg)))
-            elif bm.topic == topics.navigation:
-                payload = _NavigationMessage(bm.msg.text, stamp_to_ns(bm.msg.valid_for),
-                                             bm.msg.source)
             else:
                 payload = _ImageMessage(topics.cameras[bm.topic],
                                         bag_io.image_to_encoded(bm.msg, bm.msgtype))
@@ -438,6 +459,24 @@ class BagReplay:
             self._accept(held, held_payload)
         self._time_line.forget()
 
+    def _on_navigation(self, bm: bag_io.BagMessage) -> None:
+        """Queue an instruction by its stamp (InputStreams checks it when it is fed, as the
+        node's add_navigation does); ignored by a model without navigation. No epoch
+        rule: the node's navigation input has none."""
+        self.nav_counts["messages"] += 1
+        if self.nav_ignored:
+            self.nav_counts["ignored"] += 1
+            return
+        stamp = bm.stamp_ns if bm.stamp_ns is not None else 0  # the core refuses 0
+        if self._last_tick_ns is not None and stamp <= self._last_tick_ns:
+            self.counts.late_messages += 1
+        # Before the first epoch the queue holds only instructions; _start_epoch keeps them.
+        heapq.heappush(self._pending, (stamp, self._seq, _NavigationMessage(
+            bm.msg.text, stamp_to_ns(bm.msg.valid_for), bm.msg.source, bm.topic)))
+        self._seq += 1
+        if self.epochs:
+            self._run_safe_ticks(self.epochs[-1], bm.log_time_ns)
+
     def _departure(self, bm: bag_io.BagMessage, epoch: "_Epoch") -> str:
         """How the message's stamp leaves the epoch's time line, in words."""
         offset_s = self._time_line.departure_ns(bm.stamp_ns, epoch.newest_stamp_ns) / NS_PER_S
@@ -452,15 +491,25 @@ class BagReplay:
         epoch.newest_stamp_ns = max(epoch.newest_stamp_ns, stamp)
         heapq.heappush(self._pending, (stamp, self._seq, payload))
         self._seq += 1
+        self._run_safe_ticks(epoch, bm.log_time_ns)
+
+    def _run_safe_ticks(self, epoch: "_Epoch", log_time_ns: int) -> None:
         # Every message stamped <= T has arrived once the log time passed T + max_delay.
-        safe_until = bm.log_time_ns - self.max_delay_ns
+        safe_until = log_time_ns - self.max_delay_ns
         while epoch.next_tick_ns <= min(safe_until, epoch.newest_stamp_ns):
             self._tick(epoch)
 
     def _start_epoch(self, stamp_ns: int, reason: str) -> None:
         self.core.reset()
-        self._pending.clear()
+        if self.epochs:
+            self._pending.clear()
         self._last_tick_ns = None
+        forced = self.options.nav_text
+        if forced is not None and not self.nav_ignored:
+            # Valid at every t0 of the epoch (the reset cleared the previous epoch's).
+            self.core.add_navigation(replay_navigation.FORCED_STAMP_NS, forced,
+                                     replay_navigation.FORCED_VALID_FOR_NS,
+                                     replay_navigation.FORCED_SOURCE)
         first_tick = -(-stamp_ns // self.period_ns) * self.period_ns  # ceil to the grid
         self.epochs.append(_Epoch(len(self.epochs), stamp_ns, stamp_ns, first_tick, reason))
 
@@ -498,6 +547,10 @@ class BagReplay:
                 res = inputs.add_navigation(stamp, payload.text, payload.valid_for_ns,
                                             payload.source)
                 self.counts.navigation += 1
+                self.nav_counts["accepted" if res.accepted else "rejected"] += 1
+                if not res.accepted:
+                    self._reject(payload.topic, res.reason)
+                continue
             else:
                 res = inputs.add_image(payload.slot, stamp, payload.image)
                 self.counts.images += 1
@@ -510,11 +563,25 @@ class BagReplay:
         self._feed_until(now_ns, epoch)
         self._last_tick_ns = now_ns
         wall = time.perf_counter()
-        result = self.core.tick(now_ns)
+        compare = None
+        if not self._comparing:
+            result = self.core.tick(now_ns)
+        else:
+            try:
+                prepared = self.core.prepare(now_ns)
+            except InputNotReady as exc:
+                result = self.core.skipped(now_ns, exc)
+            else:
+                result = self.core.run(prepared)
+                compare = replay_navigation.compare_conditions(self.core, prepared, result)
         wall = time.perf_counter() - wall
         index = len(self.ticks)
         epoch.tick_rows.append(index)
-        self.ticks.append(TickRecord.of(index, epoch.index, result))
+        record = TickRecord.of(index, epoch.index, result)
+        if self._comparing:  # ticks skipped before the model get no record
+            record.nav_compare = compare[0] if compare else None
+            self.nav_selected.append(compare[1] if compare else {})
+        self.ticks.append(record)
         self.results.append(result)
         self.tick_predictions.append(
             np.stack([c.xyz for c in result.candidates]) if result.status == PlanStatus.OK
@@ -528,12 +595,35 @@ class BagReplay:
         if self._progress is not None:
             self._progress.update(1)
 
+    @property
+    def _comparing(self) -> bool:
+        """--nav-compare with a model that takes instructions."""
+        return self.options.nav_compare and not self.nav_ignored
+
+    def _navigation_summary(self, ticks: list) -> tuple[dict, list]:
+        """(the bag's navigation section, its warnings)."""
+        forced = self.options.nav_text
+        section = {"topic": self.nav_topic, "forced_text": forced, **self.nav_counts,
+                   "ignored_reason": self.nav_ignored,
+                   "tick_counts": replay_navigation.tick_counts(ticks)}
+        warnings = []
+        uses = [what for what, used in ((f"{self.nav_counts['ignored']} instruction(s) on "
+                                         f"{self.nav_topic}", self.nav_counts["ignored"]),
+                                        ("--nav-text", forced is not None),
+                                        ("--nav-compare", self.options.nav_compare)) if used]
+        if self.nav_ignored and uses:
+            warnings.append(f"{' and '.join(uses)}: {self.nav_ignored}")
+        return section, warnings
+
     def _summary(self) -> dict:
         ticks = [rec.to_dict() for rec in self.ticks]
+        navigation, warnings = self._navigation_summary(ticks)
+        extra = {"nav_compare": replay_navigation.summary(ticks)} if self._comparing else {}
         statuses = collections.Counter(rec.status.name for rec in self.ticks)
         reason_codes = collections.Counter(rec.reason_code.name for rec in self.ticks
                                            if rec.status is not PlanStatus.OK)
         return {
+            "navigation": navigation, **extra, "warnings": warnings,
             "counts": asdict(self.counts),
             "rejections": dict(sorted(self.rejections.items())),
             "epochs": [{"index": e.index, "first_stamp_ns": e.first_stamp_ns,

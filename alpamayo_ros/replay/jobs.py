@@ -45,6 +45,11 @@ def run_bag_job(job: BagJob, model: PlannerModel | None = None,
         plot_bag(job.plot, result, replay.results,
                  odometry_paths=[np.asarray(e.odo_xyz, dtype=np.float64).reshape(-1, 3)
                                  for e in replay.epochs])
+        if "nav_compare" in result:
+            from alpamayo_ros.replay.navigation import plot_compare
+            plot = Path(job.plot)
+            plot_compare(plot.with_name(plot.stem + "_nav_compare.png"), result,
+                         replay.nav_selected)
     return {"result": result, "timings": timings}
 
 

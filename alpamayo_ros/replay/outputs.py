@@ -30,6 +30,7 @@ from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.core.types import NS_PER_S
 from alpamayo_ros.bag import bag_io
+from alpamayo_ros.replay import navigation as replay_navigation
 from alpamayo_ros.replay.engine import resolve_topic
 
 PLAN_TOPIC = "/" + outputs.PLAN_TOPIC
@@ -73,7 +74,7 @@ def write_plan_bag(path: Path | str, results: Sequence[PlanResult], context: Out
 CSV_COLUMNS = ("bag", "tick", "epoch", "now_s", "t0_s", "status", "reason", "v0",
                "candidates", "selected_index", "min_ade_1s", "min_fde_1s", "min_ade_3s",
                "min_fde_3s", "min_ade_6.4s", "min_fde_6.4s", "metrics_note", "coc",
-               "model_total_s", "wall_s")
+               *replay_navigation.CSV_COLUMNS, "model_total_s", "wall_s")
 
 
 def write_csv(path: Path | str, report: Mapping) -> None:
@@ -102,6 +103,7 @@ def write_csv(path: Path | str, report: Mapping) -> None:
                     metric("3", "min_ade"), metric("3", "min_fde"),
                     metric("6.4", "min_ade"), metric("6.4", "min_fde"),
                     tick["metrics_note"], sel.get("coc", ""),
+                    *replay_navigation.csv_cells(tick),
                     f"{tm.get('model_total_s', 0.0):.6f}", f"{tm.get('wall_s', 0.0):.6f}"])
 
 

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from alpamayo_ros.replay import navigation as replay_navigation
 from alpamayo_ros.replay.engine import ReplayOptions
 from alpamayo_ros.replay.scoring import aggregate_metrics
 
@@ -64,7 +65,10 @@ def build_report(values: Mapping[str, Any], options: ReplayOptions,
                       "bags_with_errors": sum(1 for b in bags if b["status"] != "ok"),
                       "ticks": len(all_ticks),
                       "ok_ticks": sum(1 for t in all_ticks if t["status"] == "OK"),
-                      "metrics": aggregate_metrics(all_ticks, options.horizons)},
+                      "metrics": aggregate_metrics(all_ticks, options.horizons),
+                      "navigation_ticks": replay_navigation.tick_counts(all_ticks),
+                      **({"nav_compare": replay_navigation.summary(all_ticks)}
+                         if options.nav_compare else {})},
         "timings": {"hardware": hardware_fingerprint(values),
                     "bags": [o["timings"] for o in outcomes]},
     }
@@ -88,4 +92,6 @@ def print_summary(report: Mapping, output_dir: Path) -> None:
         if m["count"]:
             print(f"  {key:>4} s: minADE {m['mean_min_ade']:.3f} m, minFDE "
                   f"{m['mean_min_fde']:.3f} m over {m['count']} ticks")
+    for line in replay_navigation.summary_lines(report["bags"]):
+        print(line)
     print(f"report: {output_dir / 'report.json'}")

@@ -56,7 +56,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from alpamayo_ros.core.errors import ConfigError, DecodeError, InputNotReady, ModelInputError
 from alpamayo_ros.core.input_streams import TimeJump
 from alpamayo_ros.core.model_family import FAMILIES
-from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC, navigation_ignored_reason
 from alpamayo_ros.core.outputs import OutputTick, enabled_outputs
 from alpamayo_ros.core.plan_message import OutputContext, output_stamp_ns
 from alpamayo_ros.core.plan_result import PlanResult, PlanStatus
@@ -65,7 +65,7 @@ from alpamayo_ros.core.planner_core import PlannerCore
 from alpamayo_ros.core.planner_health import (HealthReport, Level, PlannerHealth, TickOutcome,
                                               inference_path_report)
 from alpamayo_ros.core.ring_buffer import InsertStatus
-from alpamayo_ros.core.tick_gate import TickGate
+from alpamayo_ros.core.tick_gate import QuestionSlot, TickGate
 from alpamayo_ros.core.types import (CAMERA_IMAGE_SHAPE, NS_PER_S, InferencePath,
                                      ModelDescription)
 from alpamayo_ros.msg import NavigationInstruction
@@ -75,7 +75,7 @@ from alpamayo_ros.ros.diagnostics import to_diagnostic_array
 from alpamayo_ros.ros.model_loader import load_model
 from alpamayo_ros.ros.qos import (CAMERA_SUBSCRIPTION_QOS, LATCHED_DIAGNOSTICS_QOS,
                                   LATCHED_PLAN_QOS, NAVIGATION_QOS,
-                                  ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS)
+                                  ODOMETRY_SUBSCRIPTION_QOS, PLAN_QOS, reliable)
 from alpamayo_ros.ros.shutdown import (WORKER_STOP_TIMEOUT_S, GatedCallbacks, PublishGate,
                                        StartupInterrupted, WorkerThread, shutdown_logger)
 from alpamayo_ros.ros.spin import run_node, take_pending
@@ -303,14 +303,11 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         c = self._configured
         if c is None:
             return
-        family = FAMILIES.get(c.description.family)
-        if family is None or not family.navigation:
+        ignored = navigation_ignored_reason(c.description.family, c.values["model.backend"])
+        if ignored:
             c.navigation_ignored += 1
             if c.navigation_ignored == 1:
-                what = family.label if family else f"the {c.values['model.backend']} backend"
-                self.get_logger().warning(
-                    f"{NAVIGATION_TOPIC}: navigation instructions are ignored: {what} takes "
-                    "none (an Alpamayo 1.5 checkpoint does)")
+                self.get_logger().warning(f"{NAVIGATION_TOPIC}: {ignored}")
             return
         valid_for_ns = convert.duration_to_ns(msg.valid_for)
         result = c.core.inputs.add_navigation(convert.time_to_ns(msg.header.stamp), msg.text,
@@ -342,12 +339,6 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         if reason:
             response.status, response.reason = Ask.Response.STATUS_REFUSED, reason
             return response
-        with c.ask_lock:
-            if c.question_pending:
-                response.status = Ask.Response.STATUS_BUSY
-                response.reason = "another question is waiting for the model"
-                return response
-            c.question_pending = True
         t0_ns, model_input = c.last_input
         done: Future = Future(executor=self.executor)
         done.add_done_callback(lambda _: None)  # its task wakes the executor
@@ -358,17 +349,16 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
                                             int(request.max_tokens) or DEFAULT_ANSWER_TOKENS))
             except Exception as exc:  # reported in the response, never raised
                 done.set_result(exc)
-            finally:
-                with c.ask_lock:
-                    c.question_pending = False
 
         try:
-            c.worker.submit(answer)
+            queued = c.questions.submit(c.worker, answer)
         except RuntimeError:  # the worker stopped (cleanup or shutdown)
-            with c.ask_lock:
-                c.question_pending = False
             response.status, response.reason = (Ask.Response.STATUS_REFUSED,
                                                 "the planner is shutting down")
+            return response
+        if not queued:
+            response.status = Ask.Response.STATUS_BUSY
+            response.reason = "another question is waiting for the model"
             return response
         out = await done
         response.t0 = convert.ns_to_time(t0_ns)
@@ -391,23 +381,43 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         self.get_logger().warning(str(jump), throttle_duration_sec=_LOG_THROTTLE_S)
 
     def _on_clock_jump(self, jump) -> None:
-        # Called only for what the JumpThreshold asks for: a backward jump, or a switch
-        # between system and ROS time (ROS_TIME_ACTIVATED / DEACTIVATED).
+        # Called for every forward step of the node clock (each /clock of sim time), a
+        # backward jump, and a switch between system and ROS time (ROS_TIME_ACTIVATED /
+        # DEACTIVATED). Runs inside rclpy's clock update: no timer is created or destroyed
+        # here (that would change the clock's callback list while it is walked).
         c = self._configured
         if c is None:
+            return
+        now_ns = self._now_ns()
+        if jump.clock_change == ClockChange.ROS_TIME_NO_CHANGE and jump.delta.nanoseconds > 0:
+            c.ticks.forward(now_ns)
             return
         back_ns = -jump.delta.nanoseconds
         if jump.clock_change == ClockChange.ROS_TIME_NO_CHANGE:
             if back_ns <= c.jitter_ns:
                 c.health.record_clock_jitter(back_ns / NS_PER_S)
+                c.ticks.backward(now_ns, restart=False)
                 return
             what = f"the node clock jumped back {back_ns / NS_PER_S:.3f} s"
         else:
             what = f"the node clock changed its time source ({jump.clock_change.name})"
-        c.core.reset(self._now_ns(), what)
+        c.core.reset(now_ns, what)
         c.health.record_reset()
-        self.get_logger().warning(f"{what}: cleared all buffers",
+        c.ticks.backward(now_ns, restart=True,
+                         clock_driven=jump.clock_change != ClockChange.ROS_TIME_DEACTIVATED)
+        self.get_logger().warning(f"{what}: restarted the buffers and the ticks",
                                   throttle_duration_sec=_LOG_THROTTLE_S)
+
+    def _on_rephase(self) -> None:
+        """The re-phased tick is due (TickPhase): plan it, and hand the ticks back to the
+        timer once it runs on the period's multiples again."""
+        c = self._configured
+        if c is None:
+            return
+        now_ns = self._now_ns()
+        if c.ticks.due(now_ns):
+            self._on_tick()
+            c.ticks.ticked(now_ns)
 
     # ------------------------------------------------------------------ planning
     def _on_tick(self) -> None:
@@ -418,6 +428,7 @@ class PlannerNode(GatedCallbacks, LifecycleNode):
         take_pending([e for e in c.entities if isinstance(e, Subscription)])
         tick_wall_s = time.perf_counter()
         now_ns = self._now_ns()
+        c.ticks.last_tick_ns = now_ns
         if not c.gate.try_enter():
             c.health.record_dropped_tick()
             return
@@ -585,6 +596,67 @@ def _inference_path(model) -> InferencePath:
     return inference_path() if inference_path is not None else InferencePath()
 
 
+class TickPhase:
+    """Keeps the planning ticks on the multiples k * period (k >= 1) of the node clock's
+    time line, as a timer created before the first /clock ticks (what the controller's
+    lockstep gate expects, control/lockstep.py), across backward jumps of that clock.
+
+    rcl re-anchors a timer whose clock jumps back past its last call at `now + period`
+    (rcl/timer.c): a planner that lives on while the simulator restarts sim time at 0
+    and that sees the new time line first at 0.25 s would tick at 0.75, 1.25, ... while
+    the simulator waits at 0.5 s for a plan (seen as lockstep timeouts of 120 s per tick
+    with a suite's kept planner). So on a backward jump the timer is cancelled and the
+    next tick is the first multiple of the period at or after the new time (not before
+    one period, as a fresh timer's first tick); the clock's forward steps trigger `guard`
+    once it is reached, and its callback (PlannerNode._on_rephase) plans and calls
+    `ticked`, which hands the ticks back to the timer (reset: next call one period
+    later) when that tick fell exactly on the multiple, else waits for the next one.
+    A switch to system time (ROS time deactivated) resets the timer at once (no steps
+    drive it there). last_tick_ns: the time of the newest tick (set by the tick)."""
+
+    def __init__(self, timer, guard) -> None:
+        self.timer = timer
+        self.guard = guard
+        self.period_ns = int(timer.timer_period_ns)
+        self.pending_ns: Optional[int] = None  # the re-phased tick due at this time
+        self.last_tick_ns: Optional[int] = None
+        self.rephased = 0
+
+    def backward(self, now_ns: int, restart: bool, clock_driven: bool = True) -> None:
+        """The clock went back to now_ns: a time line restart (restart) or jitter (the
+        next tick stays one period after the last one)."""
+        p = self.period_ns
+        due = max(-(-now_ns // p), 1) * p
+        if not restart and self.last_tick_ns is not None:
+            due = max(due, self.last_tick_ns + p)
+        if restart:
+            self.last_tick_ns = None
+        if not clock_driven:
+            self.pending_ns = None
+            self.timer.reset()
+            return
+        self.pending_ns = due
+        self.rephased += 1
+        self.timer.cancel()
+        self.forward(now_ns)
+
+    def forward(self, now_ns: int) -> None:
+        if self.pending_ns is not None and now_ns >= self.pending_ns:
+            self.guard.trigger()
+
+    def due(self, now_ns: int) -> bool:
+        return self.pending_ns is not None and now_ns >= self.pending_ns
+
+    def ticked(self, now_ns: int) -> None:
+        """The re-phased tick at now_ns ran."""
+        p = self.period_ns
+        if now_ns % p == 0:
+            self.pending_ns = None
+            self.timer.reset()  # next call at now + period: on the multiples again
+        else:
+            self.pending_ns = (now_ns // p + 1) * p
+
+
 @dataclass
 class _Configured:
     """Everything configure creates and cleanup destroys."""
@@ -604,13 +676,13 @@ class _Configured:
     outputs: list  # (core.outputs.OutputRow, lifecycle publisher) per enabled row
     entities: list  # subscriptions and timers
     jump_callback: Any
+    ticks: "TickPhase" = None  # the planning timer and its re-phasing after clock jumps
     # Instructions received while the model family takes none (R1, dry run).
     navigation_ignored: int = 0
     # (t0 [ns], ModelInput) of the newest prepared tick: what questions are asked about.
     last_input: Optional[tuple] = None
-    # A question is queued or running on the worker (guarded by ask_lock).
-    question_pending: bool = False
-    ask_lock: Any = field(default_factory=threading.Lock)
+    # The question queued or running on the worker (one at a time; core.tick_gate).
+    questions: QuestionSlot = field(default_factory=QuestionSlot)
 
     @classmethod
     def create(cls, node: "PlannerNode", values: dict, config, model,
@@ -637,30 +709,39 @@ class _Configured:
                          for row in enabled_outputs(values)],
                 entities=[], jump_callback=None)
         sensors = ReentrantCallbackGroup()
+        camera_qos, odometry_qos = ((reliable(CAMERA_SUBSCRIPTION_QOS),
+                                     reliable(ODOMETRY_SUBSCRIPTION_QOS))
+                                    if values["inputs.reliable"] else
+                                    (CAMERA_SUBSCRIPTION_QOS, ODOMETRY_SUBSCRIPTION_QOS))
         for slot, (topic, transport) in enumerate(zip(values["camera_topics"],
                                                       values["camera_transports"])):
             msg_type, to_encoded = ((Image, convert.image_to_encoded) if transport == "raw"
                                     else (CompressedImage, convert.compressed_to_encoded))
             c.entities.append(node.create_subscription(
                 msg_type, topic, partial(node._on_image, slot, to_encoded),
-                CAMERA_SUBSCRIPTION_QOS, callback_group=sensors))
+                camera_qos, callback_group=sensors))
         c.entities.append(node.create_subscription(
-            Odometry, values["odometry_topic"], node._on_odometry, ODOMETRY_SUBSCRIPTION_QOS,
+            Odometry, values["odometry_topic"], node._on_odometry, odometry_qos,
             callback_group=sensors))
         c.entities.append(node.create_subscription(
             NavigationInstruction, NAVIGATION_TOPIC, node._on_navigation, NAVIGATION_QOS,
             callback_group=sensors))
         c.entities.append(node.create_service(Ask, ASK_SERVICE, node._on_ask,
                                               callback_group=ReentrantCallbackGroup()))
-        c.entities.append(node.create_timer(1.0 / values["rate_hz"], node._on_tick,
-                                            callback_group=MutuallyExclusiveCallbackGroup()))
+        ticking = MutuallyExclusiveCallbackGroup()
+        timer = node.create_timer(1.0 / values["rate_hz"], node._on_tick,
+                                  callback_group=ticking)
+        c.entities.append(timer)
+        c.ticks = TickPhase(timer, node.create_guard_condition(
+            node.gated_callback(node._on_rephase), callback_group=ticking))
         # A backwards jump of the node clock beyond time_jump_tolerance (sim time restarted,
-        # bag looped) invalidates every buffered stamp: clear the buffers instead of
-        # planning on mixed data. Smaller backward steps (a bag's /clock rounding) are
-        # jitter.
+        # bag looped) invalidates every buffered stamp of the old time line: restart the
+        # buffers instead of planning on mixed data, and the ticks on the new time line's
+        # multiples of the period (TickPhase). Smaller backward steps (a bag's /clock
+        # rounding) are jitter. Forward steps drive a re-phased tick.
         c.jump_callback = node.get_clock().create_jump_callback(
-            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1),
-                          on_clock_change=True),
+            JumpThreshold(min_forward=Duration(nanoseconds=1),
+                          min_backward=Duration(nanoseconds=-1), on_clock_change=True),
             post_callback=node.gated_callback(node._on_clock_jump))
         return c
 
@@ -676,6 +757,8 @@ class _Configured:
                 node.destroy_subscription(entity)
         if self.jump_callback is not None:
             self.jump_callback.unregister()
+        if self.ticks is not None:
+            node.destroy_guard_condition(self.ticks.guard)
         for _, publisher in self.outputs:
             node.destroy_lifecycle_publisher(publisher)
 

@@ -25,6 +25,13 @@ def _sensor_subscription(depth: int) -> QoSProfile:
 ODOMETRY_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(100)
 CAMERA_SUBSCRIPTION_QOS: QoSProfile = _sensor_subscription(10)
 
+
+def reliable(profile: QoSProfile) -> QoSProfile:
+    """The profile with reliable delivery (the planner's inputs.reliable: only for
+    publishers that publish reliably, as carla_sim and carla-ros-bridge do)."""
+    return QoSProfile(history=profile.history, depth=profile.depth,
+                      reliability=ReliabilityPolicy.RELIABLE, durability=profile.durability)
+
 # Navigation instructions: few and important, so reliable with a small queue (volatile:
 # a publisher of any durability connects).
 NAVIGATION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,

@@ -38,6 +38,7 @@ spin.run_node and by nodes that run work off the executor (planner_node):
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import functools
 import logging
 import os
@@ -51,6 +52,9 @@ from typing import Any, Callable, Iterator, Optional
 
 # Bound on the shutdown work, from the end of spinning to the process exit [s].
 SHUTDOWN_BOUND_S = 2.0
+# Hard bound on the same work [s]: past it the process is ended from a C thread with status 1
+# (hard_bound), whatever the main thread holds.
+HARD_BOUND_S = SHUTDOWN_BOUND_S + 1.0
 # How long a node's close() waits for a running worker call before abandoning it [s]; the
 # rest of SHUTDOWN_BOUND_S is for destroying the node and shutting rclpy down.
 WORKER_STOP_TIMEOUT_S = 1.5
@@ -281,6 +285,46 @@ def stray_threads() -> list[threading.Thread]:
     current = threading.current_thread()
     return [t for t in threading.enumerate()
             if t is not current and t.is_alive() and not isinstance(t, threading._DummyThread)]
+
+
+def arm_hard_bound(seconds: float = HARD_BOUND_S) -> None:
+    """The shutdown work from now on must end within `seconds`, even when it is stuck in a C
+    call that holds the GIL (rclpy's bindings hold it through node destruction,
+    rclpy.shutdown and the join of its signal thread: no Python thread, spin's watchdog
+    included, runs then).
+
+    faulthandler's watchdog is a C thread: at the bound it writes "Timeout (0:00:0N)!" and
+    every thread's Python stack to stderr (the process log) and ends the process with
+    status 1 (os._exit). Not clean, and said so: the process is ended this way only when
+    its own watchdog (SHUTDOWN_BOUND_S, status 0) could not run or could not finish.
+    cancel_hard_bound() disarms it; a process that leaves first (leave_process) never
+    reaches it."""
+    try:
+        faulthandler.dump_traceback_later(seconds, exit=True, file=2)  # fd 2: the log
+    except (OSError, ValueError, RuntimeError):  # no fd 2: no bound rather than no shutdown
+        pass
+
+
+def cancel_hard_bound() -> None:
+    faulthandler.cancel_dump_traceback_later()
+
+
+@contextmanager
+def hard_bound(seconds: float = HARD_BOUND_S) -> Iterator[None]:
+    """arm_hard_bound for the block."""
+    arm_hard_bound(seconds)
+    try:
+        yield
+    finally:
+        cancel_hard_bound()
+
+
+def dump_stacks() -> None:
+    """Every thread's Python stack on stderr (faulthandler: no lock, no GIL wait)."""
+    try:
+        faulthandler.dump_traceback(file=2, all_threads=True)
+    except Exception:  # no usable stderr: nothing to report to
+        pass
 
 
 def leave_process(code: int) -> None:

@@ -11,9 +11,17 @@ rclpy, every further one is ignored, and the shutdown work after spinning (the n
 close(), destroying the node, rclpy.try_shutdown) is bounded by shutdown.SHUTDOWN_BOUND_S:
 once the node, rclpy and DDS are shut down the process is left with os._exit(0) (a call
 still running, which close() reports with False, is abandoned; the interpreter's
-finalization is skipped), and a watchdog leaves the process (status 0, one line on stderr)
-when that work is still running at the bound. Exit status 0 and no traceback, however many
-signals arrive.
+finalization is skipped), and a watchdog leaves the process (status 0, one line and every
+thread's stack on stderr) when that work is still running at the bound. Exit status 0 and
+no traceback, however many signals arrive.
+
+That watchdog is a Python thread: it cannot run while the main thread is stuck in a C call
+that holds the GIL, and rclpy's bindings hold it through destroying the node, shutting the
+context down and joining rclpy's signal thread (a carla_sim stopped just as the loop began
+stepping stayed after its "shutting down" line for 30 s, until killed: issue 20 item 10).
+Behind it, shutdown.arm_hard_bound: faulthandler's C thread ends the process at
+HARD_BOUND_S (1 s after the bound) with status 1, "Timeout (0:00:03)!" and every thread's
+stack in the log. Not a clean shutdown, and reported as one that was not.
 """
 from __future__ import annotations
 
@@ -31,7 +39,8 @@ from rclpy.signals import uninstall_signal_handlers
 
 from alpamayo_ros.core.errors import ConfigError
 from alpamayo_ros.ros.shutdown import (SHUTDOWN_BOUND_S, ShutdownSignals, StartupInterrupted,
-                                       leave_process, shutdown_logger)
+                                       arm_hard_bound, dump_stacks, hard_bound, leave_process,
+                                       shutdown_logger)
 
 
 # Longest wait of one executor cycle [s]. rclpy's signal thread first wakes the executors
@@ -118,14 +127,16 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
             remove_normalised_files(args if args is not None else sys.argv, argv)
         executor = make_executor()
     if signals.received:  # a signal before rclpy's handlers were in place, or just now
-        executor.shutdown()
-        rclpy.try_shutdown()
+        with hard_bound():
+            executor.shutdown()
+            rclpy.try_shutdown()
         signals.ignore_from_now()
         return 0
     node, status = _start(name, make_node, executor, signals)
     if node is None:
-        executor.shutdown()
-        rclpy.try_shutdown()
+        with hard_bound():
+            executor.shutdown()
+            rclpy.try_shutdown()
         signals.ignore_from_now()
         return status
     logger = shutdown_logger(node)
@@ -133,6 +144,9 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
         if not signals.received:
             spin_until_shutdown(executor)
     finally:
+        # Armed first: any call below (the log line included) may be the one that hangs.
+        # Not disarmed: the process leaves inside (leave_process), or the bound ends it.
+        arm_hard_bound()
         started = time.monotonic()
         watchdog = _ShutdownWatchdog(name, started + SHUTDOWN_BOUND_S)
         logger.info(f"shutting down ({signals.first or 'rclpy shutdown'})")
@@ -160,11 +174,12 @@ def run_node(name: str, make_node: Callable[[], Any], make_executor: Callable[[]
 
 
 class _ShutdownWatchdog:
-    """Leaves the process with status 0 (saying so on stderr) unless stop() is called by
-    `deadline` (time.monotonic()). The shutdown work is rclpy's and DDS's (destroying
-    entities, shutting the context down) and has no timeout of its own; whatever holds it
-    (seen: a race with rclpy's signal thread, now avoided) must not hold the exit of a
-    process asked to stop."""
+    """Leaves the process with status 0 (saying so on stderr, with every thread's stack)
+    unless stop() is called by `deadline` (time.monotonic()). The shutdown work is rclpy's
+    and DDS's (destroying entities, shutting the context down) and has no timeout of its
+    own; whatever holds it (seen: a race with rclpy's signal thread, now avoided) must not
+    hold the exit of a process asked to stop. Needs the GIL: the module docstring has the
+    bound behind it."""
 
     def __init__(self, name: str, deadline: float) -> None:
         self._name = name
@@ -179,6 +194,7 @@ class _ShutdownWatchdog:
             # os.write: no lock that a stuck main thread could hold.
             os.write(2, f"{self._name}: shutdown still running after {SHUTDOWN_BOUND_S:g} s: "
                         f"leaving the process\n".encode())
+            dump_stacks()  # where it is stuck
             leave_process(0)
 
     def stop(self) -> None:

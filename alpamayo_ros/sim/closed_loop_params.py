@@ -224,6 +224,17 @@ SIM_PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("tick_settle.wall_time", FLOAT, 0.1,
               "Wall seconds between a settled step's data and its /clock.", minimum=0.0,
               maximum=10.0),
+    ParamSpec("tick_settle.await_acks", BOOL, False,
+              "At a settled step (the first step is one), publish /clock also only once "
+              "every reliable subscription of the odometry and the cameras acknowledged all "
+              "their data (DDS acknowledgements: the data is in the subscriber's queue). "
+              "With a planner that subscribes reliably (inputs.reliable) its tick then has "
+              "every sample up to the tick, whatever the load, and none is lost to "
+              "discovery at the start."),
+    ParamSpec("tick_settle.ack_timeout", FLOAT, 10.0,
+              "Wall seconds to wait for those acknowledgements; then /clock goes out "
+              "with a warning (a subscriber that stopped reading).", minimum=0.0,
+              maximum=600.0),
     ParamSpec("duration", FLOAT, 0.0,
               "Sim seconds to run; 0 = until stopped.", minimum=0.0, maximum=86400.0),
     ParamSpec("exit_when_done", BOOL, True,

@@ -16,6 +16,10 @@ Metrics (report["metrics"]):
   when they reach the controller: tick - t0 in lockstep (the simulator is held at the tick
   until the plan arrives), recorder receipt time - t0 in real-time mode.
 * ticks_missing: planning ticks (multiples of the period) with no output at all.
+* plans_ignored: recorded plans whose tick is more than one period after the sim time
+  they were recorded at, left out of every plan metric: plans of an earlier time line
+  (a planner kept across a suite's runs replays its last plans, latched, to the next
+  simulator's recorder when it matches; the controller's lockstep gate ignores them too).
 * max_tracked_plan_age_s, stale_plans_tracked: plan ages the controller reported while
   tracking (its /diagnostics) and how many exceeded max_plan_age (must be 0).
 * stops: each controlled stop of the controller (/diagnostics): start time (the odometry
@@ -177,11 +181,11 @@ def compute_report(record: RunRecord, route: Route, *, rear_axle_offset_x: float
     off = (proj.lateral < lo + VEHICLE_HALF_WIDTH_M) | (proj.lateral > hi - VEHICLE_HALF_WIDTH_M)
     off_events = int(np.count_nonzero(off[1:] & ~off[:-1]) + int(off[0]))
 
-    plans = record.plans
+    period_ns = int(round(planning_period_s * NS_PER_S))
+    plans = [p for p in record.plans if p["tick_ns"] <= p["log_ns"] + period_ns]
     ok = [p for p in plans if p["status"] == 0]
     ages = [((p["tick_ns"] if lockstep else max(p["log_ns"], p["tick_ns"])) - p["t0_ns"])
             / NS_PER_S for p in ok]
-    period_ns = int(round(planning_period_s * NS_PER_S))
     end_ns = int(record.odom_ns[-1])
     expected = set(range(period_ns, end_ns, period_ns))  # the last tick may end the run
     answered = {p["tick_ns"] for p in plans}
@@ -202,6 +206,7 @@ def compute_report(record: RunRecord, route: Route, *, rear_axle_offset_x: float
         "mean_speed_mps": float(np.mean(record.speed)),
         "max_jerk_mps3": float(np.max(np.abs(jerk))),
         "plans_total": len(plans),
+        "plans_ignored": len(record.plans) - len(plans),
         "plans_ok": len(ok),
         "plan_statuses": statuses,
         "plan_age_p50_s": float(np.median(ages)) if ages else None,

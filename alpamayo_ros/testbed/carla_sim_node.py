@@ -45,6 +45,7 @@ from carla_msgs.msg import (CarlaActorInfo, CarlaActorList, CarlaCollisionEvent,
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path as PathMsg
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock as ClockMsg
@@ -152,6 +153,7 @@ class CarlaSimNode(GatedCallbacks, Node):
         self._start_clock_wall = -math.inf
         self.finished = False
         self.timeouts = 0
+        self.ack_timeouts = 0
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         period = v["fixed_delta_seconds"] if not v["synchronous_mode"] else _POLL_S
         self.create_timer(period, self._on_timer, clock=steady)
@@ -199,7 +201,7 @@ class CarlaSimNode(GatedCallbacks, Node):
 
     # ------------------------------------------------------------------ stepping
     def _on_timer(self) -> None:
-        if self._clock_due is not None and time.monotonic() >= self._clock_due[0]:
+        if self._clock_due is not None and self._settled(time.monotonic()):
             self._pub_clock.publish(ClockMsg(clock=self._clock_due[1]))
             self._clock_due = None
             self._waiting_since = time.monotonic()
@@ -216,6 +218,27 @@ class CarlaSimNode(GatedCallbacks, Node):
             self._advance()
         else:
             self._step_and_publish()
+
+    def _settled(self, now: float) -> bool:
+        """The settled step's /clock may go out (tick_settle.*): its wall time passed and,
+        with await_acks, every reliable subscriber of the odometry and the cameras has
+        all their data (or the ack timeout passed: logged)."""
+        due, stamp, ack_deadline = self._clock_due
+        if now < due:
+            return False
+        if ack_deadline is None:
+            return True
+        zero = Duration(nanoseconds=0)
+        if all(p.wait_for_all_acked(zero) for p in (self._pub_odom, *self._pub_images)):
+            return True
+        if now < ack_deadline:
+            return False
+        self.ack_timeouts += 1
+        self.get_logger().warning(
+            f"tick_settle: data of {time_to_ns(stamp) / NS_PER_S:.3f} s not acknowledged by "
+            f"every reliable subscriber after {self._values['tick_settle.ack_timeout']:g} s "
+            f"(wall); publishing /clock anyway ({self.ack_timeouts} so far)")
+        return True
 
     def _announce_start_time(self) -> None:
         """Before the first step, /clock at the start time every 0.1 s (wall): a node that
@@ -294,7 +317,10 @@ class CarlaSimNode(GatedCallbacks, Node):
         # Data first, /clock last (module docstring); at a settled tick the /clock waits.
         settle_ns = self._settle_period_ns
         if settle_ns and t_ns % settle_ns == 0 and self._values["synchronous_mode"]:
-            self._clock_due = (time.monotonic() + self._values["tick_settle.wall_time"], stamp)
+            now = time.monotonic()
+            self._clock_due = (now + self._values["tick_settle.wall_time"], stamp,
+                               now + self._values["tick_settle.ack_timeout"]
+                               if self._values["tick_settle.await_acks"] else None)
         else:
             self._pub_clock.publish(ClockMsg(clock=stamp))
         self._command_received = False
@@ -303,7 +329,8 @@ class CarlaSimNode(GatedCallbacks, Node):
         if duration > 0 and t_ns >= int(round(duration * NS_PER_S)):
             self.finished = True
             self.get_logger().info(f"finished at {t_ns / NS_PER_S:.3f} s sim time "
-                                   f"({self.timeouts} control timeouts)")
+                                   f"({self.timeouts} control timeouts, {self.ack_timeouts} "
+                                   f"acknowledgement timeouts)")
             if self._values["exit_when_done"]:
                 self.context.try_shutdown()  # ends spinning; run_node closes the bag
 

@@ -93,6 +93,10 @@ def navigation_spec(route_file: str = "") -> NodeSpec:
                      "instructions_file": route_file, "source": "route"})
 
 
+# carla_sim's vehicle_control_timeout in lockstep [wall s] (sim_stack).
+LOCKSTEP_CONTROL_TIMEOUT_S = 30.0
+
+
 def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
               lockstep: bool = True, checkpoint: str = "", device: str = "cpu",
               sim: Optional[Mapping[str, Any]] = None,
@@ -104,7 +108,9 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
     instructions). The simulator starts stepping once the controller and the
     planner subscribe (so the planner's timer exists before the first /clock and its
     ticks fall on multiples of its period), and the navigation node; lockstep off =
-    real-time mode."""
+    real-time mode. In lockstep the planner subscribes reliably and the simulator
+    publishes a tick's /clock once its data is acknowledged (tick_settle.await_acks): a
+    tick plans on every sample up to it, however loaded the machine."""
     camera_subscribers = 0 if planner == "route_oracle" else 1
     if navigation is None:
         navigation = planner == "alpamayo"
@@ -113,7 +119,16 @@ def sim_stack(planner: str = "constant_velocity", *, rate_hz: float = 2.0,
         "tick_settle.period": 1.0 / rate_hz if lockstep else 0.0,
         "start.min_odometry_subscribers": 3 if navigation else 2,
         "start.await_first_command": lockstep,
-        "start.min_camera_subscribers": camera_subscribers, **(sim or {})}
+        "start.min_camera_subscribers": camera_subscribers,
+        "tick_settle.await_acks": lockstep,
+        # The bridge's 1 s: on a loaded machine (load average 14 on 2 cores) the controller
+        # answered steps later than that 7 to 23 times per route, the simulator stepped on
+        # the old command, and the trajectory changed. The controller answers every step
+        # (it PAUSEs the simulator while it waits for a plan), so lockstep waits longer.
+        "vehicle_control_timeout": LOCKSTEP_CONTROL_TIMEOUT_S if lockstep else 1.0,
+        **(sim or {})}
+    if lockstep and planner != "route_oracle":
+        planner_extra = {"inputs.reliable": True, **(planner_extra or {})}
     specs = [NodeSpec("carla_sim", "carla_sim", ("carla_sim.yaml",), sim_overrides),
              planner_spec(planner, rate_hz, checkpoint, device, planner_extra),
              controller_spec(rate_hz, lockstep, controller_extra)]

@@ -141,9 +141,9 @@ class Processes:
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.exit_s: dict[str, float] = {}
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], append: bool = False) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{name}.log", "wb") as log:
+        with open(self.log_dir / f"{name}.log", "ab" if append else "wb") as log:
             proc = subprocess.Popen(argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append((name, proc))
@@ -189,14 +189,21 @@ class Processes:
 
 
 class PlannerHost:
-    """The planner process of a suite worker's runs: `ensure` starts one for each run (see
-    there why it is not kept across runs yet), `close` stops it. Output:
-    log_dir/<node>.log."""
+    """A planner process kept across runs (the routes of a suite worker), so the model is
+    loaded once: `ensure` starts it for the first run (and again only when its command
+    line or environment changes, or it died), `close` stops it. Each run's simulator
+    restarts sim time at 0: planner_node restarts its buffers on that backward jump of its
+    clock (keeping what already arrived of the new time line) and its ticks on the new
+    time line's multiples of its period (planner_node.TickPhase), so it plans every run as
+    a fresh process would. The route oracle plans from its route file, so it is started
+    with each run instead. Output: log_dir/<node>.log, appended over restarts, so
+    `model_loads` counts every configure of every process it started."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = Path(log_dir)
         self._procs: Optional[Processes] = None
         self._key: Optional[tuple] = None
+        self.log_path: Optional[Path] = None
         self.starts = 0
 
     @property
@@ -207,18 +214,23 @@ class PlannerHost:
         argv = command_line(spec)
         env = dict(os.environ if env is None else env)
         key = (tuple(argv), tuple(sorted(env.items())))
-        # A fresh process for every run: a planner kept across lockstep runs (its clock
-        # jumping back to 0 between them) was seen to leave ticks unanswered for the next
-        # run's controller (lockstep timeouts of 120 s per tick), so reuse stays off until
-        # that is understood; the model then loads once per route.
-        if self.proc is not None:
+        if self.proc is not None and (self.proc.poll() is not None or key != self._key):
             self.close()
         if self._procs is None:
             self._procs = Processes(self.log_dir, env)
-            self._procs.start(spec.node_name, argv)
+            self._procs.start(spec.node_name, argv, append=True)
             self._key = key
+            self.log_path = self.log_dir / f"{spec.node_name}.log"
             self.starts += 1
         return spec.node_name, self.proc
+
+    def model_loads(self) -> int:
+        """Models the planner processes loaded so far, from their log: planner_node logs
+        "configured: <model> ... loaded in" once per load."""
+        if self.log_path is None or not self.log_path.is_file():
+            return 0
+        text = self.log_path.read_text(errors="replace")
+        return sum("]: configured: " in line for line in text.splitlines())
 
     def close(self) -> Optional[int]:
         """Stop it as a run's processes are stopped; its exit code (None: killed)."""

@@ -129,7 +129,9 @@ def run_route_job(job: RouteJob, domain_id: Optional[int] = None,
             "output": buffer.getvalue()[-4000:],
             "row": summary_row(Path(job.route).stem, report, code),
             "planner": {"pid": host_proc.pid if host_proc is not None else None,
-                        "starts": planner_host.starts if planner_host is not None else None}}
+                        "starts": planner_host.starts if planner_host is not None else None,
+                        "model_loads": (planner_host.model_loads()
+                                        if planner_host is not None else None)}}
 
 
 def planner_host_for(job: RouteJob, tag: str):

@@ -26,6 +26,7 @@ import numpy as np
 from alpamayo_ros.core import config
 from alpamayo_ros.core.config import CAMERA_NAMES_BY_INDEX
 from alpamayo_ros.core.errors import AlpamayoError, ConfigError
+from alpamayo_ros.core.navigation import NAVIGATION_TOPIC
 from alpamayo_ros.bag import bag_io
 from alpamayo_ros.sim.scenario import (PRESETS, SUPPORTED_ENCODINGS, Scenario, default_cameras,
                                          make_preset)
@@ -88,6 +89,10 @@ class BagLayout:
     # is, off by up to clock_rounding_ns.
     clock_hz: float = 0.0
     clock_rounding_ns: int = 0
+    # Navigation instructions (alpamayo_ros/NavigationInstruction on navigation_topic):
+    # (scenario time [s], valid for [s], text) each, stamped at that time, logged then.
+    navigation: tuple = ()
+    navigation_topic: str = "/" + NAVIGATION_TOPIC
 
     def topic_of(self, index: int, encoding: str) -> str:
         return self.camera_topics.get(index) or camera_topic(index, encoding)
@@ -138,6 +143,10 @@ def write_scenario_bag(path: Path | str, scenario: Scenario, storage: str = "mca
         streams.append([(int(scenario.stamp_ns(k / layout.clock_hz)), len(streams) + 1,
                          "clock", k) for k in range(count)])
 
+    if layout.navigation:
+        streams.append(sorted((int(scenario.stamp_ns(t)), len(streams) + 1, "nav", k)
+                              for k, (t, _, _) in enumerate(layout.navigation)))
+
     counts: dict[str, int] = {}
     first = last = None
     with bag_io.BagWriter(path, storage) as writer:
@@ -147,6 +156,13 @@ def write_scenario_bag(path: Path | str, scenario: Scenario, storage: str = "mca
                 writer.write(CLOCK_TOPIC, CLOCK_TYPE, log_ns, bag_io.msg_class(CLOCK_TYPE)(
                     clock=bag_io.ns_to_stamp(value)))
                 counts[CLOCK_TOPIC] = counts.get(CLOCK_TOPIC, 0) + 1
+                continue
+            if kind == "nav":
+                _, valid_for_s, text = layout.navigation[item]
+                topic = layout.navigation_topic
+                writer.write(topic, bag_io.NAVIGATION_TYPE, log_ns, bag_io.navigation_message(
+                    log_ns, text, int(round(valid_for_s * NS_PER_S)), "make_scenario_bag"))
+                counts[topic] = counts.get(topic, 0) + 1
                 continue
             if kind == "odom":
                 t, topic = float(odo.t[item]), layout.odometry_topic
@@ -232,6 +248,15 @@ def _parse_gap(text: str) -> tuple[str, float, float]:
             f"gap must be TOPIC:T_START:T_END (or *:...), have {text!r}")
 
 
+def _parse_navigation(text: str) -> tuple[float, float, str]:
+    try:
+        t, valid_for, instruction = text.split(":", 2)
+        return float(t), float(valid_for), instruction
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"navigation must be T:VALID_FOR:TEXT (seconds, seconds, text), have {text!r}")
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="make_scenario_bag",
@@ -253,6 +278,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help="log time - header stamp of camera messages [s]")
     p.add_argument("--start-stamp", type=int, default=None,
                    help="header stamp of scenario time 0 [ns]")
+    p.add_argument("--nav", action="append", type=_parse_navigation, default=[],
+                   metavar="T:VALID_FOR:TEXT",
+                   help="a navigation instruction on /alpamayo/navigation at scenario time T "
+                        "[s], valid for VALID_FOR [s] (repeatable)")
     p.add_argument("--drop-topic", action="append", default=[], help="fault: omit a topic")
     p.add_argument("--gap", action="append", type=_parse_gap, default=[],
                    help="fault: TOPIC:T_START:T_END window without messages ('*' = all)")
@@ -276,7 +305,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                     args.camera_phases), **extra)
         layout = BagLayout(odometry_topic=args.odometry_topic,
                            odometry_rate_hz=args.odometry_rate,
-                           camera_latency_s=args.camera_latency)
+                           camera_latency_s=args.camera_latency,
+                           navigation=tuple(args.nav))
         faults = BagFaults(drop_topics=tuple(args.drop_topic), gaps=tuple(args.gap),
                            time_jump=None if args.time_jump is None else tuple(args.time_jump))
         summary = write_scenario_bag(args.output, scenario, args.storage, layout, faults)

@@ -9,8 +9,13 @@ the node's rule), stepped engine (replay/engine.py), jobs and workers
 (replay/jobs.py), scoring (replay/scoring.py), report (replay/report.py),
 output files (replay/outputs.py), regression (tools/regression.py).
 
+Navigation (Alpamayo 1.5): the bags' instructions on alpamayo/navigation are replayed;
+``--nav-text TEXT`` forces one for every tick instead, ``--nav-compare`` also runs every
+tick without it and direction-swapped (replay/navigation.py). With a model that takes
+no instructions (R1) they are ignored with one warning, as the node ignores them.
+
 Exit codes: 0 = success (or regression passed), 1 = regression against --golden,
-2 = error (bad parameters, unreadable bag, missing topics, wrong types).
+2 = error (bad parameters or --nav-text, unreadable bag, missing topics, wrong types).
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from alpamayo_ros.core.errors import AlpamayoError
+from alpamayo_ros.core.errors import AlpamayoError, ConfigError
+from alpamayo_ros.core.navigation import check_prompt_text
 from alpamayo_ros.core.parameter_file import read_parameter_file
 from alpamayo_ros.core.planner_params import MODEL_BACKENDS, NODE_NAME, validate_parameters
 from alpamayo_ros.bag import bag_io
@@ -75,6 +81,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bag", action="store_true", help="do not write output bags")
     p.add_argument("--no-plot", action="store_true", help="do not write PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nav-text", metavar="TEXT",
+                   help="navigation instruction for every tick instead of the bag's "
+                        "(a counterfactual run; \"\" = none at all; Alpamayo 1.5)")
+    p.add_argument("--nav-compare", action="store_true",
+                   help="also run every tick with an instruction without it and with left "
+                        "and right swapped; report how far the selected trajectories differ")
     from alpamayo_ros.tools.regression import add_arguments as add_regression_arguments
     add_regression_arguments(p)
     return p
@@ -104,10 +116,17 @@ def run_cli(args: argparse.Namespace, runner: Runner = _local_runner) -> int:
     try:
         values = resolve_parameters(read_parameter_file(args.params, args.node_name),
                                     overrides_from_args(args))
+        nav_text = None
+        if args.nav_text is not None:
+            try:  # the node's check of an instruction's text
+                nav_text = check_prompt_text(args.nav_text)
+            except ValueError as exc:
+                raise ConfigError(f"--nav-text: {exc}") from None
         options = ReplayOptions(max_delay_s=args.max_delay,
                                 max_forward_jump_s=args.max_forward_jump,
                                 namespace=args.namespace,
-                                progress=not args.quiet and args.jobs <= 1)
+                                progress=not args.quiet and args.jobs <= 1,
+                                nav_text=nav_text, nav_compare=args.nav_compare)
         if not args.no_bag:  # a message package the output bag needs must be installed
             from alpamayo_ros.replay.outputs import check_output_types
             check_output_types(values)
@@ -125,6 +144,9 @@ def run_cli(args: argparse.Namespace, runner: Runner = _local_runner) -> int:
     if not args.no_plot:
         write_summary_plot(args.output_dir / "summary.png", report)
     print_summary(report, args.output_dir)
+    # One line per distinct warning (e.g. instructions an R1 checkpoint ignores).
+    for warning in dict.fromkeys(w for bag in report["bags"] for w in bag.get("warnings", [])):
+        print(f"alpamayo-replay: warning: {warning}", file=sys.stderr)
     code = EXIT_OK
     if report["aggregate"]["bags_with_errors"]:
         for bag in report["bags"]:
