@@ -156,14 +156,15 @@ sys.exit(run_node("hanging_close", Node_, SingleThreadedExecutor, sys.argv))
 """
 
 
-def test_shutdown_work_that_hangs_is_left_at_the_bound(ros_env, tmp_path):
+def _interrupt_script(ros_env, path, text: str) -> tuple[int, str, float]:
+    """Run `text` as a Python script at `path`, SIGINT it once it prints "spinning";
+    (exit status, its whole output, seconds from the signal to the exit)."""
     import signal
     import subprocess
     import sys
 
-    script = tmp_path / "hanging_close.py"
-    script.write_text(_HANGING_CLOSE)
-    proc = subprocess.Popen([sys.executable, str(script)], env=ros_env, text=True,
+    path.write_text(text)
+    proc = subprocess.Popen([sys.executable, str(path)], env=ros_env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert "spinning" in proc.stdout.readline()
@@ -173,7 +174,13 @@ def test_shutdown_work_that_hangs_is_left_at_the_bound(ros_env, tmp_path):
         took = time.monotonic() - sent
     finally:
         proc.kill()
-    assert proc.returncode == 0, out
+    return proc.returncode, out, took
+
+
+def test_shutdown_work_that_hangs_is_left_at_the_bound(ros_env, tmp_path):
+    code, out, took = _interrupt_script(ros_env, tmp_path / "hanging_close.py",
+                                        _HANGING_CLOSE)
+    assert code == 0, out
     assert f"shutdown still running after {SHUTDOWN_BOUND_S:g} s: leaving the process" in out
     assert "Traceback" not in out
     assert SHUTDOWN_BOUND_S <= took <= EXIT_WITHIN_S, (took, out)
@@ -189,25 +196,11 @@ def test_shutdown_work_that_hangs_holding_the_gil_is_ended_at_the_hard_bound(ros
     """Stuck in a C call that holds the GIL, no Python thread runs, spin's watchdog neither:
     faulthandler's C thread ends the process at HARD_BOUND_S with status 1 (not a clean
     shutdown), its one line and every thread's stack in the log."""
-    import signal
-    import subprocess
-    import sys
-
     from alpamayo_ros.ros.shutdown import HARD_BOUND_S
 
-    script = tmp_path / "gil_holding_close.py"
-    script.write_text(_GIL_HOLDING_CLOSE)
-    proc = subprocess.Popen([sys.executable, str(script)], env=ros_env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        assert "spinning" in proc.stdout.readline()
-        sent = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=30.0)
-        took = time.monotonic() - sent
-    finally:
-        proc.kill()
-    assert proc.returncode == 1, out
+    code, out, took = _interrupt_script(ros_env, tmp_path / "gil_holding_close.py",
+                                        _GIL_HOLDING_CLOSE)
+    assert code == 1, out
     assert f"Timeout (0:00:0{HARD_BOUND_S:g})!" in out, out
     assert re.search(r"File .*gil_holding_close.py\", line \d+ in close", out), out
     assert "shutdown_watchdog" in out or "Thread 0x" in out, out  # the other threads too
